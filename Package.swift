@@ -1,0 +1,120 @@
+// swift-tools-version:6.1
+// Tern: an edge inference server that speaks Triton's KServe v2 protocol over HTTP and gRPC and runs
+// models with ONNX Runtime. The target layout and dependency direction follow shared/DESIGN.md:
+// tern → TernCLI → {TernHTTP, TernGRPC, TernMetrics, TernONNXRuntime} → TernRuntime → TernCore.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "tern",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tern", targets: ["tern"]),
+        .library(name: "TernCore", targets: ["TernCore"]),
+        .library(name: "TernRuntime", targets: ["TernRuntime"]),
+        .library(name: "TernONNXRuntime", targets: ["TernONNXRuntime"]),
+        .library(name: "TernHTTP", targets: ["TernHTTP"]),
+        .library(name: "TernGRPC", targets: ["TernGRPC"]),
+        .library(name: "TernMetrics", targets: ["TernMetrics"]),
+        .library(name: "TernTesting", targets: ["TernTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", exact: "0.2.0"),
+    ],
+    targets: [
+        .target(
+            name: "TernCore",
+            dependencies: [
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernRuntime",
+            dependencies: [
+                "TernCore",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernONNXRuntime",
+            dependencies: ["TernCore"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernMetrics",
+            dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernHTTP",
+            dependencies: [
+                "TernRuntime",
+                "TernMetrics",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernGRPC",
+            dependencies: [
+                "TernRuntime",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernCLI",
+            dependencies: [
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "tern", dependencies: ["TernCLI"], swiftSettings: strict),
+        .target(
+            name: "TernTesting",
+            dependencies: ["TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TernCoreTests", dependencies: ["TernCore"], swiftSettings: strict),
+        .testTarget(name: "TernONNXRuntimeTests", dependencies: ["TernONNXRuntime", "TernTesting"], swiftSettings: strict),
+        .testTarget(name: "TernRuntimeTests", dependencies: ["TernRuntime", "TernTesting"], swiftSettings: strict),
+        .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP", "TernTesting"], swiftSettings: strict),
+        .testTarget(name: "TernGRPCTests", dependencies: ["TernGRPC", "TernTesting"], swiftSettings: strict),
+        .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

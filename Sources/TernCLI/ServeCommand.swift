@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import Hummingbird
+import Logging
+import Metrics
+import ServiceLifecycle
+import TernCore
+import TernGRPC
+import TernHTTP
+import TernMetrics
+import TernONNXRuntime
+import TernRuntime
+import UnixSignals
+
+/// `tern serve`: serves a model repository over HTTP, gRPC and Prometheus metrics.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve the models of a Triton-style model repository.")
+
+    @Option(name: .customLong("model-repository"), help: "The model repository folder.")
+    var modelRepository: String
+
+    @Option(name: .customLong("model-control-mode"), help: "none | explicit | poll")
+    var modelControlMode: String = "none"
+
+    @Option(name: .customLong("load-model"), help: "In explicit mode, a model to load at start ('*' for all). Repeatable.")
+    var loadModels: [String] = []
+
+    @Option(name: .customLong("repository-poll-secs"), help: "Seconds between repository scans in poll mode.")
+    var pollSeconds: Int = 15
+
+    @Flag(name: .customLong("disable-auto-complete-config"), help: "Require complete config.pbtxt files.")
+    var disableAutoComplete = false
+
+    @Option(name: .customLong("host"), help: "Address to listen on.")
+    var host: String = "0.0.0.0"
+
+    @Option(name: .customLong("http-port")) var httpPort: Int = 8000
+    @Option(name: .customLong("grpc-port")) var grpcPort: Int = 8001
+    @Option(name: .customLong("metrics-port")) var metricsPort: Int = 8002
+
+    @Option(name: .customLong("max-request-size"), help: "Largest HTTP body or gRPC message accepted, in bytes.")
+    var maxRequestSize: Int = 256 << 20
+
+    @Option(name: .customLong("onnxruntime-library"), help: "Path of libonnxruntime.so (default: TERN_ONNXRUNTIME_LIBRARY, the pip package, system paths).")
+    var onnxRuntimeLibrary: String?
+
+    @Option(name: .customLong("log-verbose"), help: "0 info, 1 debug, 2 trace (ONNX Runtime's own lines included).")
+    var logVerbose: Int = 0
+
+    func run() async throws {
+        guard let mode = ServerConfiguration.ModelControlMode(rawValue: modelControlMode) else {
+            throw ValidationError("--model-control-mode must be none, explicit or poll")
+        }
+        let level: Logger.Level = logVerbose >= 2 ? .trace : logVerbose == 1 ? .debug : .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "tern")
+        let exporter = PrometheusExporter()
+        MetricsSystem.bootstrap(exporter.factory)
+
+        let backend: ONNXRuntimeBackend
+        do {
+            backend = try ONNXRuntimeBackend(locator: ORTLibraryLocator(explicitPath: onnxRuntimeLibrary), logger: logger)
+        } catch {
+            logger.critical("\(error.message)")
+            throw ExitCode.failure
+        }
+        let started = ContinuousClock.now
+        let engine = InferenceServer(
+            configuration: ServerConfiguration(
+                repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
+                autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds)),
+            backends: [backend], logger: logger)
+        await engine.start()
+        for entry in engine.repositoryIndex() {
+            logger.info("model", metadata: [
+                "name": .string(entry.name), "version": .string(entry.version),
+                "state": .string(entry.state.isEmpty ? "NOT LOADED" : entry.state), "reason": .string(entry.reason),
+            ])
+        }
+
+        let http = HTTPFrontend.application(
+            server: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, logger: logger) { port in
+                logger.info("HTTP KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
+            }
+        let metrics = HTTPFrontend.metricsApplication(exporter: exporter, host: host, port: metricsPort, logger: logger) { port in
+            logger.info("metrics endpoint listening", metadata: ["port": .stringConvertible(port)])
+        }
+        let grpc = GRPCServerService(server: GRPCFrontend.server(engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize))
+        let readyLogger = ReadyAnnouncer(grpc: grpc, started: started, logger: logger)
+        let poller = RepositoryPoller(engine: engine)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: http), .init(service: metrics), .init(service: grpc), .init(service: readyLogger, successTerminationBehavior: .ignore),
+                           .init(service: poller, successTerminationBehavior: .ignore)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// Logs the gRPC port and the time from start to serving once the gRPC listener is bound.
+struct ReadyAnnouncer: Service {
+    let grpc: GRPCServerService
+    let started: ContinuousClock.Instant
+    let logger: Logger
+
+    func run() async throws {
+        if let port = await grpc.listeningPort {
+            logger.info("gRPC KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
+        }
+        let elapsed = ContinuousClock.now - started
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        logger.info("server ready", metadata: ["start_to_ready_ms": .string(String(format: "%.1f", milliseconds))])
+    }
+}
+
+/// Runs the engine's poll-mode repository scan as a service (returns at once in other modes).
+struct RepositoryPoller: Service {
+    let engine: InferenceServer
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await engine.runRepositoryPolling() }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Logging
+
+/// Name, element type and shape of one model input or output as the model file declares it;
+/// -1 marks a dimension of any size.
+public struct TensorSpec: Sendable, Hashable {
+    public var name: String
+    public var dataType: DataType
+    public var shape: [Int64]
+
+    public init(name: String, dataType: DataType, shape: [Int64]) {
+        self.name = name
+        self.dataType = dataType
+        self.shape = shape
+    }
+}
+
+/// The inputs and outputs a model file declares.
+public struct ModelSignature: Sendable, Hashable {
+    public var inputs: [TensorSpec]
+    public var outputs: [TensorSpec]
+
+    public init(inputs: [TensorSpec], outputs: [TensorSpec]) {
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+}
+
+/// A way of executing models (ONNX Runtime, a remote server, ...). The engine asks it for one
+/// `ModelInstance` per entry of the config's instance groups.
+public protocol Backend: Sendable {
+    /// The `backend` name in config.pbtxt, e.g. "onnxruntime".
+    var name: String { get }
+    /// The `platform` names it also answers to, e.g. "onnxruntime_onnx".
+    var platforms: [String] { get }
+    /// The file in a version folder that holds the model, unless `default_model_filename` says otherwise.
+    var defaultModelFilename: String { get }
+
+    /// Creates one execution instance of the model at `modelPath`.
+    func makeInstance(
+        modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger
+    ) throws -> any ModelInstance
+}
+
+/// Where and how an instance runs, as its instance group says.
+public struct InstancePlacement: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable { case cpu, gpu(deviceID: Int) }
+    public var kind: Kind
+    /// Index of this instance among all instances of the model version.
+    public var index: Int
+    /// Threads ONNX Runtime may use inside one operator for this instance (0 = backend default).
+    public var intraOpThreads: Int
+
+    public init(kind: Kind, index: Int, intraOpThreads: Int) {
+        self.kind = kind
+        self.index = index
+        self.intraOpThreads = intraOpThreads
+    }
+}
+
+/// One loaded copy of a model that executes a batch at a time. `execute` is called from one
+/// thread at a time per instance and may block; the engine runs it off the async executor.
+public protocol ModelInstance: AnyObject, Sendable {
+    /// What the model file declares.
+    var signature: ModelSignature { get }
+
+    /// Runs the model. `inputs` are already validated against the config; returns the outputs
+    /// named in `outputNames`, in that order.
+    func execute(inputs: [Tensor], outputNames: [String]) throws -> [Tensor]
+}

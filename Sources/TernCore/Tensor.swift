@@ -1,0 +1,102 @@
+import Foundation
+
+/// A named tensor: element type, shape and the elements as contiguous little-endian bytes.
+///
+/// BYTES tensors hold their elements in the KServe binary layout (a 4-byte little-endian length
+/// before each element), so every frontend and backend shares one representation. `data` may view
+/// memory owned by a frontend's request buffer or by a backend's output value: no copy is made when
+/// a tensor moves between layers.
+public struct Tensor: Sendable {
+    public var name: String
+    public var dataType: DataType
+    public var shape: [Int64]
+    public var data: Data
+
+    public init(name: String, dataType: DataType, shape: [Int64], data: Data) {
+        self.name = name
+        self.dataType = dataType
+        self.shape = shape
+        self.data = data
+    }
+
+    /// Number of elements the shape describes (1 for a scalar).
+    public var elementCount: Int { Tensor.elementCount(of: shape) }
+
+    /// Number of elements of `shape`; negative dimensions count as zero.
+    public static func elementCount(of shape: [Int64]) -> Int {
+        shape.reduce(1) { $0 * Int(max($1, 0)) }
+    }
+
+    /// Checks that `data` holds exactly the elements the shape describes.
+    public func validateByteSize() throws(TernError) {
+        if let size = dataType.elementSize {
+            let expected = elementCount * size
+            guard data.count == expected else {
+                throw .invalidArgument(
+                    "input '\(name)': tensor data has \(data.count) bytes but shape \(shape) of \(dataType.protocolName) needs \(expected)")
+            }
+        } else {
+            let count = try BytesCodec.count(in: data, name: name)
+            guard count == elementCount else {
+                throw .invalidArgument(
+                    "input '\(name)': tensor data holds \(count) BYTES elements but shape \(shape) needs \(elementCount)")
+            }
+        }
+    }
+}
+
+/// A Swift type that can be an element of a numeric tensor.
+public protocol TensorScalar: Sendable {
+    static var dataType: DataType { get }
+}
+
+extension Bool: TensorScalar { public static var dataType: DataType { .bool } }
+extension UInt8: TensorScalar { public static var dataType: DataType { .uint8 } }
+extension UInt16: TensorScalar { public static var dataType: DataType { .uint16 } }
+extension UInt32: TensorScalar { public static var dataType: DataType { .uint32 } }
+extension UInt64: TensorScalar { public static var dataType: DataType { .uint64 } }
+extension Int8: TensorScalar { public static var dataType: DataType { .int8 } }
+extension Int16: TensorScalar { public static var dataType: DataType { .int16 } }
+extension Int32: TensorScalar { public static var dataType: DataType { .int32 } }
+extension Int64: TensorScalar { public static var dataType: DataType { .int64 } }
+extension Float: TensorScalar { public static var dataType: DataType { .fp32 } }
+extension Double: TensorScalar { public static var dataType: DataType { .fp64 } }
+#if !((os(macOS) || targetEnvironment(macCatalyst)) && arch(x86_64))
+extension Float16: TensorScalar { public static var dataType: DataType { .fp16 } }
+#endif
+
+extension Tensor {
+    /// A numeric tensor from Swift values (copied once into the tensor's storage).
+    public init<T: TensorScalar>(name: String, shape: [Int64], values: [T]) {
+        self.init(
+            name: name, dataType: T.dataType, shape: shape,
+            data: values.withUnsafeBytes { Data($0) })
+    }
+
+    /// A BYTES tensor from its elements.
+    public init(name: String, shape: [Int64], strings: [Data]) {
+        self.init(name: name, dataType: .bytes, shape: shape, data: BytesCodec.encode(strings))
+    }
+
+    /// The elements as Swift values; the type must match `dataType`.
+    public func values<T: TensorScalar>(as type: T.Type = T.self) throws(TernError) -> [T] {
+        guard T.dataType == dataType else {
+            throw .invalidArgument("tensor '\(name)' is \(dataType.protocolName), not \(T.dataType.protocolName)")
+        }
+        let count = data.count / MemoryLayout<T>.stride
+        return [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+            _ = data.withUnsafeBytes { raw in
+                memcpy(buffer.baseAddress!, raw.baseAddress!, count * MemoryLayout<T>.stride)
+            }
+            initialized = count
+        }
+    }
+
+    /// The elements of a BYTES tensor.
+    public func strings() throws(TernError) -> [Data] {
+        guard dataType == .bytes else {
+            throw .invalidArgument("tensor '\(name)' is \(dataType.protocolName), not BYTES")
+        }
+        return try BytesCodec.decode(data, name: name)
+    }
+}

@@ -1,0 +1,257 @@
+import Foundation
+import Logging
+import Synchronization
+import TernCore
+
+/// Tern's engine: serves the models of a repository. Frontends (HTTP, gRPC) call it, and an app
+/// can embed it and call `infer` directly, with no serialization and no socket.
+///
+/// ```swift
+/// let server = InferenceServer(configuration: .init(repositoryPath: url), backends: [ort], logger: logger)
+/// await server.start()
+/// let response = try await server.infer(InferenceRequest(modelName: "add_sub", inputs: [...]))
+/// ```
+public final class InferenceServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let logger: Logger
+    private let loader: ModelLoader
+    private let repository: ModelRepository
+    private let registry = Mutex<[String: ModelRecord]>([:])
+    private let started = Mutex(false)
+
+    /// What the engine knows of one model of the repository.
+    struct ModelRecord {
+        enum State: String { case loading = "LOADING", ready = "READY", unavailable = "UNAVAILABLE" }
+        var state: State
+        var reason: String = ""
+        var loaded: LoadedModel?
+        var fingerprint: String = ""
+    }
+
+    public init(configuration: ServerConfiguration, backends: [any Backend], logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.repository = ModelRepository(root: configuration.repositoryPath)
+        self.loader = ModelLoader(
+            repository: repository, backends: backends, autoComplete: configuration.autoCompleteConfig,
+            cpuCores: configuration.cpuCores, logger: logger)
+    }
+
+    // MARK: Lifecycle
+
+    /// Loads the models the control mode says to load at start. A model that fails to load is
+    /// marked unavailable with its reason; it never stops the others.
+    public func start() async {
+        let names: [String]
+        switch configuration.controlMode {
+        case .none, .poll: names = repository.modelNames()
+        case .explicit:
+            names = configuration.startupModels.contains("*") ? repository.modelNames() : configuration.startupModels
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for name in names {
+                group.addTask { try? await self.loadModel(name, configOverride: nil) }
+            }
+        }
+        started.withLock { $0 = true }
+    }
+
+    /// In poll mode, rescans the repository every `pollInterval` until cancelled: new and changed
+    /// models are (re)loaded, removed ones unloaded. A changed model keeps serving its old version
+    /// until the new one is ready.
+    public func runRepositoryPolling() async {
+        guard configuration.controlMode == .poll else { return }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.pollInterval)
+            await pollOnce()
+        }
+    }
+
+    /// One poll-mode scan of the repository.
+    public func pollOnce() async {
+        let present = Set(repository.modelNames())
+        let known = registry.withLock { $0.mapValues(\.fingerprint) }
+        for name in known.keys where !present.contains(name) {
+            _ = registry.withLock { $0.removeValue(forKey: name) }
+            logger.info("model removed from repository; unloaded", metadata: ["model": .string(name)])
+        }
+        for name in present.sorted() where known[name] != repository.fingerprint(of: name) {
+            try? await loadModel(name, configOverride: nil)
+        }
+    }
+
+    // MARK: Health and metadata
+
+    public var isLive: Bool { true }
+
+    /// Ready once the start-up loading has finished and every model it loaded is ready (Triton's rule).
+    public var isReady: Bool {
+        guard started.withLock({ $0 }) else { return false }
+        return registry.withLock { records in records.values.allSatisfy { $0.state == .ready || $0.loaded == nil && $0.state != .loading } }
+    }
+
+    public var serverMetadata: ServerMetadata {
+        ServerMetadata(
+            name: configuration.serverName, version: configuration.serverVersion,
+            extensions: ServerMetadata.supportedExtensions)
+    }
+
+    /// Whether the model (and version, if given) is loaded and ready. Unknown models are not ready.
+    public func isModelReady(_ name: String, version: Int64? = nil) -> Bool {
+        (try? runner(name, version: version)) != nil
+    }
+
+    public func modelMetadata(_ name: String, version: Int64? = nil) throws(TernError) -> ModelMetadata {
+        let runner = try runner(name, version: version)
+        let versions = version.map { [String($0)] } ?? readyVersions(name).map(String.init)
+        let config = runner.config
+        let batch: [Int64] = config.maxBatchSize > 0 ? [-1] : []
+        return ModelMetadata(
+            name: name, versions: versions, platform: config.platform.isEmpty ? config.backend : config.platform,
+            inputs: config.input.map { TensorSpec(name: $0.name, dataType: DataType(configType: $0.dataType)!, shape: batch + $0.dims) },
+            outputs: config.output.map { TensorSpec(name: $0.name, dataType: DataType(configType: $0.dataType)!, shape: batch + $0.dims) })
+    }
+
+    /// The complete configuration the model runs with (after auto-complete).
+    public func modelConfig(_ name: String, version: Int64? = nil) throws(TernError) -> ModelConfig {
+        try runner(name, version: version).config
+    }
+
+    // MARK: Inference
+
+    /// Runs one request on the requested (or highest ready) version of a model.
+    public func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
+        let runner = try runner(request.modelName, version: request.modelVersion)
+        return try await runner.infer(request)
+    }
+
+    // MARK: Statistics
+
+    /// Statistics of every ready version (name nil), of one model, or of one version.
+    public func statistics(model name: String? = nil, version: Int64? = nil) throws(TernError) -> [ModelStatistics] {
+        if let name {
+            if let version { return [try runner(name, version: version).statistics.snapshot] }
+            let runners = registry.withLock { $0[name]?.loaded?.runners }
+            guard let runners, !runners.isEmpty else { throw Self.unknownModel(name) }
+            return runners.keys.sorted().map { runners[$0]!.statistics.snapshot }
+        }
+        let all = registry.withLock { records in records.values.compactMap(\.loaded) }
+        return all.sorted { $0.name < $1.name }.flatMap { model in
+            model.runners.keys.sorted().map { model.runners[$0]!.statistics.snapshot }
+        }
+    }
+
+    // MARK: Repository
+
+    /// Every model of the repository with the state of each version; `readyOnly` keeps the ready ones.
+    public func repositoryIndex(readyOnly: Bool = false) -> [ModelIndexEntry] {
+        let records = registry.withLock { $0 }
+        var entries: [ModelIndexEntry] = []
+        for name in Set(repository.modelNames()).union(records.keys).sorted() {
+            guard let record = records[name] else {
+                if !readyOnly { entries.append(ModelIndexEntry(name: name, version: "", state: "", reason: "")) }
+                continue
+            }
+            if let loaded = record.loaded {
+                for version in Set(loaded.runners.keys).union(loaded.failures.keys).sorted() {
+                    let failure = loaded.failures[version]
+                    let state = record.state == .loading ? "LOADING" : failure == nil ? "READY" : "UNAVAILABLE"
+                    if readyOnly && state != "READY" { continue }
+                    entries.append(ModelIndexEntry(name: name, version: String(version), state: state, reason: failure ?? ""))
+                }
+            } else if !readyOnly {
+                entries.append(ModelIndexEntry(name: name, version: "", state: record.state.rawValue, reason: record.reason))
+            }
+        }
+        return entries
+    }
+
+    /// Loads (or reloads) a model in explicit mode. A reload keeps the old versions serving until
+    /// the new ones are ready. `configJSON` replaces config.pbtxt (Triton's `config` parameter).
+    public func load(model name: String, configJSON: String? = nil) async throws(TernError) {
+        guard configuration.controlMode == .explicit else {
+            throw TernError(.failedPrecondition, "explicit model load / unload is not allowed in model control mode '\(configuration.controlMode.rawValue)'; start with --model-control-mode explicit")
+        }
+        var override: ModelConfig? = nil
+        if let configJSON, !configJSON.isEmpty {
+            override = try ModelConfig.parse(json: configJSON, source: "load request for '\(name)'")
+        }
+        guard FileManager.default.fileExists(atPath: repository.modelDirectory(name).path) else {
+            throw .notFound("failed to load '\(name)', no version is available: model folder \(repository.modelDirectory(name).path) does not exist")
+        }
+        try await loadModel(name, configOverride: override)
+    }
+
+    /// Unloads a model in explicit mode. Requests already running finish first.
+    public func unload(model name: String) throws(TernError) {
+        guard configuration.controlMode == .explicit else {
+            throw TernError(.failedPrecondition, "explicit model load / unload is not allowed in model control mode '\(configuration.controlMode.rawValue)'; start with --model-control-mode explicit")
+        }
+        let found = registry.withLock { records -> Bool in
+            guard records[name] != nil else { return false }
+            records[name] = ModelRecord(state: .unavailable, reason: "unloaded")
+            return true
+        }
+        guard found else { throw .notFound("failed to unload '\(name)': the model is not loaded") }
+        logger.info("model unloaded", metadata: ["model": .string(name)])
+    }
+
+    // MARK: Internals
+
+    private func loadModel(_ name: String, configOverride: ModelConfig?) async throws(TernError) {
+        registry.withLock { records in
+            if records[name] == nil { records[name] = ModelRecord(state: .loading) }
+        }
+        let fingerprint = repository.fingerprint(of: name)
+        let loader = self.loader
+        let result: Result<LoadedModel, TernError> = await withCheckedContinuation { continuation in
+            // Session creation blocks for a while: keep it off the Swift concurrency pool.
+            DispatchQueue.global(qos: .userInitiated).async {
+                continuation.resume(returning: Result { () throws(TernError) in try loader.load(name, configOverride: configOverride) })
+            }
+        }
+        switch result {
+        case .success(let model):
+            registry.withLock { records in
+                let ready = !model.runners.isEmpty
+                records[name] = ModelRecord(
+                    state: ready ? .ready : .unavailable,
+                    reason: ready ? "" : model.failures.values.joined(separator: "; "), loaded: model, fingerprint: fingerprint)
+            }
+            if model.runners.isEmpty {
+                throw .invalidArgument("failed to load '\(name)': " + model.failures.sorted { $0.key < $1.key }.map { "version \($0.key): \($0.value)" }.joined(separator: "; "))
+            }
+        case .failure(let error):
+            logger.error("failed to load model", metadata: ["model": .string(name), "error": .string(error.message)])
+            registry.withLock { records in
+                // A failed reload leaves a serving model in place.
+                if let current = records[name], current.loaded != nil, current.state == .ready {
+                    records[name]?.fingerprint = fingerprint
+                    return
+                }
+                records[name] = ModelRecord(state: .unavailable, reason: error.message, fingerprint: fingerprint)
+            }
+            throw TernError(error.code, "failed to load '\(name)': \(error.message)")
+        }
+    }
+
+    func runner(_ name: String, version: Int64?) throws(TernError) -> ModelVersionRunner {
+        let record = registry.withLock { $0[name] }
+        guard let record, let loaded = record.loaded, !loaded.runners.isEmpty else { throw Self.unknownModel(name) }
+        if let version {
+            guard let runner = loaded.runners[version] else {
+                throw .notFound("Request for unknown model: '\(name)' version \(version) is not at ready state")
+            }
+            return runner
+        }
+        return loaded.runners[loaded.runners.keys.max()!]!
+    }
+
+    private func readyVersions(_ name: String) -> [Int64] {
+        registry.withLock { $0[name]?.loaded?.runners.keys.sorted() ?? [] }
+    }
+
+    static func unknownModel(_ name: String) -> TernError {
+        .notFound("Request for unknown model: '\(name)' is not found")
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import Logging
+import TernCore
+
+/// The outcome of loading one model: its final config, the versions that loaded and, per version
+/// that failed, why.
+struct LoadedModel: Sendable {
+    var name: String
+    var config: ModelConfig
+    var runners: [Int64: ModelVersionRunner]
+    var failures: [Int64: String]
+}
+
+/// Turns a model folder into running instances: parses and validates config.pbtxt, completes it
+/// from the model file, checks the two agree, and creates the instances the instance groups ask for.
+struct ModelLoader: Sendable {
+    let repository: ModelRepository
+    let backends: [any Backend]
+    let autoComplete: Bool
+    let cpuCores: Int
+    let logger: Logger
+
+    /// Loads `name`. Throws when the model as a whole cannot load (bad config, no versions, no
+    /// backend); a failing version only marks that version unavailable.
+    func load(_ name: String, configOverride: ModelConfig? = nil) throws(TernError) -> LoadedModel {
+        let configPath = repository.configFile(name).path
+        var config: ModelConfig
+        if let configOverride {
+            config = configOverride
+        } else if let text = try repository.configText(name) {
+            config = try ModelConfig.parse(text: text, file: configPath)
+        } else if autoComplete {
+            config = ModelConfig()
+        } else {
+            throw .invalidArgument("\(configPath): missing, and auto-complete is disabled (--disable-auto-complete-config)")
+        }
+        if config.name.isEmpty { config.name = name }
+        guard config.name == name else {
+            throw .invalidArgument("\(configPath): name: '\(config.name)' does not match the model folder '\(name)'")
+        }
+        let backend = try chooseBackend(for: &config, configPath: configPath)
+        let available = repository.versions(of: name)
+        let selected = ModelRepository.selectVersions(available, policy: config.versionPolicy)
+        guard !selected.isEmpty else {
+            throw .invalidArgument("model '\(name)': no version folder (\(repository.modelDirectory(name).path)/<number>/) to load")
+        }
+        var runners: [Int64: ModelVersionRunner] = [:]
+        var failures: [Int64: String] = [:]
+        var finalConfig = config
+        for version in selected {
+            do {
+                let (runner, completed) = try loadVersion(version, config: config, backend: backend, configPath: configPath)
+                runners[version] = runner
+                finalConfig = completed
+            } catch {
+                failures[version] = error.message
+                logger.error("failed to load model version", metadata: ["model": .string(name), "version": .stringConvertible(version), "error": .string(error.message)])
+            }
+        }
+        if runners.isEmpty, selected.count == 1, let only = failures.first {
+            throw .invalidArgument(only.value)
+        }
+        return LoadedModel(name: name, config: finalConfig, runners: runners, failures: failures)
+    }
+
+    private func chooseBackend(for config: inout ModelConfig, configPath: String) throws(TernError) -> any Backend {
+        if !config.backend.isEmpty {
+            guard let backend = backends.first(where: { $0.name == config.backend }) else {
+                throw .invalidArgument("\(configPath): backend: '\(config.backend)' is not available (Tern has: \(backends.map(\.name)))")
+            }
+            if config.platform.isEmpty { config.platform = backend.platforms.first ?? "" }
+            return backend
+        }
+        if !config.platform.isEmpty {
+            guard let backend = backends.first(where: { $0.platforms.contains(config.platform) }) else {
+                throw .invalidArgument("\(configPath): platform: '\(config.platform)' is not supported (Tern supports: \(backends.flatMap(\.platforms)))")
+            }
+            config.backend = backend.name
+            return backend
+        }
+        let name = config.name
+        for backend in backends {
+            let file = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
+            if repository.versions(of: name).contains(where: {
+                FileManager.default.fileExists(atPath: repository.modelDirectory(name).appendingPathComponent("\($0)/\(file)").path)
+            }) {
+                config.backend = backend.name
+                if config.platform.isEmpty { config.platform = backend.platforms.first ?? "" }
+                return backend
+            }
+        }
+        throw .invalidArgument("\(configPath): backend: not set, and no version folder holds a file a backend recognises")
+    }
+
+    private func loadVersion(
+        _ version: Int64, config: ModelConfig, backend: any Backend, configPath: String
+    ) throws(TernError) -> (ModelVersionRunner, ModelConfig) {
+        let name = config.name
+        let filename = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
+        let modelFile = repository.modelDirectory(name).appendingPathComponent("\(version)/\(filename)")
+        guard FileManager.default.fileExists(atPath: modelFile.path) else {
+            throw .invalidArgument("model '\(name)' version \(version): \(modelFile.path) does not exist")
+        }
+        let placements = Self.placements(for: config, cpuCores: cpuCores)
+        var instances: [any ModelInstance] = []
+        var completed = config
+        for placement in placements {
+            let instance: any ModelInstance
+            do {
+                instance = try backend.makeInstance(modelPath: modelFile, config: completed, instance: placement, logger: logger)
+            } catch let error as TernError {
+                throw TernError(error.code == .internalError ? .invalidArgument : error.code,
+                                "model '\(name)' version \(version): \(error.message)")
+            } catch {
+                throw .invalidArgument("model '\(name)' version \(version): \(error)")
+            }
+            if instances.isEmpty {
+                if autoComplete { completed.autoComplete(from: instance.signature) }
+                try completed.validate(file: configPath)
+                try completed.check(against: instance.signature, file: configPath)
+            }
+            instances.append(instance)
+        }
+        let labels = try Self.readLabels(completed, directory: repository.modelDirectory(name))
+        let runner = ModelVersionRunner(name: name, version: version, config: completed, instances: instances, labels: labels)
+        logger.info("model version ready", metadata: [
+            "model": .string(name), "version": .stringConvertible(version), "instances": .stringConvertible(instances.count),
+        ])
+        return (runner, completed)
+    }
+
+    /// One placement per instance the instance groups ask for (one CPU instance when there are
+    /// none). The ONNX Runtime thread budget: the machine's cores are split evenly over the
+    /// instances, at least one thread each, so `count` instances never oversubscribe the CPU.
+    static func placements(for config: ModelConfig, cpuCores: Int) -> [InstancePlacement] {
+        var kinds: [InstancePlacement.Kind] = []
+        for group in config.instanceGroup {
+            let count = max(Int(group.count), 1)
+            switch group.kind {
+            case .gpu:
+                let gpus = group.gpus.isEmpty ? [Int32(0)] : group.gpus
+                for gpu in gpus { kinds += Array(repeating: .gpu(deviceID: Int(gpu)), count: count) }
+            default:
+                kinds += Array(repeating: .cpu, count: count)
+            }
+        }
+        if kinds.isEmpty { kinds = [.cpu] }
+        let threads = max(1, cpuCores / kinds.count)
+        return kinds.enumerated().map { InstancePlacement(kind: $1, index: $0, intraOpThreads: threads) }
+    }
+
+    static func readLabels(_ config: ModelConfig, directory: URL) throws(TernError) -> [String: [String]] {
+        var labels: [String: [String]] = [:]
+        for output in config.output where !output.labelFilename.isEmpty {
+            let file = directory.appendingPathComponent(output.labelFilename)
+            guard let text = try? String(contentsOf: file, encoding: .utf8) else {
+                throw .invalidArgument("output '\(output.name)': label_filename \(file.path) cannot be read")
+            }
+            labels[output.name] = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        }
+        return labels
+    }
+}

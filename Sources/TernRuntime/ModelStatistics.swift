@@ -1,0 +1,106 @@
+import Foundation
+import Synchronization
+
+/// Count and total time of one kind of event, as Triton's statistics extension reports it.
+public struct StatisticDuration: Sendable, Hashable {
+    public var count: UInt64 = 0
+    public var ns: UInt64 = 0
+
+    public init(count: UInt64 = 0, ns: UInt64 = 0) {
+        self.count = count
+        self.ns = ns
+    }
+
+    mutating func add(_ nanoseconds: UInt64, count: UInt64 = 1) {
+        self.count += count
+        self.ns += nanoseconds
+    }
+}
+
+/// Statistics of executions of one batch size.
+public struct BatchStatistics: Sendable, Hashable {
+    public var batchSize: UInt64
+    public var computeInput = StatisticDuration()
+    public var computeInfer = StatisticDuration()
+    public var computeOutput = StatisticDuration()
+}
+
+/// Triton's per model version statistics. `inferenceCount` counts batch rows, `executionCount`
+/// executions; the durations count requests.
+public struct ModelStatistics: Sendable, Hashable {
+    public var name: String
+    public var version: String
+    /// Milliseconds since the epoch of the last inference; 0 if none yet.
+    public var lastInference: UInt64 = 0
+    public var inferenceCount: UInt64 = 0
+    public var executionCount: UInt64 = 0
+    public var success = StatisticDuration()
+    public var fail = StatisticDuration()
+    public var queue = StatisticDuration()
+    public var computeInput = StatisticDuration()
+    public var computeInfer = StatisticDuration()
+    public var computeOutput = StatisticDuration()
+    /// Sorted by batch size.
+    public var batchStats: [BatchStatistics] = []
+
+    public init(name: String, version: String) {
+        self.name = name
+        self.version = version
+    }
+}
+
+/// Timings of one successful request, in nanoseconds.
+struct RequestTimings {
+    var queue: UInt64
+    var computeInput: UInt64
+    var computeInfer: UInt64
+    var computeOutput: UInt64
+    var total: UInt64
+    var batchSize: Int
+}
+
+/// Accumulates the statistics of one model version; shared by every request to it.
+final class StatisticsRecorder: Sendable {
+    private let state: Mutex<ModelStatistics>
+
+    init(name: String, version: Int64) {
+        state = Mutex(ModelStatistics(name: name, version: String(version)))
+    }
+
+    var snapshot: ModelStatistics { state.withLock { $0 } }
+
+    func recordSuccess(_ t: RequestTimings) {
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        state.withLock { s in
+            s.lastInference = now
+            s.inferenceCount += UInt64(t.batchSize)
+            s.executionCount += 1
+            s.success.add(t.total)
+            s.queue.add(t.queue)
+            s.computeInput.add(t.computeInput)
+            s.computeInfer.add(t.computeInfer)
+            s.computeOutput.add(t.computeOutput)
+            let size = UInt64(t.batchSize)
+            if let index = s.batchStats.firstIndex(where: { $0.batchSize == size }) {
+                s.batchStats[index].computeInput.add(t.computeInput)
+                s.batchStats[index].computeInfer.add(t.computeInfer)
+                s.batchStats[index].computeOutput.add(t.computeOutput)
+            } else {
+                var batch = BatchStatistics(batchSize: size)
+                batch.computeInput.add(t.computeInput)
+                batch.computeInfer.add(t.computeInfer)
+                batch.computeOutput.add(t.computeOutput)
+                s.batchStats.append(batch)
+                s.batchStats.sort { $0.batchSize < $1.batchSize }
+            }
+        }
+    }
+
+    func recordFailure(durationNs: UInt64) {
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        state.withLock { s in
+            s.fail.add(durationNs)
+            s.lastInference = now
+        }
+    }
+}

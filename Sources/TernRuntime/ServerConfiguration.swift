@@ -1,0 +1,48 @@
+import Foundation
+
+/// How the engine finds and manages models; the CLI's `serve` options map onto it one to one.
+public struct ServerConfiguration: Sendable {
+    /// Triton's model control modes.
+    public enum ModelControlMode: String, Sendable, CaseIterable {
+        /// Load every model at start; no load/unload requests.
+        case none
+        /// Load only `startupModels`; clients load and unload through the repository API.
+        case explicit
+        /// Load every model at start and rescan the repository every `pollInterval`.
+        case poll
+    }
+
+    public var repositoryPath: URL
+    public var controlMode: ModelControlMode
+    /// Models loaded at start in explicit mode; ["*"] loads all.
+    public var startupModels: [String]
+    /// Complete missing or partial configs from the model file (Triton's auto-complete).
+    public var autoCompleteConfig: Bool
+    public var pollInterval: Duration
+    /// CPU cores the ONNX Runtime thread budget is split over.
+    public var cpuCores: Int
+    /// Reported by server metadata.
+    public var serverName: String
+    public var serverVersion: String
+
+    public init(
+        repositoryPath: URL, controlMode: ModelControlMode = .none, startupModels: [String] = [],
+        autoCompleteConfig: Bool = true, pollInterval: Duration = .seconds(15),
+        cpuCores: Int = ProcessInfo.processInfo.activeProcessorCount,
+        serverName: String = "tern", serverVersion: String = TernVersion.current
+    ) {
+        self.repositoryPath = repositoryPath
+        self.controlMode = controlMode
+        self.startupModels = startupModels
+        self.autoCompleteConfig = autoCompleteConfig
+        self.pollInterval = pollInterval
+        self.cpuCores = max(cpuCores, 1)
+        self.serverName = serverName
+        self.serverVersion = serverVersion
+    }
+}
+
+/// Tern's version.
+public enum TernVersion {
+    public static let current = "0.1.0"
+}

