@@ -87,7 +87,7 @@ enum ConfigErrorLocator {
                 if scanner.endsMidValue { continue }
                 return Location(
                     line: index + 1, lineText: line.trimmingCharacters(in: .whitespaces),
-                    fieldPath: scanner.path.joined(separator: "."), error: error)
+                    fieldPath: scanner.linePath.joined(separator: "."), error: error)
             }
         }
         return nil
@@ -105,8 +105,12 @@ enum ConfigErrorLocator {
     /// Tracks open `{`/`[`/`<` and the field names that opened them, skipping strings and comments.
     struct Scanner {
         var openers: [Character] = []
+        /// Field names of the open blocks (`input [ { ...` is one entry, "input").
         var path: [String] = []
+        /// The deepest `path` seen on the last line fed.
+        var linePath: [String] = []
         var endsMidValue = false
+        private var pushed: [Bool] = []
         private var lastIdentifier = ""
 
         mutating func feed(_ line: String) {
@@ -114,6 +118,7 @@ enum ConfigErrorLocator {
             var inString: Character?
             var escaped = false
             var lastSignificant: Character = "\n"
+            linePath = path
             for ch in line {
                 if let quote = inString {
                     if escaped { escaped = false } else if ch == "\\" { escaped = true } else if ch == quote { inString = nil }
@@ -126,12 +131,15 @@ enum ConfigErrorLocator {
                 } else {
                     if !identifier.isEmpty { lastIdentifier = identifier; identifier = "" }
                     switch ch {
-                    case "{", "<":
-                        openers.append("{"); path.append(lastIdentifier)
-                    case "[":
-                        openers.append("[")
+                    case "{", "<", "[":
+                        // An element block directly inside a list belongs to the list's field.
+                        let push = !(ch != "[" && openers.last == "[")
+                        if push { path.append(lastIdentifier) }
+                        pushed.append(push)
+                        openers.append(ch == "[" ? "[" : "{")
+                        if path.count > linePath.count { linePath = path }
                     case "}", ">", "]":
-                        if let opener = openers.popLast(), opener == "{" { path.removeLast() }
+                        if openers.popLast() != nil, pushed.popLast() == true { path.removeLast() }
                     default: break
                     }
                 }
