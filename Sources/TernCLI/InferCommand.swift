@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import NIOHTTP1
+import TernCore
+import TernGRPC
+import TernHTTP
+
+/// `tern infer`: sends one request over HTTP or gRPC and prints the outputs as JSON.
+struct InferCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer",
+        abstract: "Send one inference request and print the outputs.",
+        discussion: """
+            Inputs are NAME=FILE.npy, or NAME=FILE.json holding {"shape": [...], "datatype": "FP32", "data": [...]}.
+            Example: tern infer -m digits_mlp --input X=digit.npy --protocol grpc
+            """)
+
+    @Option(name: [.customShort("m"), .customLong("model")]) var model: String
+    @Option(name: .customLong("model-version")) var version: Int64?
+    @Option(name: .customLong("input"), help: "NAME=FILE.npy or NAME=FILE.json (repeatable)") var inputs: [String] = []
+    @Option(name: .customLong("output"), help: "Output to return (repeatable; default all)") var outputs: [String] = []
+    @Option(name: .customLong("classification"), help: "Return the top K classes of each output") var classes: Int = 0
+    @Option(name: .customLong("protocol"), help: "http | http-json | grpc") var transport: String = "http"
+    @Option(name: .customLong("host")) var host: String = "127.0.0.1"
+    @Option(name: .customLong("http-port")) var httpPort: Int = 8000
+    @Option(name: .customLong("grpc-port")) var grpcPort: Int = 8001
+
+    func run() async throws {
+        var tensors: [Tensor] = []
+        for argument in inputs {
+            guard let equals = argument.firstIndex(of: "=") else { throw ValidationError("--input takes NAME=FILE") }
+            let name = String(argument[..<equals]), file = String(argument[argument.index(after: equals)...])
+            if file.hasSuffix(".npy") {
+                tensors.append(try NumpyFile.read(file, name: name))
+            } else {
+                let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file)))
+                guard let entry = object as? [String: Any], let typeName = entry["datatype"] as? String,
+                    let type = DataType(protocolName: typeName), let shape = entry["shape"] as? [NSNumber], let data = entry["data"]
+                else { throw ValidationError("\(file): expected {\"shape\", \"datatype\", \"data\"}") }
+                tensors.append(try KServeHTTPEncoding.tensor(name: name, dataType: type, shape: shape.map(\.int64Value), json: data))
+            }
+        }
+        let request = InferenceRequest(
+            modelName: model, modelVersion: version, inputs: tensors,
+            outputs: outputs.map { RequestedOutput(name: $0, classificationCount: classes) })
+        let response: InferenceResponse
+        switch transport {
+        case "grpc":
+            response = try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.infer(request) }
+        case "http", "http-json":
+            let (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: transport == "http")
+            let path = "/v2/models/\(model)\(version.map { "/versions/\($0)" } ?? "")/infer"
+            let reply = try await HTTPConnection.with(host: host, port: httpPort) { exchange in
+                try await exchange.send(.POST, path, headers: headerLength.map { [("Inference-Header-Content-Length", String($0))] } ?? [], body: body)
+            }
+            let jsonLength = reply.headers.first(name: "Inference-Header-Content-Length").flatMap(Int.init)
+            response = try KServeHTTPEncoding.response(body: reply.body, headerLength: jsonLength)
+        default:
+            throw ValidationError("--protocol must be http, http-json or grpc")
+        }
+        var printed: [[String: Any]] = []
+        for tensor in response.outputs {
+            printed.append(["name": tensor.name, "datatype": tensor.dataType.protocolName, "shape": tensor.shape, "data": try KServeHTTPEncoding.jsonValues(tensor)])
+        }
+        let json = try JSONSerialization.data(withJSONObject: ["model_name": response.modelName, "model_version": String(response.modelVersion), "outputs": printed], options: [.prettyPrinted, .sortedKeys])
+        print(String(decoding: json, as: UTF8.self))
+    }
+}

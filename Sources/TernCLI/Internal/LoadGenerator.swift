@@ -1,0 +1,96 @@
+import Foundation
+import Histogram
+import Synchronization
+
+/// Drives one request function at a fixed concurrency (closed loop) or a fixed rate (open loop)
+/// and measures latency with an HdrHistogram, in the spirit of Triton's perf_analyzer.
+struct LoadGenerator {
+    struct Result {
+        var histogram: Histogram<UInt64>
+        var completed: Int
+        var errors: Int
+        var firstError: String?
+        var seconds: Double
+
+        var throughput: Double { Double(completed) / max(seconds, 1e-9) }
+        func percentile(_ p: Double) -> UInt64 { histogram.valueAtPercentile(p) }
+    }
+
+    typealias Call = @Sendable () async throws -> Void
+    /// Sets up one worker (a connection, say), runs the measuring loop with its call, tears down.
+    typealias WorkerScope = @Sendable (_ loop: @Sendable (Call) async -> Result) async throws -> Result
+
+    /// `makeCall` builds one worker's call (each worker may own a connection).
+    static func closedLoop(
+        concurrency: Int, warmup: Duration, measure: Duration, makeWorker: @escaping WorkerScope
+    ) async throws -> Result {
+        try await run(workers: concurrency, warmup: warmup, measure: measure, makeWorker: makeWorker, interval: nil)
+    }
+
+    /// Sends `rate` requests per second spread over `maxOutstanding` workers; latency is measured
+    /// from each request's scheduled time, so a server that falls behind shows it.
+    static func fixedRate(
+        rate: Double, maxOutstanding: Int, warmup: Duration, measure: Duration,
+        makeWorker: @escaping WorkerScope
+    ) async throws -> Result {
+        let interval = Duration.nanoseconds(Int64(1e9 / rate * Double(maxOutstanding)))
+        return try await run(workers: maxOutstanding, warmup: warmup, measure: measure, makeWorker: makeWorker, interval: interval)
+    }
+
+    private static func run(
+        workers: Int, warmup: Duration, measure: Duration,
+        makeWorker: @escaping WorkerScope, interval: Duration?
+    ) async throws -> Result {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let measureFrom = start + warmup
+        let stopAt = measureFrom + measure
+        let results = try await withThrowingTaskGroup(of: Result.self) { group in
+            for worker in 0..<workers {
+                group.addTask {
+                    try await makeWorker { call in
+                    var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+                    var completed = 0, errors = 0
+                    var firstError: String? = nil
+                    // Open loop: stagger the workers so the rate is even.
+                    var scheduled = start + (interval.map { $0 / workers * worker } ?? .zero)
+                    while true {
+                        if let interval {
+                            try? await Task.sleep(until: scheduled, clock: clock)
+                        }
+                        let sent = interval == nil ? clock.now : scheduled
+                        if sent >= stopAt { break }
+                        do {
+                            try await call()
+                            let done = clock.now
+                            if sent >= measureFrom {
+                                _ = histogram.record(UInt64(max(0, (done - sent) / .microseconds(1))))
+                                completed += 1
+                            }
+                        } catch {
+                            if sent >= measureFrom { errors += 1 }
+                            if firstError == nil { firstError = "\(error)" }
+                        }
+                        if let interval { scheduled += interval }
+                    }
+                    return Result(histogram: histogram, completed: completed, errors: errors, firstError: firstError, seconds: 0)
+                    }
+                }
+            }
+            var merged = Result(
+                histogram: Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three),
+                completed: 0, errors: 0, firstError: nil, seconds: 0)
+            for try await result in group {
+                merged.histogram.add(result.histogram)
+                merged.completed += result.completed
+                merged.errors += result.errors
+                merged.firstError = merged.firstError ?? result.firstError
+            }
+            return merged
+        }
+        var result = results
+        let (seconds, attoseconds) = measure.components
+        result.seconds = Double(seconds) + Double(attoseconds) / 1e18
+        return result
+    }
+}

@@ -1,0 +1,181 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import TernCore
+import TernGRPC
+import TernHTTP
+import TernONNXRuntime
+import TernRuntime
+
+/// `tern perf`: a load generator in the spirit of Triton's perf_analyzer. Measures one model over
+/// the in-process API, ONNX Runtime called directly, HTTP (binary and JSON) and gRPC, at a sweep of
+/// concurrencies or a fixed request rate, and prints throughput and latency percentiles.
+struct PerfCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "perf", abstract: "Measure throughput and latency of a model, in-process and over the network.")
+
+    enum Mode: String, ExpressibleByArgument, CaseIterable {
+        case direct, inProcess = "in-process", httpBinary = "http-binary", httpJSON = "http-json", grpc
+    }
+
+    @Option(name: [.customShort("m"), .customLong("model")]) var model: String
+    @Option(name: .customLong("protocol"), help: "direct | in-process | http-binary | http-json | grpc (repeatable; default: all that apply)")
+    var modes: [Mode] = []
+    @Option(name: .customLong("host")) var host: String = "127.0.0.1"
+    @Option(name: .customLong("http-port")) var httpPort: Int = 8000
+    @Option(name: .customLong("grpc-port")) var grpcPort: Int = 8001
+    @Option(name: .customLong("model-repository"), help: "Load the model in this process for the direct and in-process modes.")
+    var modelRepository: String?
+    @Option(name: [.customShort("b"), .customLong("batch-size")]) var batchSize: Int = 1
+    @Option(name: .customLong("concurrency-range"), help: "start:end:step, doubling when step is 2 as perf_analyzer does… no: start, start+step, ... end")
+    var concurrencyRange: String = "1"
+    @Option(name: .customLong("request-rate"), help: "Requests per second (open loop) instead of a concurrency sweep.")
+    var requestRate: Double?
+    @Option(name: .customLong("max-outstanding"), help: "Workers sending at --request-rate.") var maxOutstanding: Int = 16
+    @Option(name: .customLong("input-data"), help: "random | zero | FILE.json") var inputData: String = "random"
+    @Option(name: .customLong("warmup-seconds")) var warmupSeconds: Double = 1
+    @Option(name: .customLong("measurement-seconds")) var measurementSeconds: Double = 3
+    @Option(name: .customLong("csv"), help: "Also write the table to this CSV file.") var csvPath: String?
+    @Option(name: .customLong("onnxruntime-library")) var onnxRuntimeLibrary: String?
+
+    func concurrencies() throws -> [Int] {
+        let parts = concurrencyRange.split(separator: ":").compactMap { Int($0) }
+        guard let start = parts.first, start >= 1 else { throw ValidationError("--concurrency-range: start:end:step with positive integers") }
+        let end = parts.count > 1 ? parts[1] : start
+        let step = parts.count > 2 ? max(parts[2], 1) : 1
+        return Array(stride(from: start, through: end, by: step))
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "tern-perf")
+        logger.logLevel = .warning
+        var selected = modes
+        if selected.isEmpty {
+            selected = (modelRepository == nil ? [] : [.direct, .inProcess]) + [.httpBinary, .httpJSON, .grpc]
+        }
+        let local = try await LocalModel.load(
+            model: model, repository: modelRepository, needed: selected.contains(.direct) || selected.contains(.inProcess),
+            library: onnxRuntimeLibrary, logger: logger)
+        let (specs, maxBatch) = try await signature(local: local)
+        let inputs: [Tensor]
+        switch inputData {
+        case "random": inputs = InputData.random(for: specs, batchSize: batchSize, batched: maxBatch > 0)
+        case "zero": inputs = InputData.random(for: specs, batchSize: batchSize, batched: maxBatch > 0, zero: true)
+        default: inputs = try InputData.fromJSONFile(inputData, specs: specs)
+        }
+        let request = InferenceRequest(modelName: model, inputs: inputs)
+        let warmup = Duration.milliseconds(Int64(warmupSeconds * 1000))
+        let measure = Duration.milliseconds(Int64(measurementSeconds * 1000))
+
+        var rows: [PerfReport.Row] = []
+        print("model \(model), batch \(batchSize), \(requestRate.map { "rate \($0)/s" } ?? "concurrency \(concurrencyRange)"), \(measurementSeconds)s per point")
+        for mode in selected {
+            let scope = try workerScope(mode, request: request, local: local)
+            for concurrency in requestRate == nil ? try concurrencies() : [maxOutstanding] {
+                let result: LoadGenerator.Result
+                if let requestRate {
+                    result = try await LoadGenerator.fixedRate(rate: requestRate, maxOutstanding: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
+                } else {
+                    result = try await LoadGenerator.closedLoop(concurrency: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
+                }
+                let row = PerfReport.Row(mode: mode.rawValue, concurrency: concurrency, batch: batchSize, result: result)
+                print(PerfReport.line(row))
+                if let error = result.firstError { print("  first error: \(error)") }
+                rows.append(row)
+            }
+        }
+        print("")
+        print(PerfReport.table(rows))
+        if let csvPath { try PerfReport.csv(rows).write(toFile: csvPath, atomically: true, encoding: .utf8) }
+    }
+
+    private func signature(local: LocalModel?) async throws -> ([TensorSpec], Int) {
+        if let local {
+            let config = try local.server.modelConfig(model)
+            let batch: [Int64] = config.maxBatchSize > 0 ? [-1] : []
+            return (config.input.map { TensorSpec(name: $0.name, dataType: DataType(configType: $0.dataType)!, shape: batch + $0.dims) }, Int(config.maxBatchSize))
+        }
+        return try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.modelMetadata(model) }
+    }
+
+    private func workerScope(_ mode: Mode, request: InferenceRequest, local: LocalModel?) throws -> LoadGenerator.WorkerScope {
+        switch mode {
+        case .direct:
+            guard let local else { throw ValidationError("--protocol direct needs --model-repository") }
+            let instance = try local.directInstance(model: model)
+            let outputs = try local.server.modelConfig(model).output.map(\.name)
+            let inputs = request.inputs
+            return { loop in await loop { _ = try instance.execute(inputs: inputs, outputNames: outputs) } }
+        case .inProcess:
+            guard let local else { throw ValidationError("--protocol in-process needs --model-repository") }
+            let server = local.server
+            return { loop in await loop { _ = try await server.infer(request) } }
+        case .httpBinary, .httpJSON:
+            let (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: mode == .httpBinary)
+            let path = "/v2/models/\(model)/infer"
+            let headers = headerLength.map { [("Inference-Header-Content-Length", String($0)), ("Content-Type", "application/octet-stream")] }
+                ?? [("Content-Type", "application/json")]
+            let (host, port) = (self.host, httpPort)
+            return { loop in
+                try await HTTPConnection.with(host: host, port: port) { exchange in
+                    let box = ExchangeBox(exchange)
+                    let result = await loop {
+                        let response = try await box.send(.POST, path, headers: headers, body: body)
+                        guard response.status == .ok else { throw TernError.internalError("HTTP \(response.status.code): \(String(buffer: response.body))") }
+                    }
+                    exchange = box.exchange
+                    return result
+                }
+            }
+        case .grpc:
+            let (host, port) = (self.host, grpcPort)
+            return { loop in
+                try await KServeGRPCClient.with(host: host, port: port) { client in
+                    let call = client.repeater(for: request)
+                    return await loop(call)
+                }
+            }
+        }
+    }
+}
+
+/// Lets a worker's single task use its connection from the `@Sendable` call closure.
+final class ExchangeBox: @unchecked Sendable {
+    // @unchecked: used by exactly one worker task, one request at a time.
+    var exchange: HTTPConnection.Exchange
+    init(_ exchange: HTTPConnection.Exchange) { self.exchange = exchange }
+    func send(_ method: NIOHTTP1.HTTPMethod, _ path: String, headers: [(String, String)], body: ByteBuffer) async throws -> HTTPConnection.Response {
+        try await exchange.send(method, path, headers: headers, body: body)
+    }
+}
+
+/// The model loaded in this process, for the direct and in-process modes.
+struct LocalModel: Sendable {
+    let server: InferenceServer
+    let backend: ONNXRuntimeBackend
+    let repository: URL
+
+    static func load(model: String, repository: String?, needed: Bool, library: String?, logger: Logger) async throws -> LocalModel? {
+        guard needed, let repository else { return nil }
+        let backend = try ONNXRuntimeBackend(locator: ORTLibraryLocator(explicitPath: library), logger: logger)
+        let url = URL(fileURLWithPath: repository)
+        let server = InferenceServer(
+            configuration: ServerConfiguration(repositoryPath: url, controlMode: .explicit, startupModels: [model]),
+            backends: [backend], logger: logger)
+        await server.start()
+        guard server.isModelReady(model) else { throw TernError.notFound("model '\(model)' did not load from \(repository)") }
+        return LocalModel(server: server, backend: backend, repository: url)
+    }
+
+    /// A fresh ONNX Runtime session of the model with the engine's own settings, called directly.
+    func directInstance(model: String) throws -> any ModelInstance {
+        let config = try server.modelConfig(model)
+        let version = try server.modelMetadata(model).versions.last ?? "1"
+        let file = repository.appendingPathComponent("\(model)/\(version)/\(config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename)")
+        let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, config.instanceGroup.reduce(0) { $0 + max(Int($1.count), 1) }))
+        return try backend.makeInstance(modelPath: file, config: config, instance: InstancePlacement(kind: .cpu, index: 0, intraOpThreads: threads), logger: server.logger)
+    }
+}

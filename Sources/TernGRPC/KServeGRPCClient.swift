@@ -1,0 +1,99 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SwiftProtobuf
+import TernCore
+
+/// A small KServe v2 gRPC client over grpc-swift, used by `tern infer` and `tern perf`.
+public struct KServeGRPCClient: Sendable {
+    private let service: Inference_GRPCInferenceService.Client<HTTP2ClientTransport.Posix>
+
+    /// Connects to `host:port`, runs `body`, then closes the connection.
+    public static func with<T: Sendable>(
+        host: String, port: Int, maxMessageSize: Int = GRPCFrontend.defaultMaxMessageSize,
+        _ body: (KServeGRPCClient) async throws -> T
+    ) async throws -> T {
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = 1 << 20
+        let transport = try HTTP2ClientTransport.Posix(
+            target: .ipv4(address: host == "localhost" ? "127.0.0.1" : host, port: port), transportSecurity: .plaintext, config: config)
+        return try await withGRPCClient(transport: transport) { client in
+            try await body(KServeGRPCClient(service: Inference_GRPCInferenceService.Client(wrapping: client)))
+        }
+    }
+
+    private static func options(_ maxMessageSize: Int) -> CallOptions {
+        var options = CallOptions.defaults
+        options.maxResponseMessageBytes = maxMessageSize
+        options.maxRequestMessageBytes = maxMessageSize
+        return options
+    }
+
+    /// Sends a prepared ModelInfer message (perf reuses one message for every call).
+    func infer(message: Inference_ModelInferRequest) async throws -> Inference_ModelInferResponse {
+        try await service.modelInfer(message, options: Self.options(GRPCFrontend.defaultMaxMessageSize))
+    }
+
+    /// Runs one inference; tensors travel in raw_input_contents / raw_output_contents.
+    public func infer(_ request: InferenceRequest) async throws -> InferenceResponse {
+        let response = try await infer(message: GRPCConversions.message(request))
+        return try GRPCConversions.response(response)
+    }
+
+    /// A reusable closure that sends the same request again and again (for load generation).
+    public func repeater(for request: InferenceRequest) -> @Sendable () async throws -> Void {
+        let message = GRPCConversions.message(request)
+        return { _ = try await self.infer(message: message) }
+    }
+
+    public func modelMetadata(_ name: String) async throws -> (inputs: [TensorSpec], maxBatchSize: Int) {
+        let metadata = try await service.modelMetadata(.with { $0.name = name })
+        let config = try await service.modelConfig(.with { $0.name = name })
+        let inputs = try metadata.inputs.map { input -> TensorSpec in
+            guard let type = DataType(protocolName: input.datatype) else { throw TernError.invalidArgument("unknown datatype \(input.datatype)") }
+            return TensorSpec(name: input.name, dataType: type, shape: input.shape)
+        }
+        return (inputs, Int(config.config.maxBatchSize))
+    }
+}
+
+extension GRPCConversions {
+    /// An engine request as a ModelInferRequest with raw_input_contents.
+    static func message(_ request: InferenceRequest) -> Inference_ModelInferRequest {
+        var message = Inference_ModelInferRequest()
+        message.modelName = request.modelName
+        message.modelVersion = request.modelVersion.map(String.init) ?? ""
+        message.id = request.id
+        message.inputs = request.inputs.map { tensor in
+            var input = Inference_ModelInferRequest.InferInputTensor()
+            input.name = tensor.name
+            input.datatype = tensor.dataType.protocolName
+            input.shape = tensor.shape
+            return input
+        }
+        message.rawInputContents = request.inputs.map(\.data)
+        message.outputs = request.outputs.map { output in
+            var requested = Inference_ModelInferRequest.InferRequestedOutputTensor()
+            requested.name = output.name
+            if output.classificationCount > 0 {
+                var count = Inference_InferParameter()
+                count.int64Param = Int64(output.classificationCount)
+                requested.parameters["classification"] = count
+            }
+            return requested
+        }
+        return message
+    }
+
+    /// A ModelInferResponse as an engine response.
+    static func response(_ message: Inference_ModelInferResponse) throws -> InferenceResponse {
+        guard message.rawOutputContents.count == message.outputs.count else {
+            throw TernError.internalError("the response has \(message.outputs.count) outputs but \(message.rawOutputContents.count) raw contents")
+        }
+        let outputs = try zip(message.outputs, message.rawOutputContents).map { output, data -> Tensor in
+            guard let type = DataType(protocolName: output.datatype) else { throw TernError.internalError("unknown datatype \(output.datatype)") }
+            return Tensor(name: output.name, dataType: type, shape: output.shape, data: data)
+        }
+        return InferenceResponse(modelName: message.modelName, modelVersion: Int64(message.modelVersion) ?? 0, id: message.id, outputs: outputs)
+    }
+}

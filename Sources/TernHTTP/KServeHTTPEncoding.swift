@@ -1,0 +1,81 @@
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import TernCore
+
+/// The client side of the KServe v2 REST encoding, for Tern's own clients (`tern infer`,
+/// `tern perf`).
+public enum KServeHTTPEncoding {
+    /// The body of an infer request: JSON tensors, or (binary) a JSON header followed by the raw
+    /// tensor bytes, whose length goes in `Inference-Header-Content-Length`.
+    public static func requestBody(_ request: InferenceRequest, binary: Bool) throws -> (ByteBuffer, headerLength: Int?) {
+        var inputs: [[String: Any]] = []
+        for tensor in request.inputs {
+            var entry: [String: Any] = [
+                "name": tensor.name, "datatype": tensor.dataType.protocolName, "shape": tensor.shape.map { NSNumber(value: $0) },
+            ]
+            if binary {
+                entry["parameters"] = ["binary_data_size": tensor.data.count]
+            } else {
+                entry["data"] = try JSONTensorCodec.unpack(tensor)
+            }
+            inputs.append(entry)
+        }
+        var object: [String: Any] = ["inputs": inputs]
+        if !request.id.isEmpty { object["id"] = request.id }
+        object["parameters"] = ["binary_data_output": binary]
+        if !request.outputs.isEmpty {
+            object["outputs"] = request.outputs.map { output -> [String: Any] in
+                var parameters: [String: Any] = ["binary_data": binary]
+                if output.classificationCount > 0 { parameters["classification"] = output.classificationCount }
+                return ["name": output.name, "parameters": parameters]
+            }
+        }
+        let json = try InferHTTPCodec.jsonBytes(object)
+        var buffer = ByteBuffer(data: json)
+        guard binary else { return (buffer, nil) }
+        for tensor in request.inputs { buffer.writeData(tensor.data) }
+        return (buffer, json.count)
+    }
+
+    /// Parses an infer response body (JSON, or JSON header plus binary outputs).
+    public static func response(body: ByteBuffer, headerLength: Int?) throws -> InferenceResponse {
+        let jsonLength = headerLength ?? body.readableBytes
+        guard let data = body.getData(at: body.readerIndex, length: min(jsonLength, body.readableBytes)),
+            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { throw TernError.internalError("the response is not JSON") }
+        if let error = object["error"] as? String { throw TernError.invalidArgument(error) }
+        var offset = body.readerIndex + jsonLength
+        var tensors: [Tensor] = []
+        for output in (object["outputs"] as? [[String: Any]]) ?? [] {
+            guard let name = output["name"] as? String, let typeName = output["datatype"] as? String,
+                let type = DataType(protocolName: typeName), let shape = output["shape"] as? [NSNumber]
+            else { throw TernError.internalError("malformed output in the response") }
+            let parameters = (output["parameters"] as? [String: Any]) ?? [:]
+            let tensorData: Data
+            if let size = (parameters["binary_data_size"] as? NSNumber)?.intValue {
+                guard let bytes = body.getData(at: offset, length: size) else { throw TernError.internalError("truncated binary output '\(name)'") }
+                tensorData = bytes
+                offset += size
+            } else {
+                tensorData = try JSONTensorCodec.pack(JSONTensorCodec.flatten(output["data"] ?? []), as: type, name: name)
+            }
+            tensors.append(Tensor(name: name, dataType: type, shape: shape.map(\.int64Value), data: tensorData))
+        }
+        return InferenceResponse(
+            modelName: object["model_name"] as? String ?? "", modelVersion: Int64(object["model_version"] as? String ?? "") ?? 0,
+            id: object["id"] as? String ?? "", outputs: tensors)
+    }
+}
+
+extension KServeHTTPEncoding {
+    /// A tensor from JSON `data` (flat or nested) in the KServe REST layout.
+    public static func tensor(name: String, dataType: DataType, shape: [Int64], json: Any) throws -> Tensor {
+        Tensor(name: name, dataType: dataType, shape: shape, data: try JSONTensorCodec.pack(JSONTensorCodec.flatten(json), as: dataType, name: name))
+    }
+
+    /// The tensor's elements as JSON-ready values.
+    public static func jsonValues(_ tensor: Tensor) throws -> [Any] {
+        try JSONTensorCodec.unpack(tensor)
+    }
+}
