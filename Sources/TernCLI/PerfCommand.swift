@@ -30,7 +30,7 @@ struct PerfCommand: AsyncParsableCommand {
     @Option(name: .customLong("model-repository"), help: "Load the model in this process for the direct and in-process modes.")
     var modelRepository: String?
     @Option(name: [.customShort("b"), .customLong("batch-size")]) var batchSize: Int = 1
-    @Option(name: .customLong("concurrency-range"), help: "start:end:step, doubling when step is 2 as perf_analyzer does… no: start, start+step, ... end")
+    @Option(name: .customLong("concurrency-range"), help: "start:end:step: concurrencies start, start+step, ... up to end (as perf_analyzer)")
     var concurrencyRange: String = "1"
     @Option(name: .customLong("request-rate"), help: "Requests per second (open loop) instead of a concurrency sweep.")
     var requestRate: Double?

@@ -98,12 +98,23 @@ public struct KServeHTTPRoutes: Sendable {
         var options = JSONEncodingOptions()
         options.preserveProtoFieldNames = true
         options.alwaysPrintInt64sAsNumbers = true
+        let json: [UInt8]
         do {
-            let json: [UInt8] = try config.jsonUTF8Bytes(options: options)
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: json)))
+            json = try config.jsonUTF8Bytes(options: options)
         } catch {
             throw .internalError("cannot encode the config of '\(name)' as JSON: \(error)")
         }
+        // Protobuf JSON leaves out fields at their default; Triton prints them, and clients index
+        // e.g. config["max_batch_size"] directly, so the top-level ones are filled in.
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(json))) as? [String: Any] else {
+            throw .internalError("cannot encode the config of '\(name)' as JSON")
+        }
+        let defaults: [String: Any] = [
+            "name": "", "platform": "", "backend": "", "max_batch_size": 0, "input": [Any](), "output": [Any](),
+            "instance_group": [Any](), "default_model_filename": "", "parameters": [String: Any](), "model_warmup": [Any](),
+        ]
+        for (key, value) in defaults where object[key] == nil { object[key] = value }
+        return try Response.json(object)
     }
 
     private func statistics(_ name: String?, _ version: Int64?) throws(TernError) -> Response {

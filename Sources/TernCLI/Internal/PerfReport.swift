@@ -13,8 +13,8 @@ enum PerfReport {
     static func line(_ row: Row) -> String {
         let r = row.result
         return String(
-            format: "%-12@ c=%-3d %10.1f req/s  p50 %8llu us  p90 %8llu us  p95 %8llu us  p99 %8llu us  errors %d",
-            row.mode as NSString, row.concurrency, r.throughput, r.percentile(50), r.percentile(90), r.percentile(95), r.percentile(99), r.errors)
+            format: "%@ c=%-3d %10.1f req/s  p50 %8llu us  p90 %8llu us  p95 %8llu us  p99 %8llu us  errors %d",
+            row.mode.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, row.concurrency, r.throughput, r.percentile(50), r.percentile(90), r.percentile(95), r.percentile(99), r.errors)
     }
 
     static func table(_ rows: [Row]) -> String {
