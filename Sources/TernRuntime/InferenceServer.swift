@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 import TernCore
@@ -54,6 +57,19 @@ public final class InferenceServer: Sendable {
             }
         }
         started.withLock { $0 = true }
+        Self.returnFreedMemory()
+    }
+
+    /// Hands memory freed while loading (model file buffers, graph copies) back to the OS, so the
+    /// idle footprint is what the sessions hold rather than the peak of loading.
+    static func returnFreedMemory() {
+        #if canImport(Glibc)
+        // malloc_trim is glibc's (malloc.h, which the Glibc module does not export).
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+            _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        }
+        #endif
     }
 
     /// In poll mode, rescans the repository every `pollInterval` until cancelled: new and changed

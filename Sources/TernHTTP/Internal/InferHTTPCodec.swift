@@ -118,29 +118,63 @@ enum InferHTTPCodec {
     static func encodeResponse(
         _ response: InferenceResponse, binary: BinaryOutputPolicy, allocator: ByteBufferAllocator
     ) throws(TernError) -> (ByteBuffer, headerLength: Int?) {
-        var outputs: [[String: Any]] = []
-        var binaries: [Data] = []
+        let binaryBytes = response.outputs.reduce(0) { binary.isBinary($1.name) ? $0 + $1.data.count : $0 }
+        var json = JSONWriter(buffer: allocator.buffer(capacity: 256 + binaryBytes))
+        var anyBinary = false
+        json.beginObject()
+        json.key("model_name"); json.string(response.modelName)
+        json.key("model_version"); json.string(String(response.modelVersion))
+        if !response.id.isEmpty { json.key("id"); json.string(response.id) }
+        json.key("outputs"); json.beginArray()
         for tensor in response.outputs {
-            var entry: [String: Any] = [
-                "name": tensor.name, "datatype": tensor.dataType.protocolName, "shape": tensor.shape.map { NSNumber(value: $0) },
-            ]
+            json.beginObject()
+            json.key("name"); json.string(tensor.name)
+            json.key("datatype"); json.string(tensor.dataType.protocolName)
+            json.key("shape"); json.beginArray()
+            for dim in tensor.shape { json.integer(dim) }
+            json.endArray()
             if binary.isBinary(tensor.name) {
-                entry["parameters"] = ["binary_data_size": tensor.data.count]
-                binaries.append(tensor.data)
+                anyBinary = true
+                json.key("parameters"); json.beginObject()
+                json.key("binary_data_size"); json.integer(tensor.data.count)
+                json.endObject()
             } else {
-                entry["data"] = try JSONTensorCodec.unpack(tensor)
+                json.key("data")
+                try writeData(tensor, into: &json)
             }
-            outputs.append(entry)
+            json.endObject()
         }
-        var object: [String: Any] = [
-            "model_name": response.modelName, "model_version": String(response.modelVersion), "outputs": outputs,
-        ]
-        if !response.id.isEmpty { object["id"] = response.id }
-        let json = try jsonBytes(object)
-        var buffer = allocator.buffer(capacity: json.count + binaries.reduce(0) { $0 + $1.count })
-        buffer.writeBytes(json)
-        for data in binaries { buffer.writeData(data) }
-        return (buffer, binaries.isEmpty ? nil : json.count)
+        json.endArray()
+        json.endObject()
+        var buffer = json.buffer
+        let jsonLength = buffer.readableBytes
+        guard anyBinary else { return (buffer, nil) }
+        for tensor in response.outputs where binary.isBinary(tensor.name) { buffer.writeData(tensor.data) }
+        return (buffer, jsonLength)
+    }
+
+    /// A tensor's elements as a flat JSON array.
+    private static func writeData(_ tensor: Tensor, into json: inout JSONWriter) throws(TernError) {
+        json.beginArray()
+        switch tensor.dataType {
+        case .bool: for byte in tensor.data { json.bool(byte != 0) }
+        case .uint8: for v in try tensor.values(as: UInt8.self) { json.integer(v) }
+        case .uint16: for v in try tensor.values(as: UInt16.self) { json.integer(v) }
+        case .uint32: for v in try tensor.values(as: UInt32.self) { json.integer(v) }
+        case .uint64: for v in try tensor.values(as: UInt64.self) { json.integer(v) }
+        case .int8: for v in try tensor.values(as: Int8.self) { json.integer(v) }
+        case .int16: for v in try tensor.values(as: Int16.self) { json.integer(v) }
+        case .int32: for v in try tensor.values(as: Int32.self) { json.integer(v) }
+        case .int64: for v in try tensor.values(as: Int64.self) { json.integer(v) }
+        case .fp16: for v in try tensor.values(as: Float16.self) { json.number(Float(v)) }
+        case .fp32: for v in try tensor.values(as: Float.self) { json.number(v) }
+        case .fp64: for v in try tensor.values(as: Double.self) { json.number(v) }
+        case .bf16:
+            for v in try JSONTensorCodec.unpack(tensor) { json.number((v as? Double) ?? 0) }
+        case .bytes:
+            for element in try tensor.strings() { json.string(String(decoding: element, as: UTF8.self)) }
+        }
+        json.endArray()
     }
 
     static func jsonBytes(_ object: Any) throws(TernError) -> Data {
