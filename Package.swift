@@ -106,14 +106,21 @@ let package = Package(
         .executableTarget(name: "tern", dependencies: ["TernCLI"], swiftSettings: strict),
         .target(
             name: "TernTesting",
-            dependencies: ["TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC"],
+            dependencies: [
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"], swiftSettings: strict),
         .testTarget(name: "TernONNXRuntimeTests", dependencies: ["TernONNXRuntime", "TernTesting"], swiftSettings: strict),
         .testTarget(name: "TernRuntimeTests", dependencies: ["TernRuntime", "TernTesting"], swiftSettings: strict),
-        .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP", "TernTesting"], swiftSettings: strict),
-        .testTarget(name: "TernGRPCTests", dependencies: ["TernGRPC", "TernTesting"], swiftSettings: strict),
+        .testTarget(
+            name: "TernHTTPTests",
+            dependencies: ["TernHTTP", "TernTesting", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strict),
+        .testTarget(name: "TernGRPCTests", dependencies: ["TernGRPC", "TernTesting", .product(name: "GRPCCore", package: "grpc-swift-2")], swiftSettings: strict),
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,26 @@
+import Foundation
+import Testing
+import TernCore
+import TernTesting
+@testable import TernGRPC
+
+/// The gRPC frontend on a real socket (port 0), driven by Tern's own grpc-swift client.
+@Suite struct GRPCServerTests {
+    @Test func infersOverARealSocket() async throws {
+        let repo = try TestEnvironment.repository(with: ["add_sub", "identity_bytes"])
+        let server = try await TestServer.start(engine: try await TestEnvironment.startedServer(repository: repo))
+        defer { Task { await server.stop() } }
+        try await KServeGRPCClient.with(host: "127.0.0.1", port: server.grpcPort) { client in
+            let a = Tensor(name: "INPUT0", shape: [1, 16], values: [Float](repeating: 2, count: 16))
+            var b = a
+            b.name = "INPUT1"
+            let response = try await client.infer(InferenceRequest(modelName: "add_sub", id: "g", inputs: [a, b]))
+            #expect(response.id == "g")
+            #expect(try response.output(named: "OUTPUT0")?.values(as: Float.self) == [Float](repeating: 4, count: 16))
+            let strings = Tensor(name: "INPUT0", shape: [1, 2], strings: [Data("a".utf8), Data("bc".utf8)])
+            let echoed = try await client.infer(InferenceRequest(modelName: "identity_bytes", inputs: [strings]))
+            #expect(try echoed.outputs[0].strings() == [Data("a".utf8), Data("bc".utf8)])
+            await #expect(throws: (any Error).self) { try await client.infer(InferenceRequest(modelName: "nope", inputs: [a])) }
+        }
+    }
+}
