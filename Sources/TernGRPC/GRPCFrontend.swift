@@ -14,6 +14,13 @@ public enum GRPCFrontend {
     ) -> GRPCServer<HTTP2ServerTransport.Posix> {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.rpc.maxRequestPayloadSize = maxMessageSize
+        // Flush coalescing batches writes for busy servers but holds each response back by up to
+        // its delay; at low concurrency (the edge case) that delay dominated the RPC latency.
+        config.connection.flushCoalescing = nil
+        // A 64 KiB window and 16 KiB frames turn one camera frame into dozens of frames and
+        // WINDOW_UPDATE round trips.
+        config.http2.targetWindowSize = 16 << 20
+        config.http2.maxFrameSize = 1 << 20
         let transport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: host, port: port), transportSecurity: .plaintext, config: config)
         return GRPCServer(transport: transport, services: [KServeGRPCService(server: engine).registrable])

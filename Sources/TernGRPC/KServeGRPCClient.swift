@@ -15,6 +15,8 @@ public struct KServeGRPCClient: Sendable {
     ) async throws -> T {
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.http2.maxFrameSize = 1 << 20
+        config.http2.targetWindowSize = 16 << 20
+        config.connection.flushCoalescing = nil  // see GRPCFrontend: it delays every response at low load
         let transport = try HTTP2ClientTransport.Posix(
             target: .ipv4(address: host == "localhost" ? "127.0.0.1" : host, port: port), transportSecurity: .plaintext, config: config)
         return try await withGRPCClient(transport: transport) { client in

@@ -40,38 +40,37 @@ public enum KServeHTTPEncoding {
 
     /// Parses an infer response body (JSON, or JSON header plus binary outputs).
     public static func response(body: ByteBuffer, headerLength: Int?) throws -> InferenceResponse {
-        let jsonLength = headerLength ?? body.readableBytes
-        guard let data = body.getData(at: body.readerIndex, length: min(jsonLength, body.readableBytes)),
-            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { throw TernError.internalError("the response is not JSON") }
-        if let error = object["error"] as? String { throw TernError.invalidArgument(error) }
+        let jsonLength = min(headerLength ?? body.readableBytes, body.readableBytes)
+        let value = try body.withUnsafeReadableBytes { raw throws(TernError) in
+            try JSONParser.parse(UnsafeRawBufferPointer(rebasing: raw[0..<jsonLength]))
+        }
+        if let error = value["error"]?.stringValue { throw TernError.invalidArgument(error) }
         var offset = body.readerIndex + jsonLength
         var tensors: [Tensor] = []
-        for output in (object["outputs"] as? [[String: Any]]) ?? [] {
-            guard let name = output["name"] as? String, let typeName = output["datatype"] as? String,
-                let type = DataType(protocolName: typeName), let shape = output["shape"] as? [NSNumber]
+        for output in value["outputs"]?.arrayValue ?? [] {
+            guard let name = output["name"]?.stringValue, let typeName = output["datatype"]?.stringValue,
+                let type = DataType(protocolName: typeName), let shape = output["shape"]?.arrayValue
             else { throw TernError.internalError("malformed output in the response") }
-            let parameters = (output["parameters"] as? [String: Any]) ?? [:]
             let tensorData: Data
-            if let size = (parameters["binary_data_size"] as? NSNumber)?.intValue {
-                guard let bytes = body.getData(at: offset, length: size) else { throw TernError.internalError("truncated binary output '\(name)'") }
+            if let size = output["parameters"]?["binary_data_size"]?.numberValue?.int {
+                guard let bytes = body.getData(at: offset, length: Int(size)) else { throw TernError.internalError("truncated binary output '\(name)'") }
                 tensorData = bytes
-                offset += size
+                offset += Int(size)
             } else {
-                tensorData = try JSONTensorCodec.pack(JSONTensorCodec.flatten(output["data"] ?? []), as: type, name: name)
+                tensorData = try JSONTensorCodec.pack(JSONTensorCodec.flatten(output["data"] ?? .array([])), as: type, name: name)
             }
-            tensors.append(Tensor(name: name, dataType: type, shape: shape.map(\.int64Value), data: tensorData))
+            tensors.append(Tensor(name: name, dataType: type, shape: shape.compactMap { $0.numberValue?.int }, data: tensorData))
         }
         return InferenceResponse(
-            modelName: object["model_name"] as? String ?? "", modelVersion: Int64(object["model_version"] as? String ?? "") ?? 0,
-            id: object["id"] as? String ?? "", outputs: tensors)
+            modelName: value["model_name"]?.stringValue ?? "", modelVersion: Int64(value["model_version"]?.stringValue ?? "") ?? 0,
+            id: value["id"]?.stringValue ?? "", outputs: tensors)
     }
 }
 
 extension KServeHTTPEncoding {
     /// A tensor from JSON `data` (flat or nested) in the KServe REST layout.
     public static func tensor(name: String, dataType: DataType, shape: [Int64], json: Any) throws -> Tensor {
-        Tensor(name: name, dataType: dataType, shape: shape, data: try JSONTensorCodec.pack(JSONTensorCodec.flatten(json), as: dataType, name: name))
+        Tensor(name: name, dataType: dataType, shape: shape, data: try JSONTensorCodec.pack(JSONTensorCodec.flatten(JSONValue(foundation: json)), as: dataType, name: name))
     }
 
     /// The tensor's elements as JSON-ready values.

@@ -46,7 +46,7 @@ public struct KServeHTTPRoutes: Sendable {
             await self.catching {
                 var request = request
                 let body = try await self.jsonBody(&request, context)
-                let ready = (body["ready"] as? Bool) ?? false
+                let ready = body["ready"]?.boolValue ?? false
                 return try Response.json(self.server.repositoryIndex(readyOnly: ready).map { entry -> [String: Any] in
                     var object: [String: Any] = ["name": entry.name]
                     if !entry.version.isEmpty { object["version"] = entry.version }
@@ -195,13 +195,12 @@ public struct KServeHTTPRoutes: Sendable {
         }
     }
 
-    private func jsonBody<Context: RequestContext>(_ request: inout Request, _ context: Context) async throws -> [String: Any] {
+    private func jsonBody<Context: RequestContext>(_ request: inout Request, _ context: Context) async throws -> JSONValue {
         let buffer = try await request.collectBody(upTo: maxBodySize)
-        guard buffer.readableBytes > 0 else { return [:] }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: buffer)) as? [String: Any] else {
-            throw TernError.invalidArgument("the request body must be a JSON object")
-        }
-        return object
+        guard buffer.readableBytes > 0 else { return .object([:]) }
+        let value = try buffer.withUnsafeReadableBytes { raw throws(TernError) in try JSONParser.parse(raw) }
+        guard value.objectValue != nil else { throw TernError.invalidArgument("the request body must be a JSON object") }
+        return value
     }
 
     static func model<Context: RequestContext>(_ context: Context) throws(TernError) -> (String, Int64?) {

@@ -16,17 +16,18 @@ enum InferHTTPCodec {
             throw .invalidArgument(
                 "Inference-Header-Content-Length \(jsonLength) is larger than the request body (\(body.readableBytes) bytes)")
         }
-        let jsonData = body.getData(at: body.readerIndex, length: jsonLength, byteTransferStrategy: .noCopy) ?? Data()
-        let parsed: Any
-        do {
-            parsed = try JSONSerialization.jsonObject(with: jsonData)
+        let parsed: JSONValue
+        do throws(TernError) {
+            parsed = try body.withUnsafeReadableBytes { raw throws(TernError) in
+                try JSONParser.parse(UnsafeRawBufferPointer(rebasing: raw[0..<jsonLength]))
+            }
         } catch {
-            throw .invalidArgument("failed to parse the request JSON: \(jsonLength == 0 ? "empty body" : "malformed JSON")")
+            throw .invalidArgument("failed to parse the request JSON: \(jsonLength == 0 ? "empty body" : error.message)")
         }
-        guard let object = parsed as? [String: Any] else {
+        guard let object = parsed.objectValue else {
             throw .invalidArgument("the request JSON must be an object")
         }
-        guard let inputs = object["inputs"] as? [Any] else {
+        guard let inputs = object["inputs"]?.arrayValue else {
             throw .invalidArgument("the request JSON has no 'inputs' array")
         }
         var binaryOffset = body.readerIndex + jsonLength
@@ -34,19 +35,19 @@ enum InferHTTPCodec {
         var tensors: [Tensor] = []
         tensors.reserveCapacity(inputs.count)
         for (index, item) in inputs.enumerated() {
-            guard let input = item as? [String: Any] else { throw .invalidArgument("inputs[\(index)] must be an object") }
-            guard let name = input["name"] as? String else { throw .invalidArgument("inputs[\(index)] has no 'name'") }
-            guard let typeName = input["datatype"] as? String else { throw .invalidArgument("input '\(name)' has no 'datatype'") }
+            guard let input = item.objectValue else { throw .invalidArgument("inputs[\(index)] must be an object") }
+            guard let name = input["name"]?.stringValue else { throw .invalidArgument("inputs[\(index)] has no 'name'") }
+            guard let typeName = input["datatype"]?.stringValue else { throw .invalidArgument("input '\(name)' has no 'datatype'") }
             guard let type = DataType(protocolName: typeName) else {
                 throw .invalidArgument("input '\(name)': unknown datatype '\(typeName)'")
             }
-            guard let shapeValues = input["shape"] as? [Any] else { throw .invalidArgument("input '\(name)' has no 'shape'") }
+            guard let shapeValues = input["shape"]?.arrayValue else { throw .invalidArgument("input '\(name)' has no 'shape'") }
             var shape: [Int64] = []
             for dim in shapeValues {
-                guard let number = dim as? NSNumber, !JSONTensorCodec.isBool(dim), number.doubleValue.rounded() == number.doubleValue, number.int64Value >= 0 else {
-                    throw .invalidArgument("input '\(name)': shape must hold non-negative integers, found '\(dim)'")
+                guard let value = dim.numberValue?.int, value >= 0 else {
+                    throw .invalidArgument("input '\(name)': shape must hold non-negative integers, found \(dim.description)")
                 }
-                shape.append(number.int64Value)
+                shape.append(value)
             }
             let parameters = try decodeParameters(input["parameters"], context: "input '\(name)'")
             let data: Data
@@ -71,9 +72,9 @@ enum InferHTTPCodec {
         let parameters = try decodeParameters(object["parameters"], context: "request")
         var requested: [RequestedOutput] = []
         var policy = BinaryOutputPolicy(defaultBinary: parameters["binary_data_output"]?.boolValue ?? false)
-        if let outputs = object["outputs"] as? [Any] {
+        if let outputs = object["outputs"]?.arrayValue {
             for (index, item) in outputs.enumerated() {
-                guard let output = item as? [String: Any], let name = output["name"] as? String else {
+                guard let output = item.objectValue, let name = output["name"]?.stringValue else {
                     throw .invalidArgument("outputs[\(index)] must be an object with a 'name'")
                 }
                 let outputParameters = try decodeParameters(output["parameters"], context: "output '\(name)'")
@@ -84,7 +85,7 @@ enum InferHTTPCodec {
         }
         var id = ""
         if let value = object["id"] {
-            guard let string = value as? String else { throw .invalidArgument("'id' must be a string") }
+            guard let string = value.stringValue else { throw .invalidArgument("'id' must be a string") }
             id = string
         }
         let request = InferenceRequest(
@@ -92,20 +93,18 @@ enum InferHTTPCodec {
         return (request, policy)
     }
 
-    static func decodeParameters(_ value: Any?, context: String) throws(TernError) -> [String: InferParameter] {
+    static func decodeParameters(_ value: JSONValue?, context: String) throws(TernError) -> [String: InferParameter] {
         guard let value else { return [:] }
-        guard let object = value as? [String: Any] else { throw .invalidArgument("\(context): 'parameters' must be an object") }
+        guard let object = value.objectValue else { throw .invalidArgument("\(context): 'parameters' must be an object") }
         var parameters: [String: InferParameter] = [:]
         for (key, raw) in object {
-            if JSONTensorCodec.isBool(raw), let bool = raw as? Bool {
-                parameters[key] = .bool(bool)
-                continue
-            }
             switch raw {
-            case let string as String: parameters[key] = .string(string)
-            case let number as NSNumber:
-                let double = number.doubleValue
-                if double.rounded() == double, abs(double) < 9.2e18 { parameters[key] = .int64(number.int64Value) } else { parameters[key] = .double(double) }
+            case .bool(let bool): parameters[key] = .bool(bool)
+            case .string(let string): parameters[key] = .string(string)
+            case .number(let number):
+                if let int = number.int { parameters[key] = .int64(int) }
+                else if let uint = number.uint { parameters[key] = .uint64(uint) }
+                else { parameters[key] = .double(number.double) }
             default:
                 throw .invalidArgument("\(context): parameter '\(key)' must be a bool, number or string")
             }

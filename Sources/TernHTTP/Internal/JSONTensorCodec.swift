@@ -11,30 +11,26 @@ enum JSONTensorCodec {
     }
 
     /// Packs JSON values (already flattened) into the tensor's byte layout.
-    static func pack(_ values: [Any], as type: DataType, name: String) throws(TernError) -> Data {
-        func number(_ value: Any) throws(TernError) -> NSNumber {
-            guard let number = value as? NSNumber, !isBool(value) else {
-                throw .invalidArgument("input '\(name)': expected \(type.protocolName) numbers in 'data', found \(Swift.type(of: value)) '\(value)'")
+    static func pack(_ values: [JSONValue], as type: DataType, name: String) throws(TernError) -> Data {
+        func number(_ value: JSONValue) throws(TernError) -> JSONNumber {
+            guard let number = value.numberValue else {
+                throw .invalidArgument("input '\(name)': expected \(type.protocolName) numbers in 'data', found \(value.description)")
             }
             return number
         }
-        func packed<T>(_ convert: (NSNumber) -> T) throws(TernError) -> Data {
+        func floats<T>(_ convert: (Double) -> T) throws(TernError) -> Data {
             var out = [T]()
             out.reserveCapacity(values.count)
-            for value in values { out.append(convert(try number(value))) }
+            for value in values { out.append(convert(try number(value).double)) }
             return out.withUnsafeBytes { Data($0) }
         }
-        func checked<T: BinaryInteger>(_ make: (Int64) -> T?, _ unsignedMake: (UInt64) -> T?) throws(TernError) -> Data {
+        func integers<T: FixedWidthInteger>(_: T.Type) throws(TernError) -> Data {
             var out = [T]()
             out.reserveCapacity(values.count)
             for value in values {
                 let n = try number(value)
-                let double = n.doubleValue
-                guard double.rounded() == double else {
-                    throw .invalidArgument("input '\(name)': \(n) is not an integer (\(type.protocolName))")
-                }
-                guard let v = double < 0 ? make(n.int64Value) : unsignedMake(n.uint64Value) else {
-                    throw .invalidArgument("input '\(name)': \(n) does not fit \(type.protocolName)")
+                guard let v = n.int.flatMap({ T(exactly: $0) }) ?? n.uint.flatMap({ T(exactly: $0) }) else {
+                    throw .invalidArgument("input '\(name)': \(n.description) is not a \(type.protocolName) value")
                 }
                 out.append(v)
             }
@@ -43,28 +39,32 @@ enum JSONTensorCodec {
         switch type {
         case .bool:
             var out = [UInt8]()
+            out.reserveCapacity(values.count)
             for value in values {
-                if isBool(value), let bool = value as? Bool { out.append(bool ? 1 : 0); continue }
-                throw .invalidArgument("input '\(name)': expected true/false in 'data' for BOOL, found '\(value)'")
+                guard let bool = value.boolValue else {
+                    throw .invalidArgument("input '\(name)': expected true/false in 'data' for BOOL, found \(value.description)")
+                }
+                out.append(bool ? 1 : 0)
             }
             return Data(out)
-        case .uint8: return try checked({ UInt8(exactly: $0) }, { UInt8(exactly: $0) })
-        case .uint16: return try checked({ UInt16(exactly: $0) }, { UInt16(exactly: $0) })
-        case .uint32: return try checked({ UInt32(exactly: $0) }, { UInt32(exactly: $0) })
-        case .uint64: return try checked({ UInt64(exactly: $0) }, { UInt64(exactly: $0) })
-        case .int8: return try checked({ Int8(exactly: $0) }, { Int8(exactly: $0) })
-        case .int16: return try checked({ Int16(exactly: $0) }, { Int16(exactly: $0) })
-        case .int32: return try checked({ Int32(exactly: $0) }, { Int32(exactly: $0) })
-        case .int64: return try checked({ $0 }, { Int64(exactly: $0) })
-        case .fp16: return try packed { Float16($0.floatValue) }
-        case .fp32: return try packed { $0.floatValue }
-        case .fp64: return try packed { $0.doubleValue }
-        case .bf16: return try packed { UInt16(truncatingIfNeeded: $0.floatValue.bitPattern >> 16) }
+        case .uint8: return try integers(UInt8.self)
+        case .uint16: return try integers(UInt16.self)
+        case .uint32: return try integers(UInt32.self)
+        case .uint64: return try integers(UInt64.self)
+        case .int8: return try integers(Int8.self)
+        case .int16: return try integers(Int16.self)
+        case .int32: return try integers(Int32.self)
+        case .int64: return try integers(Int64.self)
+        case .fp16: return try floats { Float16($0) }
+        case .fp32: return try floats { Float($0) }
+        case .fp64: return try floats { $0 }
+        case .bf16: return try floats { UInt16(truncatingIfNeeded: Float($0).bitPattern >> 16) }
         case .bytes:
             var elements: [Data] = []
+            elements.reserveCapacity(values.count)
             for value in values {
-                guard let string = value as? String else {
-                    throw .invalidArgument("input '\(name)': expected strings in 'data' for BYTES, found '\(value)'")
+                guard let string = value.stringValue else {
+                    throw .invalidArgument("input '\(name)': expected strings in 'data' for BYTES, found \(value.description)")
                 }
                 elements.append(Data(string.utf8))
             }
@@ -73,11 +73,9 @@ enum JSONTensorCodec {
     }
 
     /// Flattens nested JSON arrays in row-major order.
-    static func flatten(_ value: Any) -> [Any] {
-        guard let array = value as? [Any] else { return [value] }
-        if !array.contains(where: { $0 is [Any] }) { return array }
-        var out: [Any] = []
-        for item in array { out += flatten(item) }
+    static func flatten(_ value: JSONValue) -> [JSONValue] {
+        var out: [JSONValue] = []
+        value.flatten(into: &out)
         return out
     }
 
