@@ -2,6 +2,7 @@
 // Tern: an edge inference server that speaks Triton's KServe v2 protocol over HTTP and gRPC and runs
 // models with ONNX Runtime. The target layout and dependency direction follow shared/DESIGN.md:
 // tern → TernCLI → {TernHTTP, TernGRPC, TernMetrics, TernONNXRuntime} → TernRuntime → TernCore.
+// TernHTTP serves on SwiftNIO directly (see Sources/TernHTTP/Internal/HTTPServer.swift for why).
 import PackageDescription
 
 let strict: [SwiftSetting] = [
@@ -30,7 +31,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
         .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
@@ -72,8 +72,12 @@ let package = Package(
             dependencies: [
                 "TernRuntime",
                 "TernMetrics",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -108,7 +112,6 @@ let package = Package(
             name: "TernTesting",
             dependencies: [
                 "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC",
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import GRPCCore
-import Hummingbird
 import Logging
 import Metrics
 import ServiceLifecycle
@@ -84,11 +83,11 @@ struct ServeCommand: AsyncParsableCommand {
             ])
         }
 
-        let http = HTTPFrontend.application(
-            server: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, logger: logger) { port in
+        let http = HTTPFrontend.server(
+            engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, logger: logger) { port in
                 logger.info("HTTP KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
             }
-        let metrics = HTTPFrontend.metricsApplication(exporter: exporter, host: host, port: metricsPort, logger: logger) { port in
+        let metrics = HTTPFrontend.metricsServer(exporter: exporter, host: host, port: metricsPort, logger: logger) { port in
             logger.info("metrics endpoint listening", metadata: ["port": .stringConvertible(port)])
         }
         let grpc = GRPCServerService(server: GRPCFrontend.server(engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize))

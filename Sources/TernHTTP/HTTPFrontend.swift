@@ -1,36 +1,41 @@
-import Hummingbird
 import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
 import TernMetrics
 import TernRuntime
 
-/// Builds the Hummingbird applications Tern serves: the KServe v2 API and the Prometheus metrics
-/// endpoint on its own port. Both are `Service`s for the caller's ServiceGroup.
+/// The HTTP servers Tern runs: the KServe v2 API and the Prometheus metrics endpoint on its own
+/// port. Both are `Service`s for the caller's ServiceGroup.
 public enum HTTPFrontend {
     /// The inference API on `host:port`. `onRunning` receives the bound port (useful with port 0).
-    public static func application(
-        server: InferenceServer, host: String, port: Int, maxBodySize: Int = 256 << 20, logger: Logger,
+    public static func server(
+        engine: InferenceServer, host: String, port: Int, maxBodySize: Int = 256 << 20, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
-        let router = Router(context: BasicRequestContext.self)
-        KServeHTTPRoutes(server: server, maxBodySize: maxBodySize).register(on: router)
-        return Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) }, logger: logger)
+    ) -> any Service {
+        HTTPServer(host: host, port: port, maxBodySize: maxBodySize, responder: KServeHTTPAPI(server: engine), logger: logger, onRunning: onRunning)
     }
 
-    /// `GET /metrics` in Prometheus text format on its own port.
-    public static func metricsApplication(
+    /// `GET /metrics` in Prometheus text format.
+    public static func metricsServer(
         exporter: PrometheusExporter, host: String, port: Int, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
-        let router = Router(context: BasicRequestContext.self)
-        router.get("/metrics") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                body: .init(byteBuffer: ByteBuffer(string: exporter.render())))
-        }
-        return Application(
-            router: router, configuration: .init(address: .hostname(host, port: port)),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) }, logger: logger)
+    ) -> any Service {
+        HTTPServer(host: host, port: port, maxBodySize: 1 << 16, responder: MetricsResponder(exporter: exporter), logger: logger, onRunning: onRunning)
     }
+}
+
+/// Serves the Prometheus exposition.
+struct MetricsResponder: HTTPResponder {
+    let exporter: PrometheusExporter
+
+    func respondNow(_ request: HTTPRequestData) -> HTTPReply? {
+        let path = request.path.split(separator: "?").first.map(String.init) ?? ""
+        guard request.method == .GET, path == "/metrics" else {
+            return HTTPReply(status: .notFound, headers: [("Content-Type", "text/plain")], body: ByteBuffer(string: "try /metrics\n"))
+        }
+        return HTTPReply(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4")], body: ByteBuffer(string: exporter.render()))
+    }
+
+    func respond(_ request: HTTPRequestData) async -> HTTPReply { respondNow(request)! }
 }

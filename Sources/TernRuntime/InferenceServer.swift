@@ -100,10 +100,12 @@ public final class InferenceServer: Sendable {
 
     public var isLive: Bool { true }
 
-    /// Ready once the start-up loading has finished and every model it loaded is ready (Triton's rule).
+    /// Ready once start-up loading has finished and no model is loading. Unlike Triton, a model
+    /// that failed to load does not make the server unready: the others keep serving, and the
+    /// failure is reported per model (model ready, repository index).
     public var isReady: Bool {
         guard started.withLock({ $0 }) else { return false }
-        return registry.withLock { records in records.values.allSatisfy { $0.state == .ready || $0.loaded == nil && $0.state != .loading } }
+        return registry.withLock { records in records.values.allSatisfy { $0.state != .loading } }
     }
 
     public var serverMetadata: ServerMetadata {
@@ -139,6 +141,13 @@ public final class InferenceServer: Sendable {
     public func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
         let runner = try runner(request.modelName, version: request.modelVersion)
         return try await runner.infer(request)
+    }
+
+    /// Runs the request on the caller's thread if it can finish without waiting: the model's
+    /// executions are short and an instance is free. Returns nil otherwise; then call `infer`.
+    /// An event-loop frontend uses this to answer small models without leaving its thread.
+    public func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
+        try runner(request.modelName, version: request.modelVersion).inferImmediately(request)
     }
 
     // MARK: Statistics
@@ -188,6 +197,7 @@ public final class InferenceServer: Sendable {
         guard configuration.controlMode == .explicit else {
             throw TernError(.failedPrecondition, "explicit model load / unload is not allowed in model control mode '\(configuration.controlMode.rawValue)'; start with --model-control-mode explicit")
         }
+        try Self.checkModelName(name)
         var override: ModelConfig? = nil
         if let configJSON, !configJSON.isEmpty {
             override = try ModelConfig.parse(json: configJSON, source: "load request for '\(name)'")
@@ -210,6 +220,7 @@ public final class InferenceServer: Sendable {
         }
         guard found else { throw .notFound("failed to unload '\(name)': the model is not loaded") }
         logger.info("model unloaded", metadata: ["model": .string(name)])
+        Self.returnFreedMemory()
     }
 
     // MARK: Internals
@@ -265,6 +276,13 @@ public final class InferenceServer: Sendable {
 
     private func readyVersions(_ name: String) -> [Int64] {
         registry.withLock { $0[name]?.loaded?.runners.keys.sorted() ?? [] }
+    }
+
+    /// A model name must be one folder of the repository: no path separators, not "." or "..".
+    static func checkModelName(_ name: String) throws(TernError) {
+        guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.contains("\0") else {
+            throw .invalidArgument("'\(name)' is not a model name: it must name one folder of the model repository")
+        }
     }
 
     static func unknownModel(_ name: String) -> TernError {

@@ -112,6 +112,14 @@ import TernTesting
         try server.unload(model: "identity_fp32")
         #expect(!server.isModelReady("identity_fp32"))
         await #expect(throws: TernError.self) { try await server.load(model: "missing") }
+        for escape in ["..", "../add_sub", "a/b", ""] {
+            do {
+                try await server.load(model: escape)
+                Issue.record("loaded '\(escape)'")
+            } catch {
+                #expect(error.code == .invalidArgument, "\(escape): \(error.message)")
+            }
+        }
         try await server.load(model: "add_sub", configJSON: #"{"name":"add_sub","backend":"onnxruntime","max_batch_size":2}"#)
         #expect(try server.modelConfig("add_sub").maxBatchSize == 2)
         await #expect(throws: TernError.self) { try await server.infer(addSubRequest(batch: 3)) }

@@ -1,11 +1,12 @@
 import Foundation
-import HTTPTypes
-import Hummingbird
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
 import TernCore
 
 extension TernError.Code {
     /// Triton's HTTP status for each kind of failure.
-    var httpStatus: HTTPResponse.Status {
+    var httpStatus: HTTPResponseStatus {
         switch self {
         case .notFound: .notFound
         case .invalidArgument, .failedPrecondition, .alreadyExists: .badRequest
@@ -16,25 +17,20 @@ extension TernError.Code {
     }
 }
 
-extension HTTPField.Name {
-    static let inferenceHeaderContentLength = HTTPField.Name("Inference-Header-Content-Length")!
-}
-
-extension Response {
+extension HTTPReply {
     /// `{"error": "<message>"}` with the status the error's code maps to.
-    static func error(_ error: TernError) -> Response {
-        let body = (try? InferHTTPCodec.jsonBytes(["error": error.message])) ?? Data("{\"error\":\"internal error\"}".utf8)
-        return Response(
-            status: error.code.httpStatus, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    static func error(_ error: TernError) -> HTTPReply {
+        var json = JSONWriter(buffer: ByteBuffer())
+        json.beginObject()
+        json.key("error")
+        json.string(error.message)
+        json.endObject()
+        return HTTPReply(status: error.code.httpStatus, headers: [("Content-Type", "application/json")], body: json.buffer)
     }
 
-    static func json(_ object: Any, status: HTTPResponse.Status = .ok) throws(TernError) -> Response {
-        let bytes = try InferHTTPCodec.jsonBytes(object)
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    static func json(_ object: Any, status: HTTPResponseStatus = .ok) throws(TernError) -> HTTPReply {
+        HTTPReply(status: status, headers: [("Content-Type", "application/json")], body: ByteBuffer(data: try InferHTTPCodec.jsonBytes(object)))
     }
 
-    static func empty(_ status: HTTPResponse.Status) -> Response {
-        Response(status: status, body: .init())
-    }
+    static func empty(_ status: HTTPResponseStatus) -> HTTPReply { HTTPReply(status: status) }
 }

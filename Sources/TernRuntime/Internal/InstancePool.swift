@@ -48,6 +48,18 @@ final class InstancePool: Sendable {
         }
     }
 
+    /// A free instance, when the model is fast enough to run on the caller's thread; nil when
+    /// it is slow or every instance is busy. Pair with `runInline` and `release`.
+    func tryAcquireInline() -> Int? {
+        guard averageNanoseconds.load(ordering: .relaxed) < Self.inlineThreshold else { return nil }
+        return state.withLock { $0.free.popLast() }
+    }
+
+    /// Runs `body` on the caller's thread with an instance from `tryAcquireInline`.
+    func runInline<T>(_ index: Int, _ body: (any ModelInstance) throws -> T) rethrows -> T {
+        try timed { try body(instances[index]) }
+    }
+
     private func timed<T>(_ body: () throws -> T) rethrows -> T {
         let start = ContinuousClock.now
         defer {
@@ -71,7 +83,7 @@ final class InstancePool: Sendable {
         }
     }
 
-    private func release(_ index: Int) {
+    func release(_ index: Int) {
         let waiter: CheckedContinuation<Int, Never>? = state.withLock { s in
             if s.waiters.isEmpty {
                 s.free.append(index)

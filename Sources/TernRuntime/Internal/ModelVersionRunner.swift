@@ -36,33 +36,71 @@ final class ModelVersionRunner: Sendable {
         metrics.pending.increment()
         defer { metrics.pending.decrement() }
         do {
-            let (inputs, batchSize, outputNames) = try validator.prepare(request)
-            let prepared = ContinuousClock.now
-            let (outputs, queued, executed) = try await execute(inputs: inputs, outputNames: outputNames)
-            var tensors: [Tensor] = []
-            tensors.reserveCapacity(outputs.count)
-            let batched = config.maxBatchSize > 0
-            for tensor in outputs {
-                var shaped = validator.shapeOutput(tensor, batchSize: batchSize)
-                if let wanted = request.outputs.first(where: { $0.name == tensor.name }), wanted.classificationCount > 0 {
-                    shaped = try Classification.apply(
-                        to: shaped, count: wanted.classificationCount, batched: batched, labels: labels[tensor.name] ?? [])
-                }
-                tensors.append(shaped)
-            }
-            let done = ContinuousClock.now
-            let timings = RequestTimings(
-                queue: (queued - prepared).nanoseconds, computeInput: (prepared - start).nanoseconds,
-                computeInfer: (executed - queued).nanoseconds, computeOutput: (done - executed).nanoseconds,
-                total: (done - start).nanoseconds, batchSize: batchSize)
-            statistics.recordSuccess(timings)
-            metrics.record(timings)
-            return InferenceResponse(modelName: name, modelVersion: version, id: request.id, outputs: tensors)
+            let prepared = try validator.prepare(request)
+            let preparedAt = ContinuousClock.now
+            let (outputs, queued, executed) = try await execute(inputs: prepared.inputs, outputNames: prepared.outputs)
+            return try finish(request, batchSize: prepared.batchSize, outputs: outputs, times: (start, preparedAt, queued, executed))
         } catch {
-            statistics.recordFailure(durationNs: (ContinuousClock.now - start).nanoseconds)
-            (error.code == .internalError ? metrics.failureBackend : metrics.failureOther).increment()
+            recordFailure(error, since: start)
             throw error
         }
+    }
+
+    /// Runs the request on the caller's thread, now, when the model is fast and an instance is
+    /// free (see `InstancePool`); nil when it would have to wait or hand off, so the caller can
+    /// take the async path instead. Lets an event-loop frontend answer without any thread hop.
+    func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
+        guard let index = pool.tryAcquireInline() else { return nil }
+        defer { pool.release(index) }
+        let start = ContinuousClock.now
+        do throws(TernError) {
+            let prepared = try validator.prepare(request)
+            let preparedAt = ContinuousClock.now
+            let outputs: [Tensor]
+            do {
+                outputs = try pool.runInline(index) { try $0.execute(inputs: prepared.inputs, outputNames: prepared.outputs) }
+            } catch let error as TernError {
+                throw error
+            } catch {
+                throw TernError.internalError("model '\(name)' version \(version) failed: \(error)", cause: error)
+            }
+            let executed = ContinuousClock.now
+            return try finish(request, batchSize: prepared.batchSize, outputs: outputs, times: (start, preparedAt, preparedAt, executed))
+        } catch {
+            recordFailure(error, since: start)
+            throw error
+        }
+    }
+
+    /// Post-processing (reshape, classification) and the request's statistics and metrics.
+    private func finish(
+        _ request: InferenceRequest, batchSize: Int, outputs: [Tensor],
+        times: (start: ContinuousClock.Instant, prepared: ContinuousClock.Instant, queued: ContinuousClock.Instant, executed: ContinuousClock.Instant)
+    ) throws(TernError) -> InferenceResponse {
+        var tensors: [Tensor] = []
+        tensors.reserveCapacity(outputs.count)
+        let batched = config.maxBatchSize > 0
+        for tensor in outputs {
+            var shaped = validator.shapeOutput(tensor, batchSize: batchSize)
+            if let wanted = request.outputs.first(where: { $0.name == tensor.name }), wanted.classificationCount > 0 {
+                shaped = try Classification.apply(
+                    to: shaped, count: wanted.classificationCount, batched: batched, labels: labels[tensor.name] ?? [])
+            }
+            tensors.append(shaped)
+        }
+        let done = ContinuousClock.now
+        let timings = RequestTimings(
+            queue: (times.queued - times.prepared).nanoseconds, computeInput: (times.prepared - times.start).nanoseconds,
+            computeInfer: (times.executed - times.queued).nanoseconds, computeOutput: (done - times.executed).nanoseconds,
+            total: (done - times.start).nanoseconds, batchSize: batchSize)
+        statistics.recordSuccess(timings)
+        metrics.record(timings)
+        return InferenceResponse(modelName: name, modelVersion: version, id: request.id, outputs: tensors)
+    }
+
+    private func recordFailure(_ error: TernError, since start: ContinuousClock.Instant) {
+        statistics.recordFailure(durationNs: (ContinuousClock.now - start).nanoseconds)
+        (error.code == .internalError ? metrics.failureBackend : metrics.failureOther).increment()
     }
 
     /// Runs the backend; returns the outputs and when the instance was acquired and released.

@@ -1,0 +1,219 @@
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import SwiftProtobuf
+import TernCore
+import TernRuntime
+
+/// The KServe v2 REST API with Triton's extensions. Each handler decodes, calls the engine and
+/// encodes; no logic lives here. Everything but model loading and inference of slow or busy
+/// models is answered synchronously, on the event loop that read the request.
+struct KServeHTTPAPI: HTTPResponder {
+    let server: InferenceServer
+
+    private enum Route {
+        case serverMetadata, live, ready, allStats, repositoryIndex
+        case model(String, Int64?, ModelAction)
+        case load(String), unload(String)
+    }
+    private enum ModelAction { case metadata, ready, config, stats, infer }
+
+    func respondNow(_ request: HTTPRequestData) -> HTTPReply? {
+        do {
+            switch try route(request) {
+            case .model(let name, let version, .infer):
+                let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
+                guard let response = try server.inferImmediately(inferenceRequest) else { return nil }
+                return try encode(response, binary: binary)
+            case .load: return nil
+            case let route: return try answer(route, request)
+            }
+        } catch {
+            return .error(error)
+        }
+    }
+
+    func respond(_ request: HTTPRequestData) async -> HTTPReply {
+        do {
+            switch try route(request) {
+            case .model(let name, let version, .infer):
+                let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
+                return try encode(try await server.infer(inferenceRequest), binary: binary)
+            case .load(let name):
+                let body = try jsonBody(request)
+                let parameters = try InferHTTPCodec.decodeParameters(body["parameters"], context: "load request")
+                try await server.load(model: name, configJSON: parameters["config"]?.stringValue)
+                return .empty(.ok)
+            case let route:
+                return try answer(route, request)
+            }
+        } catch {
+            return .error(error)
+        }
+    }
+
+    private func route(_ request: HTTPRequestData) throws(TernError) -> Route {
+        let path = request.path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+        let parts = path.split(separator: "/").map { $0.removingPercentEncoding ?? String($0) }
+        let get = request.method == .GET, post = request.method == .POST
+        func fail() -> TernError { TernError(.notFound, "no route for \(request.method) \(path)") }
+        guard parts.first == "v2" else { throw fail() }
+        switch (parts.count, get, post) {
+        case (1, true, _): return .serverMetadata
+        case (3, true, _) where parts[1] == "health" && parts[2] == "live": return .live
+        case (3, true, _) where parts[1] == "health" && parts[2] == "ready": return .ready
+        case (3, true, _) where parts[1] == "models" && parts[2] == "stats": return .allStats
+        case (3, _, true) where parts[1] == "repository" && parts[2] == "index": return .repositoryIndex
+        case (5, _, true) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "load": return .load(parts[3])
+        case (5, _, true) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "unload": return .unload(parts[3])
+        default: break
+        }
+        guard parts.count >= 3, parts[1] == "models" else { throw fail() }
+        let name = parts[2]
+        var rest = parts[3...]
+        var version: Int64? = nil
+        if rest.first == "versions" {
+            guard rest.count >= 2 else { throw fail() }
+            let text = rest[rest.startIndex + 1]
+            guard let number = Int64(text), number > 0 else {
+                throw .invalidArgument("model version must be a positive integer, not '\(text)'")
+            }
+            version = number
+            rest = rest.dropFirst(2)
+        }
+        let action: ModelAction
+        switch (rest.first, rest.count, get, post) {
+        case (nil, 0, true, _): action = .metadata
+        case ("ready", 1, true, _): action = .ready
+        case ("config", 1, true, _): action = .config
+        case ("stats", 1, true, _): action = .stats
+        case ("infer", 1, _, true): action = .infer
+        default: throw fail()
+        }
+        return .model(name, version, action)
+    }
+
+    /// Every route that needs no waiting.
+    private func answer(_ route: Route, _ request: HTTPRequestData) throws(TernError) -> HTTPReply {
+        switch route {
+        case .serverMetadata: return try serverMetadata()
+        case .live: return .empty(server.isLive ? .ok : .badRequest)
+        case .ready: return .empty(server.isReady ? .ok : .badRequest)
+        case .allStats: return try statistics(nil, nil)
+        case .repositoryIndex:
+            let ready = try jsonBody(request)["ready"]?.boolValue ?? false
+            return try HTTPReply.json(server.repositoryIndex(readyOnly: ready).map { entry -> [String: Any] in
+                var object: [String: Any] = ["name": entry.name]
+                if !entry.version.isEmpty { object["version"] = entry.version }
+                if !entry.state.isEmpty { object["state"] = entry.state }
+                if !entry.reason.isEmpty { object["reason"] = entry.reason }
+                return object
+            })
+        case .unload(let name):
+            try server.unload(model: name)
+            return .empty(.ok)
+        case .model(let name, let version, let action):
+            switch action {
+            case .metadata: return try modelMetadata(name, version)
+            case .ready: return .empty(server.isModelReady(name, version: version) ? .ok : .badRequest)
+            case .config: return try modelConfig(name, version)
+            case .stats: return try statistics(name, version)
+            case .infer: throw .internalError("inference is not answered here")
+            }
+        case .load: throw .internalError("loading is not answered here")
+        }
+    }
+
+    // MARK: Handlers
+
+    private func serverMetadata() throws(TernError) -> HTTPReply {
+        let metadata = server.serverMetadata
+        return try HTTPReply.json(["name": metadata.name, "version": metadata.version, "extensions": metadata.extensions])
+    }
+
+    private func modelMetadata(_ name: String, _ version: Int64?) throws(TernError) -> HTTPReply {
+        let metadata = try server.modelMetadata(name, version: version)
+        func tensors(_ specs: [TensorSpec]) -> [[String: Any]] {
+            specs.map { ["name": $0.name, "datatype": $0.dataType.protocolName, "shape": $0.shape.map { NSNumber(value: $0) }] }
+        }
+        return try HTTPReply.json([
+            "name": metadata.name, "versions": metadata.versions, "platform": metadata.platform,
+            "inputs": tensors(metadata.inputs), "outputs": tensors(metadata.outputs),
+        ])
+    }
+
+    private func modelConfig(_ name: String, _ version: Int64?) throws(TernError) -> HTTPReply {
+        let config = try server.modelConfig(name, version: version)
+        var options = JSONEncodingOptions()
+        options.preserveProtoFieldNames = true
+        options.alwaysPrintInt64sAsNumbers = true
+        let json: [UInt8]
+        do {
+            json = try config.jsonUTF8Bytes(options: options)
+        } catch {
+            throw .internalError("cannot encode the config of '\(name)' as JSON: \(error)")
+        }
+        // Protobuf JSON leaves out fields at their default; Triton prints them, and clients index
+        // e.g. config["max_batch_size"] directly, so the top-level ones are filled in.
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(json))) as? [String: Any] else {
+            throw .internalError("cannot encode the config of '\(name)' as JSON")
+        }
+        let defaults: [String: Any] = [
+            "name": "", "platform": "", "backend": "", "max_batch_size": 0, "input": [Any](), "output": [Any](),
+            "instance_group": [Any](), "default_model_filename": "", "parameters": [String: Any](), "model_warmup": [Any](),
+        ]
+        for (key, value) in defaults where object[key] == nil { object[key] = value }
+        return try HTTPReply.json(object)
+    }
+
+    private func statistics(_ name: String?, _ version: Int64?) throws(TernError) -> HTTPReply {
+        let stats = try server.statistics(model: name, version: version)
+        func duration(_ d: StatisticDuration) -> [String: Any] { ["count": NSNumber(value: d.count), "ns": NSNumber(value: d.ns)] }
+        let models: [[String: Any]] = stats.map { s in
+            [
+                "name": s.name, "version": s.version, "last_inference": NSNumber(value: s.lastInference),
+                "inference_count": NSNumber(value: s.inferenceCount), "execution_count": NSNumber(value: s.executionCount),
+                "inference_stats": [
+                    "success": duration(s.success), "fail": duration(s.fail), "queue": duration(s.queue),
+                    "compute_input": duration(s.computeInput), "compute_infer": duration(s.computeInfer),
+                    "compute_output": duration(s.computeOutput), "cache_hit": duration(.init()), "cache_miss": duration(.init()),
+                ],
+                "batch_stats": s.batchStats.map { b in
+                    [
+                        "batch_size": NSNumber(value: b.batchSize), "compute_input": duration(b.computeInput),
+                        "compute_infer": duration(b.computeInfer), "compute_output": duration(b.computeOutput),
+                    ]
+                },
+                "memory_usage": [Any](),
+            ]
+        }
+        return try HTTPReply.json(["model_stats": models])
+    }
+
+    private func decodeInfer(_ request: HTTPRequestData, name: String, version: Int64?) throws(TernError) -> (InferenceRequest, BinaryOutputPolicy) {
+        var headerLength: Int? = nil
+        if let value = request.headers.first(name: "Inference-Header-Content-Length") {
+            guard let length = Int(value), length >= 0 else {
+                throw .invalidArgument("Inference-Header-Content-Length must be a non-negative integer, not '\(value)'")
+            }
+            headerLength = length
+        }
+        return try InferHTTPCodec.decodeRequest(body: request.body, headerLength: headerLength, model: name, version: version)
+    }
+
+    private func encode(_ response: InferenceResponse, binary: BinaryOutputPolicy) throws(TernError) -> HTTPReply {
+        let (buffer, jsonLength) = try InferHTTPCodec.encodeResponse(response, binary: binary, allocator: ByteBufferAllocator())
+        if let jsonLength {
+            return HTTPReply(status: .ok, headers: [("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", String(jsonLength))], body: buffer)
+        }
+        return HTTPReply(status: .ok, headers: [("Content-Type", "application/json")], body: buffer)
+    }
+
+    private func jsonBody(_ request: HTTPRequestData) throws(TernError) -> JSONValue {
+        guard request.body.readableBytes > 0 else { return .object([:]) }
+        let value = try request.body.withUnsafeReadableBytes { raw throws(TernError) in try JSONParser.parse(raw) }
+        guard value.objectValue != nil else { throw .invalidArgument("the request body must be a JSON object") }
+        return value
+    }
+}
