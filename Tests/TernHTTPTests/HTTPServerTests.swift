@@ -68,4 +68,19 @@ import TernTesting
         let (bad, badBody, _) = try await send(port, .POST, "/v2/models/add_sub/infer", body: ByteBuffer(string: "{oops"))
         #expect(bad == .badRequest && String(buffer: badBody).contains("error"))
     }
+
+    @Test func refusesOversizedBodiesAndUnknownRoutes() async throws {
+        let repo = try TestEnvironment.repository(with: ["add_sub"])
+        let server = try await TestServer.start(engine: try await TestEnvironment.startedServer(repository: repo), maxBodySize: 1024)
+        defer { Task { await server.stop() } }
+        let port = server.httpPort
+        let (tooLarge, body, _) = try await send(port, .POST, "/v2/models/add_sub/infer", body: ByteBuffer(repeating: UInt8(ascii: " "), count: 4096))
+        #expect(tooLarge == .payloadTooLarge && String(buffer: body).contains("1024"))
+        #expect(try await send(port, .GET, "/v2/nothing/here").0 == .notFound)
+        #expect(try await send(port, .DELETE, "/v2/models/add_sub").0 == .notFound)
+        #expect(try await send(port, .GET, "/v2/models/add_sub/versions/x").0 == .badRequest)
+        #expect(try await send(port, .GET, "/v2/models/add_sub/versions/1?verbose=1").0 == .ok)
+        // and it still answers
+        #expect(try await send(port, .GET, "/v2/health/live").0 == .ok)
+    }
 }
