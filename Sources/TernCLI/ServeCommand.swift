@@ -90,7 +90,7 @@ struct ServeCommand: AsyncParsableCommand {
         let metrics = HTTPFrontend.metricsServer(exporter: exporter, host: host, port: metricsPort, logger: logger) { port in
             logger.info("metrics endpoint listening", metadata: ["port": .stringConvertible(port)])
         }
-        let grpc = GRPCServerService(server: GRPCFrontend.server(engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize))
+        let grpc = GRPCFrontend.server(engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, logger: logger)
         let readyLogger = ReadyAnnouncer(grpc: grpc, started: started, logger: logger)
         let poller = RepositoryPoller(engine: engine)
         let group = ServiceGroup(

@@ -1,49 +1,32 @@
-import GRPCCore
-import GRPCNIOTransportHTTP2
+import Logging
 import ServiceLifecycle
 import TernRuntime
 
-/// Builds the gRPC server Tern serves (a `Service` for the caller's ServiceGroup when wrapped in
-/// `GRPCServerService`).
+/// Builds the gRPC server Tern serves: `inference.GRPCInferenceService` on SwiftNIO's HTTP/2.
 public enum GRPCFrontend {
     /// Default limit on one request message: large enough for a batch of camera frames.
     public static let defaultMaxMessageSize = 256 << 20
 
     public static func server(
-        engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize
-    ) -> GRPCServer<HTTP2ServerTransport.Posix> {
-        var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.rpc.maxRequestPayloadSize = maxMessageSize
-        // Flush coalescing batches writes for busy servers but holds each response back by up to
-        // its delay; at low concurrency (the edge case) that delay dominated the RPC latency.
-        config.connection.flushCoalescing = nil
-        // A 64 KiB window and 16 KiB frames turn one camera frame into dozens of frames and
-        // WINDOW_UPDATE round trips.
-        config.http2.targetWindowSize = 16 << 20
-        config.http2.maxFrameSize = 1 << 20
-        let transport = HTTP2ServerTransport.Posix(
-            address: .ipv4(host: host, port: port), transportSecurity: .plaintext, config: config)
-        return GRPCServer(transport: transport, services: [KServeGRPCService(server: engine).registrable])
+        engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize, logger: Logger
+    ) -> GRPCServerService {
+        GRPCServerService(
+            server: GRPCHTTP2Server(
+                host: host, port: port, maxMessageSize: maxMessageSize, dispatcher: KServeGRPCDispatcher(server: engine),
+                logger: logger))
     }
 }
 
-/// Runs a gRPC server as a ServiceLifecycle `Service`: serves until cancelled or asked to shut
-/// down gracefully, then lets running RPCs finish.
+/// The gRPC server as a ServiceLifecycle `Service`.
 public struct GRPCServerService: Service {
-    public let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let server: GRPCHTTP2Server
 
-    public init(server: GRPCServer<HTTP2ServerTransport.Posix>) { self.server = server }
-
-    /// The bound address once listening (useful with port 0).
+    /// The bound port once listening (useful with port 0); nil if binding failed.
     public var listeningPort: Int? {
-        get async { try? await server.listeningAddress?.ipv4?.port }
+        get async { await server.listeningPort }
     }
 
     public func run() async throws {
-        try await withTaskCancellationOrGracefulShutdownHandler {
-            try await server.serve()
-        } onCancelOrGracefulShutdown: {
-            server.beginGracefulShutdown()
-        }
+        try await server.run()
     }
 }

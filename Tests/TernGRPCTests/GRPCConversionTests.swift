@@ -1,5 +1,4 @@
 import Foundation
-import GRPCCore
 import Testing
 import TernCore
 @testable import TernGRPC
@@ -62,10 +61,11 @@ import TernCore
     }
 
     @Test func errorsMapToTritonStatuses() {
-        #expect(TernError.notFound("x").rpcError.code == .notFound)
-        #expect(TernError.invalidArgument("x").rpcError.code == .invalidArgument)
-        #expect(TernError.unavailable("x").rpcError.code == .unavailable)
-        #expect(TernError.internalError("x").rpcError.code == .internalError)
+        // gRPC status numbers: NOT_FOUND 5, INVALID_ARGUMENT 3, UNAVAILABLE 14, INTERNAL 13.
+        #expect(GRPCStatus(TernError.notFound("x")).code == 5)
+        #expect(GRPCStatus(TernError.invalidArgument("x")).code == 3)
+        #expect(GRPCStatus(TernError.unavailable("x")).code == 14)
+        #expect(GRPCStatus(TernError.internalError("x")).code == 13)
     }
 
     @Test func responsesUseRawOutputContents() {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import TernCore
+import NIOCore
+import SwiftProtobuf
 import TernTesting
 @testable import TernGRPC
 
@@ -22,5 +24,28 @@ import TernTesting
             #expect(try echoed.outputs[0].strings() == [Data("a".utf8), Data("bc".utf8)])
             await #expect(throws: (any Error).self) { try await client.infer(InferenceRequest(modelName: "nope", inputs: [a])) }
         }
+    }
+}
+
+/// The method dispatch behind the HTTP/2 stream handler.
+@Suite struct GRPCDispatcherTests {
+    @Test func unknownMethodsAreUnimplementedAndBadMessagesInvalid() async throws {
+        let repo = try TestEnvironment.repository(with: ["add_sub"])
+        let dispatcher = KServeGRPCDispatcher(server: try await TestEnvironment.startedServer(repository: repo))
+        guard case .failure(let status)? = dispatcher.respondNow(method: "TraceSetting", message: .init()) else {
+            Issue.record("TraceSetting answered")
+            return
+        }
+        #expect(status.code == GRPCStatus.unimplementedCode)
+        guard case .failure(let bad)? = dispatcher.respondNow(method: "ModelMetadata", message: .init(bytes: [0xFF, 0xFF, 0xFF])) else {
+            Issue.record("garbage decoded")
+            return
+        }
+        #expect(bad.code == 3)
+        guard case .success(let live)? = dispatcher.respondNow(method: "ServerLive", message: .init()) else {
+            Issue.record("ServerLive failed")
+            return
+        }
+        #expect(try Inference_ServerLiveResponse(serializedBytes: live).live)
     }
 }

@@ -1,24 +1,6 @@
 import Foundation
-import GRPCCore
 import TernCore
 import TernRuntime
-
-extension TernError {
-    /// Triton's gRPC status for each kind of failure.
-    var rpcError: RPCError {
-        let code: RPCError.Code =
-            switch self.code {
-            case .notFound: .notFound
-            case .invalidArgument: .invalidArgument
-            case .unavailable: .unavailable
-            case .failedPrecondition: .failedPrecondition
-            case .alreadyExists: .alreadyExists
-            case .unimplemented: .unimplemented
-            default: .internalError
-            }
-        return RPCError(code: code, message: message)
-    }
-}
 
 enum GRPCConversions {
     static func parameters(_ map: [String: Inference_InferParameter]) -> [String: InferParameter] {

@@ -1,0 +1,179 @@
+import Foundation
+import NIOCore
+import SwiftProtobuf
+import TernCore
+import TernRuntime
+
+/// A gRPC status other than OK, with Triton's codes.
+struct GRPCStatus: Error, Sendable {
+    var code: Int
+    var message: String
+
+    static let unimplementedCode = 12
+
+    init(code: Int, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(_ error: TernError) {
+        self.message = error.message
+        self.code =
+            switch error.code {
+            case .invalidArgument: 3
+            case .notFound: 5
+            case .alreadyExists: 6
+            case .failedPrecondition: 9
+            case .unimplemented: 12
+            case .unavailable: 14
+            default: 13
+            }
+    }
+}
+
+/// The `inference.GRPCInferenceService` methods over the engine, on serialized messages. Unary
+/// methods answer synchronously where they can (everything but loading, and inference of slow or
+/// busy models), so the HTTP/2 stream handler can reply without leaving the event loop.
+struct KServeGRPCDispatcher: Sendable {
+    let server: InferenceServer
+
+    static let servicePrefix = "/inference.GRPCInferenceService/"
+    static let streamMethod = "ModelStreamInfer"
+
+    /// The reply now, or nil when the method must wait (then call `respond`).
+    func respondNow(method: String, message: ByteBuffer) -> Result<[UInt8], GRPCStatus>? {
+        do {
+            switch method {
+            case "ServerLive":
+                _ = try decode(Inference_ServerLiveRequest.self, message)
+                return .success(try encode(Inference_ServerLiveResponse.with { $0.live = server.isLive }))
+            case "ServerReady":
+                _ = try decode(Inference_ServerReadyRequest.self, message)
+                return .success(try encode(Inference_ServerReadyResponse.with { $0.ready = server.isReady }))
+            case "ModelReady":
+                let request = try decode(Inference_ModelReadyRequest.self, message)
+                let version = try GRPCConversions.version(request.version)
+                return .success(try encode(Inference_ModelReadyResponse.with { $0.ready = server.isModelReady(request.name, version: version) }))
+            case "ServerMetadata":
+                _ = try decode(Inference_ServerMetadataRequest.self, message)
+                let metadata = server.serverMetadata
+                return .success(try encode(Inference_ServerMetadataResponse.with {
+                    $0.name = metadata.name
+                    $0.version = metadata.version
+                    $0.extensions = metadata.extensions
+                }))
+            case "ModelMetadata":
+                let request = try decode(Inference_ModelMetadataRequest.self, message)
+                let metadata = try server.modelMetadata(request.name, version: try GRPCConversions.version(request.version))
+                return .success(try encode(GRPCConversions.metadata(metadata)))
+            case "ModelConfig":
+                let request = try decode(Inference_ModelConfigRequest.self, message)
+                let config = try server.modelConfig(request.name, version: try GRPCConversions.version(request.version))
+                return .success(try encode(Inference_ModelConfigResponse.with { $0.config = config }))
+            case "ModelStatistics":
+                let request = try decode(Inference_ModelStatisticsRequest.self, message)
+                let stats = try server.statistics(
+                    model: request.name.isEmpty ? nil : request.name, version: try GRPCConversions.version(request.version))
+                return .success(try encode(Inference_ModelStatisticsResponse.with { $0.modelStats = stats.map(GRPCConversions.statistics) }))
+            case "RepositoryIndex":
+                let request = try decode(Inference_RepositoryIndexRequest.self, message)
+                return .success(try encode(Inference_RepositoryIndexResponse.with {
+                    $0.models = server.repositoryIndex(readyOnly: request.ready).map { entry in
+                        .with { $0.name = entry.name; $0.version = entry.version; $0.state = entry.state; $0.reason = entry.reason }
+                    }
+                }))
+            case "RepositoryModelUnload":
+                let request = try decode(Inference_RepositoryModelUnloadRequest.self, message)
+                try server.unload(model: request.modelName)
+                return .success(try encode(Inference_RepositoryModelUnloadResponse()))
+            case "ModelInfer":
+                let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
+                guard let response = try server.inferImmediately(request) else { return nil }
+                return .success(try encode(GRPCConversions.response(response)))
+            case "RepositoryModelLoad":
+                return nil
+            default:
+                return .failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)"))
+            }
+        } catch {
+            return .failure(GRPCStatus(error))
+        }
+    }
+
+    func respond(method: String, message: ByteBuffer) async -> Result<[UInt8], GRPCStatus> {
+        if let now = respondNow(method: method, message: message) { return now }
+        do {
+            switch method {
+            case "ModelInfer":
+                let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
+                return .success(try encode(GRPCConversions.response(try await server.infer(request))))
+            case "RepositoryModelLoad":
+                let request = try decode(Inference_RepositoryModelLoadRequest.self, message)
+                var configJSON: String? = nil
+                if case .stringParam(let json)? = request.parameters["config"]?.parameterChoice { configJSON = json }
+                try await server.load(model: request.modelName, configJSON: configJSON)
+                return .success(try encode(Inference_RepositoryModelLoadResponse()))
+            default:
+                return .failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)"))
+            }
+        } catch {
+            return .failure(GRPCStatus(error))
+        }
+    }
+
+    /// One message of a ModelStreamInfer stream; errors travel in-band in `error_message`.
+    func streamInfer(message: ByteBuffer) async -> Result<[UInt8], GRPCStatus> {
+        let request: Inference_ModelInferRequest
+        do {
+            request = try decode(Inference_ModelInferRequest.self, message)
+        } catch {
+            return .failure(GRPCStatus(error))
+        }
+        var out = Inference_ModelStreamInferResponse()
+        do throws(TernError) {
+            let converted = try GRPCConversions.request(request)
+            let response = try await server.infer(converted)
+            out.inferResponse = GRPCConversions.response(response)
+        } catch {
+            out.errorMessage = error.message
+            out.inferResponse.id = request.id
+            out.inferResponse.modelName = request.modelName
+        }
+        do {
+            return .success(try encode(out))
+        } catch {
+            return .failure(GRPCStatus(error))
+        }
+    }
+
+    private func decode<M: SwiftProtobuf.Message>(_: M.Type, _ buffer: ByteBuffer) throws(TernError) -> M {
+        do {
+            return try buffer.withUnsafeReadableBytes { raw in try M(serializedBytes: raw) }
+        } catch {
+            throw .invalidArgument("cannot decode \(M.protoMessageName): \(error)")
+        }
+    }
+
+    private func encode<M: SwiftProtobuf.Message>(_ message: M) throws(TernError) -> [UInt8] {
+        do {
+            return try message.serializedBytes()
+        } catch {
+            throw .internalError("cannot encode \(M.protoMessageName): \(error)")
+        }
+    }
+}
+
+extension GRPCConversions {
+    static func metadata(_ metadata: ModelMetadata) -> Inference_ModelMetadataResponse {
+        func tensors(_ specs: [TensorSpec]) -> [Inference_ModelMetadataResponse.TensorMetadata] {
+            specs.map { spec in .with { $0.name = spec.name; $0.datatype = spec.dataType.protocolName; $0.shape = spec.shape } }
+        }
+        return .with {
+            $0.name = metadata.name
+            $0.versions = metadata.versions
+            $0.platform = metadata.platform
+            $0.inputs = tensors(metadata.inputs)
+            $0.outputs = tensors(metadata.outputs)
+        }
+    }
+}
