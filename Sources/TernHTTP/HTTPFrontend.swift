@@ -29,13 +29,11 @@ public enum HTTPFrontend {
 struct MetricsResponder: HTTPResponder {
     let exporter: PrometheusExporter
 
-    func respondNow(_ request: HTTPRequestData) -> HTTPReply? {
+    func answer(_ request: HTTPRequestData) -> HTTPAnswer {
         let path = request.path.split(separator: "?").first.map(String.init) ?? ""
         guard request.method == .GET, path == "/metrics" else {
-            return HTTPReply(status: .notFound, headers: [("Content-Type", "text/plain")], body: ByteBuffer(string: "try /metrics\n"))
+            return .now(HTTPReply(status: .notFound, headers: [("Content-Type", "text/plain")], body: ByteBuffer(string: "try /metrics\n")))
         }
-        return HTTPReply(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4")], body: ByteBuffer(string: exporter.render()))
+        return .now(HTTPReply(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4")], body: ByteBuffer(string: exporter.render())))
     }
-
-    func respond(_ request: HTTPRequestData) async -> HTTPReply { respondNow(request)! }
 }

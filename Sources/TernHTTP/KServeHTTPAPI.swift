@@ -19,37 +19,38 @@ struct KServeHTTPAPI: HTTPResponder {
     }
     private enum ModelAction { case metadata, ready, config, stats, infer }
 
-    func respondNow(_ request: HTTPRequestData) -> HTTPReply? {
+    func answer(_ request: HTTPRequestData) -> HTTPAnswer {
         do {
             switch try route(request) {
             case .model(let name, let version, .infer):
                 let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
-                guard let response = try server.inferImmediately(inferenceRequest) else { return nil }
-                return try encode(response, binary: binary)
-            case .load: return nil
-            case let route: return try answer(route, request)
-            }
-        } catch {
-            return .error(error)
-        }
-    }
-
-    func respond(_ request: HTTPRequestData) async -> HTTPReply {
-        do {
-            switch try route(request) {
-            case .model(let name, let version, .infer):
-                let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
-                return try encode(try await server.infer(inferenceRequest), binary: binary)
+                if let response = try server.inferImmediately(inferenceRequest) {
+                    return .now(try encode(response, binary: binary))
+                }
+                return .later {
+                    do throws(TernError) {
+                        return try encode(try await server.infer(inferenceRequest), binary: binary)
+                    } catch {
+                        return .error(error)
+                    }
+                }
             case .load(let name):
                 let body = try jsonBody(request)
                 let parameters = try InferHTTPCodec.decodeParameters(body["parameters"], context: "load request")
-                try await server.load(model: name, configJSON: parameters["config"]?.stringValue)
-                return .empty(.ok)
+                let config = parameters["config"]?.stringValue
+                return .later {
+                    do throws(TernError) {
+                        try await server.load(model: name, configJSON: config)
+                        return .empty(.ok)
+                    } catch {
+                        return .error(error)
+                    }
+                }
             case let route:
-                return try answer(route, request)
+                return .now(try answer(route, request))
             }
         } catch {
-            return .error(error)
+            return .now(.error(error))
         }
     }
 

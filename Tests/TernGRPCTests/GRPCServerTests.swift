@@ -32,17 +32,17 @@ import TernTesting
     @Test func unknownMethodsAreUnimplementedAndBadMessagesInvalid() async throws {
         let repo = try TestEnvironment.repository(with: ["add_sub"])
         let dispatcher = KServeGRPCDispatcher(server: try await TestEnvironment.startedServer(repository: repo))
-        guard case .failure(let status)? = dispatcher.respondNow(method: "TraceSetting", message: .init()) else {
+        guard case .now(.failure(let status)) = dispatcher.answer(method: "TraceSetting", message: .init()) else {
             Issue.record("TraceSetting answered")
             return
         }
         #expect(status.code == GRPCStatus.unimplementedCode)
-        guard case .failure(let bad)? = dispatcher.respondNow(method: "ModelMetadata", message: .init(bytes: [0xFF, 0xFF, 0xFF])) else {
+        guard case .now(.failure(let bad)) = dispatcher.answer(method: "ModelMetadata", message: .init(bytes: [0xFF, 0xFF, 0xFF])) else {
             Issue.record("garbage decoded")
             return
         }
         #expect(bad.code == 3)
-        guard case .success(let live)? = dispatcher.respondNow(method: "ServerLive", message: .init()) else {
+        guard case .now(.success(let live)) = dispatcher.answer(method: "ServerLive", message: .init()) else {
             Issue.record("ServerLive failed")
             return
         }

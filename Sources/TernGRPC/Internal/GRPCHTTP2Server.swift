@@ -197,12 +197,13 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         guard let message = unaryMessage else {
             return fail(GRPCStatus(code: 13, message: "the request carried no message"), context: context)
         }
-        if let now = dispatcher.respondNow(method: method, message: message) {
-            return reply(now, context: context)
+        let work: @Sendable () async -> Result<[UInt8], GRPCStatus>
+        switch dispatcher.answer(method: method, message: message) {
+        case .now(let result): return reply(result, context: context)
+        case .later(let later): work = later
         }
-        let dispatcher = self.dispatcher
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.makeFutureWithTask { await dispatcher.respond(method: method, message: message) }.whenSuccess { result in
+        context.eventLoop.makeFutureWithTask { await work() }.whenSuccess { result in
             let (handler, context) = bound.value
             handler.reply(result, context: context)
         }

@@ -31,6 +31,12 @@ struct GRPCStatus: Error, Sendable {
     }
 }
 
+/// A unary call's outcome: ready now, or work that must wait (it runs off the event loop).
+enum GRPCAnswer: Sendable {
+    case now(Result<[UInt8], GRPCStatus>)
+    case later(@Sendable () async -> Result<[UInt8], GRPCStatus>)
+}
+
 /// The `inference.GRPCInferenceService` methods over the engine, on serialized messages. Unary
 /// methods answer synchronously where they can (everything but loading, and inference of slow or
 /// busy models), so the HTTP/2 stream handler can reply without leaving the event loop.
@@ -40,24 +46,33 @@ struct KServeGRPCDispatcher: Sendable {
     static let servicePrefix = "/inference.GRPCInferenceService/"
     static let streamMethod = "ModelStreamInfer"
 
-    /// The reply now, or nil when the method must wait (then call `respond`).
-    func respondNow(method: String, message: ByteBuffer) -> Result<[UInt8], GRPCStatus>? {
+    /// Decodes the request once and answers it now, or returns the work that must wait.
+    func answer(method: String, message: ByteBuffer) -> GRPCAnswer {
+        do {
+            return try answerOrThrow(method: method, message: message)
+        } catch {
+            return .now(.failure(GRPCStatus(error)))
+        }
+    }
+
+    private func answerOrThrow(method: String, message: ByteBuffer) throws(TernError) -> GRPCAnswer {
+        func now(_ bytes: [UInt8]) -> GRPCAnswer { .now(.success(bytes)) }
         do {
             switch method {
             case "ServerLive":
                 _ = try decode(Inference_ServerLiveRequest.self, message)
-                return .success(try encode(Inference_ServerLiveResponse.with { $0.live = server.isLive }))
+                return now(try encode(Inference_ServerLiveResponse.with { $0.live = server.isLive }))
             case "ServerReady":
                 _ = try decode(Inference_ServerReadyRequest.self, message)
-                return .success(try encode(Inference_ServerReadyResponse.with { $0.ready = server.isReady }))
+                return now(try encode(Inference_ServerReadyResponse.with { $0.ready = server.isReady }))
             case "ModelReady":
                 let request = try decode(Inference_ModelReadyRequest.self, message)
                 let version = try GRPCConversions.version(request.version)
-                return .success(try encode(Inference_ModelReadyResponse.with { $0.ready = server.isModelReady(request.name, version: version) }))
+                return now(try encode(Inference_ModelReadyResponse.with { $0.ready = server.isModelReady(request.name, version: version) }))
             case "ServerMetadata":
                 _ = try decode(Inference_ServerMetadataRequest.self, message)
                 let metadata = server.serverMetadata
-                return .success(try encode(Inference_ServerMetadataResponse.with {
+                return now(try encode(Inference_ServerMetadataResponse.with {
                     $0.name = metadata.name
                     $0.version = metadata.version
                     $0.extensions = metadata.extensions
@@ -65,19 +80,19 @@ struct KServeGRPCDispatcher: Sendable {
             case "ModelMetadata":
                 let request = try decode(Inference_ModelMetadataRequest.self, message)
                 let metadata = try server.modelMetadata(request.name, version: try GRPCConversions.version(request.version))
-                return .success(try encode(GRPCConversions.metadata(metadata)))
+                return now(try encode(GRPCConversions.metadata(metadata)))
             case "ModelConfig":
                 let request = try decode(Inference_ModelConfigRequest.self, message)
                 let config = try server.modelConfig(request.name, version: try GRPCConversions.version(request.version))
-                return .success(try encode(Inference_ModelConfigResponse.with { $0.config = config }))
+                return now(try encode(Inference_ModelConfigResponse.with { $0.config = config }))
             case "ModelStatistics":
                 let request = try decode(Inference_ModelStatisticsRequest.self, message)
                 let stats = try server.statistics(
                     model: request.name.isEmpty ? nil : request.name, version: try GRPCConversions.version(request.version))
-                return .success(try encode(Inference_ModelStatisticsResponse.with { $0.modelStats = stats.map(GRPCConversions.statistics) }))
+                return now(try encode(Inference_ModelStatisticsResponse.with { $0.modelStats = stats.map(GRPCConversions.statistics) }))
             case "RepositoryIndex":
                 let request = try decode(Inference_RepositoryIndexRequest.self, message)
-                return .success(try encode(Inference_RepositoryIndexResponse.with {
+                return now(try encode(Inference_RepositoryIndexResponse.with {
                     $0.models = server.repositoryIndex(readyOnly: request.ready).map { entry in
                         .with { $0.name = entry.name; $0.version = entry.version; $0.state = entry.state; $0.reason = entry.reason }
                     }
@@ -85,39 +100,33 @@ struct KServeGRPCDispatcher: Sendable {
             case "RepositoryModelUnload":
                 let request = try decode(Inference_RepositoryModelUnloadRequest.self, message)
                 try server.unload(model: request.modelName)
-                return .success(try encode(Inference_RepositoryModelUnloadResponse()))
+                return now(try encode(Inference_RepositoryModelUnloadResponse()))
             case "ModelInfer":
                 let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
-                guard let response = try server.inferImmediately(request) else { return nil }
-                return .success(try encode(GRPCConversions.response(response)))
-            case "RepositoryModelLoad":
-                return nil
-            default:
-                return .failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)"))
-            }
-        } catch {
-            return .failure(GRPCStatus(error))
-        }
-    }
-
-    func respond(method: String, message: ByteBuffer) async -> Result<[UInt8], GRPCStatus> {
-        if let now = respondNow(method: method, message: message) { return now }
-        do {
-            switch method {
-            case "ModelInfer":
-                let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
-                return .success(try encode(GRPCConversions.response(try await server.infer(request))))
+                if let response = try server.inferImmediately(request) { return now(try encode(GRPCConversions.response(response))) }
+                return .later { [server] in
+                    do throws(TernError) {
+                        return .success(try self.encode(GRPCConversions.response(try await server.infer(request))))
+                    } catch {
+                        return .failure(GRPCStatus(error))
+                    }
+                }
             case "RepositoryModelLoad":
                 let request = try decode(Inference_RepositoryModelLoadRequest.self, message)
-                var configJSON: String? = nil
-                if case .stringParam(let json)? = request.parameters["config"]?.parameterChoice { configJSON = json }
-                try await server.load(model: request.modelName, configJSON: configJSON)
-                return .success(try encode(Inference_RepositoryModelLoadResponse()))
+                var json: String? = nil
+                if case .stringParam(let text)? = request.parameters["config"]?.parameterChoice { json = text }
+                let configJSON = json
+                return .later { [server] in
+                    do throws(TernError) {
+                        try await server.load(model: request.modelName, configJSON: configJSON)
+                        return .success(try self.encode(Inference_RepositoryModelLoadResponse()))
+                    } catch {
+                        return .failure(GRPCStatus(error))
+                    }
+                }
             default:
-                return .failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)"))
+                return .now(.failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)")))
             }
-        } catch {
-            return .failure(GRPCStatus(error))
         }
     }
 

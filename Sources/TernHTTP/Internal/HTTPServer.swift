@@ -20,12 +20,17 @@ struct HTTPReply: Sendable {
     var body = ByteBuffer()
 }
 
+/// What a responder makes of a request: the reply, computed on the calling thread, or the work
+/// that must wait for something (it runs off the event loop).
+enum HTTPAnswer: Sendable {
+    case now(HTTPReply)
+    case later(@Sendable () async -> HTTPReply)
+}
+
 /// Answers requests: synchronously where it can (then the event loop answers with no thread hop),
 /// otherwise asynchronously.
 protocol HTTPResponder: Sendable {
-    /// The reply, computed on the calling thread, or nil if it needs to wait for something.
-    func respondNow(_ request: HTTPRequestData) -> HTTPReply?
-    func respond(_ request: HTTPRequestData) async -> HTTPReply
+    func answer(_ request: HTTPRequestData) -> HTTPAnswer
 }
 
 /// An HTTP/1.1 server on SwiftNIO channel handlers. Hummingbird's async request path cost about
@@ -118,14 +123,17 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
             }
             let request = HTTPRequestData(method: head.method, path: head.uri, headers: head.headers, body: body ?? ByteBuffer())
             body = nil
-            if let reply = responder.respondNow(request) {
+            let work: @Sendable () async -> HTTPReply
+            switch responder.answer(request) {
+            case .now(let reply):
                 write(reply, keepAlive: keepAlive, version: head.version, context: context)
                 return
+            case .later(let later):
+                work = later
             }
-            let responder = self.responder
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let version = head.version
-            context.eventLoop.makeFutureWithTask { await responder.respond(request) }.whenSuccess { reply in
+            context.eventLoop.makeFutureWithTask { await work() }.whenSuccess { reply in
                 let (handler, context) = loopBound.value
                 handler.write(reply, keepAlive: keepAlive, version: version, context: context)
             }

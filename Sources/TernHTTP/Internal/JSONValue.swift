@@ -215,10 +215,10 @@ struct JSONParser {
         // Fractions, exponents and huge integers: let strtod do the exact rounding.
         let length = index - start
         guard length < 128 else { throw error("number too long") }
-        var text = [CChar](repeating: 0, count: length + 1)
-        for offset in 0..<length { text[offset] = CChar(bitPattern: bytes[start + offset]) }
-        var end: UnsafeMutablePointer<CChar>? = nil
-        let value = text.withUnsafeMutableBufferPointer { buffer in
+        let value = withUnsafeTemporaryAllocation(of: CChar.self, capacity: length + 1) { buffer in
+            for offset in 0..<length { buffer[offset] = CChar(bitPattern: bytes[start + offset]) }
+            buffer[length] = 0
+            var end: UnsafeMutablePointer<CChar>? = nil
             let parsed = strtod(buffer.baseAddress!, &end)
             return (parsed, end.map { $0 - buffer.baseAddress! } ?? 0)
         }
