@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the Swift code for Protos/*.proto and writes it under Sources/*/Generated/.
+# Regenerates the Swift code for Protos/*.proto and writes it under Sources/*/Generated/ (messages,
+# and the gRPC client used by `tern infer`/`tern perf`; the server is Tern's own, on SwiftNIO HTTP/2).
 # The generated files are committed, so a normal build never runs this: run it after editing a
 # .proto. It needs Debian's `protoc` and builds the two protoc plugins from the pinned packages in
 # Tools/ (a few minutes the first time).
@@ -36,7 +37,7 @@ protoc -I Protos \
   --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" \
   --swift_out="$grpc_out" --swift_opt=Visibility=Internal,ProtoPathModuleMappings="$mapping" \
   --grpc-swift-2_out="$grpc_out" \
-  --grpc-swift-2_opt=Visibility=Internal,Server=true,Client=true,ProtoPathModuleMappings="$mapping" \
+  --grpc-swift-2_opt=Visibility=Internal,Server=false,Client=true,ProtoPathModuleMappings="$mapping" \
   grpc_service.proto
 
 echo "generated:"; ls -1 "$core_out" "$grpc_out"
