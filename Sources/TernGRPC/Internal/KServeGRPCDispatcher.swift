@@ -57,76 +57,74 @@ struct KServeGRPCDispatcher: Sendable {
 
     private func answerOrThrow(method: String, message: ByteBuffer) throws(TernError) -> GRPCAnswer {
         func now(_ bytes: [UInt8]) -> GRPCAnswer { .now(.success(bytes)) }
-        do {
-            switch method {
-            case "ServerLive":
-                _ = try decode(Inference_ServerLiveRequest.self, message)
-                return now(try encode(Inference_ServerLiveResponse.with { $0.live = server.isLive }))
-            case "ServerReady":
-                _ = try decode(Inference_ServerReadyRequest.self, message)
-                return now(try encode(Inference_ServerReadyResponse.with { $0.ready = server.isReady }))
-            case "ModelReady":
-                let request = try decode(Inference_ModelReadyRequest.self, message)
-                let version = try GRPCConversions.version(request.version)
-                return now(try encode(Inference_ModelReadyResponse.with { $0.ready = server.isModelReady(request.name, version: version) }))
-            case "ServerMetadata":
-                _ = try decode(Inference_ServerMetadataRequest.self, message)
-                let metadata = server.serverMetadata
-                return now(try encode(Inference_ServerMetadataResponse.with {
-                    $0.name = metadata.name
-                    $0.version = metadata.version
-                    $0.extensions = metadata.extensions
-                }))
-            case "ModelMetadata":
-                let request = try decode(Inference_ModelMetadataRequest.self, message)
-                let metadata = try server.modelMetadata(request.name, version: try GRPCConversions.version(request.version))
-                return now(try encode(GRPCConversions.metadata(metadata)))
-            case "ModelConfig":
-                let request = try decode(Inference_ModelConfigRequest.self, message)
-                let config = try server.modelConfig(request.name, version: try GRPCConversions.version(request.version))
-                return now(try encode(Inference_ModelConfigResponse.with { $0.config = config }))
-            case "ModelStatistics":
-                let request = try decode(Inference_ModelStatisticsRequest.self, message)
-                let stats = try server.statistics(
-                    model: request.name.isEmpty ? nil : request.name, version: try GRPCConversions.version(request.version))
-                return now(try encode(Inference_ModelStatisticsResponse.with { $0.modelStats = stats.map(GRPCConversions.statistics) }))
-            case "RepositoryIndex":
-                let request = try decode(Inference_RepositoryIndexRequest.self, message)
-                return now(try encode(Inference_RepositoryIndexResponse.with {
-                    $0.models = server.repositoryIndex(readyOnly: request.ready).map { entry in
-                        .with { $0.name = entry.name; $0.version = entry.version; $0.state = entry.state; $0.reason = entry.reason }
-                    }
-                }))
-            case "RepositoryModelUnload":
-                let request = try decode(Inference_RepositoryModelUnloadRequest.self, message)
-                try server.unload(model: request.modelName)
-                return now(try encode(Inference_RepositoryModelUnloadResponse()))
-            case "ModelInfer":
-                let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
-                if let response = try server.inferImmediately(request) { return now(try encode(GRPCConversions.response(response))) }
-                return .later { [server] in
-                    do throws(TernError) {
-                        return .success(try self.encode(GRPCConversions.response(try await server.infer(request))))
-                    } catch {
-                        return .failure(GRPCStatus(error))
-                    }
+        switch method {
+        case "ServerLive":
+            _ = try decode(Inference_ServerLiveRequest.self, message)
+            return now(try encode(Inference_ServerLiveResponse.with { $0.live = server.isLive }))
+        case "ServerReady":
+            _ = try decode(Inference_ServerReadyRequest.self, message)
+            return now(try encode(Inference_ServerReadyResponse.with { $0.ready = server.isReady }))
+        case "ModelReady":
+            let request = try decode(Inference_ModelReadyRequest.self, message)
+            let version = try GRPCConversions.version(request.version)
+            return now(try encode(Inference_ModelReadyResponse.with { $0.ready = server.isModelReady(request.name, version: version) }))
+        case "ServerMetadata":
+            _ = try decode(Inference_ServerMetadataRequest.self, message)
+            let metadata = server.serverMetadata
+            return now(try encode(Inference_ServerMetadataResponse.with {
+                $0.name = metadata.name
+                $0.version = metadata.version
+                $0.extensions = metadata.extensions
+            }))
+        case "ModelMetadata":
+            let request = try decode(Inference_ModelMetadataRequest.self, message)
+            let metadata = try server.modelMetadata(request.name, version: try GRPCConversions.version(request.version))
+            return now(try encode(GRPCConversions.metadata(metadata)))
+        case "ModelConfig":
+            let request = try decode(Inference_ModelConfigRequest.self, message)
+            let config = try server.modelConfig(request.name, version: try GRPCConversions.version(request.version))
+            return now(try encode(Inference_ModelConfigResponse.with { $0.config = config }))
+        case "ModelStatistics":
+            let request = try decode(Inference_ModelStatisticsRequest.self, message)
+            let stats = try server.statistics(
+                model: request.name.isEmpty ? nil : request.name, version: try GRPCConversions.version(request.version))
+            return now(try encode(Inference_ModelStatisticsResponse.with { $0.modelStats = stats.map(GRPCConversions.statistics) }))
+        case "RepositoryIndex":
+            let request = try decode(Inference_RepositoryIndexRequest.self, message)
+            return now(try encode(Inference_RepositoryIndexResponse.with {
+                $0.models = server.repositoryIndex(readyOnly: request.ready).map { entry in
+                    .with { $0.name = entry.name; $0.version = entry.version; $0.state = entry.state; $0.reason = entry.reason }
                 }
-            case "RepositoryModelLoad":
-                let request = try decode(Inference_RepositoryModelLoadRequest.self, message)
-                var json: String? = nil
-                if case .stringParam(let text)? = request.parameters["config"]?.parameterChoice { json = text }
-                let configJSON = json
-                return .later { [server] in
-                    do throws(TernError) {
-                        try await server.load(model: request.modelName, configJSON: configJSON)
-                        return .success(try self.encode(Inference_RepositoryModelLoadResponse()))
-                    } catch {
-                        return .failure(GRPCStatus(error))
-                    }
+            }))
+        case "RepositoryModelUnload":
+            let request = try decode(Inference_RepositoryModelUnloadRequest.self, message)
+            try server.unload(model: request.modelName)
+            return now(try encode(Inference_RepositoryModelUnloadResponse()))
+        case "ModelInfer":
+            let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
+            if let response = try server.inferImmediately(request) { return now(try encode(GRPCConversions.response(response))) }
+            return .later { [server] in
+                do throws(TernError) {
+                    return .success(try self.encode(GRPCConversions.response(try await server.infer(request))))
+                } catch {
+                    return .failure(GRPCStatus(error))
                 }
-            default:
-                return .now(.failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)")))
             }
+        case "RepositoryModelLoad":
+            let request = try decode(Inference_RepositoryModelLoadRequest.self, message)
+            var json: String? = nil
+            if case .stringParam(let text)? = request.parameters["config"]?.parameterChoice { json = text }
+            let configJSON = json
+            return .later { [server] in
+                do throws(TernError) {
+                    try await server.load(model: request.modelName, configJSON: configJSON)
+                    return .success(try self.encode(Inference_RepositoryModelLoadResponse()))
+                } catch {
+                    return .failure(GRPCStatus(error))
+                }
+            }
+        default:
+            return .now(.failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)")))
         }
     }
 
