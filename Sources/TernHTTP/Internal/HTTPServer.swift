@@ -69,7 +69,7 @@ final class HTTPServer: Service, Sendable {
                 }
             }
             .bind(host: host, port: port).get()
-        logger.info("HTTP server listening", metadata: ["address": .string("\(channel.localAddress.map { "\($0)" } ?? "")")])
+        logger.debug("HTTP server listening", metadata: ["address": .string("\(channel.localAddress.map { "\($0)" } ?? "")")])
         await onRunning(channel.localAddress?.port ?? port)
         await withGracefulShutdownHandler {
             try? await channel.closeFuture.get()
