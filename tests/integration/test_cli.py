@@ -1,0 +1,39 @@
+"""`tern infer` and `tern perf` against a running server."""
+import json
+import os
+import subprocess
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from conftest import ROOT
+
+BINARY = os.environ.get("TERN_BIN", os.path.join(ROOT, ".build/debug/tern"))
+
+
+def test_tern_infer_prints_the_outputs(server, tmp_path):
+    x, y = load_digits(return_X_y=True)
+    path = tmp_path / "digits.npy"
+    np.save(path, x[:3].astype(np.float32))
+    for protocol, port in (("http", ["--http-port", str(server.http_port)]), ("grpc", ["--grpc-port", str(server.grpc_port)])):
+        out = subprocess.run([BINARY, "infer", "-m", "digits_mlp", "--input", f"X={path}", "--output", "label",
+                              "--protocol", protocol, "--host", "127.0.0.1", *port],
+                             capture_output=True, text=True, check=True).stdout
+        result = json.loads(out)
+        assert result["outputs"][0]["name"] == "label" and result["outputs"][0]["shape"] == [3, 1]
+        assert result["outputs"][0]["data"] == [int(v) for v in y[:3]]
+
+
+def test_tern_perf_measures_every_protocol(server, tmp_path):
+    csv = tmp_path / "perf.csv"
+    out = subprocess.run([BINARY, "perf", "-m", "add_sub", "--model-repository", server.repo, "--host", "127.0.0.1",
+                          "--http-port", str(server.http_port), "--grpc-port", str(server.grpc_port),
+                          "--concurrency-range", "1:2:1", "--warmup-seconds", "0.2", "--measurement-seconds", "0.5",
+                          "--csv", str(csv)], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    modes = {(r[0], int(r[1])) for r in rows}
+    assert modes == {(m, c) for m in ("direct", "in-process", "http-binary", "http-json", "grpc") for c in (1, 2)}
+    for row in rows:
+        assert float(row[3]) > 0 and int(row[9]) == 0, row      # throughput measured, no errors
+        assert int(row[5]) <= int(row[6]) <= int(row[7]) <= int(row[8])  # p50 <= p90 <= p95 <= p99
+    assert "| http-binary | 1 |" in out
