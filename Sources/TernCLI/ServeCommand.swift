@@ -49,6 +49,7 @@ struct ServeCommand: AsyncParsableCommand {
     var logVerbose: Int = 0
 
     func run() async throws {
+        let started = ContinuousClock.now
         guard let mode = ServerConfiguration.ModelControlMode(rawValue: modelControlMode) else {
             throw ValidationError("--model-control-mode must be none, explicit or poll")
         }
@@ -69,7 +70,6 @@ struct ServeCommand: AsyncParsableCommand {
             logger.critical("\(error.message)")
             throw ExitCode.failure
         }
-        let started = ContinuousClock.now
         let engine = InferenceServer(
             configuration: ServerConfiguration(
                 repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
