@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NIOCore
+import NIOFoundationCompat
 import NIOHTTP1
 import Synchronization
 import TernCore
@@ -59,7 +60,7 @@ struct PerfCommand: AsyncParsableCommand {
         let local = try await LocalModel.load(
             model: model, repository: modelRepository, needed: selected.contains(.direct) || selected.contains(.inProcess),
             library: onnxRuntimeLibrary, logger: logger)
-        let (specs, maxBatch) = try await signature(local: local)
+        let (specs, maxBatch) = try await signature(local: local, overGRPC: !selected.contains(.httpBinary) && !selected.contains(.httpJSON))
         let inputs: [Tensor]
         switch inputData {
         case "random": inputs = InputData.random(for: specs, batchSize: batchSize, batched: maxBatch > 0)
@@ -92,13 +93,32 @@ struct PerfCommand: AsyncParsableCommand {
         if let csvPath { try PerfReport.csv(rows).write(toFile: csvPath, atomically: true, encoding: .utf8) }
     }
 
-    private func signature(local: LocalModel?) async throws -> ([TensorSpec], Int) {
+    /// The model's inputs and max_batch_size: from the local engine, else from the server over
+    /// the protocol being measured.
+    private func signature(local: LocalModel?, overGRPC: Bool) async throws -> ([TensorSpec], Int) {
         if let local {
             let config = try local.server.modelConfig(model)
             let batch: [Int64] = config.maxBatchSize > 0 ? [-1] : []
             return (config.input.map { TensorSpec(name: $0.name, dataType: DataType(configType: $0.dataType)!, shape: batch + $0.dims) }, Int(config.maxBatchSize))
         }
-        return try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.modelMetadata(model) }
+        if overGRPC {
+            return try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.modelMetadata(model) }
+        }
+        let (metadata, config) = try await HTTPConnection.with(host: host, port: httpPort) { exchange in
+            (try await exchange.send(.GET, "/v2/models/\(model)"), try await exchange.send(.GET, "/v2/models/\(model)/config"))
+        }
+        guard metadata.status == .ok, config.status == .ok,
+            let meta = try JSONSerialization.jsonObject(with: Data(buffer: metadata.body)) as? [String: Any],
+            let inputs = meta["inputs"] as? [[String: Any]],
+            let configObject = try JSONSerialization.jsonObject(with: Data(buffer: config.body)) as? [String: Any]
+        else { throw TernError.notFound("cannot read the metadata of '\(model)' from \(host):\(httpPort)") }
+        let specs = try inputs.map { input -> TensorSpec in
+            guard let name = input["name"] as? String, let typeName = input["datatype"] as? String,
+                let type = DataType(protocolName: typeName), let shape = input["shape"] as? [NSNumber]
+            else { throw TernError.internalError("malformed metadata of '\(model)'") }
+            return TensorSpec(name: name, dataType: type, shape: shape.map(\.int64Value))
+        }
+        return (specs, (configObject["max_batch_size"] as? NSNumber)?.intValue ?? 0)
     }
 
     private func workerScope(_ mode: Mode, request: InferenceRequest, local: LocalModel?) throws -> LoadGenerator.WorkerScope {

@@ -138,6 +138,20 @@ import TernTesting
         #expect(server.isModelReady("add_sub"))
     }
 
+    @Test func autoCompleteCanBeTurnedOff() async throws {
+        let repo = try TestEnvironment.repository(with: ["identity_int16"])  // fixtures have no config.pbtxt
+        let strict = InferenceServer(
+            configuration: ServerConfiguration(repositoryPath: repo, autoCompleteConfig: false, cpuCores: 2),
+            backends: [try TestEnvironment.backend.get()], logger: TestEnvironment.logger)
+        await strict.start()
+        #expect(!strict.isModelReady("identity_int16"))
+        let entry = try #require(strict.repositoryIndex().first)
+        #expect(entry.state == "UNAVAILABLE" && entry.reason.contains("auto-complete is disabled"))
+        let completing = try await TestEnvironment.startedServer(repository: repo)
+        #expect(completing.isModelReady("identity_int16"))
+        #expect(try completing.modelConfig("identity_int16").maxBatchSize == ModelConfig.defaultMaxBatchSize)
+    }
+
     @Test func versionPolicySelectsVersions() {
         var policy = Inference_ModelVersionPolicy()
         #expect(ModelRepository.selectVersions([1, 2, 5], policy: policy) == [5])

@@ -37,3 +37,15 @@ def test_tern_perf_measures_every_protocol(server, tmp_path):
         assert float(row[3]) > 0 and int(row[9]) == 0, row      # throughput measured, no errors
         assert int(row[5]) <= int(row[6]) <= int(row[7]) <= int(row[8])  # p50 <= p90 <= p95 <= p99
     assert "| http-binary | 1 |" in out
+
+
+def test_tern_perf_fixed_request_rate(server, tmp_path):
+    csv = tmp_path / "rate.csv"
+    subprocess.run([BINARY, "perf", "-m", "add_sub", "--protocol", "http-binary", "--host", "127.0.0.1",
+                    "--http-port", str(server.http_port), "--request-rate", "100", "--max-outstanding", "2",
+                    "--warmup-seconds", "0.2", "--measurement-seconds", "1", "--csv", str(csv)],
+                   capture_output=True, text=True, check=True)
+    (row,) = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    assert row[0] == "http-binary" and int(row[9]) == 0
+    # An open loop sends what was scheduled, never more: at most the rate (plus the last tick).
+    assert 0 < float(row[3]) <= 102
