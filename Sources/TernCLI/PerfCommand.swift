@@ -195,7 +195,7 @@ struct LocalModel: Sendable {
         let config = try server.modelConfig(model)
         let version = try server.modelMetadata(model).versions.last ?? "1"
         let file = repository.appendingPathComponent("\(model)/\(version)/\(config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename)")
-        let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, config.instanceGroup.reduce(0) { $0 + max(Int($1.count), 1) }))
-        return try backend.makeInstance(modelPath: file, config: config, instance: InstancePlacement(kind: .cpu, index: 0, intraOpThreads: threads), logger: server.logger)
+        let placement = InferenceServer.placements(for: config, cpuCores: server.configuration.cpuCores)[0]
+        return try backend.makeInstance(modelPath: file, config: config, instance: placement, logger: server.logger)
     }
 }

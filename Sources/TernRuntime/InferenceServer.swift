@@ -150,6 +150,12 @@ public final class InferenceServer: Sendable {
         try runner(request.modelName, version: request.modelVersion).inferImmediately(request)
     }
 
+    /// Where each instance of a model with this config runs and with how many ONNX Runtime
+    /// threads (the engine's thread budget: cores split evenly over the instances).
+    public static func placements(for config: ModelConfig, cpuCores: Int) -> [InstancePlacement] {
+        ModelLoader.placements(for: config, cpuCores: cpuCores)
+    }
+
     // MARK: Statistics
 
     /// Statistics of every ready version (name nil), of one model, or of one version.
