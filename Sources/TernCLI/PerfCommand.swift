@@ -37,6 +37,8 @@ struct PerfCommand: AsyncParsableCommand {
     var requestRate: Double?
     @Option(name: .customLong("max-outstanding"), help: "Workers sending at --request-rate.") var maxOutstanding: Int = 16
     @Option(name: .customLong("input-data"), help: "random | zero | FILE.json") var inputData: String = "random"
+    @Option(name: .customLong("shape"), help: "NAME:d1,d2,... the shape of an input with variable dimensions, without the batch dimension (as perf_analyzer; repeatable)")
+    var shapes: [String] = []
     @Option(name: .customLong("warmup-seconds")) var warmupSeconds: Double = 1
     @Option(name: .customLong("measurement-seconds")) var measurementSeconds: Double = 3
     @Option(name: .customLong("csv"), help: "Also write the table to this CSV file.") var csvPath: String?
@@ -60,7 +62,11 @@ struct PerfCommand: AsyncParsableCommand {
         let local = try await LocalModel.load(
             model: model, repository: modelRepository, needed: selected.contains(.direct) || selected.contains(.inProcess),
             library: onnxRuntimeLibrary, logger: logger)
-        let (specs, maxBatch) = try await signature(local: local, overGRPC: !selected.contains(.httpBinary) && !selected.contains(.httpJSON))
+        let (modelInputs, maxBatch) = try await signature(local: local, overGRPC: !selected.contains(.httpBinary) && !selected.contains(.httpJSON))
+        for option in shapes where !modelInputs.contains(where: { option.hasPrefix($0.name + ":") }) {
+            throw ValidationError("--shape \(option): the model has no such input (inputs: \(modelInputs.map(\.name).joined(separator: ", ")))")
+        }
+        let specs = try modelInputs.map { spec in try shaped(spec, batched: maxBatch > 0) }
         let inputs: [Tensor]
         switch inputData {
         case "random": inputs = InputData.random(for: specs, batchSize: batchSize, batched: maxBatch > 0)
@@ -74,13 +80,19 @@ struct PerfCommand: AsyncParsableCommand {
         var rows: [PerfReport.Row] = []
         print("model \(model), batch \(batchSize), \(requestRate.map { "rate \($0)/s" } ?? "concurrency \(concurrencyRange)"), \(measurementSeconds)s per point")
         for mode in selected {
-            let scope = try workerScope(mode, request: request, local: local)
+            let blocking = try blockingWorker(mode, request: request)
+            let scope = blocking == nil ? try workerScope(mode, request: request, local: local) : nil
             for concurrency in requestRate == nil ? try concurrencies() : [maxOutstanding] {
                 let result: LoadGenerator.Result
-                if let requestRate {
+                if let blocking {
+                    result = try await LoadGenerator.blocking(
+                        workers: concurrency, rate: requestRate, warmup: warmup, measure: measure, makeWorker: blocking)
+                } else if let scope, let requestRate {
                     result = try await LoadGenerator.fixedRate(rate: requestRate, maxOutstanding: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
-                } else {
+                } else if let scope {
                     result = try await LoadGenerator.closedLoop(concurrency: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
+                } else {
+                    continue
                 }
                 let row = PerfReport.Row(mode: mode.rawValue, concurrency: concurrency, batch: batchSize, result: result)
                 print(PerfReport.line(row))
@@ -91,6 +103,19 @@ struct PerfCommand: AsyncParsableCommand {
         print("")
         print(PerfReport.table(rows))
         if let csvPath { try PerfReport.csv(rows).write(toFile: csvPath, atomically: true, encoding: .utf8) }
+    }
+
+    /// `spec` with the shape given by `--shape` for it, if any.
+    private func shaped(_ spec: TensorSpec, batched: Bool) throws -> TensorSpec {
+        guard let option = shapes.first(where: { $0.hasPrefix(spec.name + ":") }) else { return spec }
+        let text = option.dropFirst(spec.name.count + 1)
+        let dims = text.split(separator: ",").map { Int64($0.trimmingCharacters(in: .whitespaces)) }
+        guard !dims.isEmpty, dims.allSatisfy({ ($0 ?? -1) >= 0 }) else {
+            throw ValidationError("--shape \(option): expected NAME:d1,d2,... with non-negative integers")
+        }
+        var copy = spec
+        copy.shape = (batched ? [-1] : []) + dims.map { $0! }
+        return copy
     }
 
     /// The model's inputs and max_batch_size: from the local engine, else from the server over
@@ -133,42 +158,39 @@ struct PerfCommand: AsyncParsableCommand {
             guard let local else { throw ValidationError("--protocol in-process needs --model-repository") }
             let server = local.server
             return { loop in await loop { _ = try await server.infer(request) } }
+        case .httpBinary, .httpJSON, .grpc:
+            throw ValidationError("\(mode.rawValue) runs on blocking workers")
+        }
+    }
+
+    /// Network modes: one thread and one connection per worker, the request encoded once.
+    private func blockingWorker(_ mode: Mode, request: InferenceRequest) throws -> LoadGenerator.BlockingWorker? {
+        let host = self.host
+        switch mode {
+        case .direct, .inProcess:
+            return nil
         case .httpBinary, .httpJSON:
             let (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: mode == .httpBinary)
+            let bytes = Array(body.readableBytesView)
             let path = "/v2/models/\(model)/infer"
             let headers = headerLength.map { [("Inference-Header-Content-Length", String($0)), ("Content-Type", "application/octet-stream")] }
                 ?? [("Content-Type", "application/json")]
-            let (host, port) = (self.host, httpPort)
-            return { loop in
-                try await HTTPConnection.with(host: host, port: port) { exchange in
-                    let box = ExchangeBox(exchange)
-                    let result = await loop {
-                        let response = try await box.send(.POST, path, headers: headers, body: body)
-                        guard response.status == .ok else { throw TernError.internalError("HTTP \(response.status.code): \(String(buffer: response.body))") }
-                    }
-                    exchange = box.exchange
-                    return result
+            let port = httpPort
+            return {
+                let client = try WireHTTPClient(host: host, port: port, path: path, headers: headers, body: bytes)
+                return {
+                    let (status, errorBody) = try client.roundTrip()
+                    guard status == 200 else { throw WireCallError("HTTP \(status): \(errorBody ?? "")") }
                 }
             }
         case .grpc:
-            let (host, port) = (self.host, grpcPort)
-            return { loop in
-                try await KServeGRPCClient.with(host: host, port: port) { client in
-                    let call = client.repeater(for: request)
-                    return await loop(call)
-                }
+            let message = try KServeGRPCClient.serializedInferRequest(request)
+            let port = grpcPort
+            return {
+                let client = try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: message)
+                return { try client.call() }
             }
         }
-    }
-}
-
-/// Lets a worker's single task use its connection from the `@Sendable` call closure.
-final class ExchangeBox: @unchecked Sendable {
-    // @unchecked: used by exactly one worker task, one request at a time.
-    var exchange: HTTPConnection.Exchange
-    init(_ exchange: HTTPConnection.Exchange) { self.exchange = exchange }
-    func send(_ method: NIOHTTP1.HTTPMethod, _ path: String, headers: [(String, String)], body: ByteBuffer) async throws -> HTTPConnection.Response {
-        try await exchange.send(method, path, headers: headers, body: body)
     }
 }
 

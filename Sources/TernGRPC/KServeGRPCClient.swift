@@ -48,6 +48,11 @@ public struct KServeGRPCClient: Sendable {
         return { _ = try await self.infer(message: message) }
     }
 
+    /// The ModelInferRequest message for `request`, serialized (for clients that frame it themselves).
+    public static func serializedInferRequest(_ request: InferenceRequest) throws -> [UInt8] {
+        try GRPCConversions.message(request).serializedBytes()
+    }
+
     public func modelMetadata(_ name: String) async throws -> (inputs: [TensorSpec], maxBatchSize: Int) {
         let metadata = try await service.modelMetadata(.with { $0.name = name })
         let config = try await service.modelConfig(.with { $0.name = name })

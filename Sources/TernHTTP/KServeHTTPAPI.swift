@@ -55,8 +55,12 @@ struct KServeHTTPAPI: HTTPResponder {
     }
 
     private func route(_ request: HTTPRequestData) throws(TernError) -> Route {
-        let path = request.path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
-        let parts = path.split(separator: "/").map { $0.removingPercentEncoding ?? String($0) }
+        let path = request.path.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(request.path[..<$0]) } ?? request.path
+        let parts = path.utf8.split(separator: UInt8(ascii: "/")).map { component in
+            // Foundation's percent decoding is slow; most paths have nothing to decode.
+            let text = String(Substring(component))
+            return component.contains(UInt8(ascii: "%")) ? (text.removingPercentEncoding ?? text) : text
+        }
         let get = request.method == .GET, post = request.method == .POST
         func fail() -> TernError { TernError(.notFound, "no route for \(request.method) \(path)") }
         guard parts.first == "v2" else { throw fail() }

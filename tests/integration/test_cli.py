@@ -49,3 +49,40 @@ def test_tern_perf_fixed_request_rate(server, tmp_path):
     assert row[0] == "http-binary" and int(row[9]) == 0
     # An open loop sends what was scheduled, never more: at most the rate (plus the last tick).
     assert 0 < float(row[3]) <= 102
+
+
+def test_tern_perf_large_tensors_over_every_wire(server, tmp_path):
+    # 20 MB each way: more than one HTTP/2 frame and more than the server's 16 MiB flow-control
+    # window, so perf's gRPC client must wait for WINDOW_UPDATE frames.
+    csv = tmp_path / "large.csv"
+    subprocess.run([BINARY, "perf", "-m", "identity_fp32", "--shape", "INPUT0:5000000", "--host", "127.0.0.1",
+                    "--protocol", "grpc", "--protocol", "http-binary",
+                    "--http-port", str(server.http_port), "--grpc-port", str(server.grpc_port),
+                    "--warmup-seconds", "0", "--measurement-seconds", "1", "--csv", str(csv)],
+                   capture_output=True, text=True, check=True, timeout=120)
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    assert {r[0] for r in rows} == {"grpc", "http-binary"}
+    for row in rows:
+        assert int(row[9]) == 0 and float(row[3]) > 0, row
+
+
+def test_tern_perf_counts_rejected_requests(server, tmp_path):
+    # add_sub takes FP32[16]: a shape of 17 is answered 400 / INVALID_ARGUMENT every time.
+    csv = tmp_path / "errors.csv"
+    out = subprocess.run([BINARY, "perf", "-m", "add_sub", "--shape", "INPUT0:17", "--shape", "INPUT1:17",
+                          "--host", "127.0.0.1", "--protocol", "grpc", "--protocol", "http-binary",
+                          "--http-port", str(server.http_port), "--grpc-port", str(server.grpc_port),
+                          "--warmup-seconds", "0", "--measurement-seconds", "0.5", "--csv", str(csv)],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    for row in rows:
+        assert int(row[9]) > 0 and float(row[3]) == 0, row
+    assert "grpc-status 3" in out and "HTTP 400" in out
+    assert "unexpected shape for input 'INPUT0'" in out
+
+
+def test_tern_perf_rejects_shape_of_unknown_input(server):
+    result = subprocess.run([BINARY, "perf", "-m", "add_sub", "--shape", "NOPE:3", "--protocol", "http-binary",
+                             "--host", "127.0.0.1", "--http-port", str(server.http_port)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "no such input" in result.stderr

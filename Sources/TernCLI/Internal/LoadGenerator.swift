@@ -5,7 +5,7 @@ import Synchronization
 /// Drives one request function at a fixed concurrency (closed loop) or a fixed rate (open loop)
 /// and measures latency with an HdrHistogram, in the spirit of Triton's perf_analyzer.
 struct LoadGenerator {
-    struct Result {
+    struct Result: Sendable {
         var histogram: Histogram<UInt64>
         var completed: Int
         var errors: Int
@@ -14,6 +14,13 @@ struct LoadGenerator {
 
         var throughput: Double { Double(completed) / max(seconds, 1e-9) }
         func percentile(_ p: Double) -> UInt64 { histogram.valueAtPercentile(p) }
+
+        mutating func merge(_ other: Result) {
+            histogram.add(other.histogram)
+            completed += other.completed
+            errors += other.errors
+            firstError = firstError ?? other.firstError
+        }
     }
 
     typealias Call = @Sendable () async throws -> Void
@@ -35,6 +42,79 @@ struct LoadGenerator {
     ) async throws -> Result {
         let interval = Duration.nanoseconds(Int64(1e9 / rate * Double(maxOutstanding)))
         return try await run(workers: maxOutstanding, warmup: warmup, measure: measure, makeWorker: makeWorker, interval: interval)
+    }
+
+    /// A worker that blocks its own thread: it opens its connection when made and returns the call
+    /// that sends one request. Network modes use these so no task or thread hop is measured.
+    typealias BlockingWorker = @Sendable () throws -> () throws -> Void
+
+    /// As `closedLoop`/`fixedRate`, with one OS thread per worker making blocking calls.
+    static func blocking(
+        workers: Int, rate: Double?, warmup: Duration, measure: Duration, makeWorker: @escaping BlockingWorker
+    ) async throws -> Result {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let measureFrom = start + warmup
+        let stopAt = measureFrom + measure
+        let interval = rate.map { Duration.nanoseconds(Int64(1e9 / $0 * Double(workers))) }
+        var merged = emptyResult()
+        let results = try await withThrowingTaskGroup(of: Result.self) { group in
+            for worker in 0..<workers {
+                group.addTask {
+                    try await withCheckedThrowingContinuation { continuation in
+                        let thread = Thread {
+                            do {
+                                var call = try makeWorker()
+                                var result = emptyResult()
+                                var scheduled = start + (interval.map { $0 / workers * worker } ?? .zero)
+                                while true {
+                                    if interval != nil {
+                                        let wait = scheduled - clock.now
+                                        if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.attoseconds) / 1e18 + Double(wait.components.seconds)) }
+                                    }
+                                    let sent = interval == nil ? clock.now : scheduled
+                                    if sent >= stopAt { break }
+                                    do {
+                                        try call()
+                                        let done = clock.now
+                                        if sent >= measureFrom {
+                                            _ = result.histogram.record(UInt64(max(0, (done - sent) / .microseconds(1))))
+                                            result.completed += 1
+                                        }
+                                    } catch {
+                                        if sent >= measureFrom { result.errors += 1 }
+                                        if result.firstError == nil { result.firstError = "\(error)" }
+                                        // A broken connection would fail every later call: reconnect.
+                                        if error is SocketError {
+                                            guard let fresh = try? makeWorker() else { break }
+                                            call = fresh
+                                        }
+                                    }
+                                    if let interval { scheduled += interval }
+                                }
+                                continuation.resume(returning: result)
+                            } catch {
+                                continuation.resume(throwing: error)
+                            }
+                        }
+                        thread.stackSize = 1 << 20
+                        thread.start()
+                    }
+                }
+            }
+            for try await result in group { merged.merge(result) }
+            return merged
+        }
+        var result = results
+        let (seconds, attoseconds) = measure.components
+        result.seconds = Double(seconds) + Double(attoseconds) / 1e18
+        return result
+    }
+
+    private static func emptyResult() -> Result {
+        Result(
+            histogram: Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three),
+            completed: 0, errors: 0, firstError: nil, seconds: 0)
     }
 
     private static func run(

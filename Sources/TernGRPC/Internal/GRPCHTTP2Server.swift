@@ -212,7 +212,8 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     private func reply(_ result: Result<[UInt8], GRPCStatus>, context: ChannelHandlerContext) {
         switch result {
         case .success(let bytes):
-            writeMessage(bytes, context: context)
+            // The message and the trailers leave in one flush (one write on the socket).
+            writeMessage(bytes, context: context, flush: false)
             finish(GRPCStatus(code: 0, message: ""), context: context)
         case .failure(let status):
             fail(status, context: context)
@@ -226,14 +227,15 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: false))), promise: nil)
     }
 
-    private func writeMessage(_ bytes: [UInt8], context: ChannelHandlerContext) {
+    private func writeMessage(_ bytes: [UInt8], context: ChannelHandlerContext, flush: Bool = true) {
         guard !finished else { return }
         writeHeadersIfNeeded(context: context)
         var framed = context.channel.allocator.buffer(capacity: bytes.count + 5)
         framed.writeInteger(UInt8(0))
         framed.writeInteger(UInt32(bytes.count))
         framed.writeBytes(bytes)
-        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(framed), endStream: false))), promise: nil)
+        let frame = wrapOutboundOut(.data(.init(data: .byteBuffer(framed), endStream: false)))
+        if flush { context.writeAndFlush(frame, promise: nil) } else { context.write(frame, promise: nil) }
     }
 
     /// Ends the call with `status`: trailers after a reply, or a trailers-only response.

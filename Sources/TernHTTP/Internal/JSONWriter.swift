@@ -39,6 +39,12 @@ struct JSONWriter {
 
     private mutating func writeString(_ value: String) {
         buffer.writeInteger(UInt8(ascii: "\""))
+        // Names, types and ids rarely need escaping: then the text is copied in one go.
+        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            buffer.writeString(value)
+            buffer.writeInteger(UInt8(ascii: "\""))
+            return
+        }
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")

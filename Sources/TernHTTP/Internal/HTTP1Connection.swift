@@ -1,0 +1,369 @@
+import NIOCore
+import NIOHTTP1
+
+/// One HTTP/1.1 server connection, parsed and written by hand. SwiftNIO's HTTP/1 pipeline
+/// (llhttp decoder, pipelining handler, response encoder, error handler) cost about a quarter of
+/// the server's CPU per small inference request; this handler does the same job in one pass.
+///
+/// Requests are answered strictly in order: while one waits for its answer, the bytes of the next
+/// stay buffered (pipelining). Bodies come with Content-Length or chunked transfer coding;
+/// `Expect: 100-continue` is answered. Malformed input gets a 400 (431 for an oversized head,
+/// 413 for an oversized body, 501 for an unknown transfer coding) and the connection is closed.
+final class HTTP1Connection: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    static let maxHeadSize = 64 << 10
+
+    private let responder: any HTTPResponder
+    private let maxBodySize: Int
+    /// Bytes received and not yet parsed.
+    private var pending: ByteBuffer?
+    /// The request whose body is being read.
+    private var current: Head?
+    private var body = ByteBuffer()
+    /// A request is being answered off the event loop; parsing waits for its reply.
+    private var busy = false
+    private var closing = false
+
+    private struct Head {
+        var method: HTTPMethod
+        var target: String
+        var version: HTTPVersion
+        var headers: HTTPHeaders
+        var keepAlive: Bool
+        var contentLength: Int
+        var chunked: Bool
+        /// Chunked decoding: bytes left in the current chunk (nil: a size line comes next).
+        var chunkLeft: Int? = nil
+    }
+
+    private enum ParseError: Error {
+        case bad(HTTPResponseStatus, String)
+    }
+
+    init(responder: any HTTPResponder, maxBodySize: Int) {
+        self.responder = responder
+        self.maxBodySize = maxBodySize
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        guard !closing else { return }
+        if pending == nil || pending!.readableBytes == 0 {
+            pending = bytes
+        } else {
+            pending!.writeBuffer(&bytes)
+        }
+        process(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        pending = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closing = true
+        context.close(promise: nil)
+    }
+
+    /// Parses and answers as many complete requests as the buffer holds.
+    private func process(context: ChannelHandlerContext) {
+        while !busy, !closing, var buffer = pending, buffer.readableBytes > 0 || current != nil {
+            do {
+                if current == nil {
+                    guard let head = try Self.parseHead(&buffer) else {
+                        pending = buffer
+                        return
+                    }
+                    if head.contentLength > maxBodySize {
+                        pending = nil
+                        return reject(.payloadTooLarge, "request body larger than the limit of \(maxBodySize) bytes", version: head.version, context: context)
+                    }
+                    if let expect = head.headers.first(name: "Expect"), expect.lowercased() == "100-continue" {
+                        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+                    }
+                    current = head
+                    body = ByteBuffer()
+                }
+                let complete = try readBody(&buffer)
+                pending = buffer
+                if body.readableBytes > maxBodySize {
+                    pending = nil
+                    return reject(.payloadTooLarge, "request body larger than the limit of \(maxBodySize) bytes", version: current!.version, context: context)
+                }
+                guard complete, let head = current else { return }
+                current = nil
+                dispatch(head, context: context)
+            } catch ParseError.bad(let status, let message) {
+                pending = nil
+                return reject(status, message, version: current?.version ?? .http1_1, context: context)
+            } catch {
+                pending = nil
+                return reject(.badRequest, "\(error)", version: .http1_1, context: context)
+            }
+        }
+        if let buffer = pending, buffer.readableBytes == 0 { pending = nil }
+    }
+
+    /// Reads body bytes of `current` from `buffer`; true once the body is complete.
+    private func readBody(_ buffer: inout ByteBuffer) throws -> Bool {
+        guard var head = current else { return true }
+        defer { current = head }
+        if !head.chunked {
+            let wanted = head.contentLength - body.readableBytes
+            if wanted == 0 { return true }
+            let available = min(wanted, buffer.readableBytes)
+            if body.readableBytes == 0, available == wanted {
+                body = buffer.readSlice(length: available)!  // the whole body in one piece: no copy
+            } else {
+                var slice = buffer.readSlice(length: available)!
+                body.writeBuffer(&slice)
+            }
+            return body.readableBytes == head.contentLength
+        }
+        while true {
+            if let left = head.chunkLeft {
+                if left > 0 {
+                    let take = min(left, buffer.readableBytes)
+                    if take == 0 { return false }
+                    var slice = buffer.readSlice(length: take)!
+                    body.writeBuffer(&slice)
+                    head.chunkLeft = left - take
+                    if body.readableBytes > maxBodySize { return false }
+                    if head.chunkLeft! > 0 { return false }
+                }
+                // The CRLF after a chunk's data.
+                guard buffer.readableBytes >= 2 else { return false }
+                guard buffer.readString(length: 2) == "\r\n" else { throw ParseError.bad(.badRequest, "malformed chunked body") }
+                head.chunkLeft = nil
+            }
+            guard let line = Self.readLine(&buffer, limit: 1024) else {
+                if buffer.readableBytes > 1024 { throw ParseError.bad(.badRequest, "malformed chunk size") }
+                return false
+            }
+            let sizeText = line.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: " \t") } ?? ""
+            guard let size = Int(sizeText, radix: 16), size >= 0 else { throw ParseError.bad(.badRequest, "malformed chunk size '\(line)'") }
+            if size == 0 {
+                // Trailer fields, then an empty line.
+                var copy = buffer
+                while true {
+                    guard let trailer = Self.readLine(&copy, limit: Self.maxHeadSize) else {
+                        if copy.readableBytes > Self.maxHeadSize { throw ParseError.bad(.badRequest, "chunked trailers too large") }
+                        // Incomplete: put the size line back by not consuming anything.
+                        buffer.moveReaderIndex(to: buffer.readerIndex - line.utf8.count - 2)
+                        return false
+                    }
+                    if trailer.isEmpty { break }
+                }
+                buffer = copy
+                return true
+            }
+            guard size <= maxBodySize - body.readableBytes else {
+                throw ParseError.bad(.payloadTooLarge, "request body larger than the limit of \(maxBodySize) bytes")
+            }
+            head.chunkLeft = size
+        }
+    }
+
+    private func dispatch(_ head: Head, context: ChannelHandlerContext) {
+        let request = HTTPRequestData(method: head.method, path: head.target, headers: head.headers, body: body)
+        body = ByteBuffer()
+        switch responder.answer(request) {
+        case .now(let reply):
+            write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
+        case .later(let work):
+            busy = true
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask { await work() }.whenSuccess { reply in
+                let (handler, context) = loopBound.value
+                handler.busy = false
+                guard !handler.closing else { return }
+                handler.write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
+                handler.process(context: context)
+            }
+        }
+    }
+
+    private func reject(_ status: HTTPResponseStatus, _ message: String, version: HTTPVersion, context: ChannelHandlerContext) {
+        var body = ByteBuffer()
+        body.writeString("{\"error\":\"")
+        for scalar in message.unicodeScalars {
+            switch scalar {
+            case "\"": body.writeString("\\\"")
+            case "\\": body.writeString("\\\\")
+            case _ where scalar.value < 0x20: body.writeString(" ")
+            default: body.writeString(String(scalar))
+            }
+        }
+        body.writeString("\"}")
+        current = nil
+        write(HTTPReply(status: status, headers: [("Content-Type", "application/json")], body: body), keepAlive: false, version: version, context: context)
+    }
+
+    private func write(_ reply: HTTPReply, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+        let bodyBytes = reply.body.readableBytes
+        // Small bodies travel in the head's buffer: one write of one buffer.
+        let inline = bodyBytes <= 16 << 10
+        var out = context.channel.allocator.buffer(capacity: 128 + reply.headers.count * 48 + (inline ? bodyBytes : 0))
+        out.writeStaticString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        out.writeString(String(reply.status.code))
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeString(reply.status.reasonPhrase)
+        out.writeStaticString("\r\n")
+        for (name, value) in reply.headers where !Self.isFraming(name) {
+            out.writeString(name)
+            out.writeStaticString(": ")
+            out.writeString(value)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("Content-Length: ")
+        out.writeString(String(bodyBytes))
+        out.writeStaticString("\r\n")
+        if !keepAlive { out.writeStaticString("Connection: close\r\n") }
+        else if version.minor == 0 { out.writeStaticString("Connection: keep-alive\r\n") }
+        out.writeStaticString("\r\n")
+        let written: EventLoopFuture<Void>
+        if inline {
+            var copy = reply.body
+            out.writeBuffer(&copy)
+            written = context.writeAndFlush(wrapOutboundOut(out))
+        } else {
+            context.write(wrapOutboundOut(out), promise: nil)
+            written = context.writeAndFlush(wrapOutboundOut(reply.body))
+        }
+        if !keepAlive {
+            closing = true
+            pending = nil
+            written.whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    private static func isFraming(_ name: String) -> Bool {
+        name.utf8.count == 14 && name.lowercased() == "content-length" || name.utf8.count == 10 && name.lowercased() == "connection"
+    }
+
+    /// One CRLF-terminated line (without the CRLF), consumed from `buffer`; nil when incomplete.
+    private static func readLine(_ buffer: inout ByteBuffer, limit: Int) -> String? {
+        let view = buffer.readableBytesView
+        guard let cr = view.prefix(limit + 1).firstIndex(of: 13) else { return nil }
+        guard cr + 1 < view.endIndex else { return nil }
+        guard view[cr + 1] == 10 else { return nil }
+        let line = buffer.getString(at: view.startIndex, length: cr - view.startIndex) ?? ""
+        buffer.moveReaderIndex(forwardBy: cr - view.startIndex + 2)
+        return line
+    }
+
+    /// Parses a request head from `buffer` (consuming it); nil when it is not complete yet.
+    private static func parseHead(_ buffer: inout ByteBuffer) throws -> Head? {
+        let view = buffer.readableBytesView
+        // Find the blank line that ends the head.
+        var end: Int? = nil
+        var index = view.startIndex
+        let limit = min(view.endIndex, view.startIndex + maxHeadSize)
+        while index < limit, index + 3 < view.endIndex {
+            if view[index] == 13, view[index + 1] == 10, view[index + 2] == 13, view[index + 3] == 10 {
+                end = index
+                break
+            }
+            index += 1
+        }
+        guard let end else {
+            if view.count > maxHeadSize { throw ParseError.bad(.requestHeaderFieldsTooLarge, "request head larger than \(maxHeadSize) bytes") }
+            return nil
+        }
+        let headLength = end - view.startIndex
+        let head = try buffer.withUnsafeReadableBytes { raw in try parseHeadBytes(UnsafeRawBufferPointer(rebasing: raw[0..<headLength])) }
+        buffer.moveReaderIndex(forwardBy: headLength + 4)
+        return head
+    }
+
+    /// The head's bytes (without the final blank line) as a request head. Works on bytes: Swift's
+    /// String treats "\r\n" as one Character, which makes splitting by lines slow.
+    private static func parseHeadBytes(_ bytes: UnsafeRawBufferPointer) throws -> Head {
+        var lines: [Range<Int>] = []
+        var start = 0
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == 13, index + 1 < bytes.count, bytes[index + 1] == 10 {
+                lines.append(start..<index)
+                index += 2
+                start = index
+            } else {
+                index += 1
+            }
+        }
+        lines.append(start..<bytes.count)
+        // Tolerate empty lines before the request line (RFC 9112 §2.2).
+        while let first = lines.first, first.isEmpty { lines.removeFirst() }
+        guard let requestLine = lines.first else { throw ParseError.bad(.badRequest, "empty request") }
+        let spaces = requestLine.filter { bytes[$0] == UInt8(ascii: " ") }
+        guard spaces.count == 2, spaces[0] > requestLine.lowerBound, spaces[1] > spaces[0] + 1, spaces[1] + 1 < requestLine.upperBound else {
+            throw ParseError.bad(.badRequest, "malformed request line")
+        }
+        func text(_ range: Range<Int>) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self) }
+        let method = text(requestLine.lowerBound..<spaces[0])
+        let target = text((spaces[0] + 1)..<spaces[1])
+        let versionText = text((spaces[1] + 1)..<requestLine.upperBound)
+        let version: HTTPVersion
+        switch versionText {
+        case "HTTP/1.1": version = .http1_1
+        case "HTTP/1.0": version = .http1_0
+        default: throw ParseError.bad(.httpVersionNotSupported, "unsupported HTTP version '\(versionText)'")
+        }
+        var headers = HTTPHeaders()
+        var contentLength: Int? = nil
+        var chunked = false
+        var connection: String? = nil
+        for line in lines.dropFirst() {
+            guard let colon = line.first(where: { bytes[$0] == UInt8(ascii: ":") }), colon > line.lowerBound else {
+                throw ParseError.bad(.badRequest, "malformed header line")
+            }
+            let nameRange = line.lowerBound..<colon
+            guard !nameRange.contains(where: { bytes[$0] == 32 || bytes[$0] == 9 }) else { throw ParseError.bad(.badRequest, "malformed header name") }
+            var valueStart = colon + 1, valueEnd = line.upperBound
+            while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
+            while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+            let name = text(nameRange), value = text(valueStart..<valueEnd)
+            headers.add(name: name, value: value)
+            if equalsIgnoringCase(bytes, nameRange, "content-length") {
+                guard let length = Int(value), length >= 0, contentLength == nil || contentLength == length else {
+                    throw ParseError.bad(.badRequest, "invalid Content-Length")
+                }
+                contentLength = length
+            } else if equalsIgnoringCase(bytes, nameRange, "transfer-encoding") {
+                guard value.lowercased() == "chunked" else { throw ParseError.bad(.notImplemented, "unsupported Transfer-Encoding '\(value)'") }
+                chunked = true
+            } else if equalsIgnoringCase(bytes, nameRange, "connection") {
+                connection = value.lowercased()
+            }
+        }
+        if chunked, contentLength != nil { throw ParseError.bad(.badRequest, "both Content-Length and Transfer-Encoding") }
+        let keepAlive = version == .http1_1 ? connection != "close" : connection == "keep-alive"
+        return Head(
+            method: HTTPMethod(rawValue: method), target: target, version: version, headers: headers,
+            keepAlive: keepAlive, contentLength: contentLength ?? 0, chunked: chunked)
+    }
+
+    /// Whether `bytes[range]` is `lowercase` in any letter case (ASCII).
+    private static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercase: StaticString) -> Bool {
+        guard range.count == lowercase.utf8CodeUnitCount else { return false }
+        for offset in 0..<range.count {
+            var byte = bytes[range.lowerBound + offset]
+            if byte >= 65, byte <= 90 { byte += 32 }
+            if byte != lowercase.utf8Start[offset] { return false }
+        }
+        return true
+    }
+}
+
+private extension Substring {
+    func trimmingCharacters(in set: String) -> String {
+        var result = self
+        while let first = result.first, set.contains(first) { result = result.dropFirst() }
+        while let last = result.last, set.contains(last) { result = result.dropLast() }
+        return String(result)
+    }
+}
