@@ -140,6 +140,33 @@ def identity_model(onnx_type):
     return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
 
 
+def slow_model(size=512, steps=24):
+    """OUTPUT0 = INPUT0 * 2 after a MatMul of a size×size matrix that depends on the input, so
+    ONNX Runtime cannot fold it away: about 50 ms per execution on one core, for queueing tests."""
+    rng = np.random.default_rng(1)
+    # Entries in [0, 1/size): each product shrinks, so nothing overflows into inf/NaN.
+    c = numpy_helper.from_array((rng.random((size, size)) / size).astype(np.float32), "C")
+    zero = numpy_helper.from_array(np.array(0, dtype=np.float32), "zero")
+    two = numpy_helper.from_array(np.array(2, dtype=np.float32), "two")
+    nodes = [
+        helper.make_node("ReduceSum", ["INPUT0"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "zero"], ["z"]),
+        helper.make_node("Add", ["C", "z"], ["c2"]),
+        helper.make_node("MatMul", ["c2", "c2"], ["p1"]),
+        *[helper.make_node("MatMul", [f"p{i}", "c2"], [f"p{i + 1}"]) for i in range(1, steps)],
+        helper.make_node("ReduceSum", [f"p{steps}"], ["t"], keepdims=0),
+        helper.make_node("Mul", ["t", "zero"], ["tz"]),
+        helper.make_node("Mul", ["INPUT0", "two"], ["x2"]),
+        helper.make_node("Add", ["x2", "tz"], ["OUTPUT0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", 4])],
+        [c, zero, two])
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
 def main():
     if len(sys.argv) != 3 or sys.argv[1] not in ("examples", "fixtures"):
         sys.exit(__doc__)
@@ -162,6 +189,8 @@ def main():
     else:
         p = os.path.join(root, "add_sub/1/model.onnx")
         if need(p): save(add_sub_model(), p)
+        p = os.path.join(root, "slow/1/model.onnx")
+        if need(p): save(slow_model(), p)
         for name, onnx_type in IDENTITY_TYPES.items():
             p = os.path.join(root, f"identity_{name.lower()}/1/model.onnx")
             if need(p): save(identity_model(onnx_type), p)

@@ -69,27 +69,34 @@ final class StatisticsRecorder: Sendable {
 
     var snapshot: ModelStatistics { state.withLock { $0 } }
 
+    /// One successful request (its durations; Triton counts requests here).
     func recordSuccess(_ t: RequestTimings) {
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         state.withLock { s in
             s.lastInference = now
-            s.inferenceCount += UInt64(t.batchSize)
-            s.executionCount += 1
             s.success.add(t.total)
             s.queue.add(t.queue)
             s.computeInput.add(t.computeInput)
             s.computeInfer.add(t.computeInfer)
             s.computeOutput.add(t.computeOutput)
-            let size = UInt64(t.batchSize)
+        }
+    }
+
+    /// One execution of a batch of `rows` rows: inference and execution counts and `batch_stats`.
+    func recordExecution(rows: Int, computeInput: UInt64, computeInfer: UInt64, computeOutput: UInt64) {
+        state.withLock { s in
+            s.inferenceCount += UInt64(rows)
+            s.executionCount += 1
+            let size = UInt64(rows)
             if let index = s.batchStats.firstIndex(where: { $0.batchSize == size }) {
-                s.batchStats[index].computeInput.add(t.computeInput)
-                s.batchStats[index].computeInfer.add(t.computeInfer)
-                s.batchStats[index].computeOutput.add(t.computeOutput)
+                s.batchStats[index].computeInput.add(computeInput)
+                s.batchStats[index].computeInfer.add(computeInfer)
+                s.batchStats[index].computeOutput.add(computeOutput)
             } else {
                 var batch = BatchStatistics(batchSize: size)
-                batch.computeInput.add(t.computeInput)
-                batch.computeInfer.add(t.computeInfer)
-                batch.computeOutput.add(t.computeOutput)
+                batch.computeInput.add(computeInput)
+                batch.computeInfer.add(computeInfer)
+                batch.computeOutput.add(computeOutput)
                 s.batchStats.append(batch)
                 s.batchStats.sort { $0.batchSize < $1.batchSize }
             }

@@ -6,6 +6,7 @@ struct InferenceMetrics: Sendable {
     let success: Counter
     let failureOther: Counter
     let failureBackend: Counter
+    let failureRejected: Counter
     let inferenceCount: Counter
     let executionCount: Counter
     let requestDuration: Counter
@@ -20,6 +21,7 @@ struct InferenceMetrics: Sendable {
         success = Counter(label: "nv_inference_request_success", dimensions: labels)
         failureOther = Counter(label: "nv_inference_request_failure", dimensions: labels + [("reason", "OTHER")])
         failureBackend = Counter(label: "nv_inference_request_failure", dimensions: labels + [("reason", "BACKEND")])
+        failureRejected = Counter(label: "nv_inference_request_failure", dimensions: labels + [("reason", "REJECTED")])
         inferenceCount = Counter(label: "nv_inference_count", dimensions: labels)
         executionCount = Counter(label: "nv_inference_exec_count", dimensions: labels)
         requestDuration = Counter(label: "nv_inference_request_duration_us", dimensions: labels)
@@ -30,10 +32,15 @@ struct InferenceMetrics: Sendable {
         pending = Meter(label: "nv_inference_pending_request_count", dimensions: labels)
     }
 
+    /// One execution of `rows` batch rows (Triton counts inferences and executions here).
+    func recordExecution(rows: Int) {
+        inferenceCount.increment(by: rows)
+        executionCount.increment()
+    }
+
+    /// One successful request.
     func record(_ t: RequestTimings) {
         success.increment()
-        inferenceCount.increment(by: t.batchSize)
-        executionCount.increment()
         requestDuration.increment(by: Int(t.total / 1000))
         queueDuration.increment(by: Int(t.queue / 1000))
         computeInputDuration.increment(by: Int(t.computeInput / 1000))

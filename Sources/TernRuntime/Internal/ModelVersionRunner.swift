@@ -3,15 +3,15 @@ import Foundation
 import Logging
 import TernCore
 
-/// One loaded version of a model: its instances, request validation, post-processing and the
-/// statistics and metrics of its requests.
+/// One loaded version of a model: request validation, its scheduler (which owns the instances),
+/// post-processing and the statistics and metrics of its requests.
 final class ModelVersionRunner: Sendable {
     let name: String
     let version: Int64
     let config: ModelConfig
     let signature: ModelSignature
     let statistics: StatisticsRecorder
-    private let pool: InstancePool
+    private let scheduler: BatchScheduler
     private let validator: RequestValidator
     private let metrics: InferenceMetrics
     /// Class labels per output name, from `label_filename`.
@@ -22,14 +22,22 @@ final class ModelVersionRunner: Sendable {
         self.version = version
         self.config = config
         self.signature = instances[0].signature
-        self.statistics = StatisticsRecorder(name: name, version: version)
-        self.pool = InstancePool(instances: instances, label: "\(name).\(version)")
+        let statistics = StatisticsRecorder(name: name, version: version)
+        let metrics = InferenceMetrics(model: name, version: version)
+        self.statistics = statistics
+        self.scheduler = BatchScheduler(
+            instances: instances, configuration: BatchQueue.Configuration(config: config, instanceCount: instances.count),
+            label: "\(name).\(version)"
+        ) { rows, inputNs, inferNs, outputNs in
+            statistics.recordExecution(rows: rows, computeInput: inputNs, computeInfer: inferNs, computeOutput: outputNs)
+            metrics.recordExecution(rows: rows)
+        }
         self.validator = RequestValidator(config: config)
-        self.metrics = InferenceMetrics(model: name, version: version)
+        self.metrics = metrics
         self.labels = labels
     }
 
-    var instanceCount: Int { pool.count }
+    var instanceCount: Int { scheduler.instanceCount }
 
     func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
         let start = ContinuousClock.now
@@ -38,49 +46,74 @@ final class ModelVersionRunner: Sendable {
         do {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
-            let (outputs, queued, executed) = try await execute(inputs: prepared.inputs, outputNames: prepared.outputs)
-            return try finish(request, batchSize: prepared.batchSize, outputs: outputs, times: (start, preparedAt, queued, executed))
+            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
+            let job = BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in }
+            let result: Result<BatchScheduler.Outcome, TernError>
+            if let now = scheduler.runInlineIfIdle(job, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout) {
+                result = now
+            } else {
+                result = await withCheckedContinuation { continuation in
+                    var queued = job
+                    queued.completion = { continuation.resume(returning: $0) }
+                    scheduler.submit(queued, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout)
+                }
+            }
+            return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
         } catch {
             recordFailure(error, since: start)
             throw error
         }
     }
 
-    /// Runs the request on the caller's thread, now, when the model is fast and an instance is
-    /// free (see `InstancePool`); nil when it would have to wait or hand off, so the caller can
-    /// take the async path instead. Lets an event-loop frontend answer without any thread hop.
+    /// Runs the request on the caller's thread, now, when the model is fast and the request would
+    /// be executed alone at once (see `BatchScheduler`); nil when it would have to wait or hand
+    /// off, so the caller can take the async path instead. Lets an event-loop frontend answer
+    /// without any thread hop.
     func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        guard let index = pool.tryAcquireInline() else { return nil }
-        defer { pool.release(index) }
         let start = ContinuousClock.now
         do throws(TernError) {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
-            let outputs: [Tensor]
-            do {
-                outputs = try pool.runInline(index) { try $0.execute(inputs: prepared.inputs, outputNames: prepared.outputs) }
-            } catch let error as TernError {
-                throw error
-            } catch {
-                throw TernError.internalError("model '\(name)' version \(version) failed: \(error)", cause: error)
-            }
-            let executed = ContinuousClock.now
-            return try finish(request, batchSize: prepared.batchSize, outputs: outputs, times: (start, preparedAt, preparedAt, executed))
+            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
+            guard let result = scheduler.runInlineIfIdle(
+                BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in },
+                shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout)
+            else { return nil }
+            return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
         } catch {
             recordFailure(error, since: start)
             throw error
         }
     }
 
+    /// What decides whether requests may share a batch (their inputs' names and non-batch dims),
+    /// and the request's `priority` and `timeout` (µs) parameters.
+    private func schedulingKeys(_ request: InferenceRequest, _ inputs: [Tensor]) throws(TernError) -> ([Int64], UInt64, UInt64) {
+        var key: [Int64] = []
+        for tensor in inputs {
+            key.append(Int64(truncatingIfNeeded: tensor.name.hashValue))
+            key.append(Int64(tensor.shape.count))
+            key += config.maxBatchSize > 0 ? tensor.shape.dropFirst() : tensor.shape[...]
+        }
+        func parameter(_ name: String) throws(TernError) -> UInt64 {
+            guard let value = request.parameters[name] else { return 0 }
+            guard let number = value.integerValue, number >= 0 else {
+                throw .invalidArgument("request parameter '\(name)' must be a non-negative integer")
+            }
+            return UInt64(number)
+        }
+        return (key, try parameter("priority"), try parameter("timeout"))
+    }
+
     /// Post-processing (reshape, classification) and the request's statistics and metrics.
     private func finish(
-        _ request: InferenceRequest, batchSize: Int, outputs: [Tensor],
-        times: (start: ContinuousClock.Instant, prepared: ContinuousClock.Instant, queued: ContinuousClock.Instant, executed: ContinuousClock.Instant)
+        _ request: InferenceRequest, batchSize: Int, outcome: BatchScheduler.Outcome,
+        start: ContinuousClock.Instant, prepared: ContinuousClock.Instant
     ) throws(TernError) -> InferenceResponse {
         var tensors: [Tensor] = []
-        tensors.reserveCapacity(outputs.count)
+        tensors.reserveCapacity(outcome.outputs.count)
         let batched = config.maxBatchSize > 0
-        for tensor in outputs {
+        for tensor in outcome.outputs {
             var shaped = validator.shapeOutput(tensor, batchSize: batchSize)
             if let wanted = request.outputs.first(where: { $0.name == tensor.name }), wanted.classificationCount > 0 {
                 shaped = try Classification.apply(
@@ -90,9 +123,9 @@ final class ModelVersionRunner: Sendable {
         }
         let done = ContinuousClock.now
         let timings = RequestTimings(
-            queue: (times.queued - times.prepared).nanoseconds, computeInput: (times.prepared - times.start).nanoseconds,
-            computeInfer: (times.executed - times.queued).nanoseconds, computeOutput: (done - times.executed).nanoseconds,
-            total: (done - times.start).nanoseconds, batchSize: batchSize)
+            queue: outcome.queueNs, computeInput: (prepared - start).nanoseconds + outcome.computeInputNs,
+            computeInfer: outcome.computeInferNs, computeOutput: outcome.computeOutputNs,
+            total: (done - start).nanoseconds, batchSize: batchSize)
         statistics.recordSuccess(timings)
         metrics.record(timings)
         return InferenceResponse(modelName: name, modelVersion: version, id: request.id, outputs: tensors)
@@ -100,23 +133,10 @@ final class ModelVersionRunner: Sendable {
 
     private func recordFailure(_ error: TernError, since start: ContinuousClock.Instant) {
         statistics.recordFailure(durationNs: (ContinuousClock.now - start).nanoseconds)
-        (error.code == .internalError ? metrics.failureBackend : metrics.failureOther).increment()
-    }
-
-    /// Runs the backend; returns the outputs and when the instance was acquired and released.
-    private func execute(
-        inputs: [Tensor], outputNames: [String]
-    ) async throws(TernError) -> ([Tensor], ContinuousClock.Instant, ContinuousClock.Instant) {
-        do {
-            return try await pool.run { instance in
-                let acquired = ContinuousClock.now
-                let outputs = try instance.execute(inputs: inputs, outputNames: outputNames)
-                return (outputs, acquired, ContinuousClock.now)
-            }
-        } catch let error as TernError {
-            throw error
-        } catch {
-            throw .internalError("model '\(name)' version \(version) failed: \(error)", cause: error)
+        if error.code == .unavailable {
+            metrics.failureRejected.increment()
+        } else {
+            (error.code == .internalError ? metrics.failureBackend : metrics.failureOther).increment()
         }
     }
 }
