@@ -27,11 +27,13 @@ struct KServeHTTPAPI: HTTPResponder {
                 if let response = try server.inferImmediately(inferenceRequest) {
                     return .now(try encode(response, binary: binary))
                 }
-                return .later {
-                    do throws(TernError) {
-                        return try encode(try await server.infer(inferenceRequest), binary: binary)
-                    } catch {
-                        return .error(error)
+                return .callback { [self] reply in
+                    server.submit(inferenceRequest) { result in
+                        do throws(TernError) {
+                            reply(try encode(try result.get(), binary: binary))
+                        } catch {
+                            reply(.error(error))
+                        }
                     }
                 }
             case .load(let name):

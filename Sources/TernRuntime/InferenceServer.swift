@@ -143,6 +143,20 @@ public final class InferenceServer: Sendable {
         return try await runner.infer(request)
     }
 
+    /// Runs the request and calls `completion` once with its outcome, on the thread that finishes
+    /// it (possibly this one, before `submit` returns, unless `allowInline` is false). For callers
+    /// that are not async, such as event-loop frontends: no task is created on the way.
+    public func submit(
+        _ request: InferenceRequest, allowInline: Bool = true,
+        completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void
+    ) {
+        do throws(TernError) {
+            try runner(request.modelName, version: request.modelVersion).submit(request, allowInline: allowInline, completion: completion)
+        } catch {
+            completion(.failure(error))
+        }
+    }
+
     /// Runs the request on the caller's thread if it can finish without waiting: the model's
     /// executions are short and an instance is free. Returns nil otherwise; then call `infer`.
     /// An event-loop frontend uses this to answer small models without leaving its thread.

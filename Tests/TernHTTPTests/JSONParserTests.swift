@@ -21,7 +21,14 @@ import TernCore
         let value = try parse(#"{"a": "q\"\\\/\n\t\u00e9\ud83d\ude00", "b": [true, false, null], "c": {}}"#)
         #expect(value["a"]?.stringValue == "q\"\\/\n\té😀")
         #expect(value["b"]?.arrayValue?.count == 3 && value["b"]?.arrayValue?[0].boolValue == true)
-        #expect(value["c"]?.objectValue?.isEmpty == true)
+        #expect(value["c"]?.objectValue?.members.isEmpty == true)
+    }
+
+    @Test func aRepeatedMemberNameResolvesToItsLastValue() throws {
+        let value = try parse(#"{"a": 1, "b": 2, "a": 3}"#)
+        #expect(value["a"]?.numberValue?.int == 3)
+        let keys = value.objectValue.map { $0.map(\.key) }
+        #expect(keys == ["b", "a"])
     }
 
     @Test func rejectsMalformedJSON() {

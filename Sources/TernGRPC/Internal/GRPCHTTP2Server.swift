@@ -72,12 +72,13 @@ final class GRPCHTTP2Server: Service, Sendable {
                         connection.targetWindowSize = 16 << 20
                         var stream = NIOHTTP2Handler.StreamConfiguration()
                         stream.targetWindowSize = 16 << 20
+                        let load = ConnectionLoad()
                         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                             mode: .server, connectionConfiguration: connection, streamConfiguration: stream
                         ) { streamChannel in
                             streamChannel.eventLoop.makeCompletedFuture {
                                 try streamChannel.pipeline.syncOperations.addHandler(
-                                    GRPCStreamHandler(dispatcher: dispatcher, maxMessageSize: maxMessageSize))
+                                    GRPCStreamHandler(dispatcher: dispatcher, maxMessageSize: maxMessageSize, load: load))
                             }
                         }
                     }
@@ -96,6 +97,13 @@ final class GRPCHTTP2Server: Service, Sendable {
     }
 }
 
+/// The calls in progress on one HTTP/2 connection. Its stream channels all run on the
+/// connection's event loop, so a plain counter is enough.
+final class ConnectionLoad: @unchecked Sendable {
+    // @unchecked: only touched from the connection's event loop.
+    var activeCalls = 0
+}
+
 /// One RPC: collects the request messages of an HTTP/2 stream and writes the reply.
 private final class GRPCStreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
@@ -103,6 +111,8 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
 
     private let dispatcher: KServeGRPCDispatcher
     private let maxMessageSize: Int
+    private let load: ConnectionLoad
+    private var counted = false
     private var method: String?
     private var buffer = ByteBuffer()
     private var unaryMessage: ByteBuffer?
@@ -112,9 +122,26 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     /// For streams: replies are written in request order.
     private var tail: EventLoopFuture<Void>?
 
-    init(dispatcher: KServeGRPCDispatcher, maxMessageSize: Int) {
+    init(dispatcher: KServeGRPCDispatcher, maxMessageSize: Int, load: ConnectionLoad) {
         self.dispatcher = dispatcher
         self.maxMessageSize = maxMessageSize
+        self.load = load
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        load.activeCalls += 1
+        counted = true
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        uncount()
+    }
+
+    private func uncount() {
+        if counted {
+            counted = false
+            load.activeCalls -= 1
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -197,13 +224,19 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         guard let message = unaryMessage else {
             return fail(GRPCStatus(code: 13, message: "the request carried no message"), context: context)
         }
-        let work: @Sendable () async -> Result<[UInt8], GRPCStatus>
-        switch dispatcher.answer(method: method, message: message) {
+        let outcome: EventLoopFuture<Result<[UInt8], GRPCStatus>>
+        // With other calls waiting on this connection, its event loop keeps reading them while the
+        // model runs on its instance's thread; a lone call runs here, with no thread hop.
+        switch dispatcher.answer(method: method, message: message, inline: load.activeCalls <= 1) {
         case .now(let result): return reply(result, context: context)
-        case .later(let later): work = later
+        case .later(let work): outcome = context.eventLoop.makeFutureWithTask { await work() }
+        case .callback(let start):
+            let promise = context.eventLoop.makePromise(of: Result<[UInt8], GRPCStatus>.self)
+            start { promise.succeed($0) }
+            outcome = promise.futureResult
         }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.makeFutureWithTask { await work() }.whenSuccess { result in
+        outcome.whenSuccess { result in
             let (handler, context) = bound.value
             handler.reply(result, context: context)
         }
@@ -242,6 +275,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     private func finish(_ status: GRPCStatus, context: ChannelHandlerContext) {
         guard !finished else { return }
         finished = true
+        uncount()
         var trailers: HPACKHeaders = sentHeaders ? [:] : [":status": "200", "content-type": "application/grpc"]
         trailers.add(name: "grpc-status", value: String(status.code))
         if !status.message.isEmpty { trailers.add(name: "grpc-message", value: Self.percentEncoded(status.message)) }

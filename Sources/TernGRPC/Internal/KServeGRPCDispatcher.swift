@@ -35,6 +35,8 @@ struct GRPCStatus: Error, Sendable {
 enum GRPCAnswer: Sendable {
     case now(Result<[UInt8], GRPCStatus>)
     case later(@Sendable () async -> Result<[UInt8], GRPCStatus>)
+    /// Work that calls back with the outcome from any thread (no task on the way).
+    case callback(@Sendable (@escaping @Sendable (Result<[UInt8], GRPCStatus>) -> Void) -> Void)
 }
 
 /// The `inference.GRPCInferenceService` methods over the engine, on serialized messages. Unary
@@ -47,15 +49,17 @@ struct KServeGRPCDispatcher: Sendable {
     static let streamMethod = "ModelStreamInfer"
 
     /// Decodes the request once and answers it now, or returns the work that must wait.
-    func answer(method: String, message: ByteBuffer) -> GRPCAnswer {
+    /// `inline: false` keeps model executions off the calling thread (the connection's event loop
+    /// has other calls to read).
+    func answer(method: String, message: ByteBuffer, inline: Bool = true) -> GRPCAnswer {
         do {
-            return try answerOrThrow(method: method, message: message)
+            return try answerOrThrow(method: method, message: message, inline: inline)
         } catch {
             return .now(.failure(GRPCStatus(error)))
         }
     }
 
-    private func answerOrThrow(method: String, message: ByteBuffer) throws(TernError) -> GRPCAnswer {
+    private func answerOrThrow(method: String, message: ByteBuffer, inline: Bool) throws(TernError) -> GRPCAnswer {
         func now(_ bytes: [UInt8]) -> GRPCAnswer { .now(.success(bytes)) }
         switch method {
         case "ServerLive":
@@ -102,12 +106,14 @@ struct KServeGRPCDispatcher: Sendable {
             return now(try encode(Inference_RepositoryModelUnloadResponse()))
         case "ModelInfer":
             let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
-            if let response = try server.inferImmediately(request) { return now(try encode(GRPCConversions.response(response))) }
-            return .later { [server] in
-                do throws(TernError) {
-                    return .success(try self.encode(GRPCConversions.response(try await server.infer(request))))
-                } catch {
-                    return .failure(GRPCStatus(error))
+            if inline, let response = try server.inferImmediately(request) { return now(try encode(GRPCConversions.response(response))) }
+            return .callback { [server] reply in
+                server.submit(request, allowInline: inline) { result in
+                    do throws(TernError) {
+                        reply(.success(try self.encode(GRPCConversions.response(try result.get()))))
+                    } catch {
+                        reply(.failure(GRPCStatus(error)))
+                    }
                 }
             }
         case "RepositoryModelLoad":

@@ -171,13 +171,25 @@ final class HTTP1Connection: ChannelInboundHandler {
     private func dispatch(_ head: Head, context: ChannelHandlerContext) {
         let request = HTTPRequestData(method: head.method, path: head.target, headers: head.headers, body: body)
         body = ByteBuffer()
-        switch responder.answer(request) {
+        let answer = responder.answer(request)
+        switch answer {
         case .now(let reply):
             write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
-        case .later(let work):
+        case .later, .callback:
             busy = true
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            context.eventLoop.makeFutureWithTask { await work() }.whenSuccess { reply in
+            let reply: EventLoopFuture<HTTPReply>
+            switch answer {
+            case .later(let work):
+                reply = context.eventLoop.makeFutureWithTask { await work() }
+            case .callback(let start):
+                let promise = context.eventLoop.makePromise(of: HTTPReply.self)
+                start { promise.succeed($0) }
+                reply = promise.futureResult
+            case .now:
+                return
+            }
+            reply.whenSuccess { reply in
                 let (handler, context) = loopBound.value
                 handler.busy = false
                 guard !handler.closing else { return }

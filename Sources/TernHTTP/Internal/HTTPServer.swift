@@ -25,6 +25,8 @@ struct HTTPReply: Sendable {
 enum HTTPAnswer: Sendable {
     case now(HTTPReply)
     case later(@Sendable () async -> HTTPReply)
+    /// Work that calls back with the reply from any thread (no task on the way).
+    case callback(@Sendable (@escaping @Sendable (HTTPReply) -> Void) -> Void)
 }
 
 /// Answers requests: synchronously where it can (then the event loop answers with no thread hop),

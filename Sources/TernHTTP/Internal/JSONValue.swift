@@ -10,7 +10,7 @@ enum JSONValue {
     case number(JSONNumber)
     case string(String)
     case array([JSONValue])
-    case object([String: JSONValue])
+    case object(JSONObject)
 
     subscript(key: String) -> JSONValue? {
         if case .object(let members) = self { return members[key] }
@@ -20,7 +20,7 @@ enum JSONValue {
     var stringValue: String? { if case .string(let s) = self { return s }; return nil }
     var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
     var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
-    var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
+    var objectValue: JSONObject? { if case .object(let o) = self { return o }; return nil }
     var numberValue: JSONNumber? { if case .number(let n) = self { return n }; return nil }
 
     /// Appends the leaves of nested arrays in row-major order.
@@ -37,7 +37,7 @@ enum JSONValue {
         switch value {
         case let string as String: self = .string(string)
         case let array as [Any]: self = .array(array.map(JSONValue.init(foundation:)))
-        case let object as [String: Any]: self = .object(object.mapValues(JSONValue.init(foundation:)))
+        case let object as [String: Any]: self = .object(JSONObject(object.map { ($0.key, JSONValue(foundation: $0.value)) }))
         case let number as NSNumber:
             if JSONTensorCodec.isBool(number) {
                 self = .bool(number.boolValue)
@@ -59,6 +59,30 @@ enum JSONValue {
         case .array: "an array"
         case .object: "an object"
         }
+    }
+}
+
+/// The members of a JSON object in document order. Request objects have a handful of members:
+/// a linear search is cheaper than hashing every key into a dictionary. A repeated name resolves
+/// to its last value, as with a dictionary.
+struct JSONObject: Sequence, ExpressibleByDictionaryLiteral {
+    private(set) var members: [(String, JSONValue)]
+
+    init(_ members: [(String, JSONValue)] = []) { self.members = members }
+    init(dictionaryLiteral elements: (String, JSONValue)...) { members = elements }
+
+    subscript(key: String) -> JSONValue? {
+        for (name, value) in members.reversed() where name == key { return value }
+        return nil
+    }
+
+    mutating func append(_ key: String, _ value: JSONValue) { members.append((key, value)) }
+
+    /// Each name once (its last value), in document order.
+    func makeIterator() -> some IteratorProtocol<(key: String, value: JSONValue)> {
+        var seen = Set<String>()
+        let unique = members.reversed().filter { seen.insert($0.0).inserted }.reversed().map { (key: $0.0, value: $0.1) }
+        return unique.makeIterator()
     }
 }
 
@@ -136,7 +160,7 @@ struct JSONParser {
         defer { depth -= 1 }
         guard depth < 512 else { throw error("nesting too deep") }
         index += 1
-        var members: [String: JSONValue] = [:]
+        var members = JSONObject()
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
         while true {
@@ -147,7 +171,7 @@ struct JSONParser {
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
             skipWhitespace()
-            members[key] = try parseValue()
+            members.append(key, try parseValue())
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end") }
             if bytes[index] == UInt8(ascii: ",") { index += 1; continue }

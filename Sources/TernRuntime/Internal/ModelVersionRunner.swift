@@ -65,6 +65,41 @@ final class ModelVersionRunner: Sendable {
         }
     }
 
+    /// Queues the request; `completion` runs once, on the thread that finishes it (the caller's,
+    /// before this returns, when it runs inline). No task is created: frontends on event loops
+    /// hop back to their loop once.
+    func submit(
+        _ request: InferenceRequest, allowInline: Bool,
+        completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void
+    ) {
+        let start = ContinuousClock.now
+        metrics.pending.increment()
+        do throws(TernError) {
+            let prepared = try validator.prepare(request)
+            let preparedAt = ContinuousClock.now
+            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
+            let batchSize = prepared.batchSize
+            let job = BatchScheduler.Job(inputs: prepared.inputs, rows: batchSize, outputs: prepared.outputs) { [self] result in
+                metrics.pending.decrement()
+                do throws(TernError) {
+                    completion(.success(try finish(request, batchSize: batchSize, outcome: result.get(), start: start, prepared: preparedAt)))
+                } catch {
+                    recordFailure(error, since: start)
+                    completion(.failure(error))
+                }
+            }
+            if allowInline, let now = scheduler.runInlineIfIdle(job, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout) {
+                job.completion(now)
+            } else {
+                scheduler.submit(job, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout)
+            }
+        } catch {
+            metrics.pending.decrement()
+            recordFailure(error, since: start)
+            completion(.failure(error))
+        }
+    }
+
     /// Runs the request on the caller's thread, now, when the model is fast and the request would
     /// be executed alone at once (see `BatchScheduler`); nil when it would have to wait or hand
     /// off, so the caller can take the async path instead. Lets an event-loop frontend answer
