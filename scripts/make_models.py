@@ -167,6 +167,28 @@ def slow_model(size=512, steps=24):
     return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
 
 
+def sequence_sum_model(corrid=True):
+    """A stateful running sum for the sequence batcher: the server feeds START and READY controls,
+    the correlation id and the implicit state; OUTPUT is the sum of the sequence's INPUTs so far
+    and CORRID_ECHO returns the correlation id the server supplied."""
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Sub", ["one", "START"], ["keep"]),
+        helper.make_node("Mul", ["STATE_IN", "keep"], ["carried"]),
+        helper.make_node("Mul", ["INPUT", "READY"], ["added"]),
+        helper.make_node("Add", ["carried", "added"], ["OUTPUT"]),
+        helper.make_node("Identity", ["OUTPUT"], ["STATE_OUT"]),
+    ] + ([helper.make_node("Identity", ["CORRID"], ["CORRID_ECHO"])] if corrid else [])
+    graph = helper.make_graph(
+        nodes, "sequence_sum",
+        [helper.make_tensor_value_info(n, f, ["batch", 1]) for n in ("INPUT", "START", "READY", "STATE_IN")]
+        + ([helper.make_tensor_value_info("CORRID", TensorProto.UINT64, ["batch", 1])] if corrid else []),
+        [helper.make_tensor_value_info("OUTPUT", f, ["batch", 1]), helper.make_tensor_value_info("STATE_OUT", f, ["batch", 1])]
+        + ([helper.make_tensor_value_info("CORRID_ECHO", TensorProto.UINT64, ["batch", 1])] if corrid else []),
+        [numpy_helper.from_array(np.array(1, dtype=np.float32), "one")])
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
 def main():
     if len(sys.argv) != 3 or sys.argv[1] not in ("examples", "fixtures"):
         sys.exit(__doc__)
@@ -189,6 +211,10 @@ def main():
     else:
         p = os.path.join(root, "add_sub/1/model.onnx")
         if need(p): save(add_sub_model(), p)
+        p = os.path.join(root, "sequence_sum/1/model.onnx")
+        if need(p): save(sequence_sum_model(), p)
+        p = os.path.join(root, "sequence_sum_nocorrid/1/model.onnx")
+        if need(p): save(sequence_sum_model(corrid=False), p)
         p = os.path.join(root, "slow/1/model.onnx")
         if need(p): save(slow_model(), p)
         for name, onnx_type in IDENTITY_TYPES.items():

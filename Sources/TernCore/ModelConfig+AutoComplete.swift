@@ -7,7 +7,20 @@ extension ModelConfig {
     /// Fills what the config leaves out from the model's declared inputs and outputs: missing
     /// inputs/outputs, their types and dims, and `max_batch_size` when every input and output has
     /// a variable first dimension (and the config sets no inputs or outputs of its own).
+    /// Inputs the server feeds itself: sequence control inputs and implicit state inputs.
+    public var serverSuppliedInputs: Set<String> {
+        guard case .sequenceBatching(let sequencing)? = schedulingChoice else { return [] }
+        return Set(sequencing.controlInput.map(\.name) + sequencing.state.map(\.inputName))
+    }
+
+    /// Outputs the server keeps as implicit state instead of returning them.
+    public var stateOutputs: Set<String> {
+        guard case .sequenceBatching(let sequencing)? = schedulingChoice else { return [] }
+        return Set(sequencing.state.map(\.outputName))
+    }
+
     public mutating func autoComplete(from signature: ModelSignature) {
+        let supplied = serverSuppliedInputs, kept = stateOutputs
         let canBatch = !signature.inputs.isEmpty
             && (signature.inputs + signature.outputs).allSatisfy { ($0.shape.first ?? 0) == -1 }
         if maxBatchSize == 0, input.isEmpty, output.isEmpty, canBatch {
@@ -15,7 +28,7 @@ extension ModelConfig {
             if schedulingChoice == nil { dynamicBatching = Inference_ModelDynamicBatching() }
         }
         let batchDims = maxBatchSize > 0 ? 1 : 0
-        for spec in signature.inputs {
+        for spec in signature.inputs where !supplied.contains(spec.name) {
             if let index = input.firstIndex(where: { $0.name == spec.name }) {
                 if input[index].dataType == .typeInvalid { input[index].dataType = spec.dataType.configType }
                 if input[index].dims.isEmpty, !input[index].hasReshape { input[index].dims = Array(spec.shape.dropFirst(batchDims)) }
@@ -32,7 +45,7 @@ extension ModelConfig {
                 input.append(entry)
             }
         }
-        for spec in signature.outputs {
+        for spec in signature.outputs where !kept.contains(spec.name) {
             if let index = output.firstIndex(where: { $0.name == spec.name }) {
                 if output[index].dataType == .typeInvalid { output[index].dataType = spec.dataType.configType }
                 if output[index].dims.isEmpty, !output[index].hasReshape { output[index].dims = Array(spec.shape.dropFirst(batchDims)) }
@@ -76,7 +89,11 @@ extension ModelConfig {
                 field: field, type: entry.dataType, shape: batch + (entry.hasReshape ? entry.reshape.shape : entry.dims),
                 against: spec, batched: maxBatchSize > 0, fail: fail)
         }
-        for spec in signature.inputs where !input.contains(where: { $0.name == spec.name }) {
+        let supplied = serverSuppliedInputs
+        for name in supplied where !signature.inputs.contains(where: { $0.name == name }) {
+            throw fail("sequence_batching", "the model has no input '\(name)' for a control or state (it has \(signature.inputs.map(\.name)))")
+        }
+        for spec in signature.inputs where !input.contains(where: { $0.name == spec.name }) && !supplied.contains(spec.name) {
             throw fail("input", "the model's input '\(spec.name)' is not in the config")
         }
     }

@@ -122,7 +122,9 @@ struct ModelLoader: Sendable {
             instances.append(instance)
         }
         let labels = try Self.readLabels(completed, directory: repository.modelDirectory(name))
-        let runner = ModelVersionRunner(name: name, version: version, config: completed, instances: instances, labels: labels)
+        let runner = try ModelVersionRunner(
+            name: name, version: version, config: completed, instances: instances, labels: labels,
+            modelDirectory: repository.modelDirectory(name))
         logger.info("model version ready", metadata: [
             "model": .string(name), "version": .stringConvertible(version), "instances": .stringConvertible(instances.count),
         ])

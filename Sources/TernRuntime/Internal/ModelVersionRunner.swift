@@ -11,13 +11,19 @@ final class ModelVersionRunner: Sendable {
     let config: ModelConfig
     let signature: ModelSignature
     let statistics: StatisticsRecorder
+    /// Stateless models: the dynamic batcher (or one request per execution).
     private let scheduler: BatchScheduler
+    /// Stateful models (`sequence_batching`): the sequence batcher.
+    private let sequencer: SequenceScheduler?
     private let validator: RequestValidator
     private let metrics: InferenceMetrics
     /// Class labels per output name, from `label_filename`.
     private let labels: [String: [String]]
 
-    init(name: String, version: Int64, config: ModelConfig, instances: [any ModelInstance], labels: [String: [String]]) {
+    init(
+        name: String, version: Int64, config: ModelConfig, instances: [any ModelInstance], labels: [String: [String]],
+        modelDirectory: URL? = nil
+    ) throws(TernError) {
         self.name = name
         self.version = version
         self.config = config
@@ -32,12 +38,22 @@ final class ModelVersionRunner: Sendable {
             statistics.recordExecution(rows: rows, computeInput: inputNs, computeInfer: inferNs, computeOutput: outputNs)
             metrics.recordExecution(rows: rows)
         }
+        if case .sequenceBatching? = config.schedulingChoice {
+            self.sequencer = try SequenceScheduler(
+                instances: instances, config: config, modelDirectory: modelDirectory, label: "\(name).\(version)"
+            ) { rows, inputNs, inferNs, outputNs in
+                statistics.recordExecution(rows: rows, computeInput: inputNs, computeInfer: inferNs, computeOutput: outputNs)
+                metrics.recordExecution(rows: rows)
+            }
+        } else {
+            self.sequencer = nil
+        }
         self.validator = RequestValidator(config: config)
         self.metrics = metrics
         self.labels = labels
     }
 
-    var instanceCount: Int { scheduler.instanceCount }
+    var instanceCount: Int { sequencer?.instanceCount ?? scheduler.instanceCount }
 
     func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
         let start = ContinuousClock.now
@@ -46,6 +62,15 @@ final class ModelVersionRunner: Sendable {
         do {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
+            if let sequencer {
+                let (id, first, last) = try sequenceKeys(request, batchSize: prepared.batchSize)
+                let result: Result<BatchScheduler.Outcome, TernError> = await withCheckedContinuation { continuation in
+                    sequencer.submit(
+                        SequenceScheduler.Job(inputs: prepared.inputs, outputs: prepared.outputs) { continuation.resume(returning: $0) },
+                        sequence: id, start: first, end: last)
+                }
+                return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
+            }
             let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
             let job = BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in }
             let result: Result<BatchScheduler.Outcome, TernError>
@@ -77,9 +102,8 @@ final class ModelVersionRunner: Sendable {
         do throws(TernError) {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
-            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
             let batchSize = prepared.batchSize
-            let job = BatchScheduler.Job(inputs: prepared.inputs, rows: batchSize, outputs: prepared.outputs) { [self] result in
+            let done: BatchScheduler.Completion = { [self] result in
                 metrics.pending.decrement()
                 do throws(TernError) {
                     completion(.success(try finish(request, batchSize: batchSize, outcome: result.get(), start: start, prepared: preparedAt)))
@@ -88,6 +112,13 @@ final class ModelVersionRunner: Sendable {
                     completion(.failure(error))
                 }
             }
+            if let sequencer {
+                let (id, first, last) = try sequenceKeys(request, batchSize: batchSize)
+                sequencer.submit(SequenceScheduler.Job(inputs: prepared.inputs, outputs: prepared.outputs, completion: done), sequence: id, start: first, end: last)
+                return
+            }
+            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
+            let job = BatchScheduler.Job(inputs: prepared.inputs, rows: batchSize, outputs: prepared.outputs, completion: done)
             if allowInline, let now = scheduler.runInlineIfIdle(job, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout) {
                 job.completion(now)
             } else {
@@ -105,6 +136,7 @@ final class ModelVersionRunner: Sendable {
     /// off, so the caller can take the async path instead. Lets an event-loop frontend answer
     /// without any thread hop.
     func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
+        guard sequencer == nil else { return nil }
         let start = ContinuousClock.now
         do throws(TernError) {
             let prepared = try validator.prepare(request)
@@ -119,6 +151,31 @@ final class ModelVersionRunner: Sendable {
             recordFailure(error, since: start)
             throw error
         }
+    }
+
+    /// The request's sequence: `sequence_id` (a non-zero integer or a non-empty string),
+    /// `sequence_start` and `sequence_end`. A batching sequence model takes one row per request.
+    private func sequenceKeys(_ request: InferenceRequest, batchSize: Int) throws(TernError) -> (SequenceQueue.SequenceID?, Bool, Bool) {
+        if config.maxBatchSize > 0, batchSize != 1 {
+            throw .invalidArgument("inference request to model '\(name)' must have batch size 1 for sequence batching, not \(batchSize)")
+        }
+        var id: SequenceQueue.SequenceID? = nil
+        switch request.parameters["sequence_id"] {
+        case .string(let text)?: id = text.isEmpty ? nil : .text(text)
+        case .int64(let n)?: id = n == 0 ? nil : .number(UInt64(bitPattern: n))
+        case .uint64(let n)?: id = n == 0 ? nil : .number(n)
+        case nil: id = nil
+        default: throw .invalidArgument("request parameter 'sequence_id' must be an integer or a string")
+        }
+        func flag(_ key: String) throws(TernError) -> Bool {
+            switch request.parameters[key] {
+            case .bool(let value)?: return value
+            case nil: return false
+            case .int64(let n)?: return n != 0
+            default: throw .invalidArgument("request parameter '\(key)' must be a bool")
+            }
+        }
+        return (id, try flag("sequence_start"), try flag("sequence_end"))
     }
 
     /// What decides whether requests may share a batch (their inputs' names and non-batch dims),
