@@ -6,6 +6,7 @@
                                 wheel, a YOLOv8-shaped detector with random weights, the tiny add/sub
                                 model used by the benchmarks)
   make_models.py fixtures DIR   small models for the test suite (identity over every data type, ...)
+  make_models.py benchmarks DIR mlp.onnx and conv.onnx for benchmarks/batching.py
 
 Only model files are written; the config.pbtxt files are committed next to them. Files that exist
 are kept, so the step is idempotent and cheap to rerun.
@@ -189,8 +190,52 @@ def sequence_sum_model(corrid=True):
     return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
 
 
+def mlp_model(seed=0):
+    """The memory-bound batching benchmark: a 784-1024-1024-10 FP32 MLP with random weights."""
+    rng = np.random.default_rng(seed)
+    sizes = [784, 1024, 1024, 10]
+    nodes, inits, x = [], [], "INPUT"
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.zeros(n_out, dtype=np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"h{i}"]))
+        x = f"h{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+            x = f"r{i}"
+    nodes.append(helper.make_node("Identity", [x], ["OUTPUT"]))
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["batch", 784])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, ["batch", 10])], inits)
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
+def conv_model(seed=0):
+    """The compute-bound batching benchmark: four stride-2 3×3 convolutions on a 3×224×224 image,
+    global average pooling and a 10-way linear layer (about 10 ms per image on one core)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, x = [], [], "INPUT"
+    for i, (cin, cout) in enumerate([(3, 48), (48, 96), (96, 192), (192, 384)]):
+        inits += [numpy_helper.from_array((rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32), f"k{i}"),
+                  numpy_helper.from_array(np.zeros(cout, dtype=np.float32), f"c{i}")]
+        nodes += [helper.make_node("Conv", [x, f"k{i}", f"c{i}"], [f"v{i}"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"v{i}"], [f"a{i}"])]
+        x = f"a{i}"
+    inits += [numpy_helper.from_array((rng.standard_normal((384, 10)) / 20).astype(np.float32), "fw"),
+              numpy_helper.from_array(np.zeros(10, dtype=np.float32), "fb")]
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+              helper.make_node("Gemm", ["flat", "fw", "fb"], ["OUTPUT"])]
+    graph = helper.make_graph(
+        nodes, "conv",
+        [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, ["batch", 10])], inits)
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("examples", "fixtures"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("examples", "fixtures", "benchmarks"):
         sys.exit(__doc__)
     kind, root = sys.argv[1], sys.argv[2]
 
@@ -208,6 +253,11 @@ def main():
         if any(need(p) for p in paths.values()):
             for name, model in digits_models().items():
                 save(model, paths[name])
+    elif kind == "benchmarks":
+        p = os.path.join(root, "mlp.onnx")
+        if need(p): save(mlp_model(), p)
+        p = os.path.join(root, "conv.onnx")
+        if need(p): save(conv_model(), p)
     else:
         p = os.path.join(root, "add_sub/1/model.onnx")
         if need(p): save(add_sub_model(), p)

@@ -42,6 +42,8 @@ struct PerfCommand: AsyncParsableCommand {
     @Option(name: .customLong("warmup-seconds")) var warmupSeconds: Double = 1
     @Option(name: .customLong("measurement-seconds")) var measurementSeconds: Double = 3
     @Option(name: .customLong("csv"), help: "Also write the table to this CSV file.") var csvPath: String?
+    @Option(name: .customLong("grpc-connections"), help: "gRPC: above this concurrency, calls share this many connections as HTTP/2 streams.")
+    var grpcConnections: Int = 4
     @Option(name: .customLong("onnxruntime-library")) var onnxRuntimeLibrary: String?
 
     func concurrencies() throws -> [Int] {
@@ -84,7 +86,16 @@ struct PerfCommand: AsyncParsableCommand {
             let scope = blocking == nil ? try workerScope(mode, request: request, local: local) : nil
             for concurrency in requestRate == nil ? try concurrencies() : [maxOutstanding] {
                 let result: LoadGenerator.Result
-                if let blocking {
+                if mode == .grpc, requestRate == nil, concurrency > grpcConnections {
+                    // Many calls: a few connections with several streams each (h2load -m).
+                    let message = try KServeGRPCClient.serializedInferRequest(request)
+                    let (host, port) = (self.host, grpcPort)
+                    result = try await LoadGenerator.multiplexed(
+                        concurrency: concurrency, connections: grpcConnections, warmup: warmup, measure: measure
+                    ) {
+                        try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: message)
+                    }
+                } else if let blocking {
                     result = try await LoadGenerator.blocking(
                         workers: concurrency, rate: requestRate, warmup: warmup, measure: measure, makeWorker: blocking)
                 } else if let scope, let requestRate {

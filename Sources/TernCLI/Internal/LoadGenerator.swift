@@ -111,6 +111,68 @@ struct LoadGenerator {
         return result
     }
 
+    /// A connection that carries several calls at once (HTTP/2 streams).
+    typealias MultiplexedWorker = @Sendable () throws -> WireGRPCClient
+
+    /// Closed loop over `connections` connections, each with its share of `concurrency` calls in
+    /// flight (as h2load's `-c`/`-m`): each connection's thread sends a new call the moment one
+    /// ends, so high concurrencies need few client threads.
+    static func multiplexed(
+        concurrency: Int, connections: Int, warmup: Duration, measure: Duration, makeConnection: @escaping MultiplexedWorker
+    ) async throws -> Result {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let measureFrom = start + warmup
+        let stopAt = measureFrom + measure
+        let connections = max(1, min(connections, concurrency))
+        var merged = emptyResult()
+        let results = try await withThrowingTaskGroup(of: Result.self) { group in
+            for index in 0..<connections {
+                let inFlight = concurrency / connections + (index < concurrency % connections ? 1 : 0)
+                group.addTask {
+                    try await withCheckedThrowingContinuation { continuation in
+                        let thread = Thread {
+                            do {
+                                let connection = try makeConnection()
+                                var result = emptyResult()
+                                var sentAt: [UInt32: ContinuousClock.Instant] = [:]
+                                for _ in 0..<inFlight { sentAt[try connection.start()] = clock.now }
+                                while !sentAt.isEmpty {
+                                    let (id, error) = try connection.next()
+                                    let done = clock.now
+                                    guard let sent = sentAt.removeValue(forKey: id) else { continue }
+                                    if sent >= measureFrom {
+                                        if let error {
+                                            result.errors += 1
+                                            if result.firstError == nil { result.firstError = "\(error)" }
+                                        } else {
+                                            _ = result.histogram.record(UInt64(max(0, (done - sent) / .microseconds(1))))
+                                            result.completed += 1
+                                        }
+                                    } else if let error, result.firstError == nil {
+                                        result.firstError = "\(error)"
+                                    }
+                                    if done < stopAt { sentAt[try connection.start()] = clock.now }
+                                }
+                                continuation.resume(returning: result)
+                            } catch {
+                                continuation.resume(throwing: error)
+                            }
+                        }
+                        thread.stackSize = 1 << 20
+                        thread.start()
+                    }
+                }
+            }
+            for try await result in group { merged.merge(result) }
+            return merged
+        }
+        var result = results
+        let (seconds, attoseconds) = measure.components
+        result.seconds = Double(seconds) + Double(attoseconds) / 1e18
+        return result
+    }
+
     private static func emptyResult() -> Result {
         Result(
             histogram: Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three),

@@ -5,8 +5,9 @@ import NIOHPACK
 /// `tern perf`'s gRPC worker: unary calls over one HTTP/2 connection written by hand on a blocking
 /// socket, so that the client adds as little as possible to what is measured. The request's
 /// header block and message are encoded once; every call writes one HEADERS and the DATA frames
-/// its message needs, then reads frames until the call's trailers. Honours the server's settings
-/// and flow-control windows, answers PING and SETTINGS, and reports a non-zero `grpc-status`.
+/// its message needs. Several calls may be in flight on the connection (`start`/`next`), as
+/// h2load's `-m` does. Honours the server's settings and flow-control windows, answers PING and
+/// SETTINGS, and reports a non-zero `grpc-status`.
 final class WireGRPCClient {
     private enum FrameType: UInt8 {
         case data = 0, headers = 1, priority = 2, rstStream = 3, settings = 4, pushPromise = 5
@@ -24,8 +25,10 @@ final class WireGRPCClient {
     private var peerMaxFrameSize = 16_384
     private var peerInitialWindow = 65_535
     private var connectionSendWindow = 65_535
-    private var streamSendWindow = 0
-    private var currentStream: UInt32 = 0
+    /// Calls in flight: their send windows and the grpc-status seen so far.
+    private var streams: [UInt32: (sendWindow: Int, status: String?, message: String)] = [:]
+    /// Calls that ended while this client waited for something else.
+    private var ended: [(UInt32, (any Error)?)] = []
     /// DATA bytes received since the connection window was last topped up.
     private var unacknowledgedData = 0
 
@@ -55,10 +58,21 @@ final class WireGRPCClient {
 
     /// One unary call; throws when the call does not end with grpc-status 0.
     func call() throws {
+        let stream = try start()
+        while true {
+            let (id, error) = try next()
+            if id == stream {
+                if let error { throw error }
+                return
+            }
+        }
+    }
+
+    /// Sends one call without waiting for its answer; returns its stream id (see `next`).
+    func start() throws -> UInt32 {
         let stream = nextStream
         nextStream += 2
-        currentStream = stream
-        streamSendWindow = peerInitialWindow
+        streams[stream] = (peerInitialWindow, nil, "")
         // Small messages are copied into one write; large ones are written frame by frame from
         // the prepared message, so a 20 MB request is never copied per call.
         let inline = message.count <= 64 << 10
@@ -67,10 +81,11 @@ final class WireGRPCClient {
         Self.frame(.headers, flags: Self.endHeaders, stream: stream, payload: headerBlock, into: &out)
         var offset = 0
         while offset < message.count {
-            let room = min(peerMaxFrameSize, connectionSendWindow, streamSendWindow)
+            let room = min(peerMaxFrameSize, connectionSendWindow, streams[stream]?.sendWindow ?? 0)
             if room <= 0 {
                 if !out.isEmpty { try socket.write(out); out.removeAll(keepingCapacity: true) }
-                _ = try readFrame()  // waits for WINDOW_UPDATE (or fails on the server's answer)
+                guard streams[stream] != nil else { return stream }  // answered (an error) before it was sent
+                try readFrame()  // waits for WINDOW_UPDATE
                 continue
             }
             let chunk = min(room, message.count - offset)
@@ -85,33 +100,35 @@ final class WireGRPCClient {
                 try socket.write(payload, more: !last)
             }
             connectionSendWindow -= chunk
-            streamSendWindow -= chunk
+            streams[stream]?.sendWindow -= chunk
             offset += chunk
         }
         if !out.isEmpty { try socket.write(out) }
-        var status: String? = nil
-        var statusMessage = ""
-        while true {
-            guard let (headers, ended) = try readFrame() else { continue }
-            if let headers {
-                if let value = headers.first(name: "grpc-status") {
-                    status = value
-                    statusMessage = headers.first(name: "grpc-message") ?? ""
-                }
-            }
-            if ended { break }
-        }
+        return stream
+    }
+
+    /// Waits for the next call to end; returns its stream id and its error, if any.
+    func next() throws -> (UInt32, (any Error)?) {
+        while ended.isEmpty { try readFrame() }
         if unacknowledgedData > 1 << 24 {
             try socket.write(Self.frameBytes(.windowUpdate, flags: 0, stream: 0, payload: withUnsafeBytes(of: UInt32(unacknowledgedData).bigEndian, Array.init)))
             unacknowledgedData = 0
         }
-        guard let status else { throw SocketError("the call ended without grpc-status") }
-        guard status == "0" else { throw WireCallError("grpc-status \(status): \(statusMessage.removingPercentEncoding)") }
+        return ended.removeFirst()
     }
 
-    /// Reads one frame and handles it. Returns nil for frames of other streams and control frames,
-    /// else the decoded headers of a HEADERS block (nil for DATA) and whether the call's stream ended.
-    private func readFrame() throws -> (HPACKHeaders?, Bool)? {
+    /// A call's stream ended: record its outcome.
+    private func finish(_ stream: UInt32) {
+        guard let state = streams.removeValue(forKey: stream) else { return }
+        if let status = state.status {
+            ended.append((stream, status == "0" ? nil : WireCallError("grpc-status \(status): \(state.message.removingPercentEncoding)")))
+        } else {
+            ended.append((stream, SocketError("the call ended without grpc-status")))
+        }
+    }
+
+    /// Reads one frame and handles it.
+    private func readFrame() throws {
         let (length, type, flags, stream) = try socket.consume(9) { raw -> (Int, UInt8, UInt8, UInt32) in
             let length = Int(raw[0]) << 16 | Int(raw[1]) << 8 | Int(raw[2])
             let stream = (UInt32(raw[5]) << 24 | UInt32(raw[6]) << 16 | UInt32(raw[7]) << 8 | UInt32(raw[8])) & 0x7FFF_FFFF
@@ -123,11 +140,10 @@ final class WireGRPCClient {
         switch frameType {
         case .data:
             unacknowledgedData += length
-            return stream == currentStream ? (nil, flags & Self.endStream != 0) : nil
+            if flags & Self.endStream != 0 { finish(stream) }
         case .headers:
             var fragment = Self.stripPadding(payload, flags: flags)
             if flags & Self.priorityFlag != 0 { fragment.removeFirst(min(5, fragment.count)) }
-            let ended = flags & Self.endStream != 0
             var endOfHeaders = flags & Self.endHeaders != 0
             while !endOfHeaders {
                 let (continuationLength, continuationFlags) = try socket.consume(9) { raw in
@@ -138,18 +154,24 @@ final class WireGRPCClient {
             }
             var buffer = ByteBuffer(bytes: fragment)
             let headers = try decoder.decodeHeaders(from: &buffer)
-            return stream == currentStream ? (headers, ended) : nil
+            if let status = headers.first(name: "grpc-status") {
+                streams[stream]?.status = status
+                streams[stream]?.message = headers.first(name: "grpc-message") ?? ""
+            }
+            if flags & Self.endStream != 0 { finish(stream) }
         case .rstStream:
             let code = payload.count >= 4 ? UInt32(payload[0]) << 24 | UInt32(payload[1]) << 16 | UInt32(payload[2]) << 8 | UInt32(payload[3]) : 0
-            throw SocketError("the server reset the stream (HTTP/2 error \(code))")
+            if streams.removeValue(forKey: stream) != nil {
+                ended.append((stream, SocketError("the server reset the stream (HTTP/2 error \(code))")))
+            }
         case .settings:
-            guard flags & Self.ack == 0 else { return nil }
+            guard flags & Self.ack == 0 else { return }
             var index = 0
             while index + 6 <= payload.count {
                 let id = UInt16(payload[index]) << 8 | UInt16(payload[index + 1])
                 let value = Int(UInt32(payload[index + 2]) << 24 | UInt32(payload[index + 3]) << 16 | UInt32(payload[index + 4]) << 8 | UInt32(payload[index + 5]))
                 if id == 4 {
-                    streamSendWindow += value - peerInitialWindow
+                    for key in streams.keys { streams[key]?.sendWindow += value - peerInitialWindow }
                     peerInitialWindow = value
                 } else if id == 5 {
                     peerMaxFrameSize = value
@@ -157,19 +179,16 @@ final class WireGRPCClient {
                 index += 6
             }
             try socket.write(Self.frameBytes(.settings, flags: Self.ack, stream: 0, payload: []))
-            return nil
         case .ping:
             if flags & Self.ack == 0 { try socket.write(Self.frameBytes(.ping, flags: Self.ack, stream: 0, payload: payload)) }
-            return nil
         case .goAway:
             throw SocketError("the server closed the connection (GOAWAY)")
         case .windowUpdate:
-            guard payload.count >= 4 else { return nil }
+            guard payload.count >= 4 else { return }
             let increment = Int((UInt32(payload[0]) << 24 | UInt32(payload[1]) << 16 | UInt32(payload[2]) << 8 | UInt32(payload[3])) & 0x7FFF_FFFF)
-            if stream == 0 { connectionSendWindow += increment } else if stream == currentStream { streamSendWindow += increment }
-            return nil
+            if stream == 0 { connectionSendWindow += increment } else { streams[stream]?.sendWindow += increment }
         case .priority, .pushPromise, .continuation, nil:
-            return nil
+            return
         }
     }
 

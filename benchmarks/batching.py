@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Dynamic batching on and off, measured with `tern perf` over gRPC in one run.
+
+Two models (scripts/make_models.py benchmarks): a memory-bound 784-1024-1024-10 MLP
+(max_batch_size 32, one instance, one ONNX Runtime thread) and a compute-bound conv net
+(~8 ms per image on one core; max_batch_size 8, two instances of one thread). Each is served with
+and without `dynamic_batching`, and loaded at each concurrency. For every point the script reads
+the average executed batch size from the model's statistics and runs the same batch size through
+ONNX Runtime directly in-process (`tern perf --protocol direct`, same session settings and
+instance count), so the last column says how close serving comes to the model's own speed.
+With --triton it also serves the MLP from real Triton 2.51 (python backend running the batch
+Triton's dynamic batcher forms as one onnxruntime call) and compares saturated throughput.
+
+  python3 benchmarks/batching.py [--seconds 3] [--concurrency 1,4,16,64] [--triton] [--out benchmarks/results/batching.md]
+"""
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_triton import ROOT, Server, ensure_triton, free_port  # noqa: E402
+
+MODELS = {
+    # One ONNX Runtime thread for the MLP: the gRPC frontend needs the other core at these rates.
+    "mlp": dict(file="mlp.onnx", max_batch=32, dims_in=[784], instances=1, threads=1),
+    "conv": dict(file="conv.onnx", max_batch=8, dims_in=[3, 224, 224], instances=2, threads=1),
+}
+
+
+def config(name, model, dynamic):
+    spec = MODELS[model]
+    text = (f'name: "{name}"\nbackend: "onnxruntime"\nmax_batch_size: {spec["max_batch"]}\n'
+            f'input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: {spec["dims_in"]} }} ]\n'
+            'output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ 10 ] } ]\n'
+            f'instance_group [ {{ count: {spec["instances"]} kind: KIND_CPU }} ]\n'
+            f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{spec["threads"]}" }} }}\n')
+    if dynamic:
+        text += "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
+    return text
+
+
+def stats(http_port, model):
+    s = requests.get(f"http://127.0.0.1:{http_port}/v2/models/{model}/stats").json()["model_stats"][0]
+    return int(s["inference_count"]), int(s["execution_count"])
+
+
+def perf(tern, args, csv_path):
+    subprocess.run([tern, "perf", *args, "--csv", csv_path], check=True, capture_output=True, text=True)
+    with open(csv_path) as f:
+        return list(csv.DictReader(f))[0]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--triton", action="store_true", help="also serve the MLP from real Triton 2.51")
+    parser.add_argument("--tern", default=None)
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/batching.md"))
+    args = parser.parse_args()
+    tern = args.tern
+    if tern is None:
+        subprocess.run(["swift", "build", "-c", "release", "--product", "tern"], cwd=ROOT, check=True)
+        tern = os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT,
+                                           capture_output=True, text=True, check=True).stdout.strip(), "tern")
+    models_dir = os.path.join(ROOT, ".cache", "bench")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts/make_models.py"), "benchmarks", models_dir], check=True)
+
+    work = tempfile.mkdtemp(prefix="tern-batching-")
+    repo = os.path.join(work, "models")
+    for model, spec in MODELS.items():
+        for dynamic in (False, True):
+            name = f"{model}_{'dynamic' if dynamic else 'none'}"
+            os.makedirs(os.path.join(repo, name, "1"))
+            shutil.copy(os.path.join(models_dir, spec["file"]), os.path.join(repo, name, "1", "model.onnx"))
+            with open(os.path.join(repo, name, "config.pbtxt"), "w") as f:
+                f.write(config(name, model, dynamic))
+
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    timing = ["--warmup-seconds", "1", "--measurement-seconds", str(args.seconds)]
+    h, g, m = free_port(), free_port(), free_port()
+    server = Server("tern", [tern, "serve", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(h),
+                             "--grpc-port", str(g), "--metrics-port", str(m)], h, g)
+    rows, direct_cache, saturated = [], {}, {}
+    try:
+        for model, spec in MODELS.items():
+            for mode in ("none", "dynamic"):
+                name = f"{model}_{mode}"
+                for c in concurrencies:
+                    before = stats(h, name)
+                    row = perf(tern, ["-m", name, "--protocol", "grpc", "--grpc-port", str(g), "--http-port", str(h),
+                                      "--concurrency-range", str(c), *timing], os.path.join(work, "p.csv"))
+                    after = stats(h, name)
+                    executions = max(after[1] - before[1], 1)
+                    batch = (after[0] - before[0]) / executions
+                    b = max(1, round(batch))
+                    # ONNX Runtime with as many calls at once as the server could run (its instances).
+                    k = min(c, spec["instances"])
+                    if (model, b, k) not in direct_cache:
+                        d = perf(tern, ["-m", name, "--protocol", "direct", "--model-repository", repo, "-b", str(b),
+                                        "--concurrency-range", str(k), *timing], os.path.join(work, "d.csv"))
+                        direct_cache[(model, b, k)] = float(d["inferences_per_second"])
+                    served = float(row["inferences_per_second"])
+                    rows.append((model, mode, c, served, int(row["p50_us"]), int(row["p99_us"]), int(row["errors"]), batch,
+                                 direct_cache[(model, b, k)]))
+                    saturated[(model, mode)] = max(saturated.get((model, mode), 0), served)
+                    print(f"{name} c={c}: {served:.0f} infer/s p50 {row['p50_us']} µs p99 {row['p99_us']} µs, "
+                          f"mean batch {batch:.1f}, direct {direct_cache[(model, b, k)]:.0f} infer/s", flush=True)
+    finally:
+        server.stop()
+
+    triton_rps = None
+    if args.triton:
+        triton_root = ensure_triton()
+        triton_repo = os.path.join(work, "triton")
+        os.makedirs(os.path.join(triton_repo, "mlp", "1"))
+        shutil.copy(os.path.join(models_dir, "mlp.onnx"), os.path.join(triton_repo, "mlp", "1", "model.onnx"))
+        shutil.copy(os.path.join(ROOT, "benchmarks/triton_batching_model.py"), os.path.join(triton_repo, "mlp", "1", "model.py"))
+        with open(os.path.join(triton_repo, "mlp", "config.pbtxt"), "w") as f:
+            f.write(config("mlp", "mlp", True).replace('backend: "onnxruntime"', 'backend: "python"'))
+        h, g, m = free_port(), free_port(), free_port()
+        env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))) + "/lib",
+                   TERN_BENCH_THREADS=str(MODELS["mlp"]["threads"]))
+        triton = Server("triton", [os.path.join(triton_root, "bin/tritonserver"), "--model-repository", triton_repo,
+                                   "--backend-directory", os.path.join(triton_root, "backends"), "--http-port", str(h),
+                                   "--grpc-port", str(g), "--metrics-port", str(m)], h, g, env)
+        try:
+            c = max(concurrencies)
+            row = perf(tern, ["-m", "mlp", "--protocol", "grpc", "--grpc-port", str(g), "--http-port", str(h),
+                              "--concurrency-range", str(c), *timing], os.path.join(work, "t.csv"))
+            triton_rps = float(row["inferences_per_second"])
+            print(f"triton mlp c={c}: {triton_rps:.0f} infer/s p50 {row['p50_us']} µs p99 {row['p99_us']} µs", flush=True)
+        finally:
+            triton.stop()
+
+    lines = [f"`tern perf` over gRPC, {args.seconds:g} s per point, this 2-core machine; direct = the same batch size "
+             "through ONNX Runtime in-process with the same sessions.", "",
+             "| model | batching | conc | infer/s | p50 µs | p99 µs | errors | mean batch | direct infer/s | ÷ direct |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, mode, c, served, p50, p99, errors, batch, direct in rows:
+        lines.append(f"| {model} | {mode} | {c} | {served:.0f} | {p50} | {p99} | {errors} | {batch:.1f} | {direct:.0f} | {served / direct:.2f} |")
+    lines.append("")
+    for model in MODELS:
+        lines.append(f"- {model}: saturated throughput with dynamic batching ÷ without: "
+                     f"{saturated[(model, 'dynamic')] / saturated[(model, 'none')]:.2f}×")
+    if triton_rps:
+        top = max(concurrencies)
+        tern_top = next(r[3] for r in rows if r[0] == "mlp" and r[1] == "dynamic" and r[2] == top)
+        lines.append(f"- mlp, dynamic batching, concurrency {top}: Tern ÷ Triton 2.51 (python backend, same batching and "
+                     f"load) = {tern_top / triton_rps:.2f}× ({tern_top:.0f} vs {triton_rps:.0f} infer/s)")
+    table = "\n".join(lines)
+    print()
+    print(table)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
