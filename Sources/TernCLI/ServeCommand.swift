@@ -48,11 +48,34 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-verbose"), help: "0 info, 1 debug, 2 trace (ONNX Runtime's own lines included).")
     var logVerbose: Int = 0
 
+    @Option(name: .customLong("rate-limit"), help: "off | execution_count: instances execute only while holding their rate_limiter resources.")
+    var rateLimit: String = "off"
+
+    @Option(name: .customLong("rate-limit-resource"), help: "NAME:COUNT[:DEVICE] the size of a rate-limiter resource (repeatable).")
+    var rateLimitResources: [String] = []
+
+    /// `--rate-limit-resource` values as sizes by name (one device: a device suffix is accepted and ignored).
+    func resourceSizes() throws -> [String: Int] {
+        var sizes: [String: Int] = [:]
+        for option in rateLimitResources {
+            let parts = option.split(separator: ":").map(String.init)
+            guard parts.count == 2 || parts.count == 3, !parts[0].isEmpty, let count = Int(parts[1]), count >= 0 else {
+                throw ValidationError("--rate-limit-resource \(option): expected NAME:COUNT or NAME:COUNT:DEVICE")
+            }
+            sizes[parts[0]] = count
+        }
+        return sizes
+    }
+
     func run() async throws {
         let started = ContinuousClock.now
         guard let mode = ServerConfiguration.ModelControlMode(rawValue: modelControlMode) else {
             throw ValidationError("--model-control-mode must be none, explicit or poll")
         }
+        guard ["off", "execution_count"].contains(rateLimit) else {
+            throw ValidationError("--rate-limit must be off or execution_count")
+        }
+        let resources = try resourceSizes()
         let level: Logger.Level = logVerbose >= 2 ? .trace : logVerbose == 1 ? .debug : .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -73,7 +96,8 @@ struct ServeCommand: AsyncParsableCommand {
         let engine = InferenceServer(
             configuration: ServerConfiguration(
                 repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
-                autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds)),
+                autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds),
+                rateLimit: rateLimit == "execution_count", rateLimitResources: resources),
             backends: [backend], logger: logger)
         await engine.start()
         for entry in engine.repositoryIndex() {

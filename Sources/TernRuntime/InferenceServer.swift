@@ -37,7 +37,8 @@ public final class InferenceServer: Sendable {
         self.repository = ModelRepository(root: configuration.repositoryPath)
         self.loader = ModelLoader(
             repository: repository, backends: backends, autoComplete: configuration.autoCompleteConfig,
-            cpuCores: configuration.cpuCores, logger: logger)
+            cpuCores: configuration.cpuCores,
+            rateLimiter: configuration.rateLimit ? RateLimiter(resources: configuration.rateLimitResources) : nil, logger: logger)
     }
 
     // MARK: Lifecycle

@@ -21,6 +21,12 @@ public struct ServerConfiguration: Sendable {
     public var pollInterval: Duration
     /// CPU cores the ONNX Runtime thread budget is split over.
     public var cpuCores: Int
+    /// Triton's `--rate-limit=execution_count`: instances execute only while holding the resources
+    /// their `instance_group.rate_limiter` asks for (off: they run freely).
+    public var rateLimit: Bool
+    /// Sizes of rate-limiter resources (`--rate-limit-resource NAME:COUNT`); an unnamed one is as
+    /// large as the largest single instance's claim.
+    public var rateLimitResources: [String: Int]
     /// Reported by server metadata.
     public var serverName: String
     public var serverVersion: String
@@ -29,6 +35,7 @@ public struct ServerConfiguration: Sendable {
         repositoryPath: URL, controlMode: ModelControlMode = .none, startupModels: [String] = [],
         autoCompleteConfig: Bool = true, pollInterval: Duration = .seconds(15),
         cpuCores: Int = ProcessInfo.processInfo.activeProcessorCount,
+        rateLimit: Bool = false, rateLimitResources: [String: Int] = [:],
         serverName: String = "tern", serverVersion: String = TernVersion.current
     ) {
         self.repositoryPath = repositoryPath
@@ -37,6 +44,8 @@ public struct ServerConfiguration: Sendable {
         self.autoCompleteConfig = autoCompleteConfig
         self.pollInterval = pollInterval
         self.cpuCores = max(cpuCores, 1)
+        self.rateLimit = rateLimit
+        self.rateLimitResources = rateLimitResources
         self.serverName = serverName
         self.serverVersion = serverVersion
     }

@@ -47,9 +47,14 @@ final class BatchScheduler: Sendable {
     private let queues: [DispatchQueue]
     private let state: Mutex<State>
     private let averageNanoseconds = Atomic<UInt64>(UInt64.max / 16)
+    private let gate: ExecutionGate?
     private let observer: ExecutionObserver
 
-    init(instances: [any ModelInstance], configuration: BatchQueue.Configuration, label: String, observer: @escaping ExecutionObserver) {
+    init(
+        instances: [any ModelInstance], configuration: BatchQueue.Configuration, label: String, gate: ExecutionGate? = nil,
+        observer: @escaping ExecutionObserver
+    ) {
+        self.gate = gate
         var configuration = configuration
         configuration.instanceCount = instances.count
         self.configuration = configuration
@@ -81,7 +86,8 @@ final class BatchScheduler: Sendable {
     /// Runs the job on the caller's thread when the model is fast and the job would be sent alone
     /// at once; returns nil (and queues nothing) otherwise.
     func runInlineIfIdle(_ job: Job, shapeKey: [Int64], priority: UInt64, timeoutMicroseconds: UInt64) -> Result<Outcome, TernError>? {
-        guard isFast else { return nil }
+        // A rate-limited instance may have to wait for resources: never on the caller's thread.
+        guard isFast, gate?.claims.allSatisfy({ $0.resources.isEmpty }) ?? true else { return nil }
         let now = Self.nowNs()
         let box = ResultBox()
         var job = job
@@ -146,7 +152,9 @@ final class BatchScheduler: Sendable {
             let merged = Self.nowNs()
             let outputs: [Tensor]
             do {
-                outputs = try instances[batch.instance].execute(inputs: inputs, outputNames: wanted)
+                let instance = instances[batch.instance]
+                let run = { try instance.execute(inputs: inputs, outputNames: wanted) }
+                outputs = try gate.map { try $0.run(instance: batch.instance, run) } ?? run()
             } catch let error as TernError {
                 throw error
             } catch {

@@ -18,6 +18,7 @@ struct ModelLoader: Sendable {
     let backends: [any Backend]
     let autoComplete: Bool
     let cpuCores: Int
+    let rateLimiter: RateLimiter?
     let logger: Logger
 
     /// Loads `name`. Throws when the model as a whole cannot load (bad config, no versions, no
@@ -124,7 +125,7 @@ struct ModelLoader: Sendable {
         let labels = try Self.readLabels(completed, directory: repository.modelDirectory(name))
         let runner = try ModelVersionRunner(
             name: name, version: version, config: completed, instances: instances, labels: labels,
-            modelDirectory: repository.modelDirectory(name))
+            modelDirectory: repository.modelDirectory(name), rateLimiter: rateLimiter)
         logger.info("model version ready", metadata: [
             "model": .string(name), "version": .stringConvertible(version), "instances": .stringConvertible(instances.count),
         ])

@@ -22,8 +22,13 @@ final class ModelVersionRunner: Sendable {
 
     init(
         name: String, version: Int64, config: ModelConfig, instances: [any ModelInstance], labels: [String: [String]],
-        modelDirectory: URL? = nil
+        modelDirectory: URL? = nil, rateLimiter: RateLimiter? = nil
     ) throws(TernError) {
+        let gate = rateLimiter.map { limiter in
+            let claims = RateLimiter.Claim.claims(for: config)
+            for claim in claims { limiter.register(claim) }
+            return ExecutionGate(limiter: limiter, claims: claims)
+        }
         self.name = name
         self.version = version
         self.config = config
@@ -33,14 +38,14 @@ final class ModelVersionRunner: Sendable {
         self.statistics = statistics
         self.scheduler = BatchScheduler(
             instances: instances, configuration: BatchQueue.Configuration(config: config, instanceCount: instances.count),
-            label: "\(name).\(version)"
+            label: "\(name).\(version)", gate: gate
         ) { rows, inputNs, inferNs, outputNs in
             statistics.recordExecution(rows: rows, computeInput: inputNs, computeInfer: inferNs, computeOutput: outputNs)
             metrics.recordExecution(rows: rows)
         }
         if case .sequenceBatching? = config.schedulingChoice {
             self.sequencer = try SequenceScheduler(
-                instances: instances, config: config, modelDirectory: modelDirectory, label: "\(name).\(version)"
+                instances: instances, config: config, modelDirectory: modelDirectory, label: "\(name).\(version)", gate: gate
             ) { rows, inputNs, inferNs, outputNs in
                 statistics.recordExecution(rows: rows, computeInput: inputNs, computeInfer: inferNs, computeOutput: outputNs)
                 metrics.recordExecution(rows: rows)

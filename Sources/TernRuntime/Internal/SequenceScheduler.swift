@@ -48,12 +48,14 @@ final class SequenceScheduler: Sendable {
     private let controls: [Control]
     private let stateSpecs: [StateSpec]
     private let state: Mutex<State>
+    private let gate: ExecutionGate?
     private let observer: BatchScheduler.ExecutionObserver
 
     init(
-        instances: [any ModelInstance], config: ModelConfig, modelDirectory: URL?, label: String,
+        instances: [any ModelInstance], config: ModelConfig, modelDirectory: URL?, label: String, gate: ExecutionGate? = nil,
         observer: @escaping BatchScheduler.ExecutionObserver
     ) throws(TernError) {
+        self.gate = gate
         let sequencing = config.sequenceBatching
         self.batched = config.maxBatchSize > 0
         self.instances = instances
@@ -153,7 +155,9 @@ final class SequenceScheduler: Sendable {
                 let merged = BatchScheduler.nowNs()
                 let outputs: [Tensor]
                 do {
-                    outputs = try instances[batch.instance].execute(inputs: inputs, outputNames: wanted)
+                    let instance = instances[batch.instance]
+                    let run = { try instance.execute(inputs: inputs, outputNames: wanted) }
+                    outputs = try gate.map { try $0.run(instance: batch.instance, run) } ?? run()
                 } catch let error as TernError {
                     throw error
                 } catch {
