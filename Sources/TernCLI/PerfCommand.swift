@@ -36,6 +36,19 @@ struct PerfCommand: AsyncParsableCommand {
     @Option(name: .customLong("request-rate"), help: "Requests per second (open loop) instead of a concurrency sweep.")
     var requestRate: Double?
     @Option(name: .customLong("max-outstanding"), help: "Workers sending at --request-rate.") var maxOutstanding: Int = 16
+    @Option(name: .customLong("request-rate-schedule"), help: "RATE:SECONDS,RATE:SECONDS,... an open-loop trace of rates one after another (network protocols); the measurement lasts the whole trace.")
+    var requestRateSchedule: String?
+
+    func rateSchedule() throws -> [(rate: Double, seconds: Double)] {
+        guard let requestRateSchedule else { return [] }
+        return try requestRateSchedule.split(separator: ",").map { phase in
+            let parts = phase.split(separator: ":").compactMap { Double($0) }
+            guard parts.count == 2, parts[0] > 0, parts[1] > 0 else {
+                throw ValidationError("--request-rate-schedule: expected RATE:SECONDS pairs, not '\(phase)'")
+            }
+            return (parts[0], parts[1])
+        }
+    }
     @Option(name: .customLong("input-data"), help: "random | zero | FILE.json") var inputData: String = "random"
     @Option(name: .customLong("shape"), help: "NAME:d1,d2,... the shape of an input with variable dimensions, without the batch dimension (as perf_analyzer; repeatable)")
     var shapes: [String] = []
@@ -79,14 +92,18 @@ struct PerfCommand: AsyncParsableCommand {
         let warmup = Duration.milliseconds(Int64(warmupSeconds * 1000))
         let measure = Duration.milliseconds(Int64(measurementSeconds * 1000))
 
+        let schedule = try rateSchedule()
+        if !schedule.isEmpty, selected.contains(where: { $0 == .direct || $0 == .inProcess }) {
+            throw ValidationError("--request-rate-schedule drives the network protocols only")
+        }
         var rows: [PerfReport.Row] = []
         print("model \(model), batch \(batchSize), \(requestRate.map { "rate \($0)/s" } ?? "concurrency \(concurrencyRange)"), \(measurementSeconds)s per point")
         for mode in selected {
             let blocking = try blockingWorker(mode, request: request)
             let scope = blocking == nil ? try workerScope(mode, request: request, local: local) : nil
-            for concurrency in requestRate == nil ? try concurrencies() : [maxOutstanding] {
+            for concurrency in requestRate == nil && schedule.isEmpty ? try concurrencies() : [maxOutstanding] {
                 let result: LoadGenerator.Result
-                if mode == .grpc, requestRate == nil, concurrency > grpcConnections {
+                if mode == .grpc, requestRate == nil, schedule.isEmpty, concurrency > grpcConnections {
                     // Many calls: a few connections with several streams each (h2load -m).
                     let message = try KServeGRPCClient.serializedInferRequest(request)
                     let (host, port) = (self.host, grpcPort)
@@ -97,7 +114,7 @@ struct PerfCommand: AsyncParsableCommand {
                     }
                 } else if let blocking {
                     result = try await LoadGenerator.blocking(
-                        workers: concurrency, rate: requestRate, warmup: warmup, measure: measure, makeWorker: blocking)
+                        workers: concurrency, rate: requestRate, schedule: schedule, warmup: warmup, measure: measure, makeWorker: blocking)
                 } else if let scope, let requestRate {
                     result = try await LoadGenerator.fixedRate(rate: requestRate, maxOutstanding: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
                 } else if let scope {

@@ -49,14 +49,29 @@ struct LoadGenerator {
     typealias BlockingWorker = @Sendable () throws -> () throws -> Void
 
     /// As `closedLoop`/`fixedRate`, with one OS thread per worker making blocking calls.
+    /// `schedule`: request rates and how long each lasts, one after another (a bursty trace); it
+    /// replaces `rate`, and the measurement lasts as long as the schedule.
     static func blocking(
-        workers: Int, rate: Double?, warmup: Duration, measure: Duration, makeWorker: @escaping BlockingWorker
+        workers: Int, rate: Double?, schedule: [(rate: Double, seconds: Double)] = [], warmup: Duration, measure: Duration,
+        makeWorker: @escaping BlockingWorker
     ) async throws -> Result {
         let clock = ContinuousClock()
         let start = clock.now
         let measureFrom = start + warmup
-        let stopAt = measureFrom + measure
-        let interval = rate.map { Duration.nanoseconds(Int64(1e9 / $0 * Double(workers))) }
+        let total = schedule.reduce(0) { $0 + $1.seconds }
+        let stopAt = measureFrom + (schedule.isEmpty ? measure : .milliseconds(Int64(total * 1000)))
+        let perWorker: @Sendable (Double) -> Duration = { rate in Duration.nanoseconds(Int64(1e9 / rate * Double(workers))) }
+        let interval = schedule.first.map { perWorker($0.rate) } ?? rate.map(perWorker)
+        /// The gap to a worker's next request at `instant`.
+        let intervalAt: @Sendable (ContinuousClock.Instant) -> Duration? = { instant in
+            guard !schedule.isEmpty else { return interval }
+            var elapsed = Double((instant - measureFrom).components.seconds) + Double((instant - measureFrom).components.attoseconds) / 1e18
+            for phase in schedule {
+                if elapsed < phase.seconds { return perWorker(phase.rate) }
+                elapsed -= phase.seconds
+            }
+            return perWorker(schedule.last!.rate)
+        }
         var merged = emptyResult()
         let results = try await withThrowingTaskGroup(of: Result.self) { group in
             for worker in 0..<workers {
@@ -90,7 +105,7 @@ struct LoadGenerator {
                                             call = fresh
                                         }
                                     }
-                                    if let interval { scheduled += interval }
+                                    if let gap = intervalAt(scheduled) { scheduled += gap }
                                 }
                                 continuation.resume(returning: result)
                             } catch {
@@ -107,7 +122,7 @@ struct LoadGenerator {
         }
         var result = results
         let (seconds, attoseconds) = measure.components
-        result.seconds = Double(seconds) + Double(attoseconds) / 1e18
+        result.seconds = schedule.isEmpty ? Double(seconds) + Double(attoseconds) / 1e18 : total
         return result
     }
 

@@ -85,7 +85,7 @@ struct BatchQueue {
         var timeoutAction: TimeoutAction
     }
 
-    let configuration: Configuration
+    private(set) var configuration: Configuration
     /// Per level (index level - 1): requests in arrival order, then the delayed ones.
     private var waiting: [[Entry]]
     private var delayed: [[Entry]]
@@ -106,6 +106,12 @@ struct BatchQueue {
     /// Requests waiting (not yet dispatched).
     var queuedCount: Int { waiting.reduce(0) { $0 + $1.count } + delayed.reduce(0) { $0 + $1.count } }
     var idleInstances: Int { freeInstances.count }
+
+    /// Changes the batch limit and queue delay (adaptive batching); takes effect for the next batch.
+    mutating func tune(maxBatchSize: Int, maxQueueDelayNs: UInt64) {
+        configuration.maxBatchSize = max(maxBatchSize, 1)
+        configuration.maxQueueDelayNs = maxQueueDelayNs
+    }
 
     /// Whether a request of `rows` rows queued now would be sent at once, alone: nothing waits, an
     /// instance is free and no batching delay applies. Lets a caller run it on its own thread.

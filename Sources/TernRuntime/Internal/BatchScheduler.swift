@@ -40,7 +40,18 @@ final class BatchScheduler: Sendable {
         var queue: BatchQueue
         var jobs: [BatchQueue.Ticket: Job] = [:]
         var results: [BatchQueue.Ticket: Result<Outcome, TernError>] = [:]
+        /// Adaptive batching: the controller and the window it has not seen yet.
+        var controller: AdaptiveBatchController?
+        var windowLatencies: [UInt64] = []
+        var windowRows = 0
+        var windowExecutions = 0
+        var windowExecutionNs: UInt64 = 0
+        var windowStartNs: UInt64 = 0
     }
+
+    /// Requests per adaptive-batching window (or `adaptiveWindowNs`, whichever comes first).
+    static let adaptiveWindowRequests = 64
+    static let adaptiveWindowNs: UInt64 = 200_000_000
 
     let configuration: BatchQueue.Configuration
     private let instances: [any ModelInstance]
@@ -52,7 +63,7 @@ final class BatchScheduler: Sendable {
 
     init(
         instances: [any ModelInstance], configuration: BatchQueue.Configuration, label: String, gate: ExecutionGate? = nil,
-        observer: @escaping ExecutionObserver
+        adaptive: AdaptiveBatchController.Settings? = nil, observer: @escaping ExecutionObserver
     ) {
         self.gate = gate
         var configuration = configuration
@@ -60,11 +71,22 @@ final class BatchScheduler: Sendable {
         self.configuration = configuration
         self.instances = instances
         self.queues = instances.indices.map { DispatchQueue(label: "tern.\(label).instance\($0)", qos: .userInitiated) }
-        self.state = Mutex(State(queue: BatchQueue(configuration: configuration)))
+        var initial = State(queue: BatchQueue(configuration: configuration))
+        if let adaptive {
+            let controller = AdaptiveBatchController(settings: adaptive)
+            initial.controller = controller
+            initial.queue.tune(maxBatchSize: controller.batchLimit, maxQueueDelayNs: controller.delayNs)
+        }
+        self.state = Mutex(initial)
         self.observer = observer
     }
 
     var instanceCount: Int { instances.count }
+
+    /// The batch limit and queue delay in force (adaptive batching changes them).
+    var effectiveLimits: (maxBatchSize: Int, maxQueueDelayNs: UInt64) {
+        state.withLock { ($0.queue.configuration.maxBatchSize, $0.queue.configuration.maxQueueDelayNs) }
+    }
 
     static func nowNs() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
@@ -140,11 +162,33 @@ final class BatchScheduler: Sendable {
         }
     }
 
+    /// Adds a finished execution to the adaptive window; at the window's end, lets the controller
+    /// retune the queue.
+    private func adapt(_ s: inout State, jobs: [Job], rows: Int, executionNs: UInt64, nowNs: UInt64) {
+        if s.windowLatencies.isEmpty { s.windowStartNs = nowNs }
+        for job in jobs { s.windowLatencies.append(nowNs - min(nowNs, job.arrivalNs)) }
+        s.windowRows += rows
+        s.windowExecutions += 1
+        s.windowExecutionNs += executionNs
+        guard s.windowLatencies.count >= Self.adaptiveWindowRequests || nowNs - s.windowStartNs >= Self.adaptiveWindowNs else { return }
+        let window = AdaptiveBatchController.Window(
+            p95Ns: AdaptiveBatchController.p95(s.windowLatencies), meanBatch: Double(s.windowRows) / Double(max(s.windowExecutions, 1)),
+            meanExecutionNs: s.windowExecutionNs / UInt64(max(s.windowExecutions, 1)), requests: s.windowLatencies.count)
+        s.windowLatencies.removeAll(keepingCapacity: true)
+        s.windowRows = 0
+        s.windowExecutions = 0
+        s.windowExecutionNs = 0
+        if s.controller!.observe(window) {
+            s.queue.tune(maxBatchSize: s.controller!.batchLimit, maxQueueDelayNs: s.controller!.delayNs)
+        }
+    }
+
     /// Runs one batch on its instance and records each request's outcome.
     private func execute(_ batch: BatchQueue.Batch) {
         let start = Self.nowNs()
         let jobs = state.withLock { s in batch.tickets.map { s.jobs[$0]! } }
         var outcomes: Result<[Outcome], TernError>
+        var executionNs: UInt64 = 0
         do throws(TernError) {
             let inputs = try BatchAssembly.merge(jobs.map(\.inputs))
             var wanted: [String] = []
@@ -164,6 +208,7 @@ final class BatchScheduler: Sendable {
             let parts = try BatchAssembly.split(outputs, rows: jobs.map(\.rows))
             let done = Self.nowNs()
             let elapsed = executed - merged
+            executionNs = elapsed
             let old = averageNanoseconds.load(ordering: .relaxed)
             averageNanoseconds.store(old >= UInt64.max / 16 ? elapsed : (old * 7 + elapsed) / 8, ordering: .relaxed)
             observer(batch.rows, merged - start, elapsed, done - executed)
@@ -175,11 +220,13 @@ final class BatchScheduler: Sendable {
         } catch {
             outcomes = .failure(error)
         }
+        let finishedAt = Self.nowNs()
         let actions = state.withLock { s in
             for (index, ticket) in batch.tickets.enumerated() {
                 s.results[ticket] = outcomes.map { $0[index] }
             }
-            return s.queue.executionFinished(batch, nowNs: Self.nowNs())
+            if s.controller != nil { adapt(&s, jobs: jobs, rows: batch.rows, executionNs: executionNs, nowNs: finishedAt) }
+            return s.queue.executionFinished(batch, nowNs: finishedAt)
         }
         perform(actions)
     }

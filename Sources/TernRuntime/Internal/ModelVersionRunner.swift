@@ -38,7 +38,7 @@ final class ModelVersionRunner: Sendable {
         self.statistics = statistics
         self.scheduler = BatchScheduler(
             instances: instances, configuration: BatchQueue.Configuration(config: config, instanceCount: instances.count),
-            label: "\(name).\(version)", gate: gate
+            label: "\(name).\(version)", gate: gate, adaptive: try AdaptiveBatchController.Settings(config: config)
         ) { rows, inputNs, inferNs, outputNs in
             statistics.recordExecution(rows: rows, computeInput: inputNs, computeInfer: inferNs, computeOutput: outputNs)
             metrics.recordExecution(rows: rows)
