@@ -118,7 +118,6 @@ final class SequenceScheduler: Sendable {
     }
 
     private func execute(_ batch: SequenceQueue.Batch) {
-        let start = BatchScheduler.nowNs()
         let (jobs, stored) = state.withLock { s in
             (batch.rows.map { s.jobs[$0.ticket]! }, batch.rows.map { $0.start ? nil : s.states[$0.sequence] })
         }
@@ -189,7 +188,6 @@ final class SequenceScheduler: Sendable {
                 for index in group { outcomes[index] = .failure(error) }
             }
         }
-        _ = start
         let actions = state.withLock { s in
             for (id, tensors) in newStates { s.states[id] = tensors }
             for (index, row) in batch.rows.enumerated() { s.results[row.ticket] = outcomes[index] }
