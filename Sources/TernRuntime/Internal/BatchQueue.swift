@@ -121,6 +121,20 @@ struct BatchQueue {
             || configuration.preferredBatchSizes.contains(rows) || rows >= configuration.maxBatchSize
     }
 
+    /// Takes a free instance for a request that would be sent alone at once, without queueing it:
+    /// the caller runs the request and then calls `instanceReleased`. nil when the request would
+    /// have to wait (or with `preserve_ordering`, where every request takes its place in line).
+    mutating func claimForImmediateRun(rows: Int) -> Int? {
+        guard !configuration.preserveOrdering, wouldDispatchAlone(rows: rows) else { return nil }
+        return freeInstances.removeLast()
+    }
+
+    /// An instance taken by `claimForImmediateRun` is free again.
+    mutating func instanceReleased(_ instance: Int, nowNs: UInt64) -> [Action] {
+        freeInstances.append(instance)
+        return schedule(nowNs: nowNs)
+    }
+
     /// The priority level a request's `priority` parameter selects: 0 or out of range → default.
     func level(forPriority priority: UInt64) -> Int {
         let levels = UInt64(configuration.levelCount)

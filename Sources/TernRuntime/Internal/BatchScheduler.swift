@@ -107,44 +107,32 @@ final class BatchScheduler: Sendable {
 
     /// Runs the job on the caller's thread when the model is fast and the job would be sent alone
     /// at once; returns nil (and queues nothing) otherwise.
-    func runInlineIfIdle(_ job: Job, shapeKey: [Int64], priority: UInt64, timeoutMicroseconds: UInt64) -> Result<Outcome, TernError>? {
+    func runInlineIfIdle(_ job: Job) -> Result<Outcome, TernError>? {
         // A rate-limited instance may have to wait for resources: never on the caller's thread.
         guard isFast, gate?.claims.allSatisfy({ $0.resources.isEmpty }) ?? true else { return nil }
-        let now = Self.nowNs()
-        let box = ResultBox()
+        let start = Self.nowNs()
+        guard let instance = state.withLock({ $0.queue.claimForImmediateRun(rows: job.rows) }) else { return nil }
+        // The request never enters the queue: no ticket, no result table, no delivery step.
         var job = job
-        job.arrivalNs = now
-        job.completion = { box.result = $0 }
-        let actions: [BatchQueue.Action]? = state.withLock { s in
-            guard s.queue.wouldDispatchAlone(rows: job.rows) else { return nil }
-            let (ticket, actions) = s.queue.enqueue(rows: job.rows, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeoutMicroseconds, nowNs: now)
-            if let ticket { s.jobs[ticket] = job }
-            return actions
+        job.arrivalNs = start
+        let (outcomes, executionNs) = run([job], instance: instance, rows: job.rows, start: start)
+        let finishedAt = Self.nowNs()
+        let actions = state.withLock { s in
+            if s.controller != nil { adapt(&s, jobs: [job], rows: job.rows, executionNs: executionNs, nowNs: finishedAt) }
+            return s.queue.instanceReleased(instance, nowNs: finishedAt)
         }
-        guard let actions else { return nil }
-        perform(actions, rejectedJob: job, inline: true)
-        return box.result
+        perform(actions)
+        return outcomes.map { $0[0] }
     }
 
-    /// The result of an inline run, written and read on the same thread.
-    private final class ResultBox: @unchecked Sendable {
-        // @unchecked: set by the completion that runs synchronously inside `perform` on the
-        // caller's thread, read after it returns on that thread.
-        var result: Result<Outcome, TernError>?
-    }
-
-    private func perform(_ actions: [BatchQueue.Action], rejectedJob: Job? = nil, inline: Bool = false) {
+    private func perform(_ actions: [BatchQueue.Action], rejectedJob: Job? = nil) {
         for action in actions {
             switch action {
             case .reject(let ticket, let reason):
                 let job = state.withLock { $0.jobs.removeValue(forKey: ticket) } ?? rejectedJob
                 job?.completion(.failure(.unavailable(reason.message)))
             case .dispatch(let batch):
-                if inline, batch.tickets.count == 1 {
-                    execute(batch)
-                } else {
-                    queues[batch.instance].async { self.execute(batch) }
-                }
+                queues[batch.instance].async { self.execute(batch) }
             case .deliver(let tickets):
                 let ready = state.withLock { s in
                     tickets.compactMap { ticket -> (Job, Result<Outcome, TernError>)? in
@@ -159,6 +147,43 @@ final class BatchScheduler: Sendable {
                     self.perform(actions)
                 }
             }
+        }
+    }
+
+    /// Merges the jobs' inputs, runs them on `instance` and splits the outputs back; returns each
+    /// job's outcome and the execution's own duration.
+    private func run(_ jobs: [Job], instance index: Int, rows: Int, start: UInt64) -> (Result<[Outcome], TernError>, UInt64) {
+        do throws(TernError) {
+            let inputs = try BatchAssembly.merge(jobs.map(\.inputs))
+            var wanted: [String] = []
+            for job in jobs { for name in job.outputs where !wanted.contains(name) { wanted.append(name) } }
+            let merged = Self.nowNs()
+            let outputs: [Tensor]
+            do {
+                let instance = instances[index]
+                let run = { try instance.execute(inputs: inputs, outputNames: wanted) }
+                outputs = try gate.map { try $0.run(instance: index, run) } ?? run()
+            } catch let error as TernError {
+                throw error
+            } catch {
+                throw .internalError("\(error)", cause: error)
+            }
+            let executed = Self.nowNs()
+            let parts = try BatchAssembly.split(outputs, rows: jobs.map(\.rows))
+            let done = Self.nowNs()
+            let elapsed = executed - merged
+            let old = averageNanoseconds.load(ordering: .relaxed)
+            averageNanoseconds.store(old >= UInt64.max / 16 ? elapsed : (old * 7 + elapsed) / 8, ordering: .relaxed)
+            observer(rows, merged - start, elapsed, done - executed)
+            let outcomes = zip(jobs, parts).map { job, tensors in
+                Outcome(
+                    outputs: tensors.filter { job.outputs.contains($0.name) },
+                    queueNs: start - min(start, job.arrivalNs),
+                    computeInputNs: merged - start, computeInferNs: elapsed, computeOutputNs: done - executed, executionRows: rows)
+            }
+            return (.success(outcomes), elapsed)
+        } catch {
+            return (.failure(error), 0)
         }
     }
 
@@ -187,39 +212,7 @@ final class BatchScheduler: Sendable {
     private func execute(_ batch: BatchQueue.Batch) {
         let start = Self.nowNs()
         let jobs = state.withLock { s in batch.tickets.map { s.jobs[$0]! } }
-        var outcomes: Result<[Outcome], TernError>
-        var executionNs: UInt64 = 0
-        do throws(TernError) {
-            let inputs = try BatchAssembly.merge(jobs.map(\.inputs))
-            var wanted: [String] = []
-            for job in jobs { for name in job.outputs where !wanted.contains(name) { wanted.append(name) } }
-            let merged = Self.nowNs()
-            let outputs: [Tensor]
-            do {
-                let instance = instances[batch.instance]
-                let run = { try instance.execute(inputs: inputs, outputNames: wanted) }
-                outputs = try gate.map { try $0.run(instance: batch.instance, run) } ?? run()
-            } catch let error as TernError {
-                throw error
-            } catch {
-                throw .internalError("\(error)", cause: error)
-            }
-            let executed = Self.nowNs()
-            let parts = try BatchAssembly.split(outputs, rows: jobs.map(\.rows))
-            let done = Self.nowNs()
-            let elapsed = executed - merged
-            executionNs = elapsed
-            let old = averageNanoseconds.load(ordering: .relaxed)
-            averageNanoseconds.store(old >= UInt64.max / 16 ? elapsed : (old * 7 + elapsed) / 8, ordering: .relaxed)
-            observer(batch.rows, merged - start, elapsed, done - executed)
-            outcomes = .success(zip(jobs, parts).map { job, tensors in
-                Outcome(
-                    outputs: tensors.filter { job.outputs.contains($0.name) }, queueNs: start - min(start, job.arrivalNs),
-                    computeInputNs: merged - start, computeInferNs: elapsed, computeOutputNs: done - executed, executionRows: batch.rows)
-            })
-        } catch {
-            outcomes = .failure(error)
-        }
+        let (outcomes, executionNs) = run(jobs, instance: batch.instance, rows: batch.rows, start: start)
         let finishedAt = Self.nowNs()
         let actions = state.withLock { s in
             for (index, ticket) in batch.tickets.enumerated() {

@@ -76,12 +76,13 @@ final class ModelVersionRunner: Sendable {
                 }
                 return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
             }
-            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
+            let (priority, timeout) = try queueParameters(request)
             let job = BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in }
             let result: Result<BatchScheduler.Outcome, TernError>
-            if let now = scheduler.runInlineIfIdle(job, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout) {
+            if let now = scheduler.runInlineIfIdle(job) {
                 result = now
             } else {
+                let shapeKey = shapeKey(prepared.inputs)
                 result = await withCheckedContinuation { continuation in
                     var queued = job
                     queued.completion = { continuation.resume(returning: $0) }
@@ -122,12 +123,12 @@ final class ModelVersionRunner: Sendable {
                 sequencer.submit(SequenceScheduler.Job(inputs: prepared.inputs, outputs: prepared.outputs, completion: done), sequence: id, start: first, end: last)
                 return
             }
-            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
+            let (priority, timeout) = try queueParameters(request)
             let job = BatchScheduler.Job(inputs: prepared.inputs, rows: batchSize, outputs: prepared.outputs, completion: done)
-            if allowInline, let now = scheduler.runInlineIfIdle(job, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout) {
+            if allowInline, let now = scheduler.runInlineIfIdle(job) {
                 job.completion(now)
             } else {
-                scheduler.submit(job, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout)
+                scheduler.submit(job, shapeKey: shapeKey(prepared.inputs), priority: priority, timeoutMicroseconds: timeout)
             }
         } catch {
             metrics.pending.decrement()
@@ -146,10 +147,9 @@ final class ModelVersionRunner: Sendable {
         do throws(TernError) {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
-            let (shapeKey, priority, timeout) = try schedulingKeys(request, prepared.inputs)
+            _ = try queueParameters(request)  // malformed parameters are refused on every path
             guard let result = scheduler.runInlineIfIdle(
-                BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in },
-                shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout)
+                BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in })
             else { return nil }
             return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
         } catch {
@@ -183,15 +183,19 @@ final class ModelVersionRunner: Sendable {
         return (id, try flag("sequence_start"), try flag("sequence_end"))
     }
 
-    /// What decides whether requests may share a batch (their inputs' names and non-batch dims),
-    /// and the request's `priority` and `timeout` (µs) parameters.
-    private func schedulingKeys(_ request: InferenceRequest, _ inputs: [Tensor]) throws(TernError) -> ([Int64], UInt64, UInt64) {
+    /// What decides whether requests may share a batch: their inputs' names and non-batch dims.
+    private func shapeKey(_ inputs: [Tensor]) -> [Int64] {
         var key: [Int64] = []
         for tensor in inputs {
             key.append(Int64(truncatingIfNeeded: tensor.name.hashValue))
             key.append(Int64(tensor.shape.count))
             key += config.maxBatchSize > 0 ? tensor.shape.dropFirst() : tensor.shape[...]
         }
+        return key
+    }
+
+    /// The request's `priority` and `timeout` (µs) parameters.
+    private func queueParameters(_ request: InferenceRequest) throws(TernError) -> (UInt64, UInt64) {
         func parameter(_ name: String) throws(TernError) -> UInt64 {
             guard let value = request.parameters[name] else { return 0 }
             guard let number = value.integerValue, number >= 0 else {
@@ -199,7 +203,7 @@ final class ModelVersionRunner: Sendable {
             }
             return UInt64(number)
         }
-        return (key, try parameter("priority"), try parameter("timeout"))
+        return (try parameter("priority"), try parameter("timeout"))
     }
 
     /// Post-processing (reshape, classification) and the request's statistics and metrics.
