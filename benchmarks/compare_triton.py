@@ -8,7 +8,7 @@ same file with its onnxruntime backend (one instance, one intra-op thread, as in
 script reports saturated throughput, the server's CPU-seconds per 1000 requests (all its processes),
 idle RSS and start-to-ready time, then the ratios.
 
-  python3 benchmarks/compare_triton.py [--seconds 10] [--connections 8] [--out benchmarks/results/triton.md]
+  python3 benchmarks/compare_triton.py [--seconds 10] [--connections 8] [--rounds 3] [--out benchmarks/results/triton.md]
 """
 import argparse
 import os
@@ -186,6 +186,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="tern and triton alternately this many times; the table shows each round and the medians")
     parser.add_argument("--tern", default=None, help="tern binary (default: release build)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/triton.md"))
     args = parser.parse_args()
@@ -205,41 +207,47 @@ def main():
     shutil.copy(os.path.join(ROOT, "examples/models/add_sub/1/model.onnx"), os.path.join(triton_repo, "add_sub/1"))
 
     rows = []
-    for name in ("tern", "triton"):
-        h, g, m = free_port(), free_port(), free_port()
-        if name == "tern":
-            argv = [tern, "serve", "--model-repository", os.path.join(ROOT, "examples/models"), "--host", "127.0.0.1",
-                    "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m)]
-            env = None
-        else:
-            argv = [os.path.join(triton_root, "bin/tritonserver"), "--model-repository", triton_repo,
-                    "--backend-directory", os.path.join(triton_root, "backends"),
-                    "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m)]
-            env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))) + "/lib")
-        server = Server(name, argv, h, g, env)
-        try:
-            http_rps, http_cpu, http_err = run_wrk(server, args.seconds, args.connections, work)
-            grpc_rps, grpc_cpu, grpc_err = run_h2load(server, args.seconds, args.connections, work)
-        finally:
-            server.stop()
-        rows.append((name, server.start_to_ready, server.idle_rss, server.processes, http_rps, http_cpu, http_err, grpc_rps, grpc_cpu, grpc_err))
-        print(f"{name}: ready {server.start_to_ready:.2f}s, idle RSS {server.idle_rss:.0f} MB over {server.processes} processes, "
-              f"HTTP {http_rps:.0f} req/s ({http_cpu:.2f} CPU-s/1000, {http_err} errors), gRPC {grpc_rps:.0f} req/s ({grpc_cpu:.2f} CPU-s/1000, {grpc_err} errors)")
+    for round_number in range(args.rounds):
+        for name in ("tern", "triton"):
+            h, g, m = free_port(), free_port(), free_port()
+            if name == "tern":
+                argv = [tern, "serve", "--model-repository", os.path.join(ROOT, "examples/models"), "--host", "127.0.0.1",
+                        "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m)]
+                env = None
+            else:
+                argv = [os.path.join(triton_root, "bin/tritonserver"), "--model-repository", triton_repo,
+                        "--backend-directory", os.path.join(triton_root, "backends"),
+                        "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m)]
+                env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))) + "/lib")
+            server = Server(name, argv, h, g, env)
+            try:
+                http_rps, http_cpu, http_err = run_wrk(server, args.seconds, args.connections, work)
+                grpc_rps, grpc_cpu, grpc_err = run_h2load(server, args.seconds, args.connections, work)
+            finally:
+                server.stop()
+            rows.append((name, server.start_to_ready, server.idle_rss, server.processes, http_rps, http_cpu, http_err, grpc_rps, grpc_cpu, grpc_err))
+            print(f"round {round_number + 1} {name}: ready {server.start_to_ready:.2f}s, idle RSS {server.idle_rss:.0f} MB over {server.processes} processes, "
+                  f"HTTP {http_rps:.0f} req/s ({http_cpu:.2f} CPU-s/1000, {http_err} errors), gRPC {grpc_rps:.0f} req/s ({grpc_cpu:.2f} CPU-s/1000, {grpc_err} errors)")
 
-    tern_row, triton_row = rows
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+
     lines = [
         f"Same add_sub model.onnx, this 2-core machine, wrk -t1 -c{args.connections} (HTTP binary) and "
-        f"h2load -c1 -m{args.connections} (gRPC unary), {args.seconds}s each.",
+        f"h2load -c1 -m{args.connections} (gRPC unary), {args.seconds}s each, {args.rounds} rounds alternating the servers.",
         "",
-        "| server | start-to-ready s | idle RSS MB (processes) | HTTP req/s | HTTP CPU-s/1000 req | gRPC req/s | gRPC CPU-s/1000 req |",
-        "|---|---|---|---|---|---|---|",
+        "| round | server | start-to-ready s | idle RSS MB (processes) | HTTP req/s | HTTP CPU-s/1000 req | gRPC req/s | gRPC CPU-s/1000 req |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(f"| {r[0]} | {r[1]:.2f} | {r[2]:.0f} ({r[3]}) | {r[4]:.0f} | {r[5]:.3f} | {r[7]:.0f} | {r[8]:.3f} |")
-    lines.append(
-        f"| Tern ÷ Triton | {tern_row[1] / triton_row[1]:.2f}× | {tern_row[2] / triton_row[2]:.2f}× | "
-        f"{tern_row[4] / max(triton_row[4], 1e-9):.2f}× | {tern_row[5] / max(triton_row[5], 1e-9):.2f}× | "
-        f"{tern_row[7] / max(triton_row[7], 1e-9):.2f}× | {tern_row[8] / max(triton_row[8], 1e-9):.2f}× |")
+    for index, r in enumerate(rows):
+        lines.append(f"| {index // 2 + 1} | {r[0]} | {r[1]:.2f} | {r[2]:.0f} ({r[3]}) | {r[4]:.0f} | {r[5]:.3f} | {r[7]:.0f} | {r[8]:.3f} |")
+    ratios = []
+    for index in range(0, len(rows), 2):
+        t, x = rows[index], rows[index + 1]
+        ratios.append((t[1] / x[1], t[2] / x[2], t[4] / max(x[4], 1e-9), t[5] / max(x[5], 1e-9), t[7] / max(x[7], 1e-9), t[8] / max(x[8], 1e-9)))
+    medians = [median([r[i] for r in ratios]) for i in range(6)]
+    lines.append(f"| median | Tern ÷ Triton | {medians[0]:.2f}× | {medians[1]:.2f}× | {medians[2]:.2f}× | {medians[3]:.2f}× | {medians[4]:.2f}× | {medians[5]:.2f}× |")
     table = "\n".join(lines)
     print()
     print(table)

@@ -11,6 +11,8 @@ import TernCore
 /// the execution.
 final class BatchScheduler: Sendable {
     static let inlineThreshold: UInt64 = 500_000  // ns
+    /// Models faster than this may wait for a busy instance on the caller's thread.
+    static let spinThreshold: UInt64 = 50_000  // ns
 
     /// What one request gets back: its outputs and where its time went.
     struct Outcome: Sendable {
@@ -111,7 +113,17 @@ final class BatchScheduler: Sendable {
         // A rate-limited instance may have to wait for resources: never on the caller's thread.
         guard isFast, gate?.claims.allSatisfy({ $0.resources.isEmpty }) ?? true else { return nil }
         let start = Self.nowNs()
-        guard let instance = state.withLock({ $0.queue.claimForImmediateRun(rows: job.rows) }) else { return nil }
+        var claimed = state.withLock { $0.queue.claimForImmediateRun(rows: job.rows) }
+        // A tiny model's busy instance frees up sooner than a hand-off to its queue and back
+        // costs: wait for it briefly (at most twice its average execution) on this thread.
+        let average = averageNanoseconds.load(ordering: .relaxed)
+        if claimed == nil, average < Self.spinThreshold {
+            let deadline = start + max(2 * average, 5_000)
+            while claimed == nil, Self.nowNs() < deadline {
+                claimed = state.withLock { $0.queue.claimForImmediateRun(rows: job.rows) }
+            }
+        }
+        guard let instance = claimed else { return nil }
         // The request never enters the queue: no ticket, no result table, no delivery step.
         var job = job
         job.arrivalNs = start
