@@ -122,6 +122,16 @@ struct ModelLoader: Sendable {
             }
             instances.append(instance)
         }
+        if !completed.modelWarmup.isEmpty {
+            let started = ContinuousClock.now
+            for instance in instances {
+                try ModelWarmup.run(on: instance, config: completed, directory: repository.modelDirectory(name))
+            }
+            logger.info("model warm-up done", metadata: [
+                "model": .string(name), "version": .stringConvertible(version),
+                "samples": .stringConvertible(completed.modelWarmup.count), "duration": .string("\(ContinuousClock.now - started)"),
+            ])
+        }
         let labels = try Self.readLabels(completed, directory: repository.modelDirectory(name))
         let runner = try ModelVersionRunner(
             name: name, version: version, config: completed, instances: instances, labels: labels,
