@@ -20,7 +20,7 @@ struct KServeHTTPAPI: HTTPResponder {
     private enum ModelAction { case metadata, ready, config, stats, infer }
 
     func answer(_ request: HTTPRequestData) -> HTTPAnswer {
-        do {
+        do throws(TernError) {
             switch try route(request) {
             case .model(let name, let version, .infer):
                 let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
@@ -40,9 +40,20 @@ struct KServeHTTPAPI: HTTPResponder {
                 let body = try jsonBody(request)
                 let parameters = try InferHTTPCodec.decodeParameters(body["parameters"], context: "load request")
                 let config = parameters["config"]?.stringValue
+                var files: [String: Data] = [:]
+                for (key, value) in parameters where key.hasPrefix("file:") {
+                    guard let text = value.stringValue, let data = Data(base64Encoded: text) else {
+                        throw TernError.invalidArgument("load parameter '\(key)' must be base64-encoded file content")
+                    }
+                    files[key] = data
+                }
+                for key in parameters.keys where key != "config" && !key.hasPrefix("file:") {
+                    throw TernError.invalidArgument("unexpected load parameter '\(key)'")
+                }
+                let content = files
                 return .later {
                     do throws(TernError) {
-                        try await server.load(model: name, configJSON: config)
+                        try await server.load(model: name, configJSON: config, files: content)
                         return .empty(.ok)
                     } catch {
                         return .error(error)

@@ -214,7 +214,11 @@ public final class InferenceServer: Sendable {
 
     /// Loads (or reloads) a model in explicit mode. A reload keeps the old versions serving until
     /// the new ones are ready. `configJSON` replaces config.pbtxt (Triton's `config` parameter).
-    public func load(model name: String, configJSON: String? = nil) async throws(TernError) {
+    ///
+    /// `files` carries model content instead of the repository's, as Triton's load API does: keys
+    /// `file:<version>/<path>` (e.g. `file:1/model.onnx`), values the bytes. The files are written
+    /// to a private folder, loaded from there and removed; a `configJSON` is then required.
+    public func load(model name: String, configJSON: String? = nil, files: [String: Data] = [:]) async throws(TernError) {
         guard configuration.controlMode == .explicit else {
             throw TernError(.failedPrecondition, "explicit model load / unload is not allowed in model control mode '\(configuration.controlMode.rawValue)'; start with --model-control-mode explicit")
         }
@@ -223,10 +227,45 @@ public final class InferenceServer: Sendable {
         if let configJSON, !configJSON.isEmpty {
             override = try ModelConfig.parse(json: configJSON, source: "load request for '\(name)'")
         }
+        if !files.isEmpty {
+            guard override != nil else {
+                throw .invalidArgument("failed to load '\(name)': a load with file content needs a 'config' parameter")
+            }
+            let staging = try Self.stage(files, model: name)
+            defer { try? FileManager.default.removeItem(at: staging) }
+            try await loadModel(name, configOverride: override, loader: loader.reading(from: ModelRepository(root: staging)))
+            return
+        }
         guard FileManager.default.fileExists(atPath: repository.modelDirectory(name).path) else {
             throw .notFound("failed to load '\(name)', no version is available: model folder \(repository.modelDirectory(name).path) does not exist")
         }
         try await loadModel(name, configOverride: override)
+    }
+
+    /// Writes `file:<version>/<path>` contents under a new private folder as `<model>/<version>/<path>`.
+    static func stage(_ files: [String: Data], model: String) throws(TernError) -> URL {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("tern-load-\(UUID().uuidString)", isDirectory: true)
+        do {
+            for (key, data) in files {
+                guard key.hasPrefix("file:") else { throw TernError.invalidArgument("unexpected load parameter '\(key)'") }
+                let parts = key.dropFirst(5).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+                guard parts.count >= 2, let version = Int64(parts[0]), version > 0,
+                    parts.dropFirst().allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.contains("\\") })
+                else {
+                    throw TernError.invalidArgument("load parameter '\(key)' must be file:<version>/<path> inside the model folder")
+                }
+                let url = parts.reduce(root.appendingPathComponent(model, isDirectory: true)) { $0.appendingPathComponent($1) }
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try data.write(to: url)
+            }
+        } catch let error as TernError {
+            try? FileManager.default.removeItem(at: root)
+            throw error
+        } catch {
+            try? FileManager.default.removeItem(at: root)
+            throw .internalError("cannot stage the model files of '\(model)': \(error)", cause: error)
+        }
+        return root
     }
 
     /// Unloads a model in explicit mode. Requests already running finish first.
@@ -246,12 +285,12 @@ public final class InferenceServer: Sendable {
 
     // MARK: Internals
 
-    private func loadModel(_ name: String, configOverride: ModelConfig?) async throws(TernError) {
+    private func loadModel(_ name: String, configOverride: ModelConfig?, loader: ModelLoader? = nil) async throws(TernError) {
         registry.withLock { records in
             if records[name] == nil { records[name] = ModelRecord(state: .loading) }
         }
         let fingerprint = repository.fingerprint(of: name)
-        let loader = self.loader
+        let loader = loader ?? self.loader
         let result: Result<LoadedModel, TernError> = await withCheckedContinuation { continuation in
             // Session creation blocks for a while: keep it off the Swift concurrency pool.
             DispatchQueue.global(qos: .userInitiated).async {

@@ -1,4 +1,5 @@
 """Health, metadata, config, statistics, metrics and repository endpoints over HTTP and gRPC."""
+import os
 import json
 import re
 import time
@@ -9,6 +10,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from conftest import EXAMPLES
 from helpers import infer
 
 
@@ -145,3 +147,33 @@ def test_load_is_refused_outside_explicit_mode(server):
         raise AssertionError("load accepted in mode none")
     except InferenceServerException as e:
         assert e.status() == "400" and "explicit" in e.message()
+
+
+def test_load_with_uploaded_model_files(explicit_server):
+    """Triton's load API can carry the model file itself (`file:<version>/<name>`)."""
+    s = explicit_server
+    with open(os.path.join(EXAMPLES, "add_sub", "1", "model.onnx"), "rb") as f:
+        onnx_bytes = f.read()
+    config = {"name": "uploaded", "backend": "onnxruntime", "max_batch_size": 4,
+              "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [16]},
+                        {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [16]}],
+              "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [16]},
+                         {"name": "OUTPUT1", "data_type": "TYPE_FP32", "dims": [16]}]}
+    a = np.arange(16, dtype=np.float32).reshape(1, 16)
+    for client, name in ((httpclient.InferenceServerClient(s.http_address), "uploaded"),
+                         (grpcclient.InferenceServerClient(s.grpc_address), "uploaded_grpc")):
+        config["name"] = name
+        client.load_model(name, config=json.dumps(config), files={"file:1/model.onnx": onnx_bytes})
+        assert client.is_model_ready(name)
+        out = infer(s, "http-binary", name, {"INPUT0": a, "INPUT1": a})
+        np.testing.assert_array_equal(out.as_numpy("OUTPUT0"), a + a)
+        # File content without a config, or a path that leaves the model folder, is refused.
+        for files, config_text in (({"file:1/model.onnx": onnx_bytes}, None),
+                                   ({"file:1/../../evil.onnx": onnx_bytes}, json.dumps(config))):
+            try:
+                client.load_model(name + "_bad", config=config_text, files=files)
+                raise AssertionError("accepted a bad load")
+            except InferenceServerException as e:
+                assert "config" in e.message() or "file:<version>" in e.message(), e.message()
+        client.unload_model(name)
+    assert httpclient.InferenceServerClient(s.http_address).is_model_ready("add_sub")

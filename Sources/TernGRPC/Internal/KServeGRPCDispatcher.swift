@@ -120,10 +120,21 @@ struct KServeGRPCDispatcher: Sendable {
             let request = try decode(Inference_RepositoryModelLoadRequest.self, message)
             var json: String? = nil
             if case .stringParam(let text)? = request.parameters["config"]?.parameterChoice { json = text }
+            var files: [String: Data] = [:]
+            for (key, value) in request.parameters where key.hasPrefix("file:") {
+                switch value.parameterChoice {
+                case .bytesParam(let bytes)?: files[key] = bytes
+                case .stringParam(let text)?:
+                    guard let data = Data(base64Encoded: text) else { throw .invalidArgument("load parameter '\(key)' must be file bytes") }
+                    files[key] = data
+                default: throw .invalidArgument("load parameter '\(key)' must be file bytes")
+                }
+            }
             let configJSON = json
+            let content = files
             return .later { [server] in
                 do throws(TernError) {
-                    try await server.load(model: request.modelName, configJSON: configJSON)
+                    try await server.load(model: request.modelName, configJSON: configJSON, files: content)
                     return .success(try self.encode(Inference_RepositoryModelLoadResponse()))
                 } catch {
                     return .failure(GRPCStatus(error))

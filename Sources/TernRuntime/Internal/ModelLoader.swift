@@ -162,6 +162,11 @@ struct ModelLoader: Sendable {
         return kinds.enumerated().map { InstancePlacement(kind: $1, index: $0, intraOpThreads: threads) }
     }
 
+    /// The same loader over another repository (a load request's own files).
+    func reading(from other: ModelRepository) -> ModelLoader {
+        ModelLoader(repository: other, backends: backends, autoComplete: autoComplete, cpuCores: cpuCores, rateLimiter: rateLimiter, logger: logger)
+    }
+
     static func readLabels(_ config: ModelConfig, directory: URL) throws(TernError) -> [String: [String]] {
         var labels: [String: [String]] = [:]
         for output in config.output where !output.labelFilename.isEmpty {
