@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_triton import ROOT, Server, free_port  # noqa: E402
+from compare_triton import ROOT, Server, tern_binary, write_table, free_port  # noqa: E402
 
 BASE = ('max_batch_size: 32\ninput [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 784 ] } ]\n'
         'output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ 10 ] } ]\n'
@@ -42,11 +42,7 @@ def main():
     parser.add_argument("--tern", default=None)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/adaptive.md"))
     args = parser.parse_args()
-    tern = args.tern
-    if tern is None:
-        subprocess.run(["swift", "build", "-c", "release", "--product", "tern"], cwd=ROOT, check=True)
-        tern = os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT,
-                                           capture_output=True, text=True, check=True).stdout.strip(), "tern")
+    tern = tern_binary(args.tern)
     models_dir = os.path.join(ROOT, ".cache", "bench")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts/make_models.py"), "benchmarks", models_dir], check=True)
     work = tempfile.mkdtemp(prefix="tern-adaptive-")
@@ -77,12 +73,7 @@ def main():
              "| settings | completed req/s | p50 µs | p95 µs | p99 µs | errors |", "|---|---|---|---|---|---|"]
     for name, r in rows:
         lines.append(f"| {name} | {float(r['requests_per_second']):.0f} | {r['p50_us']} | {r['p95_us']} | {r['p99_us']} | {r['errors']} |")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(table + "\n")
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import tempfile
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_triton import ROOT, Server, ensure_triton, free_port  # noqa: E402
+from compare_triton import ROOT, Server, tern_binary, write_table, ensure_triton, free_port  # noqa: E402
 
 MODELS = {
     # One ONNX Runtime thread for the MLP: the gRPC frontend needs the other core at these rates.
@@ -64,11 +64,7 @@ def main():
     parser.add_argument("--tern", default=None)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/batching.md"))
     args = parser.parse_args()
-    tern = args.tern
-    if tern is None:
-        subprocess.run(["swift", "build", "-c", "release", "--product", "tern"], cwd=ROOT, check=True)
-        tern = os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT,
-                                           capture_output=True, text=True, check=True).stdout.strip(), "tern")
+    tern = tern_binary(args.tern)
     models_dir = os.path.join(ROOT, ".cache", "bench")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts/make_models.py"), "benchmarks", models_dir], check=True)
 
@@ -154,12 +150,7 @@ def main():
         tern_top = next(r[3] for r in rows if r[0] == "mlp" and r[1] == "dynamic" and r[2] == top)
         lines.append(f"- mlp, dynamic batching, concurrency {top}: Tern ÷ Triton 2.51 (python backend, same batching and "
                      f"load) = {tern_top / triton_rps:.2f}× ({tern_top:.0f} vs {triton_rps:.0f} infer/s)")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(table + "\n")
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

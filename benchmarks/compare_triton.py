@@ -33,6 +33,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def tern_binary(path=None):
+    """The tern binary to benchmark: `path`, else the release build (built if needed)."""
+    if path:
+        return path
+    subprocess.run(["swift", "build", "-c", "release", "--product", "tern"], cwd=ROOT, check=True)
+    bin_dir = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    return os.path.join(bin_dir, "tern")
+
+
+def write_table(lines, out):
+    """Prints the markdown table and writes it to `out`."""
+    table = "\n".join(lines)
+    print()
+    print(table)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(table + "\n")
+
+
 def ensure_tools():
     missing = [p for p, tool in (("wrk", "wrk"), ("nghttp2-client", "h2load")) if shutil.which(tool) is None]
     if missing:
@@ -193,10 +213,7 @@ def main():
     args = parser.parse_args()
     ensure_tools()
     triton_root = ensure_triton()
-    tern = args.tern
-    if tern is None:
-        subprocess.run(["swift", "build", "-c", "release", "--product", "tern"], cwd=ROOT, check=True)
-        tern = os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip(), "tern")
+    tern = tern_binary(args.tern)
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts/make_models.py"), "examples", os.path.join(ROOT, "examples/models")], check=True)
 
     work = tempfile.mkdtemp(prefix="tern-vs-triton-")
@@ -248,12 +265,7 @@ def main():
         ratios.append((t[1] / x[1], t[2] / x[2], t[4] / max(x[4], 1e-9), t[5] / max(x[5], 1e-9), t[7] / max(x[7], 1e-9), t[8] / max(x[8], 1e-9)))
     medians = [median([r[i] for r in ratios]) for i in range(6)]
     lines.append(f"| median | Tern ÷ Triton | {medians[0]:.2f}× | {medians[1]:.2f}× | {medians[2]:.2f}× | {medians[3]:.2f}× | {medians[4]:.2f}× | {medians[5]:.2f}× |")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(table + "\n")
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -86,3 +86,22 @@ def test_tern_perf_rejects_shape_of_unknown_input(server):
                              "--host", "127.0.0.1", "--http-port", str(server.http_port)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "no such input" in result.stderr
+
+
+def test_tern_perf_multiplexes_grpc_calls_and_replays_a_rate_schedule(server, tmp_path):
+    # 6 gRPC calls in flight over 2 connections (3 HTTP/2 streams each).
+    csv = tmp_path / "mux.csv"
+    subprocess.run([BINARY, "perf", "-m", "add_sub", "--protocol", "grpc", "--host", "127.0.0.1",
+                    "--grpc-port", str(server.grpc_port), "--concurrency-range", "6", "--grpc-connections", "2",
+                    "--warmup-seconds", "0.2", "--measurement-seconds", "0.5", "--csv", str(csv)],
+                   capture_output=True, text=True, check=True)
+    (row,) = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    assert row[1] == "6" and float(row[3]) > 0 and int(row[9]) == 0
+    # A two-phase open-loop trace: 40/s for 0.5 s then 120/s for 0.5 s = 20 + 60 requests in 1 s.
+    csv = tmp_path / "schedule.csv"
+    subprocess.run([BINARY, "perf", "-m", "add_sub", "--protocol", "http-binary", "--host", "127.0.0.1",
+                    "--http-port", str(server.http_port), "--request-rate-schedule", "40:0.5,120:0.5",
+                    "--max-outstanding", "2", "--warmup-seconds", "0", "--csv", str(csv)],
+                   capture_output=True, text=True, check=True)
+    (row,) = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    assert int(row[9]) == 0 and 70 <= float(row[3]) <= 82, row

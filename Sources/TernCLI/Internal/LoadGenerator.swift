@@ -72,55 +72,37 @@ struct LoadGenerator {
             }
             return perWorker(schedule.last!.rate)
         }
-        var merged = emptyResult()
-        let results = try await withThrowingTaskGroup(of: Result.self) { group in
-            for worker in 0..<workers {
-                group.addTask {
-                    try await withCheckedThrowingContinuation { continuation in
-                        let thread = Thread {
-                            do {
-                                var call = try makeWorker()
-                                var result = emptyResult()
-                                var scheduled = start + (interval.map { $0 / workers * worker } ?? .zero)
-                                while true {
-                                    if interval != nil {
-                                        let wait = scheduled - clock.now
-                                        if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.attoseconds) / 1e18 + Double(wait.components.seconds)) }
-                                    }
-                                    let sent = interval == nil ? clock.now : scheduled
-                                    if sent >= stopAt { break }
-                                    do {
-                                        try call()
-                                        let done = clock.now
-                                        if sent >= measureFrom {
-                                            _ = result.histogram.record(UInt64(max(0, (done - sent) / .microseconds(1))))
-                                            result.completed += 1
-                                        }
-                                    } catch {
-                                        if sent >= measureFrom { result.errors += 1 }
-                                        if result.firstError == nil { result.firstError = "\(error)" }
-                                        // A broken connection would fail every later call: reconnect.
-                                        if error is SocketError {
-                                            guard let fresh = try? makeWorker() else { break }
-                                            call = fresh
-                                        }
-                                    }
-                                    if let gap = intervalAt(scheduled) { scheduled += gap }
-                                }
-                                continuation.resume(returning: result)
-                            } catch {
-                                continuation.resume(throwing: error)
-                            }
-                        }
-                        thread.stackSize = 1 << 20
-                        thread.start()
+        var result = try await onThreads(workers) { worker throws -> Result in
+            var call = try makeWorker()
+            var result = emptyResult()
+            var scheduled = start + (interval.map { $0 / workers * worker } ?? .zero)
+            while true {
+                if interval != nil {
+                    let wait = scheduled - clock.now
+                    if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.attoseconds) / 1e18 + Double(wait.components.seconds)) }
+                }
+                let sent = interval == nil ? clock.now : scheduled
+                if sent >= stopAt { break }
+                do {
+                    try call()
+                    let done = clock.now
+                    if sent >= measureFrom {
+                        _ = result.histogram.record(UInt64(max(0, (done - sent) / .microseconds(1))))
+                        result.completed += 1
+                    }
+                } catch {
+                    if sent >= measureFrom { result.errors += 1 }
+                    if result.firstError == nil { result.firstError = "\(error)" }
+                    // A broken connection would fail every later call: reconnect.
+                    if error is SocketError {
+                        guard let fresh = try? makeWorker() else { break }
+                        call = fresh
                     }
                 }
+                if let gap = intervalAt(scheduled) { scheduled += gap }
             }
-            for try await result in group { merged.merge(result) }
-            return merged
+            return result
         }
-        var result = results
         let (seconds, attoseconds) = measure.components
         result.seconds = schedule.isEmpty ? Double(seconds) + Double(attoseconds) / 1e18 : total
         return result
@@ -140,52 +122,53 @@ struct LoadGenerator {
         let measureFrom = start + warmup
         let stopAt = measureFrom + measure
         let connections = max(1, min(connections, concurrency))
-        var merged = emptyResult()
-        let results = try await withThrowingTaskGroup(of: Result.self) { group in
-            for index in 0..<connections {
-                let inFlight = concurrency / connections + (index < concurrency % connections ? 1 : 0)
+        var result = try await onThreads(connections) { index throws -> Result in
+            let inFlight = concurrency / connections + (index < concurrency % connections ? 1 : 0)
+            let connection = try makeConnection()
+            var result = emptyResult()
+            var sentAt: [UInt32: ContinuousClock.Instant] = [:]
+            for _ in 0..<inFlight { sentAt[try connection.start()] = clock.now }
+            while !sentAt.isEmpty {
+                let (id, error) = try connection.next()
+                let done = clock.now
+                guard let sent = sentAt.removeValue(forKey: id) else { continue }
+                if sent >= measureFrom {
+                    if let error {
+                        result.errors += 1
+                        if result.firstError == nil { result.firstError = "\(error)" }
+                    } else {
+                        _ = result.histogram.record(UInt64(max(0, (done - sent) / .microseconds(1))))
+                        result.completed += 1
+                    }
+                } else if let error, result.firstError == nil {
+                    result.firstError = "\(error)"
+                }
+                if done < stopAt { sentAt[try connection.start()] = clock.now }
+            }
+            return result
+        }
+        let (seconds, attoseconds) = measure.components
+        result.seconds = Double(seconds) + Double(attoseconds) / 1e18
+        return result
+    }
+
+    /// Runs `body(index)` on `count` OS threads of their own (blocking calls never occupy the
+    /// concurrency pool) and merges their results.
+    private static func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Result) async throws -> Result {
+        try await withThrowingTaskGroup(of: Result.self) { group in
+            for index in 0..<count {
                 group.addTask {
                     try await withCheckedThrowingContinuation { continuation in
-                        let thread = Thread {
-                            do {
-                                let connection = try makeConnection()
-                                var result = emptyResult()
-                                var sentAt: [UInt32: ContinuousClock.Instant] = [:]
-                                for _ in 0..<inFlight { sentAt[try connection.start()] = clock.now }
-                                while !sentAt.isEmpty {
-                                    let (id, error) = try connection.next()
-                                    let done = clock.now
-                                    guard let sent = sentAt.removeValue(forKey: id) else { continue }
-                                    if sent >= measureFrom {
-                                        if let error {
-                                            result.errors += 1
-                                            if result.firstError == nil { result.firstError = "\(error)" }
-                                        } else {
-                                            _ = result.histogram.record(UInt64(max(0, (done - sent) / .microseconds(1))))
-                                            result.completed += 1
-                                        }
-                                    } else if let error, result.firstError == nil {
-                                        result.firstError = "\(error)"
-                                    }
-                                    if done < stopAt { sentAt[try connection.start()] = clock.now }
-                                }
-                                continuation.resume(returning: result)
-                            } catch {
-                                continuation.resume(throwing: error)
-                            }
-                        }
+                        let thread = Thread { continuation.resume(with: Swift.Result { try body(index) }) }
                         thread.stackSize = 1 << 20
                         thread.start()
                     }
                 }
             }
+            var merged = emptyResult()
             for try await result in group { merged.merge(result) }
             return merged
         }
-        var result = results
-        let (seconds, attoseconds) = measure.components
-        result.seconds = Double(seconds) + Double(attoseconds) / 1e18
-        return result
     }
 
     private static func emptyResult() -> Result {
@@ -234,15 +217,8 @@ struct LoadGenerator {
                     }
                 }
             }
-            var merged = Result(
-                histogram: Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three),
-                completed: 0, errors: 0, firstError: nil, seconds: 0)
-            for try await result in group {
-                merged.histogram.add(result.histogram)
-                merged.completed += result.completed
-                merged.errors += result.errors
-                merged.firstError = merged.firstError ?? result.firstError
-            }
+            var merged = emptyResult()
+            for try await result in group { merged.merge(result) }
             return merged
         }
         var result = results

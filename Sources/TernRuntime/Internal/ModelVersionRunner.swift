@@ -60,40 +60,13 @@ final class ModelVersionRunner: Sendable {
 
     var instanceCount: Int { sequencer?.instanceCount ?? scheduler.instanceCount }
 
+    /// Runs the request: on the caller's thread when it can go at once (see `submit`), otherwise
+    /// through the scheduler.
     func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
-        let start = ContinuousClock.now
-        metrics.pending.increment()
-        defer { metrics.pending.decrement() }
-        do {
-            let prepared = try validator.prepare(request)
-            let preparedAt = ContinuousClock.now
-            if let sequencer {
-                let (id, first, last) = try sequenceKeys(request, batchSize: prepared.batchSize)
-                let result: Result<BatchScheduler.Outcome, TernError> = await withCheckedContinuation { continuation in
-                    sequencer.submit(
-                        SequenceScheduler.Job(inputs: prepared.inputs, outputs: prepared.outputs) { continuation.resume(returning: $0) },
-                        sequence: id, start: first, end: last)
-                }
-                return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
-            }
-            let (priority, timeout) = try queueParameters(request)
-            let job = BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in }
-            let result: Result<BatchScheduler.Outcome, TernError>
-            if let now = scheduler.runInlineIfIdle(job) {
-                result = now
-            } else {
-                let shapeKey = shapeKey(prepared.inputs)
-                result = await withCheckedContinuation { continuation in
-                    var queued = job
-                    queued.completion = { continuation.resume(returning: $0) }
-                    scheduler.submit(queued, shapeKey: shapeKey, priority: priority, timeoutMicroseconds: timeout)
-                }
-            }
-            return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
-        } catch {
-            recordFailure(error, since: start)
-            throw error
+        let result: Result<InferenceResponse, TernError> = await withCheckedContinuation { continuation in
+            submit(request, allowInline: true) { continuation.resume(returning: $0) }
         }
+        return try result.get()
     }
 
     /// Queues the request; `completion` runs once, on the thread that finishes it (the caller's,
