@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 // Tern: an edge inference server that speaks Triton's KServe v2 protocol over HTTP and gRPC and runs
 // models with ONNX Runtime. The target layout and dependency direction follow shared/DESIGN.md:
-// tern → TernCLI → {TernHTTP, TernGRPC, TernMetrics, TernONNXRuntime} → TernRuntime → TernCore.
+// tern → TernCLI → {TernHTTP, TernGRPC, TernMetrics, TernONNXRuntime, TernDevice} → TernRuntime → TernCore.
 // TernHTTP serves on SwiftNIO directly (see Sources/TernHTTP/Internal/HTTPServer.swift for why).
 import PackageDescription
 
@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
         .library(name: "TernGRPC", targets: ["TernGRPC"]),
         .library(name: "TernMetrics", targets: ["TernMetrics"]),
+        .library(name: "TernDevice", targets: ["TernDevice"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
     ],
     dependencies: [
@@ -69,6 +70,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernDevice",
+            dependencies: [
+                "TernRuntime",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernHTTP",
             dependencies: [
                 "TernRuntime",
@@ -103,7 +114,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -134,6 +145,7 @@ let package = Package(
             dependencies: ["TernGRPC", "TernTesting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strict),
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
+        .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

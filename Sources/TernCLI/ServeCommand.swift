@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import TernCore
+import TernDevice
 import TernGRPC
 import TernHTTP
 import TernMetrics
@@ -54,6 +55,67 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("rate-limit-resource"), help: "NAME:COUNT[:DEVICE] the size of a rate-limiter resource (repeatable).")
     var rateLimitResources: [String] = []
 
+    @Option(name: .customLong("memory-budget"), help: "Most memory the loaded models may hold together (e.g. 2GB, 512MB); a load beyond it is refused or evicts.")
+    var memoryBudget: String?
+
+    @Option(name: .customLong("memory-reserve"), help: "Free RAM a model load must leave (e.g. 256MB), checked against MemAvailable (on Jetson, shared with the GPU).")
+    var memoryReserve: String?
+
+    @Option(name: .customLong("model-eviction"), help: "none | lru: what a load that does not fit the memory budget does.")
+    var modelEviction: String = "none"
+
+    @Option(name: .customLong("device-interval"), help: "Seconds between device telemetry readings (metrics, /device/stats, policy); 0 turns them off.")
+    var deviceInterval: Double = 2
+
+    @Option(name: .customLong("device-policy"), help: "JSON file with the thermal/power policy's settings (see README); none: telemetry only.")
+    var devicePolicy: String?
+
+    @Option(name: .customLong("nvpmodel-conf"), help: "The board's nvpmodel configuration, for the policy's power modes.")
+    var nvpmodelConfiguration: String = "/etc/nvpmodel.conf"
+
+    @Option(name: .customLong("device-state-dir"), help: "Where the clocks and power mode before the policy's first change are kept.")
+    var deviceStateDirectory: String = "/var/lib/tern"
+
+    @Option(name: .customLong("device-root"), help: ArgumentHelp("Filesystem root of sysfs/procfs (for recorded trees).", visibility: .hidden))
+    var deviceRoot: String = "/"
+
+    /// `--memory-budget`/`--memory-reserve` sizes: bytes, or a number with KB, MB or GB.
+    static func bytes(_ text: String, option: String) throws -> UInt64 {
+        let upper = text.uppercased()
+        let units: [(String, Double)] = [("GB", 1_073_741_824), ("MB", 1_048_576), ("KB", 1024), ("B", 1), ("", 1)]
+        for (suffix, scale) in units where upper.hasSuffix(suffix) {
+            if let value = Double(upper.dropLast(suffix.count)), value >= 0 { return UInt64(value * scale) }
+        }
+        throw ValidationError("\(option) \(text): expected a size such as 512MB or 2GB")
+    }
+
+    /// The memory policy the options describe; free RAM comes from the device telemetry.
+    func memoryPolicy(telemetry: SystemTelemetry) throws -> MemoryPolicy {
+        guard let eviction = MemoryPolicy.Eviction(rawValue: modelEviction) else {
+            throw ValidationError("--model-eviction must be none or lru")
+        }
+        return MemoryPolicy(
+            budgetBytes: try memoryBudget.map { try Self.bytes($0, option: "--memory-budget") },
+            reserveBytes: try memoryReserve.map { try Self.bytes($0, option: "--memory-reserve") } ?? 0,
+            availableBytes: { telemetry.availableMemoryBytes() }, eviction: eviction)
+    }
+
+    func policySettings() throws -> ThermalPolicy.Settings? {
+        guard let devicePolicy else { return nil }
+        guard let data = FileManager.default.contents(atPath: devicePolicy) else {
+            throw ValidationError("--device-policy \(devicePolicy): cannot read the file")
+        }
+        do {
+            let settings = try JSONDecoder().decode(ThermalPolicy.Settings.self, from: data)
+            try settings.validate()
+            return settings
+        } catch let error as DeviceError {
+            throw ValidationError("--device-policy \(devicePolicy): \(error.description)")
+        } catch {
+            throw ValidationError("--device-policy \(devicePolicy): not valid policy JSON: \(error)")
+        }
+    }
+
     /// `--rate-limit-resource` values as sizes by name (one device: a device suffix is accepted and ignored).
     func resourceSizes() throws -> [String: Int] {
         var sizes: [String: Int] = [:]
@@ -76,6 +138,12 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--rate-limit must be off or execution_count")
         }
         let resources = try resourceSizes()
+        let telemetry = SystemTelemetry(root: deviceRoot)
+        let memory = try memoryPolicy(telemetry: telemetry)
+        let policy = try policySettings()
+        guard deviceInterval >= 0, policy == nil || deviceInterval > 0 else {
+            throw ValidationError("--device-interval must be positive (a --device-policy needs readings)")
+        }
         let level: Logger.Level = logVerbose >= 2 ? .trace : logVerbose == 1 ? .debug : .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -97,7 +165,7 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: ServerConfiguration(
                 repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
                 autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds),
-                rateLimit: rateLimit == "execution_count", rateLimitResources: resources),
+                rateLimit: rateLimit == "execution_count", rateLimitResources: resources, memory: memory),
             backends: [backend], logger: logger)
         await engine.start()
         for entry in engine.repositoryIndex() {
@@ -111,16 +179,29 @@ struct ServeCommand: AsyncParsableCommand {
             engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, logger: logger) { port in
                 logger.info("HTTP KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
             }
-        let metrics = HTTPFrontend.metricsServer(exporter: exporter, host: host, port: metricsPort, logger: logger) { port in
+        let monitor = deviceInterval > 0
+            ? DeviceMonitor(
+                interval: .milliseconds(Int(deviceInterval * 1000)), read: { telemetry.read() }, engine: engine, policy: policy,
+                powerModes: policy?.powerModes.isEmpty == false
+                    ? PowerModeManager(configurationPath: nvpmodelConfiguration, stateDirectory: deviceStateDirectory) : nil,
+                metricsFactory: exporter.factory, logger: logger)
+            : nil
+        var routes: [String: @Sendable () -> String] = [:]
+        if let monitor { routes["/device/stats"] = { monitor.snapshotJSON() } }
+        let metrics = HTTPFrontend.metricsServer(exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, logger: logger) { port in
             logger.info("metrics endpoint listening", metadata: ["port": .stringConvertible(port)])
         }
         let grpc = GRPCFrontend.server(engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, logger: logger)
         let readyLogger = ReadyAnnouncer(grpc: grpc, started: started, logger: logger)
         let poller = RepositoryPoller(engine: engine)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: http), .init(service: metrics), .init(service: grpc), .init(service: readyLogger, successTerminationBehavior: .ignore),
+            .init(service: poller, successTerminationBehavior: .ignore),
+        ]
+        if let monitor { services.append(.init(service: monitor, successTerminationBehavior: .ignore)) }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: http), .init(service: metrics), .init(service: grpc), .init(service: readyLogger, successTerminationBehavior: .ignore),
-                           .init(service: poller, successTerminationBehavior: .ignore)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

@@ -16,23 +16,31 @@ public enum HTTPFrontend {
         HTTPServer(host: host, port: port, maxBodySize: maxBodySize, responder: KServeHTTPAPI(server: engine), logger: logger, onRunning: onRunning)
     }
 
-    /// `GET /metrics` in Prometheus text format.
+    /// `GET /metrics` in Prometheus text format, plus `jsonRoutes`: paths (e.g. `/device/stats`)
+    /// answered with the JSON their closure returns.
     public static func metricsServer(
-        exporter: PrometheusExporter, host: String, port: Int, logger: Logger,
+        exporter: PrometheusExporter, host: String, port: Int, jsonRoutes: [String: @Sendable () -> String] = [:], logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> any Service {
-        HTTPServer(host: host, port: port, maxBodySize: 1 << 16, responder: MetricsResponder(exporter: exporter), logger: logger, onRunning: onRunning)
+        HTTPServer(
+            host: host, port: port, maxBodySize: 1 << 16, responder: MetricsResponder(exporter: exporter, jsonRoutes: jsonRoutes),
+            logger: logger, onRunning: onRunning)
     }
 }
 
-/// Serves the Prometheus exposition.
+/// Serves the Prometheus exposition and the JSON routes.
 struct MetricsResponder: HTTPResponder {
     let exporter: PrometheusExporter
+    let jsonRoutes: [String: @Sendable () -> String]
 
     func answer(_ request: HTTPRequestData) -> HTTPAnswer {
         let path = request.path.split(separator: "?").first.map(String.init) ?? ""
+        if request.method == .GET, let route = jsonRoutes[path] {
+            return .now(HTTPReply(status: .ok, headers: [("Content-Type", "application/json")], body: ByteBuffer(string: route())))
+        }
         guard request.method == .GET, path == "/metrics" else {
-            return .now(HTTPReply(status: .notFound, headers: [("Content-Type", "text/plain")], body: ByteBuffer(string: "try /metrics\n")))
+            let paths = (["/metrics"] + jsonRoutes.keys.sorted()).joined(separator: ", ")
+            return .now(HTTPReply(status: .notFound, headers: [("Content-Type", "text/plain")], body: ByteBuffer(string: "try \(paths)\n")))
         }
         return .now(HTTPReply(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4")], body: ByteBuffer(string: exporter.render())))
     }

@@ -21,6 +21,15 @@ public final class InferenceServer: Sendable {
     private let repository: ModelRepository
     private let registry = Mutex<[String: ModelRecord]>([:])
     private let started = Mutex(false)
+    private let ledger: MemoryLedger
+    /// Load shaping set by a device policy: batch scale and paused models (name → why).
+    private let shaping = Mutex(Shaping())
+    private let anyPaused = Atomic(false)
+
+    struct Shaping {
+        var batchScale = 1.0
+        var paused: [String: String] = [:]
+    }
 
     /// What the engine knows of one model of the repository.
     struct ModelRecord {
@@ -35,6 +44,7 @@ public final class InferenceServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.repository = ModelRepository(root: configuration.repositoryPath)
+        self.ledger = MemoryLedger(policy: configuration.memory)
         self.loader = ModelLoader(
             repository: repository, backends: backends, autoComplete: configuration.autoCompleteConfig,
             cpuCores: configuration.cpuCores,
@@ -90,6 +100,7 @@ public final class InferenceServer: Sendable {
         let known = registry.withLock { $0.mapValues(\.fingerprint) }
         for name in known.keys where !present.contains(name) {
             _ = registry.withLock { $0.removeValue(forKey: name) }
+            ledger.release(name)
             logger.info("model removed from repository; unloaded", metadata: ["model": .string(name)])
         }
         for name in present.sorted() where known[name] != repository.fingerprint(of: name) {
@@ -140,7 +151,7 @@ public final class InferenceServer: Sendable {
 
     /// Runs one request on the requested (or highest ready) version of a model.
     public func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
-        let runner = try runner(request.modelName, version: request.modelVersion)
+        let runner = try servingRunner(request)
         return try await runner.infer(request)
     }
 
@@ -152,7 +163,7 @@ public final class InferenceServer: Sendable {
         completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void
     ) {
         do throws(TernError) {
-            try runner(request.modelName, version: request.modelVersion).submit(request, allowInline: allowInline, completion: completion)
+            try servingRunner(request).submit(request, allowInline: allowInline, completion: completion)
         } catch {
             completion(.failure(error))
         }
@@ -162,8 +173,56 @@ public final class InferenceServer: Sendable {
     /// executions are short and an instance is free. Returns nil otherwise; then call `infer`.
     /// An event-loop frontend uses this to answer small models without leaving its thread.
     public func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        try runner(request.modelName, version: request.modelVersion).inferImmediately(request)
+        try servingRunner(request).inferImmediately(request)
     }
+
+    /// The runner for a request, unless a device policy has paused the model.
+    private func servingRunner(_ request: InferenceRequest) throws(TernError) -> ModelVersionRunner {
+        if anyPaused.load(ordering: .relaxed), let reason = shaping.withLock({ $0.paused[request.modelName] }) {
+            throw .unavailable("model '\(request.modelName)' is paused: \(reason)")
+        }
+        return try runner(request.modelName, version: request.modelVersion)
+    }
+
+    // MARK: Load shaping
+
+    /// Scales every dynamic batcher's `max_batch_size` by `scale` in (0, 1]; 1 restores the
+    /// configured sizes. Applies to models loaded later too. A device policy calls it to shed
+    /// heat: smaller batches, shorter bursts of work.
+    public func setBatchScale(_ scale: Double) {
+        let clamped = min(max(scale, 0.0001), 1)
+        shaping.withLock { $0.batchScale = clamped }
+        let runners = registry.withLock { records in records.values.flatMap { $0.loaded.map { Array($0.runners.values) } ?? [] } }
+        for runner in runners { runner.scaleBatches(clamped) }
+    }
+
+    public var batchScale: Double { shaping.withLock { $0.batchScale } }
+
+    /// Pauses models: their requests are refused with UNAVAILABLE (503) and `reason` until
+    /// `resume`. The models stay loaded, so resuming is instant.
+    public func pause(models: [String], reason: String) {
+        shaping.withLock { shaping in
+            for model in models { shaping.paused[model] = reason }
+            anyPaused.store(!shaping.paused.isEmpty, ordering: .relaxed)
+        }
+        logger.warning("models paused", metadata: ["models": .string(models.joined(separator: ",")), "reason": .string(reason)])
+    }
+
+    public func resume(models: [String]) {
+        shaping.withLock { shaping in
+            for model in models { shaping.paused[model] = nil }
+            anyPaused.store(!shaping.paused.isEmpty, ordering: .relaxed)
+        }
+        logger.info("models resumed", metadata: ["models": .string(models.joined(separator: ","))])
+    }
+
+    /// Paused models and why.
+    public var pausedModels: [String: String] { shaping.withLock { $0.paused } }
+
+    /// Memory each loaded model holds on the engine's books (estimated, or measured when larger),
+    /// in bytes (see `MemoryPolicy`).
+    public func memoryHeld(model name: String) -> UInt64? { ledger.holding(name) }
+    public var memoryHeld: UInt64 { ledger.totalHeld }
 
     /// Where each instance of a model with this config runs and with how many ONNX Runtime
     /// threads (the engine's thread budget: cores split evenly over the instances).
@@ -273,14 +332,21 @@ public final class InferenceServer: Sendable {
         guard configuration.controlMode == .explicit else {
             throw TernError(.failedPrecondition, "explicit model load / unload is not allowed in model control mode '\(configuration.controlMode.rawValue)'; start with --model-control-mode explicit")
         }
+        guard remove(name, reason: "unloaded") else { throw .notFound("failed to unload '\(name)': the model is not loaded") }
+    }
+
+    /// Drops a model's versions (requests already running finish first) and gives its memory back.
+    private func remove(_ name: String, reason: String) -> Bool {
         let found = registry.withLock { records -> Bool in
             guard records[name] != nil else { return false }
-            records[name] = ModelRecord(state: .unavailable, reason: "unloaded")
+            records[name] = ModelRecord(state: .unavailable, reason: reason)
             return true
         }
-        guard found else { throw .notFound("failed to unload '\(name)': the model is not loaded") }
-        logger.info("model unloaded", metadata: ["model": .string(name)])
+        guard found else { return false }
+        ledger.release(name)
+        logger.info("model unloaded", metadata: ["model": .string(name), "reason": .string(reason)])
         Self.returnFreedMemory()
+        return true
     }
 
     // MARK: Internals
@@ -291,14 +357,31 @@ public final class InferenceServer: Sendable {
         }
         let fingerprint = repository.fingerprint(of: name)
         let loader = loader ?? self.loader
-        let result: Result<LoadedModel, TernError> = await withCheckedContinuation { continuation in
-            // Session creation blocks for a while: keep it off the Swift concurrency pool.
-            DispatchQueue.global(qos: .userInitiated).async {
-                continuation.resume(returning: Result { () throws(TernError) in try loader.load(name, configOverride: configOverride) })
+        let estimate = loader.estimateBytes(name, configOverride: configOverride) ?? 0
+        var result: Result<LoadedModel, TernError>
+        do throws(TernError) {
+            try admit(estimate, for: name)
+            let residentBefore = Self.residentBytes()
+            result = await withCheckedContinuation { continuation in
+                // Session creation blocks for a while: keep it off the Swift concurrency pool.
+                DispatchQueue.global(qos: .userInitiated).async {
+                    continuation.resume(returning: Result { () throws(TernError) in try loader.load(name, configOverride: configOverride) })
+                }
             }
+            var holding: UInt64? = nil
+            if case .success(let model) = result, !model.runners.isEmpty {
+                var grown: UInt64 = 0
+                if let after = Self.residentBytes(), let before = residentBefore, after > before { grown = after - before }
+                holding = max(estimate, grown)
+            }
+            ledger.settle(name, reserved: estimate, holding: holding)
+        } catch {
+            result = .failure(error)
         }
         switch result {
         case .success(let model):
+            let scale = shaping.withLock { $0.batchScale }
+            if scale < 1 { for runner in model.runners.values { runner.scaleBatches(scale) } }
             registry.withLock { records in
                 let ready = !model.runners.isEmpty
                 records[name] = ModelRecord(
@@ -320,6 +403,41 @@ public final class InferenceServer: Sendable {
             }
             throw TernError(error.code, "failed to load '\(name)': \(error.message)")
         }
+    }
+
+    /// Reserves `bytes` for loading `name` under the memory policy, evicting the least recently
+    /// used other models first when the policy says so; throws when it cannot fit.
+    private func admit(_ bytes: UInt64, for name: String) throws(TernError) {
+        var evicted: [String] = []
+        while true {
+            guard let shortfall = ledger.reserve(bytes, for: name) else { break }
+            guard ledger.policy.eviction == .lru, let victim = leastRecentlyUsed(excluding: name) else {
+                let note = evicted.isEmpty ? "" : " (after evicting \(evicted.joined(separator: ", ")))"
+                throw .unavailable("not enough memory to load '\(name)': it \(shortfall)\(note)")
+            }
+            logger.warning("evicting least recently used model to make room", metadata: ["model": .string(victim), "for": .string(name)])
+            _ = remove(victim, reason: "evicted to make room for '\(name)' (--model-eviction lru)")
+            evicted.append(victim)
+        }
+    }
+
+    /// The ready model, other than `name`, whose last inference is oldest (never used first).
+    private func leastRecentlyUsed(excluding name: String) -> String? {
+        let candidates = registry.withLock { records in
+            records.compactMap { key, record -> (String, UInt64)? in
+                guard key != name, record.state == .ready, let loaded = record.loaded, !loaded.runners.isEmpty else { return nil }
+                return (key, loaded.runners.values.map(\.statistics.snapshot.lastInference).max() ?? 0)
+            }
+        }
+        return candidates.min { ($0.1, $0.0) < ($1.1, $1.0) }?.0
+    }
+
+    /// The process's resident memory in bytes (Linux `/proc/self/statm`).
+    static func residentBytes() -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count >= 2, let pages = UInt64(fields[1]) else { return nil }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
     }
 
     func runner(_ name: String, version: Int64?) throws(TernError) -> ModelVersionRunner {

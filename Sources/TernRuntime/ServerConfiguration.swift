@@ -27,6 +27,8 @@ public struct ServerConfiguration: Sendable {
     /// Sizes of rate-limiter resources (`--rate-limit-resource NAME:COUNT`); an unnamed one is as
     /// large as the largest single instance's claim.
     public var rateLimitResources: [String: Int]
+    /// How model loads are admitted against memory (budget, free-RAM reserve, eviction).
+    public var memory: MemoryPolicy
     /// Reported by server metadata.
     public var serverName: String
     public var serverVersion: String
@@ -35,7 +37,7 @@ public struct ServerConfiguration: Sendable {
         repositoryPath: URL, controlMode: ModelControlMode = .none, startupModels: [String] = [],
         autoCompleteConfig: Bool = true, pollInterval: Duration = .seconds(15),
         cpuCores: Int = ProcessInfo.processInfo.activeProcessorCount,
-        rateLimit: Bool = false, rateLimitResources: [String: Int] = [:],
+        rateLimit: Bool = false, rateLimitResources: [String: Int] = [:], memory: MemoryPolicy = .unlimited,
         serverName: String = "tern", serverVersion: String = TernVersion.current
     ) {
         self.repositoryPath = repositoryPath
@@ -46,6 +48,7 @@ public struct ServerConfiguration: Sendable {
         self.cpuCores = max(cpuCores, 1)
         self.rateLimit = rateLimit
         self.rateLimitResources = rateLimitResources
+        self.memory = memory
         self.serverName = serverName
         self.serverVersion = serverVersion
     }

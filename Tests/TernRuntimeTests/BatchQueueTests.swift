@@ -50,6 +50,25 @@ import TernCore
         #expect(q.queuedCount == 1 && c != nil)
     }
 
+    @Test func aBatchScaleShrinksBatchesOnTopOfTuningAndOneRestoresThem() {
+        var q = Q(configuration: Self.batching(max: 8))
+        q.scaleBatches(0.5)
+        #expect(q.configuration.maxBatchSize == 4)
+        q.tune(maxBatchSize: 6, maxQueueDelayNs: 0)  // adaptive batching keeps working under the scale
+        #expect(q.configuration.maxBatchSize == 3)
+        q.scaleBatches(0.1)
+        #expect(q.configuration.maxBatchSize == 1)  // never below one row
+        q.scaleBatches(1)
+        #expect(q.configuration.maxBatchSize == 6)
+
+        var scaled = Q(configuration: Self.batching(max: 8))
+        scaled.scaleBatches(0.5)
+        let running = Self.dispatches(Self.add(&scaled, at: 0).1)[0]
+        for i in 0..<6 { Self.add(&scaled, at: UInt64(1 + i)) }
+        let next = Self.dispatches(scaled.executionFinished(running, nowNs: 10))
+        #expect(next.map(\.rows) == [4])
+    }
+
     @Test func requestsQueuedBehindABusyInstanceAreMergedUpToMaxBatchSize() {
         var q = Q(configuration: Self.batching(max: 4))
         let (a, first) = Self.add(&q, at: 0)

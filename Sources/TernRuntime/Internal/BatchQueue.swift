@@ -95,9 +95,13 @@ struct BatchQueue {
     private var order: [Ticket] = []
     private var finished: Set<Ticket> = []
     private var scheduledWakeUpNs: UInt64?
+    /// The batch limit before `batchScale` (the configured one, or adaptive batching's).
+    private var tunedMaxBatchSize: Int
+    private(set) var batchScale = 1.0
 
     init(configuration: Configuration) {
         self.configuration = configuration
+        tunedMaxBatchSize = configuration.maxBatchSize
         waiting = Array(repeating: [], count: configuration.levelCount)
         delayed = Array(repeating: [], count: configuration.levelCount)
         freeInstances = Array((0..<max(configuration.instanceCount, 1)).reversed())
@@ -109,8 +113,20 @@ struct BatchQueue {
 
     /// Changes the batch limit and queue delay (adaptive batching); takes effect for the next batch.
     mutating func tune(maxBatchSize: Int, maxQueueDelayNs: UInt64) {
-        configuration.maxBatchSize = max(maxBatchSize, 1)
+        tunedMaxBatchSize = max(maxBatchSize, 1)
         configuration.maxQueueDelayNs = maxQueueDelayNs
+        applyBatchScale()
+    }
+
+    /// Scales the batch limit by `scale` in (0, 1] on top of the configured or tuned one (the
+    /// device policy's throttling); 1 restores it. Takes effect for the next batch.
+    mutating func scaleBatches(_ scale: Double) {
+        batchScale = min(max(scale, 0), 1)
+        applyBatchScale()
+    }
+
+    private mutating func applyBatchScale() {
+        configuration.maxBatchSize = max(1, Int((Double(tunedMaxBatchSize) * batchScale).rounded(.down)))
     }
 
     /// Whether a request of `rows` rows queued now would be sent at once, alone: nothing waits, an

@@ -90,6 +90,11 @@ final class BatchScheduler: Sendable {
         state.withLock { ($0.queue.configuration.maxBatchSize, $0.queue.configuration.maxQueueDelayNs) }
     }
 
+    /// Scales the batch limit (see `BatchQueue.scaleBatches`).
+    func scaleBatches(_ scale: Double) {
+        state.withLock { $0.queue.scaleBatches(scale) }
+    }
+
     static func nowNs() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     private var isFast: Bool { averageNanoseconds.load(ordering: .relaxed) < Self.inlineThreshold }

@@ -24,22 +24,7 @@ struct ModelLoader: Sendable {
     /// Loads `name`. Throws when the model as a whole cannot load (bad config, no versions, no
     /// backend); a failing version only marks that version unavailable.
     func load(_ name: String, configOverride: ModelConfig? = nil) throws(TernError) -> LoadedModel {
-        let configPath = repository.configFile(name).path
-        var config: ModelConfig
-        if let configOverride {
-            config = configOverride
-        } else if let text = try repository.configText(name) {
-            config = try ModelConfig.parse(text: text, file: configPath)
-        } else if autoComplete {
-            config = ModelConfig()
-        } else {
-            throw .invalidArgument("\(configPath): missing, and auto-complete is disabled (--disable-auto-complete-config)")
-        }
-        if config.name.isEmpty { config.name = name }
-        guard config.name == name else {
-            throw .invalidArgument("\(configPath): name: '\(config.name)' does not match the model folder '\(name)'")
-        }
-        let backend = try chooseBackend(for: &config, configPath: configPath)
+        let (config, backend, configPath) = try resolve(name, configOverride: configOverride)
         let available = repository.versions(of: name)
         let selected = ModelRepository.selectVersions(available, policy: config.versionPolicy)
         guard !selected.isEmpty else {
@@ -62,6 +47,62 @@ struct ModelLoader: Sendable {
             throw .invalidArgument(only.value)
         }
         return LoadedModel(name: name, config: finalConfig, runners: runners, failures: failures)
+    }
+
+    /// The model's config (parsed, overridden or empty for auto-complete) and its backend.
+    private func resolve(_ name: String, configOverride: ModelConfig?) throws(TernError) -> (ModelConfig, any Backend, String) {
+        let configPath = repository.configFile(name).path
+        var config: ModelConfig
+        if let configOverride {
+            config = configOverride
+        } else if let text = try repository.configText(name) {
+            config = try ModelConfig.parse(text: text, file: configPath)
+        } else if autoComplete {
+            config = ModelConfig()
+        } else {
+            throw .invalidArgument("\(configPath): missing, and auto-complete is disabled (--disable-auto-complete-config)")
+        }
+        if config.name.isEmpty { config.name = name }
+        guard config.name == name else {
+            throw .invalidArgument("\(configPath): name: '\(config.name)' does not match the model folder '\(name)'")
+        }
+        let backend = try chooseBackend(for: &config, configPath: configPath)
+        return (config, backend, configPath)
+    }
+
+    /// Memory a load of `name` will take, estimated before loading (see `MemoryPolicy`): per
+    /// version to load, its model file (or folder) times its instances, plus 8 MB per instance
+    /// for ONNX Runtime's arenas; or `tern.memory_estimate_mb` from the config. nil when the
+    /// model cannot be resolved (the load itself then reports why).
+    func estimateBytes(_ name: String, configOverride: ModelConfig? = nil) -> UInt64? {
+        guard let (config, backend, _) = try? resolve(name, configOverride: configOverride) else { return nil }
+        if let text = config.parameters["tern.memory_estimate_mb"]?.stringValue, let megabytes = Double(text), megabytes >= 0 {
+            return UInt64(megabytes * 1_048_576)
+        }
+        let filename = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
+        let instances = UInt64(Self.placements(for: config, cpuCores: cpuCores).count)
+        var total: UInt64 = 0
+        for version in ModelRepository.selectVersions(repository.versions(of: name), policy: config.versionPolicy) {
+            let versionFolder = repository.modelDirectory(name).appendingPathComponent("\(version)")
+            // External-data models keep weights beside model.onnx: count the whole version folder.
+            let bytes = Self.diskSize(versionFolder) ?? Self.diskSize(versionFolder.appendingPathComponent(filename)) ?? 0
+            total += (bytes + (8 << 20)) * instances
+        }
+        return total
+    }
+
+    static func diskSize(_ url: URL) -> UInt64? {
+        let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard manager.fileExists(atPath: url.path, isDirectory: &isDirectory) else { return nil }
+        guard isDirectory.boolValue else {
+            return (try? manager.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.uint64Value
+        }
+        var total: UInt64 = 0
+        for case let file as URL in manager.enumerator(at: url, includingPropertiesForKeys: [.fileSizeKey]) ?? FileManager.DirectoryEnumerator() {
+            total += UInt64((try? file.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0)
+        }
+        return total
     }
 
     private func chooseBackend(for config: inout ModelConfig, configPath: String) throws(TernError) -> any Backend {

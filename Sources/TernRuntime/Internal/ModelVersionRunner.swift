@@ -60,6 +60,9 @@ final class ModelVersionRunner: Sendable {
 
     var instanceCount: Int { sequencer?.instanceCount ?? scheduler.instanceCount }
 
+    /// Scales the dynamic batcher's `max_batch_size` (device policy); sequence batchers keep theirs.
+    func scaleBatches(_ scale: Double) { scheduler.scaleBatches(scale) }
+
     /// Runs the request: on the caller's thread when it can go at once (see `submit`), otherwise
     /// through the scheduler.
     func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {

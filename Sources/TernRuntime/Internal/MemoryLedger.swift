@@ -1,0 +1,57 @@
+import Synchronization
+import TernCore
+
+/// The engine's books of model memory: what each loaded model holds and what loads in progress
+/// have reserved, checked against the `MemoryPolicy` before a load starts.
+final class MemoryLedger: Sendable {
+    let policy: MemoryPolicy
+    private let books = Mutex(Books())
+
+    struct Books {
+        /// Bytes held by each loaded model.
+        var held: [String: UInt64] = [:]
+        /// Bytes reserved by loads in progress, by model.
+        var reserved: [String: UInt64] = [:]
+        var total: UInt64 { held.values.reduce(0, +) + reserved.values.reduce(0, +) }
+    }
+
+    init(policy: MemoryPolicy) {
+        self.policy = policy
+    }
+
+    /// Why `bytes` more for `model` do not fit, or nil when they do (and are then reserved).
+    /// A model being reloaded keeps its current holding on the books: old and new versions live
+    /// side by side until the swap.
+    func reserve(_ bytes: UInt64, for model: String) -> String? {
+        let available = policy.availableBytes?()
+        return books.withLock { books in
+            if let budget = policy.budgetBytes, books.total + bytes > budget {
+                return "needs about \(Self.mb(bytes)) but only \(Self.mb(budget - min(budget, books.total))) of the \(Self.mb(budget)) model memory budget is free"
+            }
+            if let available, policy.reserveBytes > 0, available < bytes + policy.reserveBytes {
+                return "needs about \(Self.mb(bytes)) but the machine has \(Self.mb(available)) free and \(Self.mb(policy.reserveBytes)) must stay free (--memory-reserve)"
+            }
+            books.reserved[model, default: 0] += bytes
+            return nil
+        }
+    }
+
+    /// A load finished: its reservation becomes the model's holding (or is dropped on failure).
+    func settle(_ model: String, reserved bytes: UInt64, holding: UInt64?) {
+        books.withLock { books in
+            let left = (books.reserved[model] ?? 0) - min(books.reserved[model] ?? 0, bytes)
+            books.reserved[model] = left == 0 ? nil : left
+            if let holding { books.held[model] = holding }
+        }
+    }
+
+    /// The model was unloaded.
+    func release(_ model: String) {
+        _ = books.withLock { $0.held.removeValue(forKey: model) }
+    }
+
+    func holding(_ model: String) -> UInt64? { books.withLock { $0.held[model] } }
+    var totalHeld: UInt64 { books.withLock { $0.held.values.reduce(0, +) } }
+
+    static func mb(_ bytes: UInt64) -> String { "\((bytes + (1 << 19)) >> 20) MB" }
+}
