@@ -10,7 +10,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 FIXTURES := .cache/fixtures
 
-.PHONY: serve test setup python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
+.PHONY: serve test setup system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
 
 serve: setup
 	$(SWIFT) build -c $(CONFIG) --product tern
@@ -19,7 +19,11 @@ serve: setup
 
 test: setup fixtures build-tests swift-test integration-test
 
-setup: python-deps models
+setup: system-deps python-deps models
+
+# SQLite's headers for GRDB (the lifecycle history); present on most images already.
+system-deps:
+	@test -f /usr/include/sqlite3.h || { $$(command -v sudo) apt-get update -q && $$(command -v sudo) apt-get install -y -q libsqlite3-dev; }
 
 python-deps:
 	@$(PYTHON) -c "import onnxruntime, tritonclient.http, tritonclient.grpc, sklearn, skl2onnx, onnx, pytest" 2>/dev/null \

@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "TernGRPC", targets: ["TernGRPC"]),
         .library(name: "TernMetrics", targets: ["TernMetrics"]),
         .library(name: "TernDevice", targets: ["TernDevice"]),
+        .library(name: "TernStore", targets: ["TernStore"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
     ],
     dependencies: [
@@ -37,6 +38,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", exact: "0.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
     ],
     targets: [
         .target(
@@ -80,6 +82,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernStore",
+            dependencies: [
+                "TernRuntime",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernHTTP",
             dependencies: [
                 "TernRuntime",
@@ -114,7 +125,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice", "TernStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -145,6 +156,7 @@ let package = Package(
             dependencies: ["TernGRPC", "TernTesting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strict),
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
+        .testTarget(name: "TernStoreTests", dependencies: ["TernStore"], swiftSettings: strict),
         .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

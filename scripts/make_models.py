@@ -33,12 +33,14 @@ def save(model, path):
     print("wrote", path)
 
 
-def add_sub_model():
-    """Two FP32[-1,16] inputs; OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
+def add_sub_model(swapped=False):
+    """Two FP32[-1,16] inputs; OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1 (swapped: the
+    other way round, a second version whose answers differ from the first's)."""
     shape = ["batch", 16]
+    first, second = ("OUTPUT1", "OUTPUT0") if swapped else ("OUTPUT0", "OUTPUT1")
     graph = helper.make_graph(
-        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
-         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])],
+        [helper.make_node("Add", ["INPUT0", "INPUT1"], [first]),
+         helper.make_node("Sub", ["INPUT0", "INPUT1"], [second])],
         "add_sub",
         [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, shape),
          helper.make_tensor_value_info("INPUT1", TensorProto.FLOAT, shape)],
@@ -84,6 +86,37 @@ def yolo_like_model(seed=0):
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 84, 8400])],
         inits)
     return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
+def digits_split():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    return train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
+
+
+def digits_weak_and_validation(root):
+    """The deliberately weak digits MLP (4 hidden units, 30 iterations: ~41 % accuracy) as
+    digits_weak/1/model.onnx, and the held-out quarter of digits as a validation set
+    (digits_validation/X.npy, labels.npy) for hot-swap gates."""
+    import warnings
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from skl2onnx import to_onnx
+
+    xtr, xte, ytr, yte = digits_split()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the weak model does not converge, on purpose
+        weak = make_pipeline(StandardScaler(), MLPClassifier((4,), max_iter=30, random_state=0)).fit(xtr, ytr)
+    print(f"digits_weak: test accuracy {weak.score(xte, yte):.3f}")
+    save(to_onnx(weak, xtr[:1], options={id(weak.steps[-1][1]): {"zipmap": False}},
+                 target_opset={"": 17, "ai.onnx.ml": 3}), os.path.join(root, "digits_weak/1/model.onnx"))
+    folder = os.path.join(root, "digits_validation")
+    os.makedirs(folder, exist_ok=True)
+    np.save(os.path.join(folder, "X.npy"), xte)
+    np.save(os.path.join(folder, "labels.npy"), yte.astype(np.int64))
 
 
 def digits_models():
@@ -270,6 +303,10 @@ def main():
         for name, onnx_type in IDENTITY_TYPES.items():
             p = os.path.join(root, f"identity_{name.lower()}/1/model.onnx")
             if need(p): save(identity_model(onnx_type), p)
+        p = os.path.join(root, "add_sub_swapped/1/model.onnx")
+        if need(p): save(add_sub_model(swapped=True), p)
+        if need(os.path.join(root, "digits_validation/labels.npy")) or need(os.path.join(root, "digits_weak/1/model.onnx")):
+            digits_weak_and_validation(root)
 
 
 if __name__ == "__main__":

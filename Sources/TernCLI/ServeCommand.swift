@@ -11,6 +11,7 @@ import TernHTTP
 import TernMetrics
 import TernONNXRuntime
 import TernRuntime
+import TernStore
 import UnixSignals
 
 /// `tern serve`: serves a model repository over HTTP, gRPC and Prometheus metrics.
@@ -75,6 +76,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("device-state-dir"), help: "Where the clocks and power mode before the policy's first change are kept.")
     var deviceStateDirectory: String = "/var/lib/tern"
+
+    @Option(name: .customLong("history-db"), help: "SQLite file of the model lifecycle history (default: ~/.local/state/tern/history.sqlite; 'none' keeps it in memory).")
+    var historyDatabase: String?
 
     @Option(name: .customLong("device-root"), help: ArgumentHelp("Filesystem root of sysfs/procfs (for recorded trees).", visibility: .hidden))
     var deviceRoot: String = "/"
@@ -161,12 +165,24 @@ struct ServeCommand: AsyncParsableCommand {
             logger.critical("\(error.message)")
             throw ExitCode.failure
         }
+        let history: any LifecycleHistory
+        if historyDatabase == "none" {
+            history = InMemoryLifecycleHistory()
+        } else {
+            let path = historyDatabase ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/state/tern/history.sqlite")
+            do {
+                history = try SQLiteLifecycleHistory(path: path, logger: logger)
+            } catch {
+                logger.critical("cannot open the lifecycle history \(path): \(error) (use --history-db PATH or none)")
+                throw ExitCode.failure
+            }
+        }
         let engine = InferenceServer(
             configuration: ServerConfiguration(
                 repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
                 autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds),
                 rateLimit: rateLimit == "execution_count", rateLimitResources: resources, memory: memory),
-            backends: [backend], logger: logger)
+            backends: [backend], history: history, logger: logger)
         await engine.start()
         for entry in engine.repositoryIndex() {
             logger.info("model", metadata: [

@@ -16,6 +16,8 @@ struct KServeHTTPAPI: HTTPResponder {
         case serverMetadata, live, ready, allStats, repositoryIndex
         case model(String, Int64?, ModelAction)
         case load(String), unload(String)
+        /// Tern's lifecycle extension: hot-swap with gates, rollback, status and history.
+        case promote(String), rollback(String), lifecycleStatus(String), history(String?)
     }
     private enum ModelAction { case metadata, ready, config, stats, infer }
 
@@ -59,6 +61,31 @@ struct KServeHTTPAPI: HTTPResponder {
                         return .error(error)
                     }
                 }
+            case .promote(let name):
+                let body = try jsonBody(request)
+                var version: Int64? = nil
+                if let value = body["version"] {
+                    guard let number = value.numberValue?.int, number > 0 else {
+                        throw TernError.invalidArgument("promote: 'version' must be a positive integer")
+                    }
+                    version = number
+                }
+                let chosen = version
+                return .later {
+                    do throws(TernError) {
+                        return try HTTPReply.encoded(try await server.promote(model: name, version: chosen))
+                    } catch {
+                        return .error(error)
+                    }
+                }
+            case .rollback(let name):
+                return .later {
+                    do throws(TernError) {
+                        return try HTTPReply.encoded(try await server.rollback(model: name))
+                    } catch {
+                        return .error(error)
+                    }
+                }
             case let route:
                 return .now(try answer(route, request))
             }
@@ -85,6 +112,11 @@ struct KServeHTTPAPI: HTTPResponder {
         case (3, _, true) where parts[1] == "repository" && parts[2] == "index": return .repositoryIndex
         case (5, _, true) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "load": return .load(parts[3])
         case (5, _, true) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "unload": return .unload(parts[3])
+        case (5, _, true) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "promote": return .promote(parts[3])
+        case (5, _, true) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "rollback": return .rollback(parts[3])
+        case (5, true, _) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "status": return .lifecycleStatus(parts[3])
+        case (5, true, _) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "history": return .history(parts[3])
+        case (3, true, _) where parts[1] == "repository" && parts[2] == "history": return .history(nil)
         default: break
         }
         guard parts.count >= 3, parts[1] == "models" else { throw fail() }
@@ -139,7 +171,11 @@ struct KServeHTTPAPI: HTTPResponder {
             case .stats: return try statistics(name, version)
             case .infer: throw .internalError("inference is not answered here")
             }
-        case .load: throw .internalError("loading is not answered here")
+        case .lifecycleStatus(let name): return try HTTPReply.encoded(try server.lifecycleStatus(model: name))
+        case .history(let name):
+            let limit = Self.queryItem("limit", in: request.path).flatMap { Int($0) } ?? 100
+            return try HTTPReply.encoded(server.history.events(model: name, limit: limit))
+        case .load, .promote, .rollback: throw .internalError("loading is not answered here")
         }
     }
 
@@ -226,6 +262,16 @@ struct KServeHTTPAPI: HTTPResponder {
             return HTTPReply(status: .ok, headers: [("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", String(jsonLength))], body: buffer)
         }
         return HTTPReply(status: .ok, headers: [("Content-Type", "application/json")], body: buffer)
+    }
+
+    /// The value of `name` in the path's query string.
+    static func queryItem(_ name: String, in path: String) -> String? {
+        guard let query = path.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, parts[0] == name { return String(parts[1]) }
+        }
+        return nil
     }
 
     private func jsonBody(_ request: HTTPRequestData) throws(TernError) -> JSONValue {

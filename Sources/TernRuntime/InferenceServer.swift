@@ -17,13 +17,15 @@ import TernCore
 public final class InferenceServer: Sendable {
     public let configuration: ServerConfiguration
     public let logger: Logger
-    private let loader: ModelLoader
-    private let repository: ModelRepository
-    private let registry = Mutex<[String: ModelRecord]>([:])
+    let loader: ModelLoader
+    let repository: ModelRepository
+    let registry = Mutex<[String: ModelRecord]>([:])
     private let started = Mutex(false)
-    private let ledger: MemoryLedger
+    let ledger: MemoryLedger
+    /// Where lifecycle events (loads, swaps, rejected swaps, rollbacks) are written.
+    public let history: any LifecycleHistory
     /// Load shaping set by a device policy: batch scale and paused models (name → why).
-    private let shaping = Mutex(Shaping())
+    let shaping = Mutex(Shaping())
     private let anyPaused = Atomic(false)
 
     struct Shaping {
@@ -38,10 +40,20 @@ public final class InferenceServer: Sendable {
         var reason: String = ""
         var loaded: LoadedModel?
         var fingerprint: String = ""
+        /// Versions pinned by promote/rollback, served instead of the version policy's choice.
+        var pinned: [Int64]?
+        /// The versions served before the last swap, for rollback, and (during the grace period
+        /// after the swap) the model itself, still warm.
+        var previousVersions: [Int64] = []
+        var previous: LoadedModel?
+        /// Counts swaps; a grace-period timer only drops `previous` of its own generation.
+        var generation: UInt64 = 0
+        var lastSwap: SwapReport?
     }
 
-    public init(configuration: ServerConfiguration, backends: [any Backend], logger: Logger) {
+    public init(configuration: ServerConfiguration, backends: [any Backend], history: any LifecycleHistory = InMemoryLifecycleHistory(), logger: Logger) {
         self.configuration = configuration
+        self.history = history
         self.logger = logger
         self.repository = ModelRepository(root: configuration.repositoryPath)
         self.ledger = MemoryLedger(policy: configuration.memory)
@@ -64,7 +76,7 @@ public final class InferenceServer: Sendable {
         }
         await withTaskGroup(of: Void.self) { group in
             for name in names {
-                group.addTask { try? await self.loadModel(name, configOverride: nil) }
+                group.addTask { _ = try? await self.loadModel(name, configOverride: nil) }
             }
         }
         started.withLock { $0 = true }
@@ -104,7 +116,7 @@ public final class InferenceServer: Sendable {
             logger.info("model removed from repository; unloaded", metadata: ["model": .string(name)])
         }
         for name in present.sorted() where known[name] != repository.fingerprint(of: name) {
-            try? await loadModel(name, configOverride: nil)
+            _ = try? await loadModel(name, configOverride: nil)
         }
     }
 
@@ -292,13 +304,13 @@ public final class InferenceServer: Sendable {
             }
             let staging = try Self.stage(files, model: name)
             defer { try? FileManager.default.removeItem(at: staging) }
-            try await loadModel(name, configOverride: override, loader: loader.reading(from: ModelRepository(root: staging)))
+            try await loadModel(name, configOverride: override, loader: loader.reading(from: ModelRepository(root: staging)), versions: .policy)
             return
         }
         guard FileManager.default.fileExists(atPath: repository.modelDirectory(name).path) else {
             throw .notFound("failed to load '\(name)', no version is available: model folder \(repository.modelDirectory(name).path) does not exist")
         }
-        try await loadModel(name, configOverride: override)
+        try await loadModel(name, configOverride: override, versions: .policy)
     }
 
     /// Writes `file:<version>/<path>` contents under a new private folder as `<model>/<version>/<path>`.
@@ -336,7 +348,7 @@ public final class InferenceServer: Sendable {
     }
 
     /// Drops a model's versions (requests already running finish first) and gives its memory back.
-    private func remove(_ name: String, reason: String) -> Bool {
+    func remove(_ name: String, reason: String) -> Bool {
         let found = registry.withLock { records -> Bool in
             guard records[name] != nil else { return false }
             records[name] = ModelRecord(state: .unavailable, reason: reason)
@@ -344,6 +356,7 @@ public final class InferenceServer: Sendable {
         }
         guard found else { return false }
         ledger.release(name)
+        history.record(LifecycleEvent(model: name, action: reason.hasPrefix("evicted") ? "evict" : "unload", detail: reason))
         logger.info("model unloaded", metadata: ["model": .string(name), "reason": .string(reason)])
         Self.returnFreedMemory()
         return true
@@ -351,63 +364,9 @@ public final class InferenceServer: Sendable {
 
     // MARK: Internals
 
-    private func loadModel(_ name: String, configOverride: ModelConfig?, loader: ModelLoader? = nil) async throws(TernError) {
-        registry.withLock { records in
-            if records[name] == nil { records[name] = ModelRecord(state: .loading) }
-        }
-        let fingerprint = repository.fingerprint(of: name)
-        let loader = loader ?? self.loader
-        let estimate = loader.estimateBytes(name, configOverride: configOverride) ?? 0
-        var result: Result<LoadedModel, TernError>
-        do throws(TernError) {
-            try admit(estimate, for: name)
-            let residentBefore = Self.residentBytes()
-            result = await withCheckedContinuation { continuation in
-                // Session creation blocks for a while: keep it off the Swift concurrency pool.
-                DispatchQueue.global(qos: .userInitiated).async {
-                    continuation.resume(returning: Result { () throws(TernError) in try loader.load(name, configOverride: configOverride) })
-                }
-            }
-            var holding: UInt64? = nil
-            if case .success(let model) = result, !model.runners.isEmpty {
-                var grown: UInt64 = 0
-                if let after = Self.residentBytes(), let before = residentBefore, after > before { grown = after - before }
-                holding = max(estimate, grown)
-            }
-            ledger.settle(name, reserved: estimate, holding: holding)
-        } catch {
-            result = .failure(error)
-        }
-        switch result {
-        case .success(let model):
-            let scale = shaping.withLock { $0.batchScale }
-            if scale < 1 { for runner in model.runners.values { runner.scaleBatches(scale) } }
-            registry.withLock { records in
-                let ready = !model.runners.isEmpty
-                records[name] = ModelRecord(
-                    state: ready ? .ready : .unavailable,
-                    reason: ready ? "" : model.failures.values.joined(separator: "; "), loaded: model, fingerprint: fingerprint)
-            }
-            if model.runners.isEmpty {
-                throw .invalidArgument("failed to load '\(name)': " + model.failures.sorted { $0.key < $1.key }.map { "version \($0.key): \($0.value)" }.joined(separator: "; "))
-            }
-        case .failure(let error):
-            logger.error("failed to load model", metadata: ["model": .string(name), "error": .string(error.message)])
-            registry.withLock { records in
-                // A failed reload leaves a serving model in place.
-                if let current = records[name], current.loaded != nil, current.state == .ready {
-                    records[name]?.fingerprint = fingerprint
-                    return
-                }
-                records[name] = ModelRecord(state: .unavailable, reason: error.message, fingerprint: fingerprint)
-            }
-            throw TernError(error.code, "failed to load '\(name)': \(error.message)")
-        }
-    }
-
     /// Reserves `bytes` for loading `name` under the memory policy, evicting the least recently
     /// used other models first when the policy says so; throws when it cannot fit.
-    private func admit(_ bytes: UInt64, for name: String) throws(TernError) {
+    func admit(_ bytes: UInt64, for name: String) throws(TernError) {
         var evicted: [String] = []
         while true {
             guard let shortfall = ledger.reserve(bytes, for: name) else { break }

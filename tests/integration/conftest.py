@@ -32,7 +32,9 @@ class TernServer:
         self.process = subprocess.Popen(
             [binary, "serve", "--model-repository", repo, "--host", "127.0.0.1",
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-             "--metrics-port", str(self.metrics_port), *extra_args],
+             "--metrics-port", str(self.metrics_port),
+             *([] if "--history-db" in extra_args else ["--history-db", os.path.join(repo, "..", f"history-{self.http_port}.sqlite")]),
+             *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:

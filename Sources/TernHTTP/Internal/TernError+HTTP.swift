@@ -33,4 +33,15 @@ extension HTTPReply {
     }
 
     static func empty(_ status: HTTPResponseStatus) -> HTTPReply { HTTPReply(status: status) }
+
+    /// A Codable value as JSON (Tern's own extensions: lifecycle reports, status, history).
+    static func encoded<T: Encodable>(_ value: T) throws(TernError) -> HTTPReply {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        do {
+            return HTTPReply(status: .ok, headers: [("Content-Type", "application/json")], body: ByteBuffer(data: try encoder.encode(value)))
+        } catch {
+            throw .internalError("cannot encode the answer: \(error)", cause: error)
+        }
+    }
 }

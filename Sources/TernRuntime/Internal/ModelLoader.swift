@@ -9,6 +9,16 @@ struct LoadedModel: Sendable {
     var config: ModelConfig
     var runners: [Int64: ModelVersionRunner]
     var failures: [Int64: String]
+    /// Gives freed memory back to the OS once the last copy of this model is gone — which may be
+    /// after an unload returns, when a request still running (or a statistics snapshot) held it.
+    let release = MemoryReturn()
+}
+
+/// Calls `InferenceServer.returnFreedMemory` (off the releasing thread) when deallocated.
+final class MemoryReturn: Sendable {
+    deinit {
+        DispatchQueue.global(qos: .utility).async { InferenceServer.returnFreedMemory() }
+    }
 }
 
 /// Turns a model folder into running instances: parses and validates config.pbtxt, completes it
@@ -23,10 +33,10 @@ struct ModelLoader: Sendable {
 
     /// Loads `name`. Throws when the model as a whole cannot load (bad config, no versions, no
     /// backend); a failing version only marks that version unavailable.
-    func load(_ name: String, configOverride: ModelConfig? = nil) throws(TernError) -> LoadedModel {
+    func load(_ name: String, configOverride: ModelConfig? = nil, versions pinned: [Int64]? = nil) throws(TernError) -> LoadedModel {
         let (config, backend, configPath) = try resolve(name, configOverride: configOverride)
         let available = repository.versions(of: name)
-        let selected = ModelRepository.selectVersions(available, policy: config.versionPolicy)
+        let selected = try Self.choose(available, pinned: pinned, policy: config.versionPolicy, model: name)
         guard !selected.isEmpty else {
             throw .invalidArgument("model '\(name)': no version folder (\(repository.modelDirectory(name).path)/<number>/) to load")
         }
@@ -74,7 +84,7 @@ struct ModelLoader: Sendable {
     /// version to load, its model file (or folder) times its instances, plus 8 MB per instance
     /// for ONNX Runtime's arenas; or `tern.memory_estimate_mb` from the config. nil when the
     /// model cannot be resolved (the load itself then reports why).
-    func estimateBytes(_ name: String, configOverride: ModelConfig? = nil) -> UInt64? {
+    func estimateBytes(_ name: String, configOverride: ModelConfig? = nil, versions pinned: [Int64]? = nil) -> UInt64? {
         guard let (config, backend, _) = try? resolve(name, configOverride: configOverride) else { return nil }
         if let text = config.parameters["tern.memory_estimate_mb"]?.stringValue, let megabytes = Double(text), megabytes >= 0 {
             return UInt64(megabytes * 1_048_576)
@@ -82,13 +92,25 @@ struct ModelLoader: Sendable {
         let filename = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
         let instances = UInt64(Self.placements(for: config, cpuCores: cpuCores).count)
         var total: UInt64 = 0
-        for version in ModelRepository.selectVersions(repository.versions(of: name), policy: config.versionPolicy) {
+        let versions = (try? Self.choose(repository.versions(of: name), pinned: pinned, policy: config.versionPolicy, model: name)) ?? []
+        for version in versions {
             let versionFolder = repository.modelDirectory(name).appendingPathComponent("\(version)")
             // External-data models keep weights beside model.onnx: count the whole version folder.
             let bytes = Self.diskSize(versionFolder) ?? Self.diskSize(versionFolder.appendingPathComponent(filename)) ?? 0
             total += (bytes + (8 << 20)) * instances
         }
         return total
+    }
+
+    /// The versions to load: the pinned ones (promote/rollback), which must exist, or the
+    /// version policy's choice.
+    static func choose(_ available: [Int64], pinned: [Int64]?, policy: Inference_ModelVersionPolicy, model: String) throws(TernError) -> [Int64] {
+        guard let pinned else { return ModelRepository.selectVersions(available, policy: policy) }
+        let missing = pinned.filter { !available.contains($0) }
+        guard missing.isEmpty else {
+            throw .notFound("model '\(model)' has no version folder \(missing.map(String.init).joined(separator: ", ")) (it has \(available.map(String.init).joined(separator: ", ")))")
+        }
+        return pinned.sorted()
     }
 
     static func diskSize(_ url: URL) -> UInt64? {

@@ -1,10 +1,15 @@
 import Foundation
-import TernCore
 
-/// Reads and writes `.npy` files (format 1.0-3.0, little-endian, C order) for `tern infer`.
-enum NumpyFile {
-    static func read(_ path: String, name: String) throws -> Tensor {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+/// Reads `.npy` files (format 1.0-3.0, little-endian, C order) into tensors: `tern infer` inputs
+/// and the validation sets of hot-swap gates.
+public enum NumpyFile {
+    public static func read(_ path: String, name: String) throws(TernError) -> Tensor {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw .invalidArgument("cannot read \(path): \(error.localizedDescription)")
+        }
         guard data.count > 10, data.prefix(6) == Data([0x93] + Array("NUMPY".utf8)) else {
             throw TernError.invalidArgument("\(path) is not a .npy file")
         }

@@ -1,0 +1,85 @@
+import Foundation
+import Synchronization
+
+/// One change in a model's life: a load, a swap to new versions (with its gate results), a swap
+/// the gates rejected, a rollback, an unload or an eviction. `tern model history` shows them.
+public struct LifecycleEvent: Sendable, Codable, Equatable {
+    /// ISO 8601, UTC.
+    public var time: String
+    public var model: String
+    /// load, swap, swap_rejected, load_failed, rollback, unload, evict.
+    public var action: String
+    public var fromVersions: [Int64]
+    public var toVersions: [Int64]
+    public var gates: [GateResult]
+    /// From the start of the load to serving the new versions (or to the rejection), in ms.
+    public var durationMs: Double?
+    public var detail: String
+
+    public init(
+        time: Date = Date(), model: String, action: String, fromVersions: [Int64] = [], toVersions: [Int64] = [],
+        gates: [GateResult] = [], durationMs: Double? = nil, detail: String = ""
+    ) {
+        self.time = ISO8601DateFormatter().string(from: time)
+        self.model = model
+        self.action = action
+        self.fromVersions = fromVersions
+        self.toVersions = toVersions
+        self.gates = gates
+        self.durationMs = durationMs
+        self.detail = detail
+    }
+}
+
+/// Where the engine writes lifecycle events. Tern's server keeps them in SQLite
+/// (`TernStore.SQLiteLifecycleHistory`); an embedding app may keep them in memory or its own store.
+public protocol LifecycleHistory: Sendable {
+    func record(_ event: LifecycleEvent)
+    /// The newest `limit` events, oldest first; of one model, or of all when `model` is nil.
+    func events(model: String?, limit: Int) -> [LifecycleEvent]
+}
+
+/// Keeps the last 1000 events in memory.
+public final class InMemoryLifecycleHistory: LifecycleHistory {
+    private let stored = Mutex<[LifecycleEvent]>([])
+
+    public init() {}
+
+    public func record(_ event: LifecycleEvent) {
+        stored.withLock { events in
+            events.append(event)
+            if events.count > 1000 { events.removeFirst(events.count - 1000) }
+        }
+    }
+
+    public func events(model: String?, limit: Int) -> [LifecycleEvent] {
+        let all = stored.withLock { $0 }.filter { model == nil || $0.model == model }
+        return Array(all.suffix(limit))
+    }
+}
+
+/// What a load, promote or rollback did: the versions before and after, the gates and the time
+/// from "load" to "serving the new versions".
+public struct SwapReport: Sendable, Codable, Equatable {
+    public var model: String
+    public var fromVersions: [Int64]
+    public var toVersions: [Int64]
+    public var accepted: Bool
+    public var gates: [GateResult]
+    public var durationMs: Double
+    public var detail: String
+}
+
+/// A model's lifecycle state (`tern model status`).
+public struct ModelLifecycleStatus: Sendable, Codable, Equatable {
+    public var model: String
+    public var state: String
+    public var servingVersions: [Int64]
+    /// Versions pinned by promote/rollback (nil: the version policy decides).
+    public var pinnedVersions: [Int64]?
+    /// What a rollback would go back to, and whether it is still loaded (instant rollback).
+    public var previousVersions: [Int64]
+    public var previousWarm: Bool
+    public var memoryBytes: UInt64?
+    public var lastSwap: SwapReport?
+}

@@ -1,0 +1,92 @@
+import Foundation
+import GRDB
+import Logging
+import TernRuntime
+
+/// The lifecycle history in an SQLite file (GRDB, WAL): every load, swap, rejected swap, rollback,
+/// unload and eviction with its versions, gate results and duration. Survives restarts; events
+/// older than the newest `retainedEvents` are deleted as new ones arrive, so the file stays small
+/// on a device.
+public final class SQLiteLifecycleHistory: LifecycleHistory {
+    private let database: DatabasePool
+    private let retainedEvents: Int
+    private let logger: Logger
+
+    public init(path: String, retainedEvents: Int = 10_000, logger: Logger) throws {
+        try FileManager.default.createDirectory(
+            at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
+        database = try DatabasePool(path: path)  // a pool opens the file in WAL mode
+        self.retainedEvents = max(retainedEvents, 1)
+        self.logger = logger
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("lifecycle_events") { db in
+            try db.create(table: "lifecycle_events") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("time", .text).notNull()
+                t.column("model", .text).notNull().indexed()
+                t.column("action", .text).notNull()
+                t.column("from_versions", .text).notNull()
+                t.column("to_versions", .text).notNull()
+                t.column("gates", .text).notNull()
+                t.column("duration_ms", .double)
+                t.column("detail", .text).notNull()
+            }
+        }
+        try migrator.migrate(database)
+    }
+
+    public func record(_ event: LifecycleEvent) {
+        do {
+            try database.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO lifecycle_events (time, model, action, from_versions, to_versions, gates, duration_ms, detail)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        event.time, event.model, event.action, Self.json(event.fromVersions), Self.json(event.toVersions),
+                        Self.json(event.gates), event.durationMs, event.detail,
+                    ])
+                try db.execute(
+                    sql: "DELETE FROM lifecycle_events WHERE id <= (SELECT MAX(id) FROM lifecycle_events) - ?",
+                    arguments: [retainedEvents])
+            }
+        } catch {
+            // History is a record, not a gate: a full disk must not stop a swap.
+            logger.error("cannot write the lifecycle history", metadata: ["error": .string("\(error)")])
+        }
+    }
+
+    public func events(model: String?, limit: Int) -> [LifecycleEvent] {
+        do {
+            return try database.read { db in
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT * FROM (SELECT * FROM lifecycle_events WHERE ?1 IS NULL OR model = ?1 ORDER BY id DESC LIMIT ?2)
+                        ORDER BY id
+                        """,
+                    arguments: [model, max(limit, 0)])
+                return rows.map { row in
+                    var event = LifecycleEvent(
+                        model: row["model"], action: row["action"],
+                        fromVersions: Self.decode(row["from_versions"]) ?? [], toVersions: Self.decode(row["to_versions"]) ?? [],
+                        gates: Self.decode(row["gates"]) ?? [], durationMs: row["duration_ms"], detail: row["detail"])
+                    event.time = row["time"]
+                    return event
+                }
+            }
+        } catch {
+            logger.error("cannot read the lifecycle history", metadata: ["error": .string("\(error)")])
+            return []
+        }
+    }
+
+    private static func json<T: Encodable>(_ value: T) -> String {
+        (try? String(decoding: JSONEncoder().encode(value), as: UTF8.self)) ?? "[]"
+    }
+
+    private static func decode<T: Decodable>(_ text: String?) -> T? {
+        text.flatMap { try? JSONDecoder().decode(T.self, from: Data($0.utf8)) }
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import Logging
+import Testing
+import TernRuntime
+@testable import TernStore
+
+@Suite struct SQLiteLifecycleHistoryTests {
+    static func path() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("tern-history-\(UUID().uuidString)/history.sqlite").path
+    }
+
+    @Test func eventsRoundTripAndSurviveReopening() throws {
+        let path = Self.path()
+        defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path) }
+        let gate = GateResult(name: "accuracy", passed: false, measured: 0.41, threshold: 0.9, detail: "accuracy 0.41")
+        do {
+            let history = try SQLiteLifecycleHistory(path: path, logger: Logger(label: "test"))
+            history.record(LifecycleEvent(model: "digits", action: "load", toVersions: [1], durationMs: 12.5))
+            history.record(LifecycleEvent(model: "other", action: "load", toVersions: [4]))
+            history.record(LifecycleEvent(model: "digits", action: "swap_rejected", fromVersions: [1], toVersions: [2], gates: [gate], detail: "no"))
+        }
+        let reopened = try SQLiteLifecycleHistory(path: path, logger: Logger(label: "test"))
+        let digits = reopened.events(model: "digits", limit: 10)
+        #expect(digits.map(\.action) == ["load", "swap_rejected"])
+        #expect(digits[0].toVersions == [1] && digits[0].durationMs == 12.5)
+        #expect(digits[1].gates == [gate] && digits[1].fromVersions == [1] && digits[1].detail == "no")
+        #expect(reopened.events(model: nil, limit: 2).map(\.model) == ["other", "digits"])  // the newest two, oldest first
+        // WAL mode, as DESIGN.md asks for the embedded store.
+        #expect(FileManager.default.fileExists(atPath: path + "-wal"))
+    }
+
+    @Test func retentionKeepsTheNewestEvents() throws {
+        let path = Self.path()
+        defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path) }
+        let history = try SQLiteLifecycleHistory(path: path, retainedEvents: 3, logger: Logger(label: "test"))
+        for i in 1...7 { history.record(LifecycleEvent(model: "m", action: "load", toVersions: [Int64(i)])) }
+        #expect(history.events(model: "m", limit: 100).map(\.toVersions) == [[5], [6], [7]])
+    }
+}
