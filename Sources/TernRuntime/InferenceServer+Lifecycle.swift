@@ -138,6 +138,14 @@ extension InferenceServer {
             throw fail(error)
         }
         let toVersions = candidate.runners.keys.sorted()
+        if candidate.config.platform == "ensemble", configuration.controlMode == .explicit {
+            // As Triton: loading an ensemble loads the composing models that are not loaded yet.
+            if let plan = try? EnsemblePlan(config: candidate.config, file: name) {
+                for model in plan.composingModels where registry.withLock({ $0[model]?.state != .ready }) {
+                    _ = try? await loadModel(model, configOverride: nil)
+                }
+            }
+        }
 
         // Gates, before any traffic moves.
         var gates: [GateResult] = []

@@ -57,10 +57,12 @@ public final class InferenceServer: Sendable {
         self.logger = logger
         self.repository = ModelRepository(root: configuration.repositoryPath)
         self.ledger = MemoryLedger(policy: configuration.memory)
+        let link = EngineLink()
         self.loader = ModelLoader(
-            repository: repository, backends: backends, autoComplete: configuration.autoCompleteConfig,
+            repository: repository, backends: backends + [EnsembleBackend(link: link)], autoComplete: configuration.autoCompleteConfig,
             cpuCores: configuration.cpuCores,
             rateLimiter: configuration.rateLimit ? RateLimiter(resources: configuration.rateLimitResources) : nil, logger: logger)
+        link.server = self
     }
 
     // MARK: Lifecycle
@@ -140,7 +142,19 @@ public final class InferenceServer: Sendable {
 
     /// Whether the model (and version, if given) is loaded and ready. Unknown models are not ready.
     public func isModelReady(_ name: String, version: Int64? = nil) -> Bool {
-        (try? runner(name, version: version)) != nil
+        guard let runner = try? runner(name, version: version) else { return false }
+        return unreadyComposingModel(of: runner.config) == nil
+    }
+
+    /// For an ensemble, a composing model (or nested ensemble's) that is not ready; nil otherwise.
+    func unreadyComposingModel(of config: ModelConfig, depth: Int = 0) -> String? {
+        guard config.platform == "ensemble", case .ensembleScheduling(let ensemble)? = config.schedulingChoice, depth < 8 else { return nil }
+        for step in ensemble.step {
+            let version = step.modelVersion > 0 ? step.modelVersion : nil
+            guard let runner = try? runner(step.modelName, version: version) else { return step.modelName }
+            if let nested = unreadyComposingModel(of: runner.config, depth: depth + 1) { return nested }
+        }
+        return nil
     }
 
     public func modelMetadata(_ name: String, version: Int64? = nil) throws(TernError) -> ModelMetadata {
@@ -270,8 +284,9 @@ public final class InferenceServer: Sendable {
                 continue
             }
             if let loaded = record.loaded {
+                let missing = record.state == .ready ? unreadyComposingModel(of: loaded.config) : nil
                 for version in Set(loaded.runners.keys).union(loaded.failures.keys).sorted() {
-                    let failure = loaded.failures[version]
+                    let failure = loaded.failures[version] ?? missing.map { "composing model '\($0)' is not ready" }
                     let state = record.state == .loading ? "LOADING" : failure == nil ? "READY" : "UNAVAILABLE"
                     if readyOnly && state != "READY" { continue }
                     entries.append(ModelIndexEntry(name: name, version: String(version), state: state, reason: failure ?? ""))

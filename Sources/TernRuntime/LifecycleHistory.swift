@@ -58,6 +58,23 @@ public final class InMemoryLifecycleHistory: LifecycleHistory {
     }
 }
 
+/// The outcome of one gate, as reported by a swap and stored in the lifecycle history.
+public struct GateResult: Sendable, Codable, Equatable {
+    public var name: String
+    public var passed: Bool
+    public var measured: Double
+    public var threshold: Double
+    public var detail: String
+
+    public init(name: String, passed: Bool, measured: Double, threshold: Double, detail: String) {
+        self.name = name
+        self.passed = passed
+        self.measured = measured
+        self.threshold = threshold
+        self.detail = detail
+    }
+}
+
 /// What a load, promote or rollback did: the versions before and after, the gates and the time
 /// from "load" to "serving the new versions".
 public struct SwapReport: Sendable, Codable, Equatable {

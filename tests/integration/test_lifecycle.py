@@ -254,3 +254,38 @@ def test_poll_mode_loads_an_atomically_written_version_and_ignores_a_half_writte
         assert version == 2 and np.allclose(out, a - b)
     finally:
         server.stop()
+
+
+# ---- loads stay off the request path -----------------------------------------------------------
+
+def test_a_long_load_does_not_block_inference_on_other_models(tmp_path):
+    """A model whose warm-up takes seconds loads while another model answers: every request to the
+    other model completes while the load is still running."""
+    repo = tmp_path / "models"
+    for name, source in (("quick", "add_sub"), ("heavy", "slow")):
+        os.makedirs(repo / name / "1")
+        shutil.copy(os.path.join(FIXTURES, source, "1", "model.onnx"), repo / name / "1" / "model.onnx")
+    (repo / "quick" / "config.pbtxt").write_text(ADD_SUB_CONFIG.format(name="quick"))
+    (repo / "heavy" / "config.pbtxt").write_text(
+        'name: "heavy"\nbackend: "onnxruntime"\nmax_batch_size: 1\n'
+        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        # ~50 ms per warm-up run: the load takes about 3 s.
+        'model_warmup [ { name: "w" batch_size: 1 count: 60 inputs { key: "INPUT0" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]\n')
+    server = TernServer(str(repo), "--model-control-mode", "explicit", "--load-model", "quick")
+    try:
+        client = httpclient.InferenceServerClient(server.http_address)
+        loader = threading.Thread(target=lambda: httpclient.InferenceServerClient(server.http_address).load_model("heavy"))
+        loader.start()
+        time.sleep(0.3)
+        answered = 0
+        a = np.ones((1, 16), dtype=np.float32)
+        for _ in range(20):
+            assert np.allclose(client.infer("quick", add_sub_inputs(httpclient, a, a)).as_numpy("OUTPUT0"), 2)
+            answered += 1
+        assert loader.is_alive(), "the load finished first: make the warm-up longer"
+        assert answered == 20 and not client.is_model_ready("heavy")
+        loader.join()
+        assert client.is_model_ready("heavy")
+    finally:
+        server.stop()

@@ -89,6 +89,7 @@ struct ModelLoader: Sendable {
         if let text = config.parameters["tern.memory_estimate_mb"]?.stringValue, let megabytes = Double(text), megabytes >= 0 {
             return UInt64(megabytes * 1_048_576)
         }
+        if backend is EnsembleBackend { return 0 }  // its steps' models hold the memory
         let filename = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
         let instances = UInt64(Self.placements(for: config, cpuCores: cpuCores).count)
         var total: UInt64 = 0
@@ -165,7 +166,11 @@ struct ModelLoader: Sendable {
         guard FileManager.default.fileExists(atPath: modelFile.path) else {
             throw .invalidArgument("model '\(name)' version \(version): \(modelFile.path) does not exist")
         }
-        let placements = Self.placements(for: config, cpuCores: cpuCores)
+        var placements = Self.placements(for: config, cpuCores: cpuCores)
+        if backend is EnsembleBackend, config.instanceGroup.isEmpty {
+            // An ensemble instance only waits on its steps: allow many ensemble requests at once.
+            placements = (0..<Self.ensembleConcurrency).map { InstancePlacement(kind: .cpu, index: $0, intraOpThreads: 0) }
+        }
         var instances: [any ModelInstance] = []
         var completed = config
         for placement in placements {
@@ -224,6 +229,9 @@ struct ModelLoader: Sendable {
         let threads = max(1, cpuCores / kinds.count)
         return kinds.enumerated().map { InstancePlacement(kind: $1, index: $0, intraOpThreads: threads) }
     }
+
+    /// Ensemble requests that may run at once (each waits on a thread while its steps run).
+    static let ensembleConcurrency = 16
 
     /// The same loader over another repository (a load request's own files).
     func reading(from other: ModelRepository) -> ModelLoader {

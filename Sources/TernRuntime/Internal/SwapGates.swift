@@ -186,23 +186,6 @@ struct SwapGates: Sendable {
     }
 }
 
-/// The outcome of one gate, as reported by a swap and stored in the lifecycle history.
-public struct GateResult: Sendable, Codable, Equatable {
-    public var name: String
-    public var passed: Bool
-    public var measured: Double
-    public var threshold: Double
-    public var detail: String
-
-    public init(name: String, passed: Bool, measured: Double, threshold: Double, detail: String) {
-        self.name = name
-        self.passed = passed
-        self.measured = measured
-        self.threshold = threshold
-        self.detail = detail
-    }
-}
-
 /// A model's labelled validation set: one tensor per input with rows along the first dimension.
 struct ValidationSet: Sendable {
     var inputs: [Tensor]
