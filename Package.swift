@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "TernMetrics", targets: ["TernMetrics"]),
         .library(name: "TernDevice", targets: ["TernDevice"]),
         .library(name: "TernStore", targets: ["TernStore"]),
+        .library(name: "TernHybrid", targets: ["TernHybrid"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
     ],
     dependencies: [
@@ -82,6 +83,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernHybrid",
+            dependencies: [
+                "TernRuntime", "TernHTTP",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernStore",
             dependencies: [
                 "TernRuntime",
@@ -125,7 +137,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice", "TernStore",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice", "TernStore", "TernHybrid",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -156,6 +168,7 @@ let package = Package(
             dependencies: ["TernGRPC", "TernTesting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strict),
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
+        .testTarget(name: "TernHybridTests", dependencies: ["TernHybrid"], swiftSettings: strict),
         .testTarget(name: "TernStoreTests", dependencies: ["TernStore"], swiftSettings: strict),
         .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],

@@ -8,6 +8,7 @@ import TernCore
 import TernDevice
 import TernGRPC
 import TernHTTP
+import TernHybrid
 import TernMetrics
 import TernONNXRuntime
 import TernRuntime
@@ -182,7 +183,7 @@ struct ServeCommand: AsyncParsableCommand {
                 repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
                 autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds),
                 rateLimit: rateLimit == "execution_count", rateLimitResources: resources, memory: memory),
-            backends: [backend], history: history, logger: logger)
+            backends: [backend, RemoteBackend(), HybridBackend()], history: history, logger: logger)
         await engine.start()
         for entry in engine.repositoryIndex() {
             logger.info("model", metadata: [

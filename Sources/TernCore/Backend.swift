@@ -40,6 +40,15 @@ public protocol Backend: Sendable {
     func makeInstance(
         modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger
     ) throws -> any ModelInstance
+
+    /// How many instances a model gets when its config has no instance group; nil: one per
+    /// Triton's rule. Backends whose instances mostly wait (on other models, on a remote
+    /// server) ask for more, so requests are not serialised behind one waiting instance.
+    var defaultInstanceCount: Int? { get }
+}
+
+extension Backend {
+    public var defaultInstanceCount: Int? { nil }
 }
 
 /// Where and how an instance runs, as its instance group says.

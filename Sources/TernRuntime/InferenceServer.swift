@@ -61,7 +61,8 @@ public final class InferenceServer: Sendable {
         self.loader = ModelLoader(
             repository: repository, backends: backends + [EnsembleBackend(link: link)], autoComplete: configuration.autoCompleteConfig,
             cpuCores: configuration.cpuCores,
-            rateLimiter: configuration.rateLimit ? RateLimiter(resources: configuration.rateLimitResources) : nil, logger: logger)
+            rateLimiter: configuration.rateLimit ? RateLimiter(resources: configuration.rateLimitResources) : nil, logger: logger,
+            link: link)
         link.server = self
     }
 

@@ -23,9 +23,9 @@ def free_port():
 
 
 class TernServer:
-    def __init__(self, repo, *extra_args):
+    def __init__(self, repo, *extra_args, ports=None):
         self.repo = repo
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.http_port, self.grpc_port, self.metrics_port = ports or (free_port(), free_port(), free_port())
         binary = os.environ.get("TERN_BIN", os.path.join(ROOT, ".build/debug/tern"))
         self.log_path = os.path.join(repo, "..", f"tern-{self.http_port}.log")
         self.log = open(self.log_path, "w")

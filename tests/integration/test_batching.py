@@ -149,9 +149,17 @@ def ordered_completions(server, model, sends):
     returns the labels in the order their answers came back."""
     done = []
     lock = threading.Lock()
+    labels = ["blocker"] + [label for label, _ in sends]
+    # Each thread makes its client (gevent-based: one per thread) and connects first, then waits
+    # for its turn, so sending is not delayed by client set-up on a busy machine.
+    ready = {label: threading.Event() for label in labels}
+    go = {label: threading.Event() for label in labels}
 
     def call(label, params):
         client = httpclient.InferenceServerClient(server.http_address)
+        client.is_server_live()
+        ready[label].set()
+        go[label].wait()
         try:
             client.infer(model, slow_request(1), **params)
             outcome = label
@@ -160,13 +168,16 @@ def ordered_completions(server, model, sends):
         with lock:
             done.append(outcome)
 
-    threads = [threading.Thread(target=call, args=("blocker", {}))]
-    threads[0].start()
-    time.sleep(0.005)
-    for label, params in sends:
-        t = threading.Thread(target=call, args=(label, params))
+    params = dict([("blocker", {})] + sends)
+    threads = [threading.Thread(target=call, args=(label, params[label])) for label in labels]
+    for t in threads:
         t.start()
-        threads.append(t)
+    for label in labels:
+        ready[label].wait()
+    go["blocker"].set()
+    time.sleep(0.005)
+    for label, _ in sends:
+        go[label].set()
         time.sleep(0.002)
     for t in threads:
         t.join()

@@ -1,3 +1,4 @@
+import TernHTTP
 import Foundation
 import Histogram
 import Synchronization

@@ -89,6 +89,17 @@ enum GRPCConversions {
         message.modelName = response.modelName
         message.modelVersion = String(response.modelVersion)
         message.id = response.id
+        for (key, value) in response.parameters {
+            var parameter = Inference_InferParameter()
+            switch value {
+            case .bool(let v): parameter.parameterChoice = .boolParam(v)
+            case .int64(let v): parameter.parameterChoice = .int64Param(v)
+            case .uint64(let v): parameter.parameterChoice = .uint64Param(v)
+            case .double(let v): parameter.parameterChoice = .doubleParam(v)
+            case .string(let v): parameter.parameterChoice = .stringParam(v)
+            }
+            message.parameters[key] = parameter
+        }
         message.outputs = response.outputs.map { tensor in
             var output = Inference_ModelInferResponse.InferOutputTensor()
             output.name = tensor.name

@@ -124,6 +124,20 @@ enum InferHTTPCodec {
         json.key("model_name"); json.string(response.modelName)
         json.key("model_version"); json.string(String(response.modelVersion))
         if !response.id.isEmpty { json.key("id"); json.string(response.id) }
+        if !response.parameters.isEmpty {
+            json.key("parameters"); json.beginObject()
+            for (key, value) in response.parameters.sorted(by: { $0.key < $1.key }) {
+                json.key(key)
+                switch value {
+                case .bool(let v): json.bool(v)
+                case .int64(let v): json.integer(v)
+                case .uint64(let v): json.integer(v)
+                case .double(let v): json.number(v)
+                case .string(let v): json.string(v)
+                }
+            }
+            json.endObject()
+        }
         json.key("outputs"); json.beginArray()
         for tensor in response.outputs {
             json.beginObject()

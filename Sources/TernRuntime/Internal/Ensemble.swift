@@ -93,6 +93,8 @@ struct EnsembleBackend: Backend {
     var name: String { "ensemble" }
     var platforms: [String] { ["ensemble"] }
     var defaultModelFilename: String { "" }
+    /// Ensemble requests that may run at once (each waits on a thread while its steps run).
+    var defaultInstanceCount: Int? { 16 }
 
     func makeInstance(modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger) throws -> any ModelInstance {
         EnsembleInstance(name: config.name, plan: try EnsemblePlan(config: config, file: "model '\(config.name)'"), config: config, link: link)

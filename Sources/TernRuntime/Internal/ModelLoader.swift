@@ -30,6 +30,8 @@ struct ModelLoader: Sendable {
     let cpuCores: Int
     let rateLimiter: RateLimiter?
     let logger: Logger
+    /// The engine, for models that call other models (ensembles, request handlers).
+    let link: EngineLink
 
     /// Loads `name`. Throws when the model as a whole cannot load (bad config, no versions, no
     /// backend); a failing version only marks that version unavailable.
@@ -89,7 +91,7 @@ struct ModelLoader: Sendable {
         if let text = config.parameters["tern.memory_estimate_mb"]?.stringValue, let megabytes = Double(text), megabytes >= 0 {
             return UInt64(megabytes * 1_048_576)
         }
-        if backend is EnsembleBackend { return 0 }  // its steps' models hold the memory
+        if backend.defaultModelFilename.isEmpty { return 0 }  // ensembles, remote and routing models hold no weights
         let filename = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
         let instances = UInt64(Self.placements(for: config, cpuCores: cpuCores).count)
         var total: UInt64 = 0
@@ -166,10 +168,13 @@ struct ModelLoader: Sendable {
         guard FileManager.default.fileExists(atPath: modelFile.path) else {
             throw .invalidArgument("model '\(name)' version \(version): \(modelFile.path) does not exist")
         }
+        if let requestBackend = backend as? any RequestBackend {
+            return try loadHandler(version, config: config, backend: requestBackend, configPath: configPath)
+        }
         var placements = Self.placements(for: config, cpuCores: cpuCores)
-        if backend is EnsembleBackend, config.instanceGroup.isEmpty {
-            // An ensemble instance only waits on its steps: allow many ensemble requests at once.
-            placements = (0..<Self.ensembleConcurrency).map { InstancePlacement(kind: .cpu, index: $0, intraOpThreads: 0) }
+        if let count = backend.defaultInstanceCount, config.instanceGroup.isEmpty {
+            // Instances that mostly wait (ensemble steps, remote calls): allow many requests at once.
+            placements = (0..<count).map { InstancePlacement(kind: .cpu, index: $0, intraOpThreads: 0) }
         }
         var instances: [any ModelInstance] = []
         var completed = config
@@ -210,6 +215,29 @@ struct ModelLoader: Sendable {
         return (runner, completed)
     }
 
+    /// A request-answering model version: its handler, checked against the config like a model file.
+    private func loadHandler(
+        _ version: Int64, config: ModelConfig, backend: any RequestBackend, configPath: String
+    ) throws(TernError) -> (ModelVersionRunner, ModelConfig) {
+        let handler: any RequestHandler
+        do {
+            handler = try backend.makeHandler(config: config, modelDirectory: repository.modelDirectory(config.name), logger: logger)
+        } catch let error as TernError {
+            throw TernError(error.code == .internalError ? .invalidArgument : error.code, "model '\(config.name)' version \(version): \(error.message)")
+        } catch {
+            throw .invalidArgument("model '\(config.name)' version \(version): \(error)")
+        }
+        var completed = config
+        if autoComplete { completed.autoComplete(from: handler.signature) }
+        try completed.validate(file: configPath)
+        try completed.check(against: handler.signature, file: configPath)
+        let runner = try ModelVersionRunner(
+            name: config.name, version: version, config: completed, instances: [HandlerSignature(handler.signature)], labels: [:],
+            modelDirectory: repository.modelDirectory(config.name), handler: handler, link: link)
+        logger.info("model version ready", metadata: ["model": .string(config.name), "version": .stringConvertible(version), "backend": .string(backend.name)])
+        return (runner, completed)
+    }
+
     /// One placement per instance the instance groups ask for (one CPU instance when there are
     /// none). The ONNX Runtime thread budget: the machine's cores are split evenly over the
     /// instances, at least one thread each, so `count` instances never oversubscribe the CPU.
@@ -230,12 +258,9 @@ struct ModelLoader: Sendable {
         return kinds.enumerated().map { InstancePlacement(kind: $1, index: $0, intraOpThreads: threads) }
     }
 
-    /// Ensemble requests that may run at once (each waits on a thread while its steps run).
-    static let ensembleConcurrency = 16
-
     /// The same loader over another repository (a load request's own files).
     func reading(from other: ModelRepository) -> ModelLoader {
-        ModelLoader(repository: other, backends: backends, autoComplete: autoComplete, cpuCores: cpuCores, rateLimiter: rateLimiter, logger: logger)
+        ModelLoader(repository: other, backends: backends, autoComplete: autoComplete, cpuCores: cpuCores, rateLimiter: rateLimiter, logger: logger, link: link)
     }
 
     static func readLabels(_ config: ModelConfig, directory: URL) throws(TernError) -> [String: [String]] {

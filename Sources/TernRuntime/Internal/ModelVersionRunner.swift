@@ -19,11 +19,16 @@ final class ModelVersionRunner: Sendable {
     private let metrics: InferenceMetrics
     /// Class labels per output name, from `label_filename`.
     private let labels: [String: [String]]
+    /// A model that answers whole requests (`RequestBackend`), and the engine it calls.
+    private let handler: (any RequestHandler)?
+    private let link: EngineLink?
 
     init(
         name: String, version: Int64, config: ModelConfig, instances: [any ModelInstance], labels: [String: [String]],
-        modelDirectory: URL? = nil, rateLimiter: RateLimiter? = nil
+        modelDirectory: URL? = nil, rateLimiter: RateLimiter? = nil, handler: (any RequestHandler)? = nil, link: EngineLink? = nil
     ) throws(TernError) {
+        self.handler = handler
+        self.link = link
         let gate = rateLimiter.map { limiter in
             let claims = RateLimiter.Claim.claims(for: config)
             for claim in claims { limiter.register(claim) }
@@ -85,6 +90,10 @@ final class ModelVersionRunner: Sendable {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
             let batchSize = prepared.batchSize
+            if let handler {
+                try handOver(request, to: handler, batchSize: batchSize, start: start, prepared: preparedAt, completion: completion)
+                return
+            }
             let done: BatchScheduler.Completion = { [self] result in
                 metrics.pending.decrement()
                 do throws(TernError) {
@@ -118,7 +127,7 @@ final class ModelVersionRunner: Sendable {
     /// off, so the caller can take the async path instead. Lets an event-loop frontend answer
     /// without any thread hop.
     func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        guard sequencer == nil else { return nil }
+        guard sequencer == nil, handler == nil else { return nil }
         let start = ContinuousClock.now
         do throws(TernError) {
             let prepared = try validator.prepare(request)
@@ -206,6 +215,35 @@ final class ModelVersionRunner: Sendable {
         statistics.recordSuccess(timings)
         metrics.record(timings)
         return InferenceResponse(modelName: name, modelVersion: version, id: request.id, outputs: tensors)
+    }
+
+    /// A request-answering model: the handler answers; this version keeps the statistics.
+    private func handOver(
+        _ request: InferenceRequest, to handler: any RequestHandler, batchSize: Int, start: ContinuousClock.Instant,
+        prepared: ContinuousClock.Instant, completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void
+    ) throws(TernError) {
+        guard let engine = link?.server else { throw .unavailable("model '\(name)': the server is shutting down") }
+        handler.handle(request, engine: engine) { [self] result in
+            metrics.pending.decrement()
+            switch result {
+            case .success(var response):
+                let done = ContinuousClock.now
+                let timings = RequestTimings(
+                    queue: 0, computeInput: (prepared - start).nanoseconds, computeInfer: (done - prepared).nanoseconds,
+                    computeOutput: 0, total: (done - start).nanoseconds, batchSize: batchSize)
+                statistics.recordExecution(rows: batchSize, computeInput: timings.computeInput, computeInfer: timings.computeInfer, computeOutput: 0)
+                metrics.recordExecution(rows: batchSize)
+                statistics.recordSuccess(timings)
+                metrics.record(timings)
+                response.modelName = name
+                response.modelVersion = version
+                response.id = request.id
+                completion(.success(response))
+            case .failure(let error):
+                recordFailure(error, since: start)
+                completion(.failure(error))
+            }
+        }
     }
 
     private func recordFailure(_ error: TernError, since start: ContinuousClock.Instant) {

@@ -1,0 +1,173 @@
+"""Edge-cloud hybrid routing with two real Tern servers on loopback: a remote KServe v2 model,
+and hybrid models with each routing policy, a circuit breaker and local fallback."""
+import math
+import os
+import threading
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import requests
+import tritonclient.http as httpclient
+
+from conftest import EXAMPLES, ROOT, TernServer
+from hybrid_helpers import DelayProxy, cloud_repository, edge_repository, wait_ready
+
+FIXTURES = os.environ.get("TERN_FIXTURES", os.path.join(ROOT, ".cache", "fixtures"))
+ROWS = np.load(os.path.join(FIXTURES, "digits_validation", "X.npy"))
+LABELS = np.load(os.path.join(FIXTURES, "digits_validation", "labels.npy"))
+
+
+def reference(model):
+    session = ort.InferenceSession(os.path.join(EXAMPLES, model, "1", "model.onnx"))
+    return lambda x: session.run(["label", "probabilities"], {"X": x})
+
+
+EDGE_REF, CLOUD_REF = reference("digits_logreg"), reference("digits_mlp")
+
+
+def ask(client, model, x, timeout=None, **parameters):
+    inp = httpclient.InferInput("X", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer(model, [inp], parameters=parameters or None, timeout=timeout)
+    params = result.get_response().get("parameters", {})
+    return result, params.get("tern.route"), params.get("tern.route_reason")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    cloud = wait_ready(TernServer(cloud_repository(str(tmp_path_factory.mktemp("cloud") / "models"))))
+    edge = TernServer(edge_repository(str(tmp_path_factory.mktemp("edge") / "models"), cloud.http_port))
+    yield edge, cloud
+    edge.stop()
+    cloud.stop()
+
+
+def test_remote_model_forwards_to_the_cloud_and_completes_its_config_from_metadata(pair):
+    edge, _ = pair
+    client = httpclient.InferenceServerClient(edge.http_address)
+    config = client.get_model_config("digits_cloud")
+    assert [i["name"] for i in config["input"]] == ["X"]  # read from the cloud's metadata
+    x = ROWS[:5]
+    result, _, _ = ask(client, "digits_cloud", x)
+    labels, probabilities = CLOUD_REF(x)
+    assert np.array_equal(result.as_numpy("label").ravel(), labels)  # exposed as [N, 1], as the cloud does
+    assert np.allclose(result.as_numpy("probabilities"), probabilities, atol=1e-5)
+    # A bad request keeps its meaning across the hop: 400 from the cloud is a 400 here.
+    bad = httpclient.InferInput("X", [1, 3], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 3), np.float32))
+    with pytest.raises(Exception) as error:
+        client.infer("digits_cloud", [bad])
+    assert "400" in str(error.value)
+
+
+def test_each_policy_routes_as_specified(pair):
+    edge, _ = pair
+    client = httpclient.InferenceServerClient(edge.http_address)
+    for i in range(40):
+        x = ROWS[i:i + 1]
+        edge_labels, edge_probabilities = EDGE_REF(x)
+        cloud_labels, _ = CLOUD_REF(x)
+
+        result, route, reason = ask(client, "digits_edge_route", x)
+        assert (route, reason) == ("edge", "policy_edge") and result.as_numpy("label")[0] == edge_labels[0]
+        result, route, reason = ask(client, "digits_cloud_route", x)
+        assert (route, reason) == ("cloud", "policy_cloud") and result.as_numpy("label")[0] == cloud_labels[0]
+
+        # Cascade: local first, offloaded exactly when logistic regression is below 0.9 confident.
+        result, route, reason = ask(client, "digits_cascade_route", x)
+        confident = edge_probabilities.max() >= 0.9
+        assert (route, reason) == (("edge", "confident") if confident else ("cloud", "low_confidence"))
+        assert result.as_numpy("label")[0] == (edge_labels[0] if confident else cloud_labels[0])
+
+        # Complexity (a heuristic): variance × log2(size) against the threshold (1000 here).
+        score = float(np.var(x.astype(np.float64))) * math.log2(x.size)
+        _, route, _ = ask(client, "digits_complexity_route", x)
+        assert route == ("cloud" if score > 1000 else "edge"), score
+
+        # Privacy: a request may forbid offloading.
+        _, route, reason = ask(client, "digits_cloud_route", x, **{"tern.local_only": True})
+        assert (route, reason) == ("edge", "local_only")
+    text = requests.get(f"http://127.0.0.1:{edge.metrics_port}/metrics").text
+    assert 'tern_hybrid_requests_total{model="digits_cascade_route",reason="low_confidence",route="cloud"}' in text \
+        or 'tern_hybrid_requests_total{model="digits_cascade_route",route="cloud",reason="low_confidence"}' in text
+    assert "tern_hybrid_offloaded_bytes_total" in text
+
+
+def test_killing_the_cloud_mid_load_loses_nothing_and_the_breaker_recovers(tmp_path):
+    cloud_repo = cloud_repository(str(tmp_path / "cloud"))
+    cloud = wait_ready(TernServer(cloud_repo))
+    ports = (cloud.http_port, cloud.grpc_port, cloud.metrics_port)
+    edge = TernServer(edge_repository(str(tmp_path / "edge"), cloud.http_port, breaker_ms=1000, timeout_ms=500))
+    routes, failures, stop = [], [], threading.Event()
+    lock = threading.Lock()
+
+    def load(seed):
+        client = httpclient.InferenceServerClient(edge.http_address)
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            x = ROWS[rng.integers(len(ROWS)):][:1]
+            try:
+                result, route, reason = ask(client, "digits_cloud_route", x)
+                expected = (CLOUD_REF if route == "cloud" else EDGE_REF)(x)[0][0]
+                with lock:
+                    routes.append((time.monotonic(), route, reason, result.as_numpy("label")[0] == expected))
+            except Exception as error:  # noqa: BLE001
+                with lock:
+                    failures.append(str(error))
+            time.sleep(0.01)
+
+    try:
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        cloud.process.kill()
+        cloud.process.wait()
+        killed = time.monotonic()
+        time.sleep(3)
+        breaker = requests.get(f"http://127.0.0.1:{edge.metrics_port}/metrics").text
+        restarting = time.monotonic()
+        cloud = TernServer(cloud_repo, ports=ports)
+        back = time.monotonic()
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert all(ok for *_, ok in routes)
+        before = [r for r in routes if r[0] < killed]
+        down = [r for r in routes if killed + 0.5 < r[0] < restarting]
+        after = [r for r in routes if r[0] > back + 2.5]
+        assert before and all(route == "cloud" for _, route, _, _ in before)
+        assert down and all(route == "edge" for _, route, _, _ in down)
+        assert {reason for _, _, reason, _ in down} <= {"cloud_failed", "breaker_open"}
+        assert any(reason == "breaker_open" for _, _, reason, _ in down)  # the breaker stopped trying
+        assert 'tern_hybrid_breaker_open{model="digits_cloud_route"} 1' in breaker
+        assert after and all(route == "cloud" for _, route, _, _ in after)  # recovered
+    finally:
+        stop.set()
+        edge.stop()
+        cloud.stop()
+
+
+def test_a_deadline_the_cloud_cannot_meet_keeps_the_request_local(tmp_path):
+    cloud = wait_ready(TernServer(cloud_repository(str(tmp_path / "cloud"))))
+    proxy = DelayProxy(cloud.http_port, delay_ms=60)
+    edge = TernServer(edge_repository(str(tmp_path / "edge"), proxy.port))
+    try:
+        client = httpclient.InferenceServerClient(edge.http_address)
+        x = ROWS[:1]
+        seen = set()
+        for _ in range(12):  # the policy measures both routes (probes)
+            _, route, _ = ask(client, "digits_latency_route", x)
+            seen.add(route)
+        assert seen == {"edge", "cloud"}
+        for _ in range(10):
+            _, route, reason = ask(client, "digits_latency_route", x, timeout=30_000)  # 30 ms; the cloud takes > 60
+            assert (route, reason) == ("edge", "deadline")
+    finally:
+        edge.stop()
+        proxy.close()
+        cloud.stop()
