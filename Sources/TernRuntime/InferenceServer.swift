@@ -116,6 +116,7 @@ public final class InferenceServer: Sendable {
         for name in known.keys where !present.contains(name) {
             _ = registry.withLock { $0.removeValue(forKey: name) }
             ledger.release(name)
+            history.record(LifecycleEvent(model: name, action: "unload", detail: "removed from the repository (poll mode)"))
             logger.info("model removed from repository; unloaded", metadata: ["model": .string(name)])
         }
         for name in present.sorted() where known[name] != repository.fingerprint(of: name) {

@@ -24,7 +24,7 @@ parameters {{ key: "tern.hybrid.confidence_threshold" value: {{ string_value: "{
 parameters {{ key: "tern.hybrid.complexity_threshold" value: {{ string_value: "{complexity}" }} }}
 parameters {{ key: "tern.hybrid.breaker_failures" value: {{ string_value: "3" }} }}
 parameters {{ key: "tern.hybrid.breaker_open_ms" value: {{ string_value: "{breaker_ms}" }} }}
-parameters {{ key: "tern.hybrid.probe_every" value: {{ string_value: "5" }} }}
+parameters {{ key: "tern.hybrid.probe_every" value: {{ string_value: "{probe_every}" }} }}
 """
 
 REMOTE = """name: "digits_cloud"
@@ -66,7 +66,7 @@ def rename(source, target):
             f.write(text)
 
 
-def edge_repository(path, cloud_port, threshold=0.9, complexity=1000.0, breaker_ms=1500, timeout_ms=1000):
+def edge_repository(path, cloud_port, threshold=0.9, complexity=1000.0, breaker_ms=1500, timeout_ms=1000, probe_every=5):
     """The edge: logistic regression locally, the cloud model as a remote model, and one hybrid
     model per policy (digits_<policy>)."""
     rename(os.path.join(EXAMPLES, "digits_logreg"), os.path.join(path, "digits_edge"))
@@ -77,7 +77,8 @@ def edge_repository(path, cloud_port, threshold=0.9, complexity=1000.0, breaker_
         name = f"digits_{policy}_route"
         os.makedirs(os.path.join(path, name, "1"))
         with open(os.path.join(path, name, "config.pbtxt"), "w") as f:
-            f.write(HYBRID.format(name=name, policy=policy, threshold=threshold, complexity=complexity, breaker_ms=breaker_ms))
+            f.write(HYBRID.format(name=name, policy=policy, threshold=threshold, complexity=complexity, breaker_ms=breaker_ms,
+                                  probe_every=probe_every))
     return path
 
 
