@@ -24,7 +24,7 @@ import tempfile
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_triton import ROOT, Server, tern_binary, write_table, ensure_triton, free_port  # noqa: E402
+from compare_triton import triton_env, ROOT, Server, tern_binary, write_table, ensure_triton, free_port  # noqa: E402
 
 MODELS = {
     # One ONNX Runtime thread for the MLP: the gRPC frontend needs the other core at these rates.
@@ -54,6 +54,22 @@ def perf(tern, args, csv_path):
     subprocess.run([tern, "perf", *args, "--csv", csv_path], check=True, capture_output=True, text=True)
     with open(csv_path) as f:
         return list(csv.DictReader(f))[0]
+
+
+def check_mlp_answer(server, onnx_path):
+    """Triton's MLP answer equals onnxruntime's (its python stub and numpy 2 disagree otherwise)."""
+    import numpy as np
+    import onnxruntime as ort
+    import tritonclient.http as httpclient
+    session = ort.InferenceSession(onnx_path)
+    name = session.get_inputs()[0].name
+    x = np.random.rand(2, 784).astype(np.float32)
+    expected = session.run(None, {name: x})[0]
+    inp = httpclient.InferInput("INPUT", [2, 784], "FP32")
+    inp.set_data_from_numpy(x)
+    got = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}").infer("mlp", [inp]).as_numpy("OUTPUT")
+    if got is None or not np.allclose(got, expected, atol=1e-4):
+        raise RuntimeError(f"{server.name} answers the MLP wrongly")
 
 
 def main():
@@ -121,12 +137,12 @@ def main():
         with open(os.path.join(triton_repo, "mlp", "config.pbtxt"), "w") as f:
             f.write(config("mlp", "mlp", True).replace('backend: "onnxruntime"', 'backend: "python"'))
         h, g, m = free_port(), free_port(), free_port()
-        env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))) + "/lib",
-                   TERN_BENCH_THREADS=str(MODELS["mlp"]["threads"]))
+        env = dict(triton_env(), TERN_BENCH_THREADS=str(MODELS["mlp"]["threads"]))
         triton = Server("triton", [os.path.join(triton_root, "bin/tritonserver"), "--model-repository", triton_repo,
                                    "--backend-directory", os.path.join(triton_root, "backends"), "--http-port", str(h),
                                    "--grpc-port", str(g), "--metrics-port", str(m)], h, g, env)
         try:
+            check_mlp_answer(triton, os.path.join(models_dir, "mlp.onnx"))
             c = max(concurrencies)
             row = perf(tern, ["-m", "mlp", "--protocol", "grpc", "--grpc-port", str(g), "--http-port", str(h),
                               "--concurrency-range", str(c), *timing], os.path.join(work, "t.csv"))

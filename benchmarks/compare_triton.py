@@ -79,6 +79,16 @@ def ensure_triton():
     return root
 
 
+def triton_env():
+    """The environment tritonserver runs in (its python backend needs this Python's libpython).
+
+    Its python backend stub predates numpy 2: `as_numpy()` and `pb_utils.Tensor(name, ndarray)`
+    silently give garbage or empty tensors with the numpy 2 installed here, and the stub ignores
+    PYTHONPATH, so the Triton models exchange tensors through DLPack (`np.from_dlpack`,
+    `pb_utils.Tensor.from_dlpack`), which is correct with both; `check_answer` verifies it."""
+    return dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))) + "/lib")
+
+
 def process_tree(pid):
     pids, frontier = [pid], [pid]
     while frontier:
@@ -166,6 +176,20 @@ def grpc_body():
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
+def check_answer(server):
+    """The server's answer to the benchmark request is right (a + b, a − b): a throughput number for
+    a server that answers wrongly (or with empty tensors) means nothing."""
+    import numpy as np
+    import tritonclient.http as httpclient
+    a = np.arange(16, dtype=np.float32).reshape(1, 16)
+    inputs = [httpclient.InferInput(n, [1, 16], "FP32") for n in ("INPUT0", "INPUT1")]
+    for inp in inputs:
+        inp.set_data_from_numpy(a)
+    result = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}").infer("add_sub", inputs)
+    if not (np.array_equal(result.as_numpy("OUTPUT0"), a + a) and np.array_equal(result.as_numpy("OUTPUT1"), a - a)):
+        raise RuntimeError(f"{server.name} answers the benchmark request wrongly")
+
+
 def run_wrk(server, seconds, connections, workdir):
     body, header_length = http_body()
     body_path = os.path.join(workdir, "body.bin")
@@ -235,9 +259,10 @@ def main():
                 argv = [os.path.join(triton_root, "bin/tritonserver"), "--model-repository", triton_repo,
                         "--backend-directory", os.path.join(triton_root, "backends"),
                         "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m)]
-                env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))) + "/lib")
+                env = triton_env()
             server = Server(name, argv, h, g, env)
             try:
+                check_answer(server)
                 http_rps, http_cpu, http_err = run_wrk(server, args.seconds, args.connections, work)
                 grpc_rps, grpc_cpu, grpc_err = run_h2load(server, args.seconds, args.connections, work)
             finally:

@@ -17,10 +17,11 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
+        # DLPack both ways: this stub's as_numpy() and Tensor(name, ndarray) predate numpy 2.
+        inputs = [np.from_dlpack(pb_utils.get_input_tensor_by_name(r, "INPUT")) for r in requests]
         (out,) = self.session.run(None, {"INPUT": np.concatenate(inputs)})
         responses, start = [], 0
         for x in inputs:
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", out[start:start + len(x)])]))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack("OUTPUT", np.ascontiguousarray(out[start:start + len(x)]))]))
             start += len(x)
         return responses

@@ -160,7 +160,7 @@ public final class DeviceMonitor: Service, Sendable {
             "failures": .string(failures.joined(separator: "; ")),
         ])
         let logged = LoggedDecision(
-            time: ISO8601DateFormatter().string(from: Date()), fromStep: decision.fromStep, toStep: decision.toStep,
+            time: LifecycleEvent.iso8601(Date()), fromStep: decision.fromStep, toStep: decision.toStep,
             reason: decision.reason, actions: applied, failures: failures)
         state.withLock { s in
             s.decisions.append(logged)

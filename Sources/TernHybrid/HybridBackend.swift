@@ -252,7 +252,9 @@ final class HybridRouter: RequestHandler {
                 Counter(label: "tern_hybrid_offloaded_bytes_total", dimensions: [("model", name)]).increment(by: bytes)
                 breakerGauge()
                 finish(result, .cloud, reason)
-            case .failure(let error) where error.code == .unavailable || error.code == .internalError:
+            case .failure(let error) where error.code != .invalidArgument:
+                // Unreachable, timed out, failing, or not loaded here (e.g. the cloud was down when
+                // this server started and its metadata could not be read): answer locally.
                 let opened = state.withLock { s in
                     let before = s.breaker.state
                     s.breaker.recordFailure(nowNs: Self.nowNs())

@@ -20,7 +20,7 @@ public struct LifecycleEvent: Sendable, Codable, Equatable {
         time: Date = Date(), model: String, action: String, fromVersions: [Int64] = [], toVersions: [Int64] = [],
         gates: [GateResult] = [], durationMs: Double? = nil, detail: String = ""
     ) {
-        self.time = ISO8601DateFormatter().string(from: time)
+        self.time = Self.iso8601(time)
         self.model = model
         self.action = action
         self.fromVersions = fromVersions
@@ -28,6 +28,18 @@ public struct LifecycleEvent: Sendable, Codable, Equatable {
         self.gates = gates
         self.durationMs = durationMs
         self.detail = detail
+    }
+}
+
+extension LifecycleEvent {
+    /// `2026-11-27T01:02:03Z`. Formatted by hand: Foundation's date formatters pull in ICU's
+    /// data, megabytes of resident memory for one timestamp format.
+    public static func iso8601(_ date: Date) -> String {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
     }
 }
 

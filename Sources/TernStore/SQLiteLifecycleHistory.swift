@@ -8,14 +8,18 @@ import TernRuntime
 /// older than the newest `retainedEvents` are deleted as new ones arrive, so the file stays small
 /// on a device.
 public final class SQLiteLifecycleHistory: LifecycleHistory {
-    private let database: DatabasePool
+    /// One connection (a queue) in WAL mode: events are rare, and a pool's extra reader
+    /// connections would cost memory on a small device.
+    private let database: DatabaseQueue
     private let retainedEvents: Int
     private let logger: Logger
 
     public init(path: String, retainedEvents: Int = 10_000, logger: Logger) throws {
         try FileManager.default.createDirectory(
             at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
-        database = try DatabasePool(path: path)  // a pool opens the file in WAL mode
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        database = try DatabaseQueue(path: path, configuration: configuration)
         self.retainedEvents = max(retainedEvents, 1)
         self.logger = logger
         var migrator = DatabaseMigrator()

@@ -171,3 +171,77 @@ def test_a_deadline_the_cloud_cannot_meet_keeps_the_request_local(tmp_path):
         edge.stop()
         proxy.close()
         cloud.stop()
+
+
+# ---- real Triton 2.51 as the cloud ----------------------------------------------------------------
+
+TRITON_DIGITS = """name: "digits_big"
+backend: "python"
+max_batch_size: 64
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 64 ] } ]
+output [ { name: "label" data_type: TYPE_INT64 dims: [ 1 ] }, { name: "probabilities" data_type: TYPE_FP32 dims: [ 10 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def triton_cloud(tmp_path_factory):
+    import subprocess
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from compare_triton import ensure_triton, free_port, triton_env  # the pytriton wheel's tritonserver, unpacked once
+
+    root = ensure_triton()
+    repo = tmp_path_factory.mktemp("triton") / "models"
+    os.makedirs(repo / "digits_big" / "1")
+    (repo / "digits_big" / "config.pbtxt").write_text(TRITON_DIGITS)
+    import shutil
+    shutil.copy(os.path.join(os.path.dirname(__file__), "triton_digits", "model.py"), repo / "digits_big" / "1" / "model.py")
+    shutil.copy(os.path.join(EXAMPLES, "digits_mlp", "1", "model.onnx"), repo / "digits_big" / "1" / "model.onnx")
+    h, g, m = free_port(), free_port(), free_port()
+    env = triton_env()
+    log = open(repo / ".." / "triton.log", "w")
+    process = subprocess.Popen(
+        [os.path.join(root, "bin/tritonserver"), "--model-repository", str(repo), "--backend-directory", os.path.join(root, "backends"),
+         "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{h}/v2/models/digits_big/ready", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError("tritonserver exited: " + open(repo / ".." / "triton.log").read()[-2000:])
+        time.sleep(0.2)
+    else:
+        raise RuntimeError("tritonserver did not become ready")
+    yield h
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+def test_real_triton_as_the_cloud(triton_cloud, tmp_path):
+    edge = TernServer(edge_repository(str(tmp_path / "edge"), triton_cloud))
+    try:
+        client = httpclient.InferenceServerClient(edge.http_address)
+        # The remote model's config came from Triton's metadata.
+        assert [o["name"] for o in client.get_model_config("digits_cloud")["output"]] == ["label", "probabilities"]
+        x = ROWS[:8]
+        result, _, _ = ask(client, "digits_cloud", x)
+        labels, probabilities = CLOUD_REF(x)
+        assert np.array_equal(result.as_numpy("label").ravel(), labels), (result.as_numpy("label").ravel(), labels, result.as_numpy("probabilities")[:2])
+        assert np.allclose(result.as_numpy("probabilities"), probabilities, atol=1e-5)
+        offloaded = 0
+        for i in range(40):
+            x = ROWS[i:i + 1]
+            edge_labels, edge_probabilities = EDGE_REF(x)
+            result, route, reason = ask(client, "digits_cascade_route", x)
+            confident = edge_probabilities.max() >= 0.9
+            assert (route, reason) == (("edge", "confident") if confident else ("cloud", "low_confidence"))
+            assert result.as_numpy("label").ravel()[0] == (edge_labels[0] if confident else CLOUD_REF(x)[0][0])
+            offloaded += route == "cloud"
+        assert offloaded > 0
+    finally:
+        edge.stop()
