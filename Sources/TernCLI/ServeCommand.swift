@@ -173,6 +173,10 @@ struct ServeCommand: AsyncParsableCommand {
             let path = historyDatabase ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/state/tern/history.sqlite")
             do {
                 history = try SQLiteLifecycleHistory(path: path, logger: logger)
+            } catch where historyDatabase == nil {
+                // The default place is not writable (a read-only home on a device): keep serving.
+                logger.warning("lifecycle history kept in memory only: cannot open \(path): \(error) (set --history-db PATH)")
+                history = InMemoryLifecycleHistory()
             } catch {
                 logger.critical("cannot open the lifecycle history \(path): \(error) (use --history-db PATH or none)")
                 throw ExitCode.failure

@@ -141,7 +141,8 @@ extension InferenceServer {
         if candidate.config.platform == "ensemble", configuration.controlMode == .explicit {
             // As Triton: loading an ensemble loads the composing models that are not loaded yet.
             if let plan = try? EnsemblePlan(config: candidate.config, file: name) {
-                for model in plan.composingModels where registry.withLock({ $0[model]?.state != .ready }) {
+                // Models already loading (nested ensembles that refer to each other) are left alone.
+                for model in plan.composingModels where registry.withLock({ $0[model] == nil || $0[model]?.state == .unavailable }) {
                     _ = try? await loadModel(model, configOverride: nil)
                 }
             }
