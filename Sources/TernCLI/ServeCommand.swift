@@ -238,8 +238,7 @@ struct ReadyAnnouncer: Service {
         if let port = await grpc.listeningPort {
             logger.info("gRPC KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
         }
-        let elapsed = ContinuousClock.now - started
-        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let milliseconds = (ContinuousClock.now - started).milliseconds
         logger.info("server ready", metadata: ["start_to_ready_ms": .string(String(format: "%.1f", milliseconds))])
     }
 }

@@ -133,8 +133,8 @@ final class HybridRouter: RequestHandler {
         let finish: @Sendable (Result<InferenceResponse, TernError>, Route, String) -> Void = { [self] result, route, reason in
             let elapsed = ContinuousClock.now - started
             Counter(label: "tern_hybrid_requests_total", dimensions: [("model", name), ("route", route.rawValue), ("reason", reason)]).increment()
-            Timer(label: "tern_hybrid_request_duration_seconds", dimensions: [("model", name), ("route", route.rawValue)]).recordNanoseconds(
-                Int64(elapsed.components.seconds) * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+            Timer(label: "tern_hybrid_request_duration_seconds", dimensions: [("model", name), ("route", route.rawValue)])
+                .recordNanoseconds(Int64(elapsed.nanoseconds))
             completion(result.map { response in
                 var response = response
                 response.parameters["tern.route"] = .string(route.rawValue)
@@ -271,8 +271,7 @@ final class HybridRouter: RequestHandler {
     }
 
     private func record(local: Bool, since start: ContinuousClock.Instant) {
-        let elapsed = ContinuousClock.now - start
-        let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let ms = (ContinuousClock.now - start).milliseconds
         state.withLock { s in
             if local { s.localMs.add(ms) } else { s.remoteMs.add(ms) }
         }

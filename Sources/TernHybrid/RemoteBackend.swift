@@ -202,7 +202,7 @@ final class RemoteKServeClient: Sendable {
                 if keep { idle.withLock { $0.append(BlockingSocketBox(socket: socket)) } }
                 if head.status == 503, attempt < settings.retries {
                     attempt += 1
-                    Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+                    Thread.sleep(forTimeInterval: delay.seconds)
                     delay = delay * 2
                     continue
                 }
@@ -215,7 +215,7 @@ final class RemoteKServeClient: Sendable {
                     throw .unavailable("remote model '\(settings.model)' at \(settings.host):\(settings.port) \(what): \(error)")
                 }
                 attempt += 1
-                Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+                Thread.sleep(forTimeInterval: delay.seconds)
                 delay = delay * 2
             }
         }

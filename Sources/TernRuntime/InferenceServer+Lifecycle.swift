@@ -212,18 +212,12 @@ extension InferenceServer {
             "model": .string(name), "versions": .string("\(toVersions)"), "from_versions": .string("\(fromVersions)"),
             "load_to_serving_ms": .string(String(format: "%.1f", durationMs)),
         ])
-        if serving != nil {
-            if grace > 0 {
-                DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + grace) { [self] in
-                    let dropped = registry.withLock { records -> Bool in
-                        guard records[name]?.generation == generation, records[name]?.previous != nil else { return false }
-                        records[name]?.previous = nil
-                        return true
-                    }
-                    if dropped { Self.returnFreedMemory() }
+        if serving != nil, grace > 0 {
+            // Dropping the last reference frees the old versions (LoadedModel.release trims).
+            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + grace) { [self] in
+                registry.withLock { records in
+                    if records[name]?.generation == generation { records[name]?.previous = nil }
                 }
-            } else {
-                Self.returnFreedMemory()
             }
         }
         return report
@@ -236,7 +230,6 @@ extension InferenceServer {
     }
 
     static func milliseconds(since start: ContinuousClock.Instant) -> Double {
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        (ContinuousClock.now - start).milliseconds
     }
 }

@@ -247,10 +247,6 @@ public final class InferenceServer: Sendable {
     /// Paused models and why.
     public var pausedModels: [String: String] { shaping.withLock { $0.paused } }
 
-    /// Memory each loaded model holds on the engine's books (estimated, or measured when larger),
-    /// in bytes (see `MemoryPolicy`).
-    public func memoryHeld(model name: String) -> UInt64? { ledger.holding(name) }
-    public var memoryHeld: UInt64 { ledger.totalHeld }
 
     /// Where each instance of a model with this config runs and with how many ONNX Runtime
     /// threads (the engine's thread budget: cores split evenly over the instances).
@@ -375,8 +371,7 @@ public final class InferenceServer: Sendable {
         ledger.release(name)
         history.record(LifecycleEvent(model: name, action: reason.hasPrefix("evicted") ? "evict" : "unload", detail: reason))
         logger.info("model unloaded", metadata: ["model": .string(name), "reason": .string(reason)])
-        Self.returnFreedMemory()
-        return true
+        return true  // the memory goes back once running requests let go of the model (LoadedModel.release)
     }
 
     // MARK: Internals

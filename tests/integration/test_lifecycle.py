@@ -30,6 +30,15 @@ parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
 """
 
 
+def add_sub_repository(tmp_path, name):
+    """A repository with one add_sub model called `name` (version 1, latest-version policy)."""
+    repo = tmp_path / "models"
+    os.makedirs(repo / name / "1")
+    shutil.copy(os.path.join(FIXTURES, "add_sub", "1", "model.onnx"), repo / name / "1" / "model.onnx")
+    (repo / name / "config.pbtxt").write_text(ADD_SUB_CONFIG.format(name=name))
+    return repo
+
+
 def place_version(model_dir, version, onnx_path):
     """Writes a version folder atomically: built beside the model folder, then renamed in."""
     staging = os.path.join(os.path.dirname(model_dir), f".staging-{os.path.basename(model_dir)}-{version}")
@@ -53,10 +62,7 @@ def expected(version, a, b):
 # ---- hot-swap under sustained load --------------------------------------------------------------
 
 def test_hot_swap_under_load_has_no_failed_request_and_every_answer_from_one_version(tmp_path):
-    repo = tmp_path / "models"
-    os.makedirs(repo / "swap" / "1")
-    shutil.copy(os.path.join(FIXTURES, "add_sub", "1", "model.onnx"), repo / "swap" / "1" / "model.onnx")
-    (repo / "swap" / "config.pbtxt").write_text(ADD_SUB_CONFIG.format(name="swap"))
+    repo = add_sub_repository(tmp_path, "swap")
     server = TernServer(str(repo), "--model-control-mode", "explicit", "--load-model", "swap")
     results, errors = [], []
     lock = threading.Lock()
@@ -200,10 +206,7 @@ def test_a_failing_accuracy_gate_keeps_the_weak_candidate_away_and_rollback_rest
 
 
 def test_rollback_without_history_and_promote_of_a_missing_version_are_clear_errors(tmp_path):
-    repo = tmp_path / "models"
-    os.makedirs(repo / "swap" / "1")
-    shutil.copy(os.path.join(FIXTURES, "add_sub", "1", "model.onnx"), repo / "swap" / "1" / "model.onnx")
-    (repo / "swap" / "config.pbtxt").write_text(ADD_SUB_CONFIG.format(name="swap"))
+    repo = add_sub_repository(tmp_path, "swap")
     server = TernServer(str(repo), "--model-control-mode", "explicit", "--load-model", "swap")
     try:
         r = requests.post(f"{server.http_url}/v2/repository/models/swap/rollback")
@@ -220,10 +223,7 @@ def test_rollback_without_history_and_promote_of_a_missing_version_are_clear_err
 # ---- poll mode ------------------------------------------------------------------------------------
 
 def test_poll_mode_loads_an_atomically_written_version_and_ignores_a_half_written_one(tmp_path):
-    repo = tmp_path / "models"
-    os.makedirs(repo / "polled" / "1")
-    shutil.copy(os.path.join(FIXTURES, "add_sub", "1", "model.onnx"), repo / "polled" / "1" / "model.onnx")
-    (repo / "polled" / "config.pbtxt").write_text(ADD_SUB_CONFIG.format(name="polled"))
+    repo = add_sub_repository(tmp_path, "polled")
     server = TernServer(str(repo), "--model-control-mode", "poll", "--repository-poll-secs", "1")
     client = httpclient.InferenceServerClient(server.http_address)
     a = np.full((1, 16), 3, dtype=np.float32)

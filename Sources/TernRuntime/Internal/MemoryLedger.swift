@@ -51,7 +51,6 @@ final class MemoryLedger: Sendable {
     }
 
     func holding(_ model: String) -> UInt64? { books.withLock { $0.held[model] } }
-    var totalHeld: UInt64 { books.withLock { $0.held.values.reduce(0, +) } }
 
     static func mb(_ bytes: UInt64) -> String { "\((bytes + (1 << 19)) >> 20) MB" }
 }

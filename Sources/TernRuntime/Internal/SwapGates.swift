@@ -120,8 +120,7 @@ struct SwapGates: Sendable {
         for _ in 0..<samples {
             let start = ContinuousClock.now
             _ = try await runner.infer(InferenceRequest(modelName: runner.name, modelVersion: runner.version, inputs: inputs))
-            let elapsed = ContinuousClock.now - start
-            latencies.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+            latencies.append((ContinuousClock.now - start).milliseconds)
         }
         latencies.sort()
         return latencies[min(latencies.count - 1, Int((Double(latencies.count) * 0.95).rounded(.up)) - 1)]
