@@ -15,9 +15,12 @@ import TernRuntime
 /// - cascade: `tern.hybrid.confidence_output`, `tern.hybrid.confidence_measure` (max | margin |
 ///   entropy), `tern.hybrid.confidence_threshold` (offload when a row's confidence is below it);
 /// - complexity: `tern.hybrid.complexity_threshold` (offload above it; a heuristic);
-/// - latency: requests carry their deadline as Triton's `timeout` parameter (µs); the route whose
-///   observed latency (EWMA) is lower and meets it is taken, one request in
-///   `tern.hybrid.probe_every` (default 20) refreshes the other route's estimate;
+/// - latency: requests carry their deadline as Triton's `timeout` parameter (µs); the faster route
+///   that meets it is taken. The edge estimate is the local model's queue (requests waiting,
+///   instances busy, batch limit) times its measured execution time per batch size; the cloud
+///   estimate is round trip + remote service time + the request's bytes ÷ the observed upload
+///   bandwidth (`LinkModel`, fitted from the offloaded requests). One request in
+///   `tern.hybrid.probe_every` (default 20) takes the other route to keep its estimate fresh;
 /// - `tern.hybrid.local_only` (true/false): never offload (privacy); a request can say the same
 ///   with its own `tern.local_only` parameter;
 /// - breaker: `tern.hybrid.breaker_failures` (default 3) consecutive remote failures open it for
@@ -114,8 +117,11 @@ final class HybridRouter: RequestHandler {
     struct State {
         var breaker: CircuitBreaker
         var localMs = EWMA()
-        var remoteMs = EWMA()
+        var link = LinkModel()
         var requests = 0
+        /// The local model's mean execution time by batch size, refreshed from its statistics.
+        var computeMs: [Int: Double] = [:]
+        var computeReadAt: UInt64 = 0
     }
 
     init(name: String, settings: HybridSettings, signature: ModelSignature, logger: Logger) {
@@ -164,7 +170,7 @@ final class HybridRouter: RequestHandler {
         case .cascade:
             cascade(request, engine: engine, finish: finish)
         case .latency:
-            let (route, reason) = latencyChoice(request)
+            let (route, reason) = latencyChoice(request, engine: engine)
             if route == .cloud {
                 offload(request, engine: engine, reason: reason, finish: finish)
             } else {
@@ -200,20 +206,46 @@ final class HybridRouter: RequestHandler {
     }
 
     /// The faster route that meets the request's deadline (`timeout`, µs); local when unsure.
-    private func latencyChoice(_ request: InferenceRequest) -> (Route, String) {
+    private func latencyChoice(_ request: InferenceRequest, engine: InferenceServer) -> (Route, String) {
         let deadlineMs = request.parameters["timeout"]?.integerValue.map { Double($0) / 1000 }
+        let bytes = Double(request.inputs.reduce(0) { $0 + $1.data.count })
+        let occupancy = (try? engine.occupancy(model: settings.local)) ?? nil
+        let now = Self.nowNs()
+        let stale = state.withLock { now - $0.computeReadAt > 250_000_000 }
+        let compute = stale ? Self.computeTable(engine, model: settings.local) : nil
         return state.withLock { s in
-            s.requests += 1
-            let local = s.localMs.value, remote = s.remoteMs.value
-            if let deadlineMs, let remote, remote > deadlineMs { return (.edge, "deadline") }
-            guard let remote, let local else {
-                // Learn the route not measured yet.
-                return local == nil ? (.edge, "probe") : (.cloud, "probe")
+            if let compute {
+                s.computeMs = compute
+                s.computeReadAt = now
             }
-            if s.requests % settings.probeEvery == 0 { return remote < local ? (.edge, "probe") : (.cloud, "probe") }
-            if let deadlineMs, local > deadlineMs, remote <= deadlineMs { return (.cloud, "deadline") }
-            return remote < local ? (.cloud, "faster") : (.edge, "faster")
+            s.requests += 1
+            let local = LocalEstimate.ms(occupancy: occupancy, computeMs: s.computeMs, fallback: s.localMs.value)
+            let remote = s.link.estimate(bytes: bytes)
+            return Self.choose(localMs: local, remoteMs: remote, deadlineMs: deadlineMs, probe: s.requests % settings.probeEvery == 0)
         }
+    }
+
+    /// The latency policy's decision on two estimates (nil: not measured yet).
+    static func choose(localMs local: Double?, remoteMs remote: Double?, deadlineMs: Double?, probe: Bool) -> (Route, String) {
+        if let deadlineMs, let remote, remote > deadlineMs, local.map({ $0 <= deadlineMs }) ?? true { return (.edge, "deadline") }
+        guard let remote, let local else {
+            // Learn the route not measured yet.
+            return local == nil ? (.edge, "probe") : (.cloud, "probe")
+        }
+        if probe { return remote < local ? (.edge, "probe") : (.cloud, "probe") }
+        if let deadlineMs, local > deadlineMs, remote <= deadlineMs { return (.cloud, "deadline") }
+        return remote < local ? (.cloud, "faster") : (.edge, "faster")
+    }
+
+    /// Mean execution time (ms) by batch size of the serving version of `model`.
+    static func computeTable(_ engine: InferenceServer, model: String) -> [Int: Double] {
+        guard let statistics = (try? engine.statistics(model: model))?.last else { return [:] }
+        var table: [Int: Double] = [:]
+        for batch in statistics.batchStats where batch.computeInfer.count > 0 {
+            let ns = batch.computeInput.ns + batch.computeInfer.ns + batch.computeOutput.ns
+            table[Int(batch.batchSize)] = Double(ns) / Double(batch.computeInfer.count) / 1e6
+        }
+        return table
     }
 
     private func runLocal(_ request: InferenceRequest, engine: InferenceServer, completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void) {
@@ -222,7 +254,7 @@ final class HybridRouter: RequestHandler {
         forwarded.modelVersion = nil
         let started = ContinuousClock.now
         engine.submit(forwarded, allowInline: true) { [self] result in
-            if case .success = result { record(local: true, since: started) }
+            if case .success = result { recordLocal(since: started) }
             completion(result)
         }
     }
@@ -247,8 +279,11 @@ final class HybridRouter: RequestHandler {
         engine.submit(forwarded, allowInline: false) { [self] result in
             switch result {
             case .success:
-                state.withLock { $0.breaker.recordSuccess() }
-                record(local: false, since: started)
+                let ms = (ContinuousClock.now - started).milliseconds
+                state.withLock { s in
+                    s.breaker.recordSuccess()
+                    s.link.add(bytes: Double(bytes), ms: ms)
+                }
                 Counter(label: "tern_hybrid_offloaded_bytes_total", dimensions: [("model", name)]).increment(by: bytes)
                 breakerGauge()
                 finish(result, .cloud, reason)
@@ -270,11 +305,9 @@ final class HybridRouter: RequestHandler {
         }
     }
 
-    private func record(local: Bool, since start: ContinuousClock.Instant) {
+    private func recordLocal(since start: ContinuousClock.Instant) {
         let ms = (ContinuousClock.now - start).milliseconds
-        state.withLock { s in
-            if local { s.localMs.add(ms) } else { s.remoteMs.add(ms) }
-        }
+        state.withLock { $0.localMs.add(ms) }
     }
 
     private func breakerGauge() {

@@ -1,26 +1,38 @@
+import Dispatch
 import Foundation
+import GRPCNIOTransportHTTP2
 import Logging
 import NIOCore
 import NIOFoundationCompat
+import NIOHTTP1
+import NIOSSL
 import Synchronization
 import TernCore
+import TernGRPC
 import TernHTTP
 
-/// A model served by a remote KServe v2 server (another Tern, or any Triton) over HTTP with the
-/// binary tensor extension. config.pbtxt names it with `backend: "remote"` and parameters:
+/// A model served by a remote KServe v2 server (another Tern, or any Triton). config.pbtxt names
+/// it with `backend: "remote"` and parameters:
 ///
-/// - `tern.remote.url`: `http://host:port` (required);
+/// - `tern.remote.url` (required): `http://host:port` or `https://host:port` (HTTP/1.1 with the
+///   binary tensor extension), `grpc://host:port` or `grpcs://host:port` (KServe v2 gRPC);
 /// - `tern.remote.model` / `tern.remote.version`: the model there (default: this model's name, its
 ///   highest version);
-/// - `tern.remote.timeout_ms` (default 5000) for connecting and for each read and write;
-/// - `tern.remote.retries` (default 2) after a connection failure, a timeout or a 503, waiting
-///   `tern.remote.backoff_ms` (default 50) doubled each time;
-/// - `tern.remote.header.<Name>`: a header sent with every call (credentials: `Authorization`).
+/// - `tern.remote.timeout_ms` (default 5000) for connecting and for each call;
+/// - `tern.remote.retries` (default 2) after a connection failure, a timeout or an "unavailable"
+///   answer (HTTP 503, gRPC UNAVAILABLE), waiting `tern.remote.backoff_ms` (default 50) doubled
+///   each time;
+/// - `tern.remote.header.<Name>`: a header (gRPC: metadata) sent with every call — credentials
+///   such as `Authorization: Bearer ...`;
+/// - TLS (https, grpcs): `tern.remote.tls_ca_file` (PEM trust roots; default the system's),
+///   `tern.remote.tls_cert_file` and `tern.remote.tls_key_file` (a client certificate, for mutual
+///   TLS), `tern.remote.tls_verify` = `full` (default) | `no_hostname` | `none`. Relative paths
+///   are read from the model's directory.
 ///
 /// Inputs and outputs left out of the config are read from the remote model's metadata at load.
-/// Connections are kept alive and reused. Remote errors keep their meaning: 400 → invalid
-/// argument, 404 → not found, anything the server cannot answer (unreachable, timeout, 5xx) →
-/// unavailable.
+/// Connections are kept alive and reused. Remote errors keep their meaning: 400 / INVALID_ARGUMENT
+/// → invalid argument, 404 / NOT_FOUND → not found, anything the server cannot answer
+/// (unreachable, timeout, 5xx, other gRPC codes) → unavailable.
 public struct RemoteBackend: Backend {
     public init() {}
     public var name: String { "remote" }
@@ -30,8 +42,9 @@ public struct RemoteBackend: Backend {
     public var defaultInstanceCount: Int? { 8 }
 
     public func makeInstance(modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger) throws -> any ModelInstance {
-        let settings = try RemoteSettings(config: config)
-        let client = RemoteKServeClient(settings: settings)
+        let modelDirectory = modelPath.standardizedFileURL.deletingLastPathComponent()
+        let settings = try RemoteSettings(config: config, modelDirectory: modelDirectory)
+        let client = try RemoteKServeClient(settings: settings)
         let signature = config.input.isEmpty || config.output.isEmpty
             ? try client.signature()
             : Self.signature(of: config)
@@ -53,8 +66,20 @@ public struct RemoteBackend: Backend {
 
 /// `tern.remote.*` parameters.
 struct RemoteSettings: Sendable {
+    enum Transport: String, Sendable { case http, grpc }
+    enum Verification: String, Sendable { case full, no_hostname, none }
+
+    struct TLS: Sendable, Equatable {
+        var caFile: String?
+        var certFile: String?
+        var keyFile: String?
+        var verify = Verification.full
+    }
+
+    var transport: Transport
     var host: String
     var port: Int
+    var tls: TLS?
     var model: String
     var version: Int64?
     var timeout: Duration
@@ -62,7 +87,7 @@ struct RemoteSettings: Sendable {
     var backoff: Duration
     var headers: [(String, String)]
 
-    init(config: ModelConfig) throws(TernError) {
+    init(config: ModelConfig, modelDirectory: URL? = nil) throws(TernError) {
         func text(_ key: String) -> String? {
             guard let value = config.parameters["tern.remote." + key]?.stringValue, !value.isEmpty else { return nil }
             return value
@@ -74,14 +99,43 @@ struct RemoteSettings: Sendable {
             }
             return number
         }
-        guard let url = text("url"), let components = URLComponents(string: url), let host = components.host else {
+        func file(_ key: String) throws(TernError) -> String? {
+            guard let value = text(key) else { return nil }
+            let path = value.hasPrefix("/") || modelDirectory == nil ? value : modelDirectory!.appendingPathComponent(value).path
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw .invalidArgument("model '\(config.name)': tern.remote.\(key): cannot read \(path)")
+            }
+            return path
+        }
+        guard let url = text("url"), let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
             throw .invalidArgument("model '\(config.name)': a remote model needs parameters { key: \"tern.remote.url\" value: { string_value: \"http://host:port\" } }")
         }
-        guard components.scheme == "http" else {
-            throw .invalidArgument("model '\(config.name)': tern.remote.url \(url): only http:// is supported (put a TLS-terminating proxy in front for https)")
+        let secure: Bool
+        switch components.scheme {
+        case "http": (transport, secure) = (.http, false)
+        case "https": (transport, secure) = (.http, true)
+        case "grpc": (transport, secure) = (.grpc, false)
+        case "grpcs": (transport, secure) = (.grpc, true)
+        default:
+            throw .invalidArgument("model '\(config.name)': tern.remote.url \(url): the scheme must be http, https, grpc or grpcs")
         }
         self.host = host
-        port = components.port ?? 80
+        port = components.port ?? (transport == .grpc ? (secure ? 443 : 8001) : (secure ? 443 : 80))
+        if secure {
+            var tls = TLS(caFile: try file("tls_ca_file"), certFile: try file("tls_cert_file"), keyFile: try file("tls_key_file"))
+            if (tls.certFile == nil) != (tls.keyFile == nil) {
+                throw .invalidArgument("model '\(config.name)': a client certificate needs both tern.remote.tls_cert_file and tern.remote.tls_key_file")
+            }
+            if let verify = text("tls_verify") {
+                guard let mode = Verification(rawValue: verify) else {
+                    throw .invalidArgument("model '\(config.name)': tern.remote.tls_verify must be full, no_hostname or none, got '\(verify)'")
+                }
+                tls.verify = mode
+            }
+            self.tls = tls
+        } else if config.parameters.keys.contains(where: { $0.hasPrefix("tern.remote.tls_") }) {
+            throw .invalidArgument("model '\(config.name)': tern.remote.tls_* settings need an https:// or grpcs:// url, got \(url)")
+        }
         model = text("model") ?? config.name
         if let version = text("version") {
             guard let number = Int64(version), number > 0 else {
@@ -99,6 +153,44 @@ struct RemoteSettings: Sendable {
     }
 
     var modelPath: String { "/v2/models/\(model)" + (version.map { "/versions/\($0)" } ?? "") }
+
+    /// SwiftNIO's TLS settings for an https remote.
+    func nioTLS() throws(TernError) -> TLSConfiguration? {
+        guard let tls else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        do {
+            if let caFile = tls.caFile { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile)) }
+            if let certFile = tls.certFile, let keyFile = tls.keyFile {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certFile).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            }
+        } catch {
+            throw .invalidArgument("model '\(model)': unreadable TLS certificate or key: \(error)")
+        }
+        switch tls.verify {
+        case .full: configuration.certificateVerification = .fullVerification
+        case .no_hostname: configuration.certificateVerification = .noHostnameVerification
+        case .none: configuration.certificateVerification = .none
+        }
+        return configuration
+    }
+
+    /// grpc-swift's transport security for a grpc/grpcs remote.
+    func grpcSecurity() -> HTTP2ClientTransport.Posix.TransportSecurity {
+        guard let tls else { return .plaintext }
+        return .tls { config in
+            if let caFile = tls.caFile { config.trustRoots = .certificates([.file(path: caFile, format: .pem)]) }
+            if let certFile = tls.certFile, let keyFile = tls.keyFile {
+                config.certificateChain = [.file(path: certFile, format: .pem)]
+                config.privateKey = .file(path: keyFile, format: .pem)
+            }
+            switch tls.verify {
+            case .full: config.serverCertificateVerification = .fullVerification
+            case .no_hostname: config.serverCertificateVerification = .noHostnameVerification
+            case .none: config.serverCertificateVerification = .noVerification
+            }
+        }
+    }
 }
 
 /// One instance: forwards each batch as one remote call.
@@ -124,40 +216,51 @@ final class RemoteInstance: ModelInstance {
     }
 }
 
-/// Blocking KServe v2 HTTP client with kept-alive connections, timeouts and retries.
+/// A blocking KServe v2 client (HTTP or gRPC, plain or TLS) with timeouts and retries; model
+/// instances call it from their own threads.
 final class RemoteKServeClient: Sendable {
     let settings: RemoteSettings
-    /// Idle connections (taken by one call at a time, returned when the exchange completed).
-    private let idle = Mutex<[BlockingSocketBox]>([])
+    private let http: RemoteHTTPTransport?
+    private let grpc: KServeGRPCConnection?
 
-    /// A socket moved between threads; only one call uses it at a time.
-    struct BlockingSocketBox: @unchecked Sendable {
-        let socket: BlockingSocket
-    }
-
-    init(settings: RemoteSettings) {
+    init(settings: RemoteSettings) throws(TernError) {
         self.settings = settings
+        switch settings.transport {
+        case .http:
+            http = try RemoteHTTPTransport(host: settings.host, port: settings.port, timeout: settings.timeout, headers: settings.headers, tls: try settings.nioTLS())
+            grpc = nil
+        case .grpc:
+            http = nil
+            do {
+                grpc = try KServeGRPCConnection(host: settings.host, port: settings.port, security: settings.grpcSecurity(), headers: settings.headers)
+            } catch {
+                throw .invalidArgument("model '\(settings.model)': cannot set up the gRPC connection to \(settings.host):\(settings.port): \(error)")
+            }
+        }
     }
 
     /// The remote model's inputs and outputs, from its metadata.
     func signature() throws(TernError) -> ModelSignature {
-        let (status, _, body) = try exchange("GET", settings.modelPath, body: nil)
-        guard status == 200 else { throw Self.error(status: status, body: body, model: settings.model) }
-        guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else {
-            throw .unavailable("remote model '\(settings.model)': unreadable metadata")
-        }
-        func specs(_ key: String) throws(TernError) -> [TensorSpec] {
-            try ((object[key] as? [[String: Any]]) ?? []).map { entry throws(TernError) in
-                guard let name = entry["name"] as? String, let type = (entry["datatype"] as? String).flatMap(DataType.init(protocolName:)),
-                    let shape = entry["shape"] as? [NSNumber]
-                else { throw .unavailable("remote model '\(settings.model)': malformed metadata entry \(entry)") }
-                return TensorSpec(name: name, dataType: type, shape: shape.map(\.int64Value))
+        try withRetries { () throws(RemoteAttemptFailure) in
+            if let grpc {
+                let settings = self.settings
+                return try Self.waiting { () async throws(TernError) in
+                    try await grpc.signature(model: settings.model, version: settings.version, timeout: settings.timeout)
+                }
             }
+            let reply = try http!.exchange(method: .GET, path: settings.modelPath, body: nil, extraHeaders: [])
+            try check(reply)
+            return try Self.signature(json: Data(reply.body.readableBytesView), model: settings.model)
         }
-        return ModelSignature(inputs: try specs("inputs"), outputs: try specs("outputs"))
     }
 
     func infer(_ request: InferenceRequest) throws(TernError) -> InferenceResponse {
+        if let grpc {
+            let timeout = settings.timeout
+            return try withRetries { () throws(RemoteAttemptFailure) in
+                try Self.waiting { () async throws(TernError) in try await grpc.infer(request, timeout: timeout) }
+            }
+        }
         let (body, headerLength): (ByteBuffer, Int?)
         do {
             (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: true)
@@ -168,11 +271,14 @@ final class RemoteKServeClient: Sendable {
         }
         var extra = [("Content-Type", "application/octet-stream")]
         if let headerLength { extra.append(("Inference-Header-Content-Length", String(headerLength))) }
-        let (status, headers, reply) = try exchange("POST", settings.modelPath + "/infer", body: Data(body.readableBytesView), extraHeaders: extra)
-        guard status == 200 else { throw Self.error(status: status, body: reply, model: settings.model) }
+        let reply = try withRetries { () throws(RemoteAttemptFailure) in
+            let reply = try http!.exchange(method: .POST, path: settings.modelPath + "/infer", body: body, extraHeaders: extra)
+            try check(reply)
+            return reply
+        }
         do {
-            let length = headers.first { $0.name.caseInsensitiveCompare("Inference-Header-Content-Length") == .orderedSame }.flatMap { Int($0.value) }
-            return try KServeHTTPEncoding.response(body: ByteBuffer(data: reply), headerLength: length)
+            let length = reply.headers["Inference-Header-Content-Length"].first.flatMap { Int($0) }
+            return try KServeHTTPEncoding.response(body: reply.body, headerLength: length)
         } catch let error as TernError {
             throw TernError(.unavailable, "remote model '\(settings.model)': \(error.message)")
         } catch {
@@ -180,45 +286,71 @@ final class RemoteKServeClient: Sendable {
         }
     }
 
-    /// One HTTP exchange with retries: a failed connection, a timeout or a 503 is retried with
-    /// backoff; other answers are returned as they are.
-    private func exchange(
-        _ method: String, _ path: String, body: Data?, extraHeaders: [(String, String)] = []
-    ) throws(TernError) -> (Int, [(name: String, value: String)], Data) {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(settings.host):\(settings.port)\r\nContent-Length: \(body?.count ?? 0)\r\n"
-        for (name, value) in settings.headers + extraHeaders { head += "\(name): \(value)\r\n" }
-        head += "\r\n"
-        let request = Data(head.utf8) + (body ?? Data())
-        var attempt = 0
+    /// Refuses a non-200 answer with the error it stands for; a 503 may be retried.
+    private func check(_ reply: RemoteHTTPReply) throws(RemoteAttemptFailure) {
+        guard reply.status != 200 else { return }
+        throw RemoteAttemptFailure(
+            error: Self.error(status: reply.status, body: Data(reply.body.readableBytesView), model: settings.model),
+            retryable: reply.status == 503)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries are spent (waiting
+    /// `backoff`, doubled each time). A kept-alive connection found closed is replaced at once.
+    private func withRetries<T>(_ attempt: () throws(RemoteAttemptFailure) -> T) throws(TernError) -> T {
+        var retries = 0
+        var stale = 0
         var delay = settings.backoff
         while true {
-            let reused = idle.withLock { $0.popLast() }
             do {
-                let socket = try reused?.socket ?? BlockingSocket(host: settings.host, port: settings.port, timeout: settings.timeout)
-                try socket.write(request)
-                let head = try HTTP1ResponseHead.read(from: socket)
-                let reply = try socket.consume(try head.contentLength()) { Data($0) }
-                let keep = head.header("Connection")?.lowercased() != "close"
-                if keep { idle.withLock { $0.append(BlockingSocketBox(socket: socket)) } }
-                if head.status == 503, attempt < settings.retries {
-                    attempt += 1
-                    Thread.sleep(forTimeInterval: delay.seconds)
-                    delay = delay * 2
+                return try attempt()
+            } catch {
+                if error.staleConnection, stale < 4 {
+                    stale += 1
                     continue
                 }
-                return (head.status, head.headers, reply)
-            } catch {
-                // A kept-alive connection the server closed meanwhile: try again at once on a new one.
-                if reused != nil { continue }
-                guard attempt < settings.retries else {
-                    let what = (error as? SocketError)?.timedOut == true ? "timed out" : "is unreachable"
-                    throw .unavailable("remote model '\(settings.model)' at \(settings.host):\(settings.port) \(what): \(error)")
-                }
-                attempt += 1
+                guard error.retryable, retries < settings.retries else { throw error.error }
+                retries += 1
                 Thread.sleep(forTimeInterval: delay.seconds)
                 delay = delay * 2
             }
         }
+    }
+
+    /// Waits on this (model instance) thread for an async call; gRPC errors that say the remote
+    /// could not answer may be retried.
+    private static func waiting<T: Sendable>(_ call: @escaping @Sendable () async throws(TernError) -> T) throws(RemoteAttemptFailure) -> T {
+        let outcome = Mutex<Result<T, TernError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let result: Result<T, TernError>
+            do throws(TernError) {
+                result = .success(try await call())
+            } catch {
+                result = .failure(error)
+            }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        switch outcome.withLock({ $0 })! {
+        case .success(let value): return value
+        case .failure(let error): throw RemoteAttemptFailure(error: error, retryable: error.code == .unavailable)
+        }
+    }
+
+    static func signature(json: Data, model: String) throws(RemoteAttemptFailure) -> ModelSignature {
+        guard let object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else {
+            throw RemoteAttemptFailure(error: .unavailable("remote model '\(model)': unreadable metadata"), retryable: false)
+        }
+        func specs(_ key: String) throws(RemoteAttemptFailure) -> [TensorSpec] {
+            try ((object[key] as? [[String: Any]]) ?? []).map { entry throws(RemoteAttemptFailure) in
+                guard let name = entry["name"] as? String, let type = (entry["datatype"] as? String).flatMap(DataType.init(protocolName:)),
+                    let shape = entry["shape"] as? [NSNumber]
+                else { throw RemoteAttemptFailure(error: .unavailable("remote model '\(model)': malformed metadata entry \(entry)"), retryable: false) }
+                return TensorSpec(name: name, dataType: type, shape: shape.map(\.int64Value))
+            }
+        }
+        return ModelSignature(inputs: try specs("inputs"), outputs: try specs("outputs"))
     }
 
     static func error(status: Int, body: Data, model: String) -> TernError {

@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernRuntime
 
 /// The measurements the routing policies decide on, as pure functions.
 enum RoutingSignals {
@@ -72,5 +73,86 @@ struct EWMA: Sendable, Equatable {
 
     mutating func add(_ sample: Double) {
         value = value.map { $0 + weight * (sample - $0) } ?? sample
+    }
+}
+
+/// Remote latency as a function of the request's size: `ms = base + bytes × perByte`, where
+/// `base` is the round trip plus the remote's service time and `perByte` the inverse of the
+/// observed upload bandwidth. Fitted by least squares with exponential forgetting, so it follows
+/// a link whose delay or bandwidth changes.
+struct LinkModel: Sendable, Equatable {
+    let weight: Double
+    private(set) var samples = 0
+    private var meanBytes = 0.0
+    private var meanMs = 0.0
+    private var varianceBytes = 0.0
+    private var covariance = 0.0
+
+    init(weight: Double = 0.1) { self.weight = weight }
+
+    mutating func add(bytes: Double, ms: Double) {
+        samples += 1
+        guard samples > 1 else {
+            meanBytes = bytes
+            meanMs = ms
+            return
+        }
+        // A request size seen only a few times cannot tell bandwidth apart from delay; a
+        // faster start (1/n) until there are 1/weight samples.
+        let w = max(weight, 1 / Double(samples))
+        let dx = bytes - meanBytes, dy = ms - meanMs
+        meanBytes += w * dx
+        meanMs += w * dy
+        varianceBytes = (1 - w) * (varianceBytes + w * dx * dx)
+        covariance = (1 - w) * (covariance + w * dx * dy)
+    }
+
+    /// Milliseconds per byte (0 until request sizes have varied enough to tell).
+    var msPerByte: Double {
+        guard varianceBytes > 1 else { return 0 }
+        return max(covariance / varianceBytes, 0)
+    }
+
+    /// Expected milliseconds for a request of `bytes`; nil before the first sample.
+    func estimate(bytes: Double) -> Double? {
+        guard samples > 0 else { return nil }
+        return max(meanMs + msPerByte * (bytes - meanBytes), 0)
+    }
+
+    /// Round trip plus remote service time, in ms (the fitted value at 0 bytes).
+    var baseMs: Double? { samples > 0 ? max(meanMs - msPerByte * meanBytes, 0) : nil }
+}
+
+/// The local route's expected latency from the local model's queue and its measured compute
+/// time per batch size (the latency policy's edge estimate).
+enum LocalEstimate {
+    /// - Parameters:
+    ///   - occupancy: the local model's queue and instances now (nil: not a batched model).
+    ///   - computeMs: mean execution time by batch size, as the model's statistics report it.
+    ///   - fallback: the route's observed latency, used when nothing better is known.
+    static func ms(occupancy: ModelOccupancy?, computeMs: [Int: Double], fallback: Double?) -> Double? {
+        guard let occupancy, !computeMs.isEmpty else { return fallback }
+        let limit = max(occupancy.maxBatchSize, 1)
+        let instances = max(occupancy.instances, 1)
+        if occupancy.queued == 0, occupancy.busyInstances < instances {
+            return execution(rows: 1, computeMs)
+        }
+        // Waves of batches ahead of this request (it joins the last one), plus on average half
+        // of the executions running now when every instance is busy.
+        let rows = occupancy.queued + 1
+        let waves = (rows + instances * limit - 1) / (instances * limit)
+        let batch = min(rows, limit)
+        let each = execution(rows: batch, computeMs)
+        let running = occupancy.busyInstances >= instances ? 0.5 * execution(rows: limit, computeMs) : 0
+        return Double(waves) * each + running
+    }
+
+    /// Execution time of a batch of `rows`: measured for that size, or scaled from the nearest
+    /// measured size (linearly up, never below the smaller size's time).
+    static func execution(rows: Int, _ computeMs: [Int: Double]) -> Double {
+        if let exact = computeMs[rows] { return exact }
+        let nearest = computeMs.keys.min { abs($0 - rows) < abs($1 - rows) }!
+        let ms = computeMs[nearest]!
+        return nearest < rows ? ms * Double(rows) / Double(nearest) : ms
     }
 }

@@ -270,6 +270,12 @@ public final class InferenceServer: Sendable {
         }
     }
 
+    /// How busy the serving (or given) version of a model is; nil when it does not queue through
+    /// a dynamic batcher (sequence batching, ensembles, routing models).
+    public func occupancy(model name: String, version: Int64? = nil) throws(TernError) -> ModelOccupancy? {
+        try runner(name, version: version).occupancy
+    }
+
     // MARK: Repository
 
     /// Every model of the repository with the state of each version; `readyOnly` keeps the ready ones.

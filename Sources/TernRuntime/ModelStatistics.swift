@@ -49,6 +49,25 @@ public struct ModelStatistics: Sendable, Hashable {
     }
 }
 
+/// How busy one model version's scheduler is at an instant: what a router needs to estimate how
+/// long a new request would wait.
+public struct ModelOccupancy: Sendable, Hashable {
+    /// Requests waiting in the queue.
+    public var queued: Int
+    /// Instances executing a batch now.
+    public var busyInstances: Int
+    public var instances: Int
+    /// The batch limit in force (1 for models without batching).
+    public var maxBatchSize: Int
+
+    public init(queued: Int, busyInstances: Int, instances: Int, maxBatchSize: Int) {
+        self.queued = queued
+        self.busyInstances = busyInstances
+        self.instances = instances
+        self.maxBatchSize = maxBatchSize
+    }
+}
+
 /// Timings of one successful request, in nanoseconds.
 struct RequestTimings {
     var queue: UInt64

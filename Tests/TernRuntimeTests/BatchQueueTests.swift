@@ -200,7 +200,7 @@ import TernCore
     }
 
     @Test func aLoneRequestOnAnIdleInstanceIsSentAtOnce() {
-        var q = Q(configuration: Self.batching(max: 4, delayUs: 100))
+        let q = Q(configuration: Self.batching(max: 4, delayUs: 100))
         #expect(!q.wouldDispatchAlone(rows: 1))  // the delay would hold it
         #expect(q.wouldDispatchAlone(rows: 4))
         var now = Q(configuration: Self.batching(max: 4))

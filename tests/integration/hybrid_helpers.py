@@ -66,6 +66,19 @@ def rename(source, target):
             f.write(text)
 
 
+def remote_model(repository, name, url, model="digits_big", **parameters):
+    """Writes a `remote` model `name` forwarding to `model` at `url`; `parameters` are further
+    tern.remote.* settings (header_Authorization="..." sets tern.remote.header.Authorization)."""
+    os.makedirs(os.path.join(repository, name, "1"), exist_ok=True)
+    lines = [f'name: "{name}"', 'backend: "remote"', "max_batch_size: 64"]
+    settings = {"url": url, "model": model, **{key.replace("header_", "header."): value for key, value in parameters.items()}}
+    for key, value in settings.items():
+        lines.append(f'parameters {{ key: "tern.remote.{key}" value: {{ string_value: "{value}" }} }}')
+    with open(os.path.join(repository, name, "config.pbtxt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return os.path.join(repository, name)
+
+
 def edge_repository(path, cloud_port, threshold=0.9, complexity=1000.0, breaker_ms=1500, timeout_ms=1000, probe_every=5):
     """The edge: logistic regression locally, the cloud model as a remote model, and one hybrid
     model per policy (digits_<policy>)."""
@@ -134,3 +147,91 @@ class DelayProxy:
     def close(self):
         self.closed = True
         self.listener.close()
+
+
+def make_certificates(folder):
+    """A private CA and a server certificate for localhost / 127.0.0.1 signed by it, and a second,
+    unrelated CA (to check that verification refuses what the first did not sign). Returns the
+    paths as a dict."""
+    import subprocess
+    os.makedirs(folder, exist_ok=True)
+    path = {name: os.path.join(folder, name) for name in ("ca.pem", "ca.key", "server.pem", "server.key", "other-ca.pem", "other-ca.key")}
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=Tern test {ca}",
+            "-keyout", path[f"{ca}.key"], "-out", path[f"{ca}.pem"])
+    extensions = os.path.join(folder, "server.ext")
+    with open(extensions, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n")
+    request = os.path.join(folder, "server.csr")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", path["server.key"], "-out", request)
+    run("x509", "-req", "-in", request, "-CA", path["ca.pem"], "-CAkey", path["ca.key"], "-CAcreateserial", "-days", "2",
+        "-extfile", extensions, "-out", path["server.pem"])
+    return path
+
+
+class TLSProxy:
+    """A TLS-terminating proxy (Python's ssl, i.e. OpenSSL) in front of a plain HTTP server on
+    `target_port`. With `require_header`, a connection whose first request lacks that header
+    (e.g. "authorization: Bearer x") is answered 401 and closed. `connections` counts the
+    connections it accepted (kept-alive connections are reused, so it stays small)."""
+
+    def __init__(self, target_port, certfile, keyfile, require_header=None):
+        import asyncio
+        import ssl
+        self.target_port, self.require = target_port, require_header.lower().encode() if require_header else None
+        self.connections = 0
+        self.refused = 0
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        async def start():
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=context)
+            self.port = self.server.sockets[0].getsockname()[1]
+            started.set()
+
+        threading.Thread(target=lambda: (self.loop.run_until_complete(start()), self.loop.run_forever()), daemon=True).start()
+        started.wait(10)
+
+    async def _serve(self, reader, writer):
+        import asyncio
+        self.connections += 1
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                chunk = await reader.read(1 << 16)
+                if not chunk:
+                    writer.close()
+                    return
+                head += chunk
+            if self.require is not None and self.require not in head.split(b"\r\n\r\n")[0].lower():
+                self.refused += 1
+                body = b'{"error":"missing or wrong token"}'
+                writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                             b"Connection: close\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                writer.close()
+                return
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            upstream_writer.write(head)
+
+            async def pump(source, sink):
+                try:
+                    while data := await source.read(1 << 16):
+                        sink.write(data)
+                        await sink.drain()
+                finally:
+                    sink.close()
+
+            await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer), return_exceptions=True)
+        except (ConnectionError, OSError):
+            writer.close()
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.server.close)

@@ -12,7 +12,7 @@ import requests
 import tritonclient.http as httpclient
 
 from conftest import EXAMPLES, ROOT, TernServer
-from hybrid_helpers import DelayProxy, cloud_repository, edge_repository, wait_ready
+from hybrid_helpers import DelayProxy, TLSProxy, cloud_repository, edge_repository, make_certificates, remote_model, wait_ready
 
 FIXTURES = os.environ.get("TERN_FIXTURES", os.path.join(ROOT, ".cache", "fixtures"))
 ROWS = np.load(os.path.join(FIXTURES, "digits_validation", "X.npy"))
@@ -173,6 +173,62 @@ def test_a_deadline_the_cloud_cannot_meet_keeps_the_request_local(tmp_path):
         cloud.stop()
 
 
+def index_reasons(client):
+    return {entry["name"]: (entry.get("state"), entry.get("reason", "")) for entry in client.get_model_repository_index()}
+
+
+def test_remote_models_over_https_with_a_token_and_over_grpc(tmp_path):
+    certs = make_certificates(str(tmp_path / "certs"))
+    cloud = wait_ready(TernServer(cloud_repository(str(tmp_path / "cloud"))))
+    proxy = TLSProxy(cloud.http_port, certs["server.pem"], certs["server.key"], require_header="authorization: Bearer edge-token")
+    repo = str(tmp_path / "edge")
+    # The CA file is read relative to the model's directory.
+    import shutil
+    https = remote_model(repo, "digits_https", f"https://localhost:{proxy.port}", tls_ca_file="ca.pem", header_Authorization="Bearer edge-token")
+    shutil.copy(certs["ca.pem"], os.path.join(https, "ca.pem"))
+    remote_model(repo, "digits_https_ip", f"https://127.0.0.1:{proxy.port}", tls_ca_file=certs["ca.pem"], header_Authorization="Bearer edge-token")
+    remote_model(repo, "digits_https_no_token", f"https://localhost:{proxy.port}", tls_ca_file=certs["ca.pem"], retries="0")
+    remote_model(repo, "digits_https_wrong_ca", f"https://localhost:{proxy.port}", tls_ca_file=certs["other-ca.pem"],
+                 header_Authorization="Bearer edge-token", retries="0")
+    remote_model(repo, "digits_https_unverified", f"https://localhost:{proxy.port}", tls_verify="none", header_Authorization="Bearer edge-token")
+    remote_model(repo, "digits_plain_to_tls", f"http://localhost:{proxy.port}", retries="0", timeout_ms="1000")
+    remote_model(repo, "digits_grpc", f"grpc://127.0.0.1:{cloud.grpc_port}", header_Authorization="Bearer edge-token")
+    edge = wait_ready(TernServer(repo))
+    try:
+        client = httpclient.InferenceServerClient(edge.http_address)
+        states = index_reasons(client)
+        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_grpc"):
+            assert states[name][0] == "READY", (name, states[name])
+        # What cannot be trusted or is refused does not load, and says why.
+        assert states["digits_https_no_token"][0] == "UNAVAILABLE" and "401" in states["digits_https_no_token"][1]
+        assert "missing or wrong token" in states["digits_https_no_token"][1]
+        assert states["digits_https_wrong_ca"][0] == "UNAVAILABLE" and "certificate" in states["digits_https_wrong_ca"][1].lower(), states["digits_https_wrong_ca"]
+        assert states["digits_plain_to_tls"][0] == "UNAVAILABLE"
+        x = ROWS[:6]
+        labels, probabilities = CLOUD_REF(x)
+        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_grpc"):
+            result, _, _ = ask(client, name, x)
+            assert np.array_equal(result.as_numpy("label").ravel(), labels), name
+            assert np.allclose(result.as_numpy("probabilities"), probabilities, atol=1e-5), name
+        # Kept-alive TLS connections: 40 sequential calls open no new connection.
+        before = proxy.connections
+        for i in range(40):
+            result, _, _ = ask(client, "digits_https", ROWS[i:i + 1])
+            assert result.as_numpy("label").ravel()[0] == CLOUD_REF(ROWS[i:i + 1])[0][0]
+        assert proxy.connections == before
+        # The cloud's own verdict on a bad request crosses both transports as a 400.
+        bad = httpclient.InferInput("X", [1, 3], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3), np.float32))
+        for name in ("digits_https", "digits_grpc"):
+            with pytest.raises(Exception) as error:
+                client.infer(name, [bad])
+            assert "400" in str(error.value), (name, str(error.value))
+    finally:
+        edge.stop()
+        proxy.close()
+        cloud.stop()
+
+
 # ---- real Triton 2.51 as the cloud ----------------------------------------------------------------
 
 TRITON_DIGITS = """name: "digits_big"
@@ -199,11 +255,15 @@ def triton_cloud(tmp_path_factory):
     shutil.copy(os.path.join(os.path.dirname(__file__), "triton_digits", "model.py"), repo / "digits_big" / "1" / "model.py")
     shutil.copy(os.path.join(EXAMPLES, "digits_mlp", "1", "model.onnx"), repo / "digits_big" / "1" / "model.onnx")
     h, g, m = free_port(), free_port(), free_port()
+    certs = make_certificates(str(tmp_path_factory.mktemp("triton-certs")))
     env = triton_env()
     log = open(repo / ".." / "triton.log", "w")
     process = subprocess.Popen(
         [os.path.join(root, "bin/tritonserver"), "--model-repository", str(repo), "--backend-directory", os.path.join(root, "backends"),
-         "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m)], stdout=log, stderr=subprocess.STDOUT, env=env)
+         "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m),
+         # gRPC over TLS, for the grpcs:// remote.
+         "--grpc-use-ssl=true", "--grpc-server-cert", certs["server.pem"], "--grpc-server-key", certs["server.key"],
+         "--grpc-root-cert", certs["ca.pem"]], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -216,14 +276,14 @@ def triton_cloud(tmp_path_factory):
         time.sleep(0.2)
     else:
         raise RuntimeError("tritonserver did not become ready")
-    yield h
+    yield {"http": h, "grpc": g, "certs": certs}
     process.terminate()
     process.wait(10)
     log.close()
 
 
 def test_real_triton_as_the_cloud(triton_cloud, tmp_path):
-    edge = TernServer(edge_repository(str(tmp_path / "edge"), triton_cloud))
+    edge = TernServer(edge_repository(str(tmp_path / "edge"), triton_cloud["http"]))
     try:
         client = httpclient.InferenceServerClient(edge.http_address)
         # The remote model's config came from Triton's metadata.
@@ -243,5 +303,29 @@ def test_real_triton_as_the_cloud(triton_cloud, tmp_path):
             assert result.as_numpy("label").ravel()[0] == (edge_labels[0] if confident else CLOUD_REF(x)[0][0])
             offloaded += route == "cloud"
         assert offloaded > 0
+    finally:
+        edge.stop()
+
+
+def test_real_triton_over_grpc_with_tls(triton_cloud, tmp_path):
+    repo = str(tmp_path / "edge")
+    ca = triton_cloud["certs"]["ca.pem"]
+    remote_model(repo, "digits_grpcs", f"grpcs://localhost:{triton_cloud['grpc']}", tls_ca_file=ca)
+    remote_model(repo, "digits_grpcs_wrong_ca", f"grpcs://localhost:{triton_cloud['grpc']}", tls_ca_file=triton_cloud["certs"]["other-ca.pem"],
+                 retries="0", timeout_ms="2000")
+    remote_model(repo, "digits_grpc_plain", f"grpc://localhost:{triton_cloud['grpc']}", retries="0", timeout_ms="2000")
+    edge = wait_ready(TernServer(repo))
+    try:
+        client = httpclient.InferenceServerClient(edge.http_address)
+        states = index_reasons(client)
+        assert states["digits_grpcs"][0] == "READY", states["digits_grpcs"]
+        assert states["digits_grpcs_wrong_ca"][0] == "UNAVAILABLE" and "CERTIFICATE_VERIFY_FAILED" in states["digits_grpcs_wrong_ca"][1], states["digits_grpcs_wrong_ca"]
+        assert states["digits_grpc_plain"][0] == "UNAVAILABLE", states["digits_grpc_plain"]
+        x = ROWS[:8]
+        labels, probabilities = CLOUD_REF(x)
+        for _ in range(3):
+            result, _, _ = ask(client, "digits_grpcs", x)
+            assert np.array_equal(result.as_numpy("label").ravel(), labels)
+            assert np.allclose(result.as_numpy("probabilities"), probabilities, atol=1e-5)
     finally:
         edge.stop()

@@ -196,7 +196,7 @@ struct LoadGenerator {
                     // Open loop: stagger the workers so the rate is even.
                     var scheduled = start + (interval.map { $0 / workers * worker } ?? .zero)
                     while true {
-                        if let interval {
+                        if interval != nil {
                             try? await Task.sleep(until: scheduled, clock: clock)
                         }
                         let sent = interval == nil ? clock.now : scheduled

@@ -90,6 +90,11 @@ final class BatchScheduler: Sendable {
         state.withLock { ($0.queue.configuration.maxBatchSize, $0.queue.configuration.maxQueueDelayNs) }
     }
 
+    /// Requests waiting, instances executing, and the batch limit in force, right now.
+    var occupancy: (queued: Int, busy: Int, maxBatchSize: Int) {
+        state.withLock { ($0.queue.queuedCount, instances.count - $0.queue.idleInstances, $0.queue.configuration.maxBatchSize) }
+    }
+
     /// Scales the batch limit (see `BatchQueue.scaleBatches`).
     func scaleBatches(_ scale: Double) {
         state.withLock { $0.queue.scaleBatches(scale) }

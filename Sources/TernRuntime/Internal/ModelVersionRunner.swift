@@ -65,6 +65,14 @@ final class ModelVersionRunner: Sendable {
 
     var instanceCount: Int { sequencer?.instanceCount ?? scheduler.instanceCount }
 
+    /// How busy the dynamic batcher is; nil for models that do not queue through it (sequence
+    /// batching, ensembles, routing models).
+    var occupancy: ModelOccupancy? {
+        guard handler == nil, sequencer == nil else { return nil }
+        let (queued, busy, maxBatchSize) = scheduler.occupancy
+        return ModelOccupancy(queued: queued, busyInstances: busy, instances: scheduler.instanceCount, maxBatchSize: maxBatchSize)
+    }
+
     /// Scales the dynamic batcher's `max_batch_size` (device policy); sequence batchers keep theirs.
     func scaleBatches(_ scale: Double) { scheduler.scaleBatches(scale) }
 

@@ -1,0 +1,238 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
+import TernCore
+
+/// One HTTP/1.1 exchange's answer.
+struct RemoteHTTPReply: Sendable {
+    var status: Int
+    var headers: HTTPHeaders
+    var body: ByteBuffer
+}
+
+/// Why one attempt failed, and whether another attempt may succeed.
+struct RemoteAttemptFailure: Error {
+    var error: TernError
+    var retryable: Bool
+    /// The failure happened on a kept-alive connection before anything was read: the server most
+    /// likely closed it while idle, so a new connection is tried at once.
+    var staleConnection = false
+}
+
+/// KServe v2 over HTTP/1.1 (plain or TLS) on SwiftNIO, with kept-alive connections. Called from
+/// model instances' own threads, which wait for the answer.
+final class RemoteHTTPTransport: Sendable {
+    let host: String
+    let port: Int
+    let timeout: Duration
+    let headers: [(String, String)]
+    private let tls: NIOSSLContext?
+    private let serverName: String?
+    private let idle = Mutex<[any Channel]>([])
+    private let group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+
+    init(host: String, port: Int, timeout: Duration, headers: [(String, String)], tls: TLSConfiguration?) throws(TernError) {
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.headers = headers
+        if let tls {
+            do {
+                self.tls = try NIOSSLContext(configuration: tls)
+            } catch {
+                throw .invalidArgument("remote TLS settings: \(error)")
+            }
+        } else {
+            self.tls = nil
+        }
+        // SNI and hostname checks need a name; an address literal has none.
+        serverName = host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" } ? nil : host
+    }
+
+    deinit {
+        for channel in idle.withLock({ $0 }) { channel.close(promise: nil) }
+    }
+
+    /// One exchange on a kept-alive connection (or a new one).
+    func exchange(method: HTTPMethod, path: String, body: ByteBuffer?, extraHeaders: [(String, String)]) throws(RemoteAttemptFailure) -> RemoteHTTPReply {
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+        head.headers.add(name: "Host", value: "\(host):\(port)")
+        head.headers.add(name: "Content-Length", value: String(body?.readableBytes ?? 0))
+        for (name, value) in headers + extraHeaders { head.headers.add(name: name, value: value) }
+
+        let reused = idle.withLock { channels -> (any Channel)? in
+            while let channel = channels.popLast() {
+                if channel.isActive { return channel }
+            }
+            return nil
+        }
+        let channel: any Channel
+        if let reused {
+            channel = reused
+        } else {
+            channel = try connect()
+        }
+        let promise = channel.eventLoop.makePromise(of: RemoteHTTPReply.self)
+        let timedOut = Atomic(false)
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.nanoseconds))) {
+            timedOut.store(true, ordering: .relaxed)
+            promise.fail(RemoteHTTPExchangeError(reason: "timed out", receivedNothing: false))
+            channel.close(promise: nil)
+        }
+        // A write that never reaches the handler (the connection closed first, e.g. a refused TLS
+        // handshake) fails the exchange too; a promise completed twice keeps its first outcome.
+        channel.writeAndFlush(RemoteHTTPCall(head: head, body: body, reply: promise)).whenFailure { error in
+            promise.fail(RemoteHTTPExchangeError(reason: "\(error)", receivedNothing: true))
+        }
+        let reply: RemoteHTTPReply
+        do {
+            reply = try promise.futureResult.wait()
+            timer.cancel()
+        } catch {
+            timer.cancel()
+            channel.close(promise: nil)
+            if timedOut.load(ordering: .relaxed) {
+                throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port) timed out after \(timeout)"), retryable: true)
+            }
+            let stale = reused != nil && (error as? RemoteHTTPExchangeError)?.receivedNothing == true
+            throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port): \(error)"), retryable: true, staleConnection: stale)
+        }
+        if reply.headers["connection"].contains(where: { $0.lowercased() == "close" }) {
+            channel.close(promise: nil)
+        } else {
+            idle.withLock { $0.append(channel) }
+        }
+        return reply
+    }
+
+    /// A new connection, TLS handshake done (so that a refused certificate is reported as such).
+    private func connect() throws(RemoteAttemptFailure) -> any Channel {
+        let tls = self.tls
+        let serverName = self.serverName
+        let loop = group.next()
+        let ready = loop.makePromise(of: Void.self)
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.nanoseconds(Int64(timeout.nanoseconds)))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(RemoteHTTPExchangeHandler(ready: ready, waitsForTLS: tls != nil))
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try bootstrap.connect(host: host, port: port).wait()
+        } catch {
+            ready.fail(error)
+            throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port) is unreachable: \(error)"), retryable: true)
+        }
+        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.nanoseconds))) {
+            ready.fail(RemoteHTTPExchangeError(reason: "the TLS handshake timed out", receivedNothing: true))
+        }
+        do {
+            try ready.futureResult.wait()
+            timer.cancel()
+            return channel
+        } catch {
+            timer.cancel()
+            channel.close(promise: nil)
+            throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port): TLS handshake failed: \(error)"), retryable: true)
+        }
+    }
+}
+
+/// What the exchange handler is asked to send, and where the answer goes.
+struct RemoteHTTPCall: Sendable {
+    var head: HTTPRequestHead
+    var body: ByteBuffer?
+    var reply: EventLoopPromise<RemoteHTTPReply>
+}
+
+struct RemoteHTTPExchangeError: Error, CustomStringConvertible {
+    var reason: String
+    var receivedNothing: Bool
+    var description: String { reason }
+}
+
+/// Sends one request at a time and completes its promise with the whole answer; a connection
+/// that closes or fails mid-exchange fails it (exactly once).
+final class RemoteHTTPExchangeHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = RemoteHTTPCall
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var pending: EventLoopPromise<RemoteHTTPReply>?
+    private var head: HTTPResponseHead?
+    private var body: ByteBuffer?
+    /// Completed when the connection can carry requests: at once, or after the TLS handshake.
+    private let ready: EventLoopPromise<Void>
+    private let waitsForTLS: Bool
+
+    init(ready: EventLoopPromise<Void>, waitsForTLS: Bool) {
+        self.ready = ready
+        self.waitsForTLS = waitsForTLS
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if !waitsForTLS { ready.succeed() }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent { ready.succeed() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let call = unwrapOutboundIn(data)
+        pending = call.reply
+        head = nil
+        body = nil
+        context.write(wrapOutboundOut(.head(call.head)), promise: nil)
+        if let body = call.body, body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        context.write(wrapOutboundOut(.end(nil)), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let responseHead):
+            head = responseHead
+        case .body(var part):
+            if body == nil { body = part } else { body!.writeBuffer(&part) }
+        case .end:
+            guard let promise = pending, let head else { return }
+            pending = nil
+            promise.succeed(RemoteHTTPReply(status: Int(head.status.code), headers: head.headers, body: body ?? ByteBuffer()))
+            self.head = nil
+            body = nil
+        }
+    }
+
+    private func fail(_ reason: String) {
+        guard let promise = pending else { return }
+        pending = nil
+        promise.fail(RemoteHTTPExchangeError(reason: reason, receivedNothing: head == nil))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        ready.fail(RemoteHTTPExchangeError(reason: "connection closed", receivedNothing: true))
+        fail("connection closed")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        ready.fail(error)
+        fail("\(error)")
+        context.close(promise: nil)
+    }
+}
