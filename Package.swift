@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "TernDevice", targets: ["TernDevice"]),
         .library(name: "TernStore", targets: ["TernStore"]),
         .library(name: "TernHybrid", targets: ["TernHybrid"]),
+        .library(name: "TernExperiments", targets: ["TernExperiments"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
     ],
     dependencies: [
@@ -41,6 +42,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", exact: "0.2.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
+        .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
     ],
     targets: [
         .target(
@@ -100,6 +102,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernExperiments",
+            dependencies: [
+                "TernRuntime",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernStore",
             dependencies: [
                 "TernRuntime",
@@ -143,7 +157,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice", "TernStore", "TernHybrid",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -176,6 +190,7 @@ let package = Package(
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
         .testTarget(name: "TernHybridTests", dependencies: ["TernHybrid", "TernRuntime"], swiftSettings: strict),
         .testTarget(name: "TernStoreTests", dependencies: ["TernStore"], swiftSettings: strict),
+        .testTarget(name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime"], swiftSettings: strict),
         .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -6,6 +6,7 @@ import Metrics
 import ServiceLifecycle
 import TernCore
 import TernDevice
+import TernExperiments
 import TernGRPC
 import TernHTTP
 import TernHybrid
@@ -80,6 +81,15 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("history-db"), help: "SQLite file of the model lifecycle history (default: ~/.local/state/tern/history.sqlite; 'none' keeps it in memory).")
     var historyDatabase: String?
+
+    @Option(name: .customLong("experiments-db"), help: "SQLite file of the A/B experiments' metrics (default: ~/.local/state/tern/experiments.sqlite; 'none' keeps it in memory).")
+    var experimentsDatabase: String?
+
+    @Option(name: .customLong("experiments-buffer"), help: "Experiment records held before the writer catches up; beyond it records are dropped and counted, never delaying requests.")
+    var experimentsBuffer: Int = 8192
+
+    @Option(name: .customLong("http-header-forward-pattern"), help: "Request headers whose whole name matches this regular expression reach the model as request parameters (as Triton's option; e.g. for an experiment's routing_key: header:x-device-id).")
+    var httpHeaderForwardPattern: String?
 
     @Option(name: .customLong("device-root"), help: ArgumentHelp("Filesystem root of sysfs/procfs (for recorded trees).", visibility: .hidden))
     var deviceRoot: String = "/"
@@ -196,8 +206,29 @@ struct ServeCommand: AsyncParsableCommand {
             ])
         }
 
-        let http = HTTPFrontend.server(
-            engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, logger: logger) { port in
+        let experimentStore: ExperimentStore
+        if experimentsDatabase == "none" {
+            experimentStore = try ExperimentStore(path: nil)
+        } else {
+            let path = experimentsDatabase ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/state/tern/experiments.sqlite")
+            do {
+                experimentStore = try ExperimentStore(path: path)
+            } catch where experimentsDatabase == nil {
+                logger.warning("experiment metrics kept in memory only: cannot open \(path): \(error) (set --experiments-db PATH)")
+                experimentStore = try ExperimentStore(path: nil)
+            } catch {
+                logger.critical("cannot open the experiments database \(path): \(error) (use --experiments-db PATH or none)")
+                throw ExitCode.failure
+            }
+        }
+        let experiments = ExperimentManager(
+            engine: engine, recorder: ExperimentRecorder(store: experimentStore, capacity: experimentsBuffer, logger: logger),
+            repositoryPath: URL(fileURLWithPath: modelRepository), logger: logger)
+        experiments.loadAll()
+
+        let http = try HTTPFrontend.server(
+            engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, extensions: [ExperimentRoutes.routes(experiments)],
+            headerForwardPattern: httpHeaderForwardPattern, logger: logger) { port in
                 logger.info("HTTP KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
             }
         let monitor = deviceInterval > 0
@@ -217,7 +248,7 @@ struct ServeCommand: AsyncParsableCommand {
         let poller = RepositoryPoller(engine: engine)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: http), .init(service: metrics), .init(service: grpc), .init(service: readyLogger, successTerminationBehavior: .ignore),
-            .init(service: poller, successTerminationBehavior: .ignore),
+            .init(service: poller, successTerminationBehavior: .ignore), .init(service: experiments, successTerminationBehavior: .ignore),
         ]
         if let monitor { services.append(.init(service: monitor, successTerminationBehavior: .ignore)) }
         let group = ServiceGroup(

@@ -7,7 +7,7 @@ public struct TernCommand: AsyncParsableCommand {
         commandName: "tern",
         abstract: "An edge inference server speaking Triton's KServe v2 protocol over HTTP and gRPC, on ONNX Runtime.",
         version: TernVersion.current,
-        subcommands: [ServeCommand.self, InferCommand.self, PerfCommand.self, ModelCommand.self, DeviceCommand.self])
+        subcommands: [ServeCommand.self, InferCommand.self, PerfCommand.self, ModelCommand.self, DeviceCommand.self, ABCommand.self])
 
     public init() {}
 

@@ -1,7 +1,9 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import TernCore
 import TernMetrics
 import TernRuntime
 
@@ -9,11 +11,22 @@ import TernRuntime
 /// port. Both are `Service`s for the caller's ServiceGroup.
 public enum HTTPFrontend {
     /// The inference API on `host:port`. `onRunning` receives the bound port (useful with port 0).
+    /// `extensions` add routes under prefixes of their own; request headers whose whole name
+    /// matches `headerForwardPattern` (a regular expression, as Triton's
+    /// `--http-header-forward-pattern`) reach the model as request parameters.
     public static func server(
-        engine: InferenceServer, host: String, port: Int, maxBodySize: Int = 256 << 20, logger: Logger,
-        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) -> any Service {
-        HTTPServer(host: host, port: port, maxBodySize: maxBodySize, responder: KServeHTTPAPI(server: engine), logger: logger, onRunning: onRunning)
+        engine: InferenceServer, host: String, port: Int, maxBodySize: Int = 256 << 20, extensions: [HTTPExtensionRoutes] = [],
+        headerForwardPattern: String? = nil, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws -> any Service {
+        var api = KServeHTTPAPI(server: engine, extensions: extensions)
+        if let headerForwardPattern {
+            do {
+                api.headerForwardPattern = try NSRegularExpression(pattern: headerForwardPattern, options: [.caseInsensitive])
+            } catch {
+                throw TernError.invalidArgument("header forward pattern '\(headerForwardPattern)': \(error)")
+            }
+        }
+        return HTTPServer(host: host, port: port, maxBodySize: maxBodySize, responder: api, logger: logger, onRunning: onRunning)
     }
 
     /// `GET /metrics` in Prometheus text format, plus `jsonRoutes`: paths (e.g. `/device/stats`)

@@ -11,6 +11,10 @@ import TernRuntime
 /// models is answered synchronously, on the event loop that read the request.
 struct KServeHTTPAPI: HTTPResponder {
     let server: InferenceServer
+    var extensions: [HTTPExtensionRoutes] = []
+    /// Request headers whose names match are passed to the model as request parameters (lowercased
+    /// names), as Triton's `--http-header-forward-pattern` does.
+    var headerForwardPattern: NSRegularExpression? = nil
 
     private enum Route {
         case serverMetadata, live, ready, allStats, repositoryIndex
@@ -22,6 +26,9 @@ struct KServeHTTPAPI: HTTPResponder {
     private enum ModelAction { case metadata, ready, config, stats, infer }
 
     func answer(_ request: HTTPRequestData) -> HTTPAnswer {
+        if !extensions.isEmpty, let (routes, rest) = HTTPExtensionRoutes.match(extensions, path: request.path) {
+            return HTTPExtensionRoutes.answer(routes, rest: rest, request: request)
+        }
         do throws(TernError) {
             switch try route(request) {
             case .model(let name, let version, .infer):
@@ -253,7 +260,16 @@ struct KServeHTTPAPI: HTTPResponder {
             }
             headerLength = length
         }
-        return try InferHTTPCodec.decodeRequest(body: request.body, headerLength: headerLength, model: name, version: version)
+        var decoded = try InferHTTPCodec.decodeRequest(body: request.body, headerLength: headerLength, model: name, version: version)
+        if let pattern = headerForwardPattern {
+            for (header, value) in request.headers {
+                let range = NSRange(header.startIndex..., in: header)
+                if pattern.firstMatch(in: header, range: range).map({ $0.range == range }) == true {
+                    decoded.0.parameters[header.lowercased()] = .string(value)
+                }
+            }
+        }
+        return decoded
     }
 
     private func encode(_ response: InferenceResponse, binary: BinaryOutputPolicy) throws(TernError) -> HTTPReply {

@@ -27,6 +27,9 @@ public final class InferenceServer: Sendable {
     /// Load shaping set by a device policy: batch scale and paused models (name → why).
     let shaping = Mutex(Shaping())
     private let anyPaused = Atomic(false)
+    /// Names answered by code (experiments), checked before the repository's models.
+    let virtuals = Mutex<[String: any VirtualModel]>([:])
+    private let anyVirtual = Atomic(false)
 
     struct Shaping {
         var batchScale = 1.0
@@ -144,6 +147,7 @@ public final class InferenceServer: Sendable {
 
     /// Whether the model (and version, if given) is loaded and ready. Unknown models are not ready.
     public func isModelReady(_ name: String, version: Int64? = nil) -> Bool {
+        if let virtual = virtualModel(name) { return isModelReady(virtual.presented.model, version: virtual.presented.version) }
         guard let runner = try? runner(name, version: version) else { return false }
         return unreadyComposingModel(of: runner.config) == nil
     }
@@ -160,6 +164,11 @@ public final class InferenceServer: Sendable {
     }
 
     public func modelMetadata(_ name: String, version: Int64? = nil) throws(TernError) -> ModelMetadata {
+        if let virtual = virtualModel(name) {
+            var metadata = try modelMetadata(virtual.presented.model, version: virtual.presented.version)
+            metadata.name = name
+            return metadata
+        }
         let runner = try runner(name, version: version)
         let versions = version.map { [String($0)] } ?? readyVersions(name).map(String.init)
         let config = runner.config
@@ -172,13 +181,51 @@ public final class InferenceServer: Sendable {
 
     /// The complete configuration the model runs with (after auto-complete).
     public func modelConfig(_ name: String, version: Int64? = nil) throws(TernError) -> ModelConfig {
-        try runner(name, version: version).config
+        if let virtual = virtualModel(name) {
+            var config = try runner(virtual.presented.model, version: virtual.presented.version).config
+            config.name = name
+            return config
+        }
+        return try runner(name, version: version).config
+    }
+
+    // MARK: Virtual models
+
+    /// Makes `virtual` answer its name. A name of the repository cannot be taken; registering a
+    /// name again replaces the earlier one.
+    public func register(virtual: any VirtualModel) throws(TernError) {
+        if registry.withLock({ $0[virtual.name] != nil }) || repository.modelNames().contains(virtual.name) {
+            throw TernError(.alreadyExists, "'\(virtual.name)' is a model of the repository; an experiment needs a name of its own")
+        }
+        virtuals.withLock { virtuals in
+            virtuals[virtual.name] = virtual
+            anyVirtual.store(true, ordering: .relaxed)
+        }
+    }
+
+    public func unregister(virtual name: String) {
+        virtuals.withLock { virtuals in
+            virtuals[name] = nil
+            anyVirtual.store(!virtuals.isEmpty, ordering: .relaxed)
+        }
+    }
+
+    /// The virtual model of that name, if any (one relaxed load when there are none).
+    func virtualModel(_ name: String) -> (any VirtualModel)? {
+        guard anyVirtual.load(ordering: .relaxed) else { return nil }
+        return virtuals.withLock { $0[name] }
     }
 
     // MARK: Inference
 
     /// Runs one request on the requested (or highest ready) version of a model.
     public func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
+        if let virtual = virtualModel(request.modelName) {
+            let result: Result<InferenceResponse, TernError> = await withCheckedContinuation { continuation in
+                virtual.handle(request, engine: self) { continuation.resume(returning: $0) }
+            }
+            return try result.get()
+        }
         let runner = try servingRunner(request)
         return try await runner.infer(request)
     }
@@ -190,6 +237,9 @@ public final class InferenceServer: Sendable {
         _ request: InferenceRequest, allowInline: Bool = true,
         completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void
     ) {
+        if let virtual = virtualModel(request.modelName) {
+            return virtual.handle(request, engine: self, completion: completion)
+        }
         do throws(TernError) {
             try servingRunner(request).submit(request, allowInline: allowInline, completion: completion)
         } catch {
@@ -201,7 +251,8 @@ public final class InferenceServer: Sendable {
     /// executions are short and an instance is free. Returns nil otherwise; then call `infer`.
     /// An event-loop frontend uses this to answer small models without leaving its thread.
     public func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        try servingRunner(request).inferImmediately(request)
+        if virtualModel(request.modelName) != nil { return nil }
+        return try servingRunner(request).inferImmediately(request)
     }
 
     /// The runner for a request, unless a device policy has paused the model.

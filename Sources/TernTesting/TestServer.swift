@@ -26,7 +26,7 @@ public final class TestServer: Sendable {
     /// Starts both frontends on port 0 and returns once they listen.
     public static func start(engine: InferenceServer, maxBodySize: Int = 256 << 20) async throws -> TestServer {
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
-        let http = HTTPFrontend.server(engine: engine, host: "127.0.0.1", port: 0, maxBodySize: maxBodySize, logger: TestEnvironment.logger) { port in
+        let http = try HTTPFrontend.server(engine: engine, host: "127.0.0.1", port: 0, maxBodySize: maxBodySize, logger: TestEnvironment.logger) { port in
             portContinuation.yield(port)
         }
         let grpc = GRPCFrontend.server(engine: engine, host: "127.0.0.1", port: 0, logger: TestEnvironment.logger)

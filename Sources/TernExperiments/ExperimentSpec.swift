@@ -1,0 +1,280 @@
+import Foundation
+import TernCore
+import Yams
+
+/// An experiment as a person writes it: `experiments/<name>.yaml` in the model repository, or the
+/// JSON body of `POST /v2/experiments`. Keys are snake_case in both.
+///
+/// ```yaml
+/// name: digits_ab                 # the virtual model clients call (default: the file's name)
+/// routing_key: parameter:device_id  # id (default) | parameter:<name> | header:<name>
+/// hash: murmur3                   # murmur3 (default) | fnv1a
+/// variants:
+///   - { name: control, model: digits_mlp, weight: 50 }
+///   - { name: candidate, model: digits_weak, weight: 50 }
+///   - { name: next, model: digits_next, shadow: true }   # sees a copy, never answers
+/// confidence_output: probabilities
+/// prediction_output: label
+/// guardrails: { alpha: 0.01, min_samples: 200, max_error_rate_increase: 0.01, max_accuracy_drop: 0.02 }
+/// canary: { step_weight: 10, max_weight: 50, interval_s: 30, threshold: 2 }
+/// retention: { max_rows: 1000000, max_days: 30 }
+/// ```
+public struct ExperimentSpec: Codable, Sendable, Equatable {
+    public var name: String
+    public var routingKey: RoutingKey
+    public var hash: SubjectHash
+    /// Mixed into every hash so that two experiments split the same subjects independently.
+    public var salt: String?
+    public var variants: [VariantSpec]
+    /// Output whose row maximum is recorded as the confidence (default: the first FP32 output
+    /// with more than one value per row, if any).
+    public var confidenceOutput: String?
+    /// Output recorded as the prediction, compared with feedback labels (default: the first
+    /// integer or BYTES output; else the arg-max of the confidence output).
+    public var predictionOutput: String?
+    public var guardrails: GuardrailSpec?
+    public var canary: CanarySpec?
+    public var retention: RetentionSpec?
+
+    public init(
+        name: String, routingKey: RoutingKey = .requestID, hash: SubjectHash = .murmur3, salt: String? = nil, variants: [VariantSpec],
+        confidenceOutput: String? = nil, predictionOutput: String? = nil, guardrails: GuardrailSpec? = nil, canary: CanarySpec? = nil,
+        retention: RetentionSpec? = nil
+    ) {
+        self.name = name
+        self.routingKey = routingKey
+        self.hash = hash
+        self.salt = salt
+        self.variants = variants
+        self.confidenceOutput = confidenceOutput
+        self.predictionOutput = predictionOutput
+        self.guardrails = guardrails
+        self.canary = canary
+        self.retention = retention
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, hash, salt, variants, guardrails, canary, retention
+        case routingKey = "routing_key", confidenceOutput = "confidence_output", predictionOutput = "prediction_output"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
+        routingKey = try c.decodeIfPresent(RoutingKey.self, forKey: .routingKey) ?? .requestID
+        hash = try c.decodeIfPresent(SubjectHash.self, forKey: .hash) ?? .murmur3
+        salt = try c.decodeIfPresent(String.self, forKey: .salt)
+        variants = try c.decode([VariantSpec].self, forKey: .variants)
+        confidenceOutput = try c.decodeIfPresent(String.self, forKey: .confidenceOutput)
+        predictionOutput = try c.decodeIfPresent(String.self, forKey: .predictionOutput)
+        guardrails = try c.decodeIfPresent(GuardrailSpec.self, forKey: .guardrails)
+        canary = try c.decodeIfPresent(CanarySpec.self, forKey: .canary)
+        retention = try c.decodeIfPresent(RetentionSpec.self, forKey: .retention)
+    }
+
+    /// Parses YAML (JSON is YAML too). `defaultName` names an experiment whose file says no name.
+    public static func parse(_ text: String, defaultName: String? = nil) throws(TernError) -> ExperimentSpec {
+        var spec: ExperimentSpec
+        do {
+            spec = try YAMLDecoder().decode(ExperimentSpec.self, from: text)
+        } catch let error as DecodingError {
+            throw .invalidArgument("experiment\(defaultName.map { " '\($0)'" } ?? ""): \(Self.describe(error))")
+        } catch {
+            throw .invalidArgument("experiment\(defaultName.map { " '\($0)'" } ?? ""): not valid YAML: \(error)")
+        }
+        if spec.name.isEmpty, let defaultName { spec.name = defaultName }
+        try spec.validate()
+        return spec
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return "missing '\(key.stringValue)'" + (context.codingPath.isEmpty ? "" : " in \(path(context))")
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return "\(path(context)): \(context.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+
+    /// Checks what decoding cannot: names, weights, one control.
+    public func validate() throws(TernError) {
+        func fail(_ message: String) -> TernError { .invalidArgument("experiment '\(name)': \(message)") }
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "_-.".contains($0) }) else {
+            throw fail("a name of letters, digits, '_', '-' or '.' is needed")
+        }
+        let served = variants.filter { !$0.shadow }
+        guard served.count >= 1, variants.count >= 2 else { throw fail("two or more variants are needed (one may be a shadow)") }
+        guard Set(variants.map(\.name)).count == variants.count else { throw fail("variant names must differ") }
+        for variant in variants {
+            guard !variant.name.isEmpty, !variant.model.isEmpty else { throw fail("every variant needs a name and a model") }
+            guard variant.weight >= 0, variant.weight.isFinite else { throw fail("variant '\(variant.name)': weight must be ≥ 0") }
+            if variant.shadow, variant.weight > 0 { throw fail("variant '\(variant.name)': a shadow variant has no weight") }
+            if let version = variant.version, version <= 0 { throw fail("variant '\(variant.name)': version must be positive") }
+        }
+        guard served.contains(where: { $0.weight > 0 }) || canary != nil else { throw fail("the served variants' weights are all 0") }
+        if canary != nil, served.count != 2 { throw fail("a canary has exactly two served variants: the stable one first, the canary second") }
+        if let canary {
+            guard canary.stepWeight > 0, canary.maxWeight > 0, canary.maxWeight <= 100, canary.intervalSeconds > 0, canary.threshold >= 1 else {
+                throw fail("canary: step_weight and max_weight in 1...100, interval_s > 0, threshold ≥ 1")
+            }
+        }
+        if let guardrails {
+            guard guardrails.alpha > 0, guardrails.alpha < 1 else { throw fail("guardrails: alpha must be in (0, 1)") }
+        }
+    }
+
+    /// The control: the first served variant.
+    public var control: VariantSpec { variants.first { !$0.shadow }! }
+    public var served: [VariantSpec] { variants.filter { !$0.shadow } }
+    public var shadows: [VariantSpec] { variants.filter(\.shadow) }
+    public var effectiveSalt: String { salt ?? name }
+}
+
+/// Where the key that assigns a subject comes from.
+public enum RoutingKey: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// The request's `id` (a request without one is assigned at random).
+    case requestID
+    /// A request parameter, e.g. `device_id`.
+    case parameter(String)
+    /// An HTTP header or gRPC metadata key, forwarded as a parameter of that (lowercased) name.
+    case header(String)
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = RoutingKey(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "routing_key must be id, parameter:<name> or header:<name>, got '\(text)'"))
+        }
+        self = value
+    }
+
+    public init?(_ text: String) {
+        if text == "id" { self = .requestID; return }
+        if text.hasPrefix("parameter:"), text.count > 10 { self = .parameter(String(text.dropFirst(10))); return }
+        if text.hasPrefix("header:"), text.count > 7 { self = .header(String(text.dropFirst(7)).lowercased()); return }
+        return nil
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+
+    public var description: String {
+        switch self {
+        case .requestID: "id"
+        case .parameter(let name): "parameter:\(name)"
+        case .header(let name): "header:\(name)"
+        }
+    }
+}
+
+/// One arm of an experiment: a model (and version) of the repository.
+public struct VariantSpec: Codable, Sendable, Equatable {
+    public var name: String
+    public var model: String
+    public var version: Int64?
+    public var weight: Double
+    public var shadow: Bool
+
+    public init(name: String, model: String, version: Int64? = nil, weight: Double = 0, shadow: Bool = false) {
+        self.name = name
+        self.model = model
+        self.version = version
+        self.weight = weight
+        self.shadow = shadow
+    }
+
+    enum CodingKeys: String, CodingKey { case name, model, version, weight, shadow }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        model = try c.decode(String.self, forKey: .model)
+        version = try c.decodeIfPresent(Int64.self, forKey: .version)
+        weight = try c.decodeIfPresent(Double.self, forKey: .weight) ?? 0
+        shadow = try c.decodeIfPresent(Bool.self, forKey: .shadow) ?? false
+    }
+}
+
+/// When an experiment stops itself: a served variant significantly worse than the control.
+public struct GuardrailSpec: Codable, Sendable, Equatable {
+    /// Significance level of every test.
+    public var alpha: Double = 0.01
+    /// Requests each variant needs before any decision.
+    public var minSamples: Int = 100
+    /// Error rate more than this (absolute) above the control's, significantly: stop.
+    public var maxErrorRateIncrease: Double? = 0.01
+    /// Latency (Mann-Whitney) significantly higher with a p99 more than this ratio above: stop.
+    public var maxLatencyRatio: Double? = nil
+    /// Accuracy from feedback more than this (absolute) below the control's, significantly: stop.
+    public var maxAccuracyDrop: Double? = 0.02
+    /// Labelled requests each variant needs before accuracy is judged.
+    public var minLabels: Int = 50
+    /// How often the guardrails are evaluated.
+    public var checkIntervalSeconds: Double = 5
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case alpha
+        case minSamples = "min_samples", maxErrorRateIncrease = "max_error_rate_increase", maxLatencyRatio = "max_latency_ratio"
+        case maxAccuracyDrop = "max_accuracy_drop", minLabels = "min_labels", checkIntervalSeconds = "check_interval_s"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        alpha = try c.decodeIfPresent(Double.self, forKey: .alpha) ?? 0.01
+        minSamples = try c.decodeIfPresent(Int.self, forKey: .minSamples) ?? 100
+        maxErrorRateIncrease = try c.decodeIfPresent(Double.self, forKey: .maxErrorRateIncrease) ?? 0.01
+        maxLatencyRatio = try c.decodeIfPresent(Double.self, forKey: .maxLatencyRatio)
+        maxAccuracyDrop = try c.decodeIfPresent(Double.self, forKey: .maxAccuracyDrop) ?? 0.02
+        minLabels = try c.decodeIfPresent(Int.self, forKey: .minLabels) ?? 50
+        checkIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .checkIntervalSeconds) ?? 5
+    }
+}
+
+/// A progressive rollout (Flagger's analysis): the canary's weight starts at `step_weight` and
+/// grows by it every `interval_s` while the guardrails hold, up to `max_weight`; `threshold`
+/// failed checks send all traffic back to the stable variant.
+public struct CanarySpec: Codable, Sendable, Equatable {
+    public var stepWeight: Double = 10
+    public var maxWeight: Double = 50
+    public var intervalSeconds: Double = 30
+    public var threshold: Int = 1
+
+    public init(stepWeight: Double = 10, maxWeight: Double = 50, intervalSeconds: Double = 30, threshold: Int = 1) {
+        self.stepWeight = stepWeight
+        self.maxWeight = maxWeight
+        self.intervalSeconds = intervalSeconds
+        self.threshold = threshold
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case threshold
+        case stepWeight = "step_weight", maxWeight = "max_weight", intervalSeconds = "interval_s"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        stepWeight = try c.decodeIfPresent(Double.self, forKey: .stepWeight) ?? 10
+        maxWeight = try c.decodeIfPresent(Double.self, forKey: .maxWeight) ?? 50
+        intervalSeconds = try c.decodeIfPresent(Double.self, forKey: .intervalSeconds) ?? 30
+        threshold = try c.decodeIfPresent(Int.self, forKey: .threshold) ?? 1
+    }
+}
+
+/// Bounds on the metrics an experiment keeps (a small device's disk).
+public struct RetentionSpec: Codable, Sendable, Equatable {
+    public var maxRows: Int?
+    public var maxDays: Double?
+
+    public init(maxRows: Int? = nil, maxDays: Double? = nil) {
+        self.maxRows = maxRows
+        self.maxDays = maxDays
+    }
+
+    enum CodingKeys: String, CodingKey { case maxRows = "max_rows", maxDays = "max_days" }
+}

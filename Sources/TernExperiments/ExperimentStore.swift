@@ -1,0 +1,249 @@
+import Foundation
+import GRDB
+
+/// One request an experiment routed (or mirrored to a shadow), as the metrics store keeps it.
+public struct ExperimentRecord: Sendable, Equatable {
+    /// Seconds since 1970.
+    public var time: Double
+    public var experiment: String
+    public var variant: String
+    public var requestID: String
+    public var subject: String?
+    public var latencyUs: Int64
+    public var confidence: Double?
+    public var prediction: String?
+    /// nil when the variant answered.
+    public var error: String?
+    public var shadow: Bool
+
+    public init(
+        time: Double, experiment: String, variant: String, requestID: String, subject: String? = nil, latencyUs: Int64,
+        confidence: Double? = nil, prediction: String? = nil, error: String? = nil, shadow: Bool = false
+    ) {
+        self.time = time
+        self.experiment = experiment
+        self.variant = variant
+        self.requestID = requestID
+        self.subject = subject
+        self.latencyUs = latencyUs
+        self.confidence = confidence
+        self.prediction = prediction
+        self.error = error
+        self.shadow = shadow
+    }
+}
+
+/// What a report needs of one variant, read back from the store.
+public struct VariantData: Sendable, Equatable {
+    public var requests = 0
+    public var errors = 0
+    /// Latencies of the answered requests, in ms.
+    public var latenciesMs: [Double] = []
+    public var confidenceSum = 0.0
+    public var confidenceCount = 0
+    /// Answered requests with a feedback label, and how many of them were predicted right.
+    public var labelled = 0
+    public var correct = 0
+    public var shadow = false
+
+    public init() {}
+}
+
+/// An event in an experiment's life: created, weight changed, stopped by a guardrail, promoted.
+public struct ExperimentEvent: Sendable, Equatable, Codable {
+    public var time: Double
+    public var experiment: String
+    public var kind: String
+    public var detail: String
+}
+
+/// Experiment metrics in SQLite (GRDB, WAL): routed requests, feedback labels, experiment
+/// definitions and state, and events. Writes come in batches from `ExperimentRecorder`, off the
+/// request path; a committed batch survives a crash of the process.
+public final class ExperimentStore: Sendable {
+    let database: DatabaseQueue
+
+    /// `path` nil: an in-memory database (tests).
+    public init(path: String?) throws {
+        if let path {
+            try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
+            var configuration = Configuration()
+            configuration.journalMode = .wal
+            database = try DatabaseQueue(path: path, configuration: configuration)
+        } else {
+            database = try DatabaseQueue()
+        }
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("experiments_v1") { db in
+            try db.create(table: "ab_requests") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("time", .double).notNull()
+                t.column("experiment", .text).notNull()
+                t.column("variant", .text).notNull()
+                t.column("request_id", .text).notNull()
+                t.column("subject", .text)
+                t.column("latency_us", .integer).notNull()
+                t.column("confidence", .double)
+                t.column("prediction", .text)
+                t.column("error", .text)
+                t.column("shadow", .boolean).notNull()
+            }
+            try db.create(index: "ab_requests_by_experiment", on: "ab_requests", columns: ["experiment", "variant"])
+            try db.create(index: "ab_requests_by_request", on: "ab_requests", columns: ["request_id"])
+            try db.create(table: "ab_feedback") { t in
+                t.primaryKey("request_id", .text)
+                t.column("label", .text).notNull()
+                t.column("time", .double).notNull()
+            }
+            try db.create(table: "ab_experiments") { t in
+                t.primaryKey("name", .text)
+                t.column("spec", .text).notNull()
+                t.column("state", .text).notNull()
+                t.column("source", .text).notNull()
+                t.column("created", .double).notNull()
+                t.column("updated", .double).notNull()
+            }
+            try db.create(table: "ab_events") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("time", .double).notNull()
+                t.column("experiment", .text).notNull().indexed()
+                t.column("kind", .text).notNull()
+                t.column("detail", .text).notNull()
+            }
+        }
+        try migrator.migrate(database)
+    }
+
+    /// Writes `records` in one transaction.
+    public func insert(_ records: [ExperimentRecord]) throws {
+        guard !records.isEmpty else { return }
+        try database.write { db in
+            let statement = try db.makeStatement(sql: """
+                INSERT INTO ab_requests (time, experiment, variant, request_id, subject, latency_us, confidence, prediction, error, shadow)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for r in records {
+                try statement.execute(arguments: [
+                    r.time, r.experiment, r.variant, r.requestID, r.subject, r.latencyUs, r.confidence, r.prediction, r.error, r.shadow,
+                ])
+            }
+        }
+    }
+
+    /// Attaches ground-truth labels to request ids (a later label replaces an earlier one).
+    /// Returns how many of the ids were routed by an experiment.
+    @discardableResult
+    public func addFeedback(_ labels: [(requestID: String, label: String)], time: Double = Date().timeIntervalSince1970) throws -> Int {
+        try database.write { db in
+            let statement = try db.makeStatement(sql: "INSERT OR REPLACE INTO ab_feedback (request_id, label, time) VALUES (?, ?, ?)")
+            var known = 0
+            for (id, label) in labels {
+                try statement.execute(arguments: [id, label, time])
+                known += try Int.fetchOne(db, sql: "SELECT COUNT(*) > 0 FROM ab_requests WHERE request_id = ?", arguments: [id]) ?? 0
+            }
+            return known
+        }
+    }
+
+    /// Per variant: requests, errors, latencies, confidence and labelled accuracy since `since`.
+    public func variantData(experiment: String, since: Double = 0) throws -> [String: VariantData] {
+        try database.read { db in
+            var data: [String: VariantData] = [:]
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT variant, latency_us, confidence, error, shadow FROM ab_requests WHERE experiment = ? AND time >= ?",
+                arguments: [experiment, since])
+            while let row = try rows.next() {
+                let variant: String = row["variant"]
+                var entry = data[variant] ?? VariantData()
+                entry.requests += 1
+                entry.shadow = row["shadow"]
+                if (row["error"] as String?) != nil {
+                    entry.errors += 1
+                } else {
+                    entry.latenciesMs.append(Double(row["latency_us"] as Int64) / 1000)
+                    if let confidence: Double = row["confidence"] {
+                        entry.confidenceSum += confidence
+                        entry.confidenceCount += 1
+                    }
+                }
+                data[variant] = entry
+            }
+            let labelled = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = f.label) AS correct
+                    FROM ab_requests r JOIN ab_feedback f ON f.request_id = r.request_id
+                    WHERE r.experiment = ? AND r.time >= ? AND r.error IS NULL GROUP BY r.variant
+                    """, arguments: [experiment, since])
+            for row in labelled {
+                let variant: String = row["variant"]
+                data[variant, default: VariantData()].labelled = row["labelled"]
+                data[variant, default: VariantData()].correct = row["correct"] ?? 0
+            }
+            return data
+        }
+    }
+
+    public func requestCount(experiment: String? = nil) throws -> Int {
+        try database.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ab_requests WHERE ?1 IS NULL OR experiment = ?1", arguments: [experiment]) ?? 0
+        }
+    }
+
+    /// Deletes an experiment's oldest records beyond `maxRows` and those older than `maxDays`.
+    public func enforceRetention(experiment: String, maxRows: Int?, maxDays: Double?, now: Double = Date().timeIntervalSince1970) throws {
+        try database.write { db in
+            if let maxDays {
+                try db.execute(sql: "DELETE FROM ab_requests WHERE experiment = ? AND time < ?", arguments: [experiment, now - maxDays * 86_400])
+            }
+            if let maxRows {
+                try db.execute(
+                    sql: """
+                        DELETE FROM ab_requests WHERE experiment = ?1 AND id <= (
+                            SELECT id FROM ab_requests WHERE experiment = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+                        """, arguments: [experiment, max(maxRows, 0)])
+            }
+            try db.execute(sql: "DELETE FROM ab_feedback WHERE request_id NOT IN (SELECT request_id FROM ab_requests)")
+        }
+    }
+
+    // MARK: Definitions, state and events
+
+    /// Stores (or replaces) an experiment's definition and state (JSON texts).
+    public func saveExperiment(name: String, spec: String, state: String, source: String, now: Double = Date().timeIntervalSince1970) throws {
+        try database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO ab_experiments (name, spec, state, source, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                    ON CONFLICT(name) DO UPDATE SET spec = ?2, state = ?3, source = ?4, updated = ?5
+                    """, arguments: [name, spec, state, source, now])
+        }
+    }
+
+    public func savedExperiments() throws -> [(name: String, spec: String, state: String, source: String, created: Double)] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ab_experiments ORDER BY name").map {
+                ($0["name"], $0["spec"], $0["state"], $0["source"], $0["created"])
+            }
+        }
+    }
+
+    public func deleteExperiment(_ name: String) throws {
+        try database.write { db in try db.execute(sql: "DELETE FROM ab_experiments WHERE name = ?", arguments: [name]) }
+    }
+
+    public func addEvent(_ experiment: String, kind: String, detail: String, time: Double = Date().timeIntervalSince1970) {
+        try? database.write { db in
+            try db.execute(sql: "INSERT INTO ab_events (time, experiment, kind, detail) VALUES (?, ?, ?, ?)", arguments: [time, experiment, kind, detail])
+        }
+    }
+
+    public func events(experiment: String, limit: Int = 100) -> [ExperimentEvent] {
+        (try? database.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM (SELECT * FROM ab_events WHERE experiment = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+                arguments: [experiment, limit]
+            ).map { ExperimentEvent(time: $0["time"], experiment: $0["experiment"], kind: $0["kind"], detail: $0["detail"]) }
+        }) ?? []
+    }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import Logging
+import Testing
+import TernCore
+@testable import TernExperiments
+
+@Suite struct HashingTests {
+    @Test func murmur3MatchesPublishedVectors() {
+        // Vectors from the reference implementation (checked with Python's mmh3).
+        #expect(SubjectHash.murmur3([], seed: 0) == 0)
+        #expect(SubjectHash.murmur3([], seed: 1) == 0x514E_28B7)
+        #expect(SubjectHash.murmur3([], seed: 0xFFFF_FFFF) == 0x81F1_6F39)
+        #expect(SubjectHash.murmur3([0, 0, 0, 0], seed: 0) == 0x2362_F9DE)
+        #expect(SubjectHash.murmur3(Array("hello".utf8), seed: 0) == 0x248B_FA47)
+        #expect(SubjectHash.murmur3(Array("Hello, world!".utf8), seed: 1234) == 0xFAF6_CDB3)
+        #expect(SubjectHash.murmur3(Array("The quick brown fox jumps over the lazy dog".utf8), seed: 0x9747_B28C) == 0x2FA8_26CD)
+        #expect(SubjectHash.murmur3.hash("digits_ab:user-42") == 0xEC54_A974)
+    }
+
+    @Test func fnv1aMatchesPublishedVectors() {
+        #expect(SubjectHash.fnv1a([]) == 0x811C_9DC5)
+        #expect(SubjectHash.fnv1a(Array("a".utf8)) == 0xE40C_292C)
+        #expect(SubjectHash.fnv1a(Array("foobar".utf8)) == 0xBF9C_F968)
+    }
+
+    @Test func assignmentIsStableAndSplitsByWeight() {
+        let assigner = Assigner(hash: .murmur3, salt: "exp", weights: [70, 30])
+        var counts = [0, 0]
+        for i in 0..<20_000 {
+            let key = "subject-\(i)"
+            let variant = assigner.variant(for: key)
+            #expect(assigner.variant(for: key) == variant)
+            counts[variant] += 1
+        }
+        #expect(abs(Double(counts[0]) / 20_000 - 0.7) < 0.015)
+        // The documented formula: bucket = murmur3("salt:key") mod 10 000.
+        #expect(assigner.bucket("user-42") == SubjectHash.murmur3.hash("exp:user-42") % 10_000)
+    }
+
+    @Test func changingWeightsMovesTheFewestSubjects() {
+        let before = Assigner(hash: .fnv1a, salt: "s", weights: [50, 50])
+        let after = Assigner(hash: .fnv1a, salt: "s", weights: [60, 40])
+        var moved = 0, backwards = 0
+        for i in 0..<20_000 {
+            let (a, b) = (before.variant(for: "k\(i)"), after.variant(for: "k\(i)"))
+            if a != b { moved += 1 }
+            if a == 0 && b == 1 { backwards += 1 }
+        }
+        // Exactly the 10 % of buckets that changed owner move, all towards the grown variant.
+        #expect(abs(Double(moved) / 20_000 - 0.10) < 0.01)
+        #expect(backwards == 0)
+    }
+}
+
+@Suite struct StatisticsTests {
+    // Expected values from scipy 1.17 on the same data.
+    @Test func mannWhitneyMatchesScipy() throws {
+        let x = [1.2, 3.4, 2.2, 5.0, 4.1, 3.3, 2.9, 6.1, 4.4, 3.3]
+        let y = [2.1, 2.2, 1.9, 3.0, 2.8, 1.5, 2.2, 3.3, 2.0, 2.6, 1.1]
+        let result = try #require(Statistics.mannWhitney(x, y))
+        #expect(result.u == 92)
+        #expect(abs(result.p - 0.00996750157937166) < 1e-12)
+        #expect(result.probabilityOfSuperiority > 0.5)
+    }
+
+    @Test func proportionsChiSquareAndIntervalsMatchScipy() throws {
+        let test = try #require(Statistics.twoProportions(successes1: 30, trials1: 100, successes2: 45, trials2: 100))
+        #expect(abs(test.z * test.z - 4.8) < 1e-9)  // = the 2x2 chi-square without correction
+        #expect(abs(test.p - 0.028459736916310638) < 1e-12)
+        let srm = try #require(Statistics.chiSquareFit(observed: [520, 480], weights: [50, 50]))
+        #expect(abs(srm.statistic - 1.6) < 1e-12 && abs(srm.p - 0.20590321073206466) < 1e-12)
+        let three = try #require(Statistics.chiSquareFit(observed: [310, 350, 340], weights: [33, 33, 34]))
+        #expect(abs(three.statistic - 2.4242424242424243) < 1e-9 && abs(three.p - 0.2975654101475654) < 1e-9)
+        #expect(abs(Statistics.chiSquareSurvival(7.5, degrees: 3) - 0.0575584519726364) < 1e-12)
+        #expect(abs(Statistics.chiSquareSurvival(0.3, degrees: 1) - 0.583882420770365) < 1e-12)
+        #expect(abs(Statistics.chiSquareSurvival(50, degrees: 10) / 2.669083424904495e-07 - 1) < 1e-9)
+        let wilson = try #require(Statistics.wilson(successes: 87, trials: 100))
+        #expect(abs(wilson.low - 0.7901964855992357) < 1e-12 && abs(wilson.high - 0.9224283257275948) < 1e-12)
+        let sorted = [1.0, 2, 3, 4, 5, 7, 9]
+        #expect(Statistics.quantile(sorted, 0.5) == 4)
+        #expect(abs(Statistics.quantile(sorted, 0.95)! - 8.4) < 1e-12 && abs(Statistics.quantile(sorted, 0.99)! - 8.88) < 1e-12)
+    }
+}
+
+@Suite struct SpecTests {
+    @Test func parsesYAMLWithDefaultsAndRejectsMistakes() throws {
+        let spec = try ExperimentSpec.parse(
+            """
+            routing_key: header:X-Device-Id
+            hash: fnv1a
+            variants:
+              - { name: control, model: digits_mlp, weight: 80 }
+              - { name: candidate, model: digits_weak, version: 1, weight: 20 }
+              - { name: next, model: digits_logreg, shadow: true }
+            guardrails: { alpha: 0.05, min_samples: 50 }
+            canary: { step_weight: 5, max_weight: 30, interval_s: 10, threshold: 2 }
+            """, defaultName: "digits_ab")
+        #expect(spec.name == "digits_ab" && spec.routingKey == .header("x-device-id") && spec.hash == .fnv1a)
+        #expect(spec.control.name == "control" && spec.shadows.map(\.name) == ["next"] && spec.variants[1].version == 1)
+        #expect(spec.guardrails?.alpha == 0.05 && spec.guardrails?.minSamples == 50 && spec.guardrails?.maxAccuracyDrop == 0.02)
+        #expect(spec.canary == CanarySpec(stepWeight: 5, maxWeight: 30, intervalSeconds: 10, threshold: 2))
+        // The JSON encoding reads back to the same experiment (the store keeps it so).
+        let json = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
+        #expect(try ExperimentSpec.parse(json) == spec)
+
+        for (text, fragment) in [
+            ("name: x\nvariants: [ { name: a, model: m, weight: 1 } ]", "two or more variants"),
+            ("name: x\nvariants: [ { name: a, model: m, weight: 1 }, { name: a, model: n, weight: 1 } ]", "must differ"),
+            ("name: x\nvariants: [ { name: a, model: m, weight: -1 }, { name: b, model: n, weight: 1 } ]", "weight"),
+            ("name: x\nrouting_key: cookie\nvariants: [ { name: a, model: m, weight: 1 }, { name: b, model: n, weight: 1 } ]", "routing_key"),
+            ("name: x\nvariants: [ { name: a, weight: 1 } ]", "model"),
+            ("name: 'bad name'\nvariants: [ { name: a, model: m, weight: 1 }, { name: b, model: n, weight: 1 } ]", "name"),
+            ("variants: : :", "YAML"),
+        ] {
+            #expect(throws: TernError.self) { try ExperimentSpec.parse(text) }
+            do {
+                _ = try ExperimentSpec.parse(text)
+            } catch {
+                #expect(error.message.contains(fragment), "\(error.message)")
+            }
+        }
+    }
+}
+
+@Suite struct ReportTests {
+    func data(requests: Int, errors: Int, latency: Double, labelled: Int, correct: Int) -> VariantData {
+        var d = VariantData()
+        d.requests = requests
+        d.errors = errors
+        d.latenciesMs = (0..<(requests - errors)).map { latency + Double($0 % 10) * 0.1 }
+        d.labelled = labelled
+        d.correct = correct
+        return d
+    }
+
+    @Test func guardrailFlagsAWorseVariantAndHoldsEqualOnes() throws {
+        let spec = try ExperimentSpec.parse(
+            "name: e\nvariants: [ { name: a, model: m, weight: 50 }, { name: b, model: n, weight: 50 } ]\nguardrails: { min_samples: 100, min_labels: 50 }")
+        let state = ExperimentState(spec: spec, now: 0)
+        let worse = ExperimentReport.make(
+            spec: spec, state: state, data: ["a": data(requests: 500, errors: 0, latency: 1, labelled: 400, correct: 388),
+                                             "b": data(requests: 500, errors: 0, latency: 1, labelled: 400, correct: 164)],
+            sampleRatioData: [:], events: [])
+        #expect(worse.verdict.outcome == .failing)
+        #expect(worse.verdict.reasons.first?.contains("accuracy") == true)
+        let b = try #require(worse.variants.first { $0.name == "b" })
+        #expect(abs(b.accuracy! - 0.41) < 1e-9 && b.accuracyCI95![0] < 0.41 && b.accuracyCI95![1] > 0.41)
+        let same = ExperimentReport.make(
+            spec: spec, state: state, data: ["a": data(requests: 500, errors: 2, latency: 1, labelled: 400, correct: 388),
+                                             "b": data(requests: 500, errors: 3, latency: 1, labelled: 400, correct: 385)],
+            sampleRatioData: ["a": data(requests: 500, errors: 0, latency: 1, labelled: 0, correct: 0),
+                              "b": data(requests: 500, errors: 0, latency: 1, labelled: 0, correct: 0)], events: [])
+        #expect(same.verdict.outcome == .holding)
+        #expect(same.sampleRatio?.mismatch == false)
+        let few = ExperimentReport.make(
+            spec: spec, state: state, data: ["a": data(requests: 20, errors: 0, latency: 1, labelled: 0, correct: 0)], sampleRatioData: [:], events: [])
+        #expect(few.verdict.outcome == .insufficientData)
+        // The HTML page shows every variant in its table and both charts.
+        let html = ReportHTML.render(worse)
+        #expect(html.contains("id=\"latency-chart\"") && html.contains("id=\"accuracy-chart\""))
+        #expect(html.components(separatedBy: "<tr class=\"variant\">").count == 3)
+    }
+}
+
+@Suite struct StoreTests {
+    @Test func recordsFeedbackAndRetention() throws {
+        let store = try ExperimentStore(path: nil)
+        let recorder = ExperimentRecorder(store: store, capacity: 4, flushInterval: .seconds(60), logger: Logger(label: "test"))
+        defer { recorder.shutdown() }
+        for i in 0..<6 {
+            recorder.record(ExperimentRecord(
+                time: Double(i), experiment: "e", variant: i % 2 == 0 ? "a" : "b", requestID: "r\(i)", latencyUs: 1000 + Int64(i),
+                confidence: 0.9, prediction: "\(i % 3)"))
+        }
+        // A full buffer drops and counts; it never blocks.
+        #expect(recorder.droppedRecords == 2)
+        recorder.flush()
+        #expect(try store.requestCount(experiment: "e") == 4)
+        #expect(try store.addFeedback([("r0", "0"), ("r1", "2"), ("r2", "2"), ("nope", "1")]) == 3)
+        let data = try store.variantData(experiment: "e")
+        #expect(data["a"]?.requests == 2 && data["a"]?.labelled == 2 && data["a"]?.correct == 2)
+        #expect(data["b"]?.labelled == 1 && data["b"]?.correct == 0)
+        #expect(data["a"]?.latenciesMs == [1.0, 1.002])
+        try store.enforceRetention(experiment: "e", maxRows: 2, maxDays: nil)
+        #expect(try store.requestCount(experiment: "e") == 2)
+        try store.enforceRetention(experiment: "e", maxRows: nil, maxDays: 1, now: 86_400 + 2.5)
+        #expect(try store.requestCount(experiment: "e") == 1)
+    }
+}
