@@ -10,23 +10,28 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 FIXTURES := .cache/fixtures
 
-.PHONY: serve test setup system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
+.PHONY: serve test setup system-deps test-system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
 
 serve: setup
 	$(SWIFT) build -c $(CONFIG) --product tern
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/tern serve --model-repository examples/models \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-test: setup fixtures build-tests swift-test integration-test
+test: setup test-system-deps fixtures build-tests swift-test integration-test
 
 setup: system-deps python-deps models
 
-# SQLite's headers for GRDB (the lifecycle history); present on most images already.
+# SQLite's headers for GRDB (lifecycle history, experiment metrics); present on most images already.
 system-deps:
 	@test -f /usr/include/sqlite3.h || { $$(command -v sudo) apt-get update -q && $$(command -v sudo) apt-get install -y -q libsqlite3-dev; }
 
+# Only the tests need these: openssl (test certificates) and Chromium (renders the experiment report).
+test-system-deps:
+	@command -v openssl >/dev/null && command -v chromium >/dev/null \
+		|| { $$(command -v sudo) apt-get update -q && DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -q openssl chromium; }
+
 python-deps:
-	@$(PYTHON) -c "import onnxruntime, tritonclient.http, tritonclient.grpc, sklearn, skl2onnx, onnx, pytest" 2>/dev/null \
+	@$(PYTHON) -c "import onnxruntime, tritonclient.http, tritonclient.grpc, sklearn, skl2onnx, onnx, pytest, scipy, mmh3" 2>/dev/null \
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 
 models:

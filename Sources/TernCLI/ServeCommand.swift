@@ -91,6 +91,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("http-header-forward-pattern"), help: "Request headers whose whole name matches this regular expression reach the model as request parameters (as Triton's option; e.g. for an experiment's routing_key: header:x-device-id).")
     var httpHeaderForwardPattern: String?
 
+    @Option(name: .customLong("grpc-header-forward-pattern"), help: "The same for gRPC metadata keys.")
+    var grpcHeaderForwardPattern: String?
+
     @Option(name: .customLong("device-root"), help: ArgumentHelp("Filesystem root of sysfs/procfs (for recorded trees).", visibility: .hidden))
     var deviceRoot: String = "/"
 
@@ -243,7 +246,8 @@ struct ServeCommand: AsyncParsableCommand {
         let metrics = HTTPFrontend.metricsServer(exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, logger: logger) { port in
             logger.info("metrics endpoint listening", metadata: ["port": .stringConvertible(port)])
         }
-        let grpc = GRPCFrontend.server(engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, logger: logger)
+        let grpc = try GRPCFrontend.server(
+            engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, headerForwardPattern: grpcHeaderForwardPattern, logger: logger)
         let readyLogger = ReadyAnnouncer(grpc: grpc, started: started, logger: logger)
         let poller = RepositoryPoller(engine: engine)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

@@ -44,20 +44,30 @@ public struct ExperimentState: Codable, Sendable, Equatable {
 public final class Experiment: VirtualModel {
     public let spec: ExperimentSpec
     let recorder: ExperimentRecorder
+    let shadows: ShadowRunner?
     let logger: Logger
     private let state: Mutex<(state: ExperimentState, assigner: Assigner)>
-    private let requests: [String: Counter]
+    private let counters: [String: Counter]
+    /// The spec's served and shadow variants, computed once.
+    private let served: [VariantSpec]
+    private let shadowVariants: [VariantSpec]
+    private let tallies: Mutex<[String: VariantTally]>
 
-    public init(spec: ExperimentSpec, state: ExperimentState, recorder: ExperimentRecorder, logger: Logger) {
+    init(spec: ExperimentSpec, state: ExperimentState, recorder: ExperimentRecorder, shadows: ShadowRunner?, logger: Logger) {
         self.spec = spec
         self.recorder = recorder
+        self.shadows = spec.shadows.isEmpty ? nil : shadows
         self.logger = logger
         self.state = Mutex((state, Self.assigner(spec, state)))
-        var requests: [String: Counter] = [:]
+        var counters: [String: Counter] = [:]
         for variant in spec.variants {
-            requests[variant.name] = Counter(label: "tern_ab_requests_total", dimensions: [("experiment", spec.name), ("variant", variant.name)])
+            counters[variant.name] = Counter(label: "tern_ab_requests_total", dimensions: [("experiment", spec.name), ("variant", variant.name)])
         }
-        self.requests = requests
+        self.counters = counters
+        served = spec.served
+        shadowVariants = spec.shadows
+        let window = (spec.guardrails ?? GuardrailSpec()).latencyWindow
+        tallies = Mutex(Dictionary(uniqueKeysWithValues: spec.variants.map { ($0.name, VariantTally(window: window)) }))
     }
 
     static func assigner(_ spec: ExperimentSpec, _ state: ExperimentState) -> Assigner {
@@ -76,9 +86,27 @@ public final class Experiment: VirtualModel {
             if value.state.weights != before {
                 value.state.weightsSince = Date().timeIntervalSince1970
                 value.assigner = Self.assigner(spec, value.state)
+                tallies.withLock { tallies in
+                    for name in tallies.keys { tallies[name]!.requestsSinceWeights = 0 }
+                }
             }
             return value.state
         }
+    }
+
+    /// What the guardrails judge, from the in-memory tallies since this server started (plus the
+    /// labelled counts from the store): all requests, and those since the weights last changed.
+    func tallyData(labelled: [String: (labelled: Int, correct: Int)]) -> (all: [String: VariantData], sinceWeights: [String: VariantData]) {
+        let tallies = self.tallies.withLock { $0 }
+        var all: [String: VariantData] = [:], recent: [String: VariantData] = [:]
+        for variant in spec.variants {
+            guard let tally = tallies[variant.name] else { continue }
+            all[variant.name] = tally.data(shadow: variant.shadow, labelled: labelled[variant.name])
+            var since = VariantData()
+            since.requests = tally.requestsSinceWeights
+            recent[variant.name] = since
+        }
+        return (all, recent)
     }
 
     public var presented: (model: String, version: Int64?) {
@@ -120,52 +148,84 @@ public final class Experiment: VirtualModel {
         case .stopped: return (spec.control, key)
         case .promoted: return (spec.variants.first { $0.name == winner } ?? spec.control, key)
         case .running:
-            let served = spec.served
-            let index = key.map { assigner.variant(for: $0) } ?? {
-                // No key: a random bucket, dealt by the same weights.
-                let bucket = UInt32.random(in: 0..<Assigner.buckets)
-                return assigner.bounds.firstIndex { bucket < $0 } ?? served.count - 1
-            }()
+            // No key: the request id (unique, generated when absent) stands in, so the split is
+            // random across requests and still reproducible from the records.
+            let index = assigner.variant(for: key ?? request.id)
             return (served[min(index, served.count - 1)], key)
         }
     }
 
-    public func handle(_ request: InferenceRequest, engine: InferenceServer, completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void) {
+    /// A request as sent to its variant.
+    private struct Routed: Sendable {
+        var request: InferenceRequest
+        var variant: VariantSpec
+        var subject: String?
+        var generatedID: Bool
+        var mirror: Bool
+        var started: ContinuousClock.Instant
+    }
+
+    private func route(_ request: InferenceRequest) -> Routed {
         let started = ContinuousClock.now
         var forwarded = request
         let generatedID = request.id.isEmpty
-        if generatedID { forwarded.id = UUID().uuidString.lowercased() }
+        if generatedID { forwarded.id = RequestIDs.next() }
         let (variant, subject) = assign(forwarded)
-        let requestID = forwarded.id
         forwarded.modelName = variant.model
         forwarded.modelVersion = variant.version
-        requests[variant.name]?.increment()
-        let running = state.withLock { $0.state.status == .running }
-        engine.submit(forwarded, allowInline: true) { [self] result in
-            let latency = ContinuousClock.now - started
-            record(result, variant: variant, requestID: requestID, subject: subject, latency: latency, shadow: false)
-            completion(result.map { response in
-                var response = response
-                response.modelName = spec.name
-                if generatedID { response.id = requestID }
-                response.parameters["tern.experiment"] = .string(spec.name)
-                response.parameters["tern.variant"] = .string(variant.name)
-                if generatedID { response.parameters["tern.request_id"] = .string(requestID) }
-                return response
-            })
-        }
-        // Shadows get a copy once the served request is on its way; they never run on this
-        // thread, and their answers are only recorded.
-        guard running else { return }
-        for shadow in spec.shadows {
-            var copy = forwarded
-            copy.modelName = shadow.model
-            copy.modelVersion = shadow.version
-            let shadowStarted = ContinuousClock.now
-            requests[shadow.name]?.increment()
-            engine.submit(copy, allowInline: false) { [self] result in
-                record(result, variant: shadow, requestID: requestID, subject: subject, latency: ContinuousClock.now - shadowStarted, shadow: true)
+        let mirror = !shadowVariants.isEmpty && shadows != nil && state.withLock { $0.state.status == .running }
+        return Routed(request: forwarded, variant: variant, subject: subject, generatedID: generatedID, mirror: mirror, started: started)
+    }
+
+    /// Records the answer, labels the response with the experiment and variant, mirrors to shadows.
+    private func finish(_ routed: Routed, _ result: Result<InferenceResponse, TernError>) -> Result<InferenceResponse, TernError> {
+        let latency = ContinuousClock.now - routed.started
+        counters[routed.variant.name]?.increment()
+        record(result, variant: routed.variant, requestID: routed.request.id, subject: routed.subject, latency: latency, shadow: false)
+        if routed.mirror, let mirror = shadows {
+            for shadow in shadowVariants {
+                var copy = routed.request
+                copy.modelName = shadow.model
+                copy.modelVersion = shadow.version
+                counters[shadow.name]?.increment()
+                let (requestID, subject) = (routed.request.id, routed.subject)
+                mirror.submit(copy) { [self] result, elapsed in
+                    record(result, variant: shadow, requestID: requestID, subject: subject, latency: elapsed, shadow: true)
+                }
             }
+        }
+        return result.map { response in
+            var response = response
+            response.modelName = spec.name
+            if routed.generatedID {
+                response.id = routed.request.id
+                response.parameters["tern.request_id"] = .string(routed.request.id)
+            }
+            response.parameters["tern.experiment"] = .string(spec.name)
+            response.parameters["tern.variant"] = .string(routed.variant.name)
+            return response
+        }
+    }
+
+    public func handleImmediately(_ request: InferenceRequest, engine: InferenceServer) throws(TernError) -> InferenceResponse? {
+        let routed = route(request)
+        let response: InferenceResponse?
+        do {
+            response = try engine.inferImmediately(routed.request)
+        } catch {
+            _ = finish(routed, .failure(error))
+            throw error
+        }
+        // Not at once: nothing was recorded, and `handle` routes it again (to the same variant
+        // when it has a key).
+        guard let response else { return nil }
+        return try finish(routed, .success(response)).get()
+    }
+
+    public func handle(_ request: InferenceRequest, engine: InferenceServer, completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void) {
+        let routed = route(request)
+        engine.submit(routed.request, allowInline: true) { [self] result in
+            completion(finish(routed, result))
         }
     }
 
@@ -183,6 +243,8 @@ public final class Experiment: VirtualModel {
         case .failure(let error):
             entry.error = error.message
         }
+        let latencyMs = entry.error == nil ? Double(entry.latencyUs) / 1000 : nil
+        tallies.withLock { $0[variant.name]?.add(latencyMs: latencyMs, confidence: entry.confidence) }
         recorder.record(entry)
     }
 }
@@ -196,32 +258,43 @@ enum OutputReading {
             ?? response.outputs.first { ($0.dataType == .fp32 || $0.dataType == .fp64) && ($0.shape.last ?? 1) > 1 }
         var confidence: Double?
         var argmax: [Int] = []
-        if let probabilities, let values = doubles(probabilities), let width = probabilities.shape.last.map(Int.init), width > 0,
-            values.count >= width
-        {
-            let rows = values.count / width
-            var sum = 0.0
-            for row in 0..<rows {
-                let slice = values[(row * width)..<((row + 1) * width)]
-                let top = slice.max()!
-                sum += top
-                argmax.append(slice.firstIndex(of: top)! - row * width)
+        if let probabilities, let width = probabilities.shape.last.map(Int.init), width > 0 {
+            let rowMaxima: [(Double, Int)]?
+            switch probabilities.dataType {
+            case .fp32: rowMaxima = maxima(probabilities.data, width: width, as: Float.self)
+            case .fp64: rowMaxima = maxima(probabilities.data, width: width, as: Double.self)
+            default: rowMaxima = nil
             }
-            confidence = sum / Double(rows)
+            if let rowMaxima, !rowMaxima.isEmpty {
+                confidence = rowMaxima.reduce(0) { $0 + $1.0 } / Double(rowMaxima.count)
+                argmax = rowMaxima.map(\.1)
+            }
         }
         let predicted = predictionOutput.flatMap { response.output(named: $0) }
             ?? response.outputs.first { [.int64, .int32, .int16, .int8, .uint8, .uint16, .uint32, .uint64, .bytes].contains($0.dataType) }
         if let predicted, let text = strings(predicted) {
-            return (confidence, text.joined(separator: ","))
+            return (confidence, text.count == 1 ? text[0] : text.joined(separator: ","))
         }
-        return (confidence, argmax.isEmpty ? nil : argmax.map(String.init).joined(separator: ","))
+        if argmax.isEmpty { return (confidence, nil) }
+        return (confidence, argmax.count == 1 ? String(argmax[0]) : argmax.map(String.init).joined(separator: ","))
     }
 
-    static func doubles(_ tensor: Tensor) -> [Double]? {
-        switch tensor.dataType {
-        case .fp32: return (try? tensor.values(as: Float.self))?.map(Double.init)
-        case .fp64: return try? tensor.values(as: Double.self)
-        default: return nil
+    /// The largest value of each row and its index, read in place.
+    static func maxima<T: BinaryFloatingPoint>(_ data: Data, width: Int, as type: T.Type) -> [(Double, Int)] {
+        data.withUnsafeBytes { raw in
+            let count = raw.count / MemoryLayout<T>.stride
+            guard count >= width else { return [] }
+            var out: [(Double, Int)] = []
+            out.reserveCapacity(count / width)
+            for row in 0..<(count / width) {
+                var best = raw.loadUnaligned(fromByteOffset: row * width * MemoryLayout<T>.stride, as: T.self), index = 0
+                for column in 1..<max(width, 1) {
+                    let value = raw.loadUnaligned(fromByteOffset: (row * width + column) * MemoryLayout<T>.stride, as: T.self)
+                    if value > best { (best, index) = (value, column) }
+                }
+                out.append((Double(best), index))
+            }
+            return out
         }
     }
 
@@ -238,5 +311,17 @@ enum OutputReading {
         case .bytes: return (try? tensor.strings())?.map { String(decoding: $0, as: UTF8.self) }
         default: return nil
         }
+    }
+}
+
+/// Ids for requests that came without one: a random 64-bit prefix drawn once per process and a
+/// counter — unique across restarts, and far cheaper than a UUID per request.
+enum RequestIDs {
+    private static let prefix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    private static let counter = Atomic<UInt64>(0)
+
+    static func next() -> String {
+        let n = counter.add(1, ordering: .relaxed).newValue
+        return "tern-" + prefix + "-" + String(n, radix: 16)
     }
 }

@@ -17,12 +17,15 @@ public final class ExperimentManager: Service, Sendable {
     let logger: Logger
     private let experiments = Mutex<[String: Experiment]>([:])
     private let lastChecked = Mutex<[String: Double]>([:])
+    private let lastRetention = Mutex(0.0)
+    private let shadows: ShadowRunner
 
     public init(engine: InferenceServer, recorder: ExperimentRecorder, repositoryPath: URL?, logger: Logger) {
         self.engine = engine
         self.recorder = recorder
         self.repositoryPath = repositoryPath
         self.logger = logger
+        shadows = ShadowRunner(engine: engine)
     }
 
     // MARK: Loading
@@ -75,7 +78,8 @@ public final class ExperimentManager: Service, Sendable {
 
     private func install(_ spec: ExperimentSpec, state: ExperimentState?, source: String) throws(TernError) {
         let now = Date().timeIntervalSince1970
-        let experiment = Experiment(spec: spec, state: state ?? ExperimentState(spec: spec, now: now), recorder: recorder, logger: logger)
+        let experiment = Experiment(
+            spec: spec, state: state ?? ExperimentState(spec: spec, now: now), recorder: recorder, shadows: shadows, logger: logger)
         try engine.register(virtual: experiment)
         experiments.withLock { $0[spec.name] = experiment }
         persist(experiment, source: source)
@@ -171,8 +175,14 @@ public final class ExperimentManager: Service, Sendable {
         var detail = "winner \(winner.name) (\(winner.model)\(winner.version.map { " v\($0)" } ?? ""))"
         let models = Set(spec.variants.map(\.model))
         if models.count == 1, let version = winner.version {
-            let swap = try await engine.promote(model: winner.model, version: version)
-            detail += "; model \(winner.model) now serves versions \(swap.toVersions)"
+            do {
+                let swap = try await engine.promote(model: winner.model, version: version)
+                detail += "; model \(winner.model) now serves versions \(swap.toVersions)"
+            } catch {
+                // The experiment still sends everything to the winner; the model itself keeps its
+                // versions (e.g. control mode none forbids model changes, or a gate refused).
+                detail += "; model \(winner.model) not swapped: \(error.message)"
+            }
         }
         let state = experiment.update { state in
             state.status = .promoted
@@ -185,6 +195,14 @@ public final class ExperimentManager: Service, Sendable {
         return state
     }
 
+    /// What the periodic guardrail check judges: the experiment's in-memory tallies (counts,
+    /// errors and the newest latencies since this server started) and the labelled counts.
+    func guardrailReport(_ experiment: Experiment) -> ExperimentReport {
+        let labelled = (try? store.labelledCounts(experiment: experiment.name)) ?? [:]
+        let (all, recent) = experiment.tallyData(labelled: labelled)
+        return ExperimentReport.make(spec: experiment.spec, state: experiment.current, data: all, sampleRatioData: recent, events: [])
+    }
+
     /// The experiment's analysis, from everything recorded since it started.
     public func report(_ name: String) throws(TernError) -> ExperimentReport {
         let experiment = try experiment(name)
@@ -192,7 +210,7 @@ public final class ExperimentManager: Service, Sendable {
         let state = experiment.current
         do {
             let data = try store.variantData(experiment: name)
-            let recent = try store.variantData(experiment: name, since: state.weightsSince)
+            let recent = try store.variantData(experiment: name, since: state.weightsSince, latencyWindow: 0)
             return ExperimentReport.make(spec: experiment.spec, state: state, data: data, sampleRatioData: recent, events: store.events(experiment: name))
         } catch {
             throw .internalError("cannot read the experiment's records: \(error)", cause: error)
@@ -216,6 +234,13 @@ public final class ExperimentManager: Service, Sendable {
     /// stops it (a canary counts failures up to its threshold, then rolls back); a canary that
     /// holds steps its weight up, and is promoted after holding at its maximum weight.
     public func evaluate(now: Double = Date().timeIntervalSince1970) async {
+        if now - lastRetention.withLock({ $0 }) >= 60 {
+            lastRetention.withLock { $0 = now }
+            for experiment in all {
+                guard let retention = experiment.spec.retention else { continue }
+                try? store.enforceRetention(experiment: experiment.name, maxRows: retention.maxRows, maxDays: retention.maxDays)
+            }
+        }
         for experiment in all where experiment.current.status == .running {
             let spec = experiment.spec
             let rules = spec.guardrails ?? GuardrailSpec()
@@ -225,10 +250,8 @@ public final class ExperimentManager: Service, Sendable {
                 checked[spec.name] = now
                 return true
             }
-            guard due, let report = try? report(spec.name) else { continue }
-            if let retention = spec.retention {
-                try? store.enforceRetention(experiment: spec.name, maxRows: retention.maxRows, maxDays: retention.maxDays)
-            }
+            guard due else { continue }
+            let report = guardrailReport(experiment)
             if let canary = spec.canary {
                 await step(canary: canary, experiment, report: report, now: now)
             } else if report.verdict.outcome == .failing {
@@ -277,6 +300,7 @@ public final class ExperimentManager: Service, Sendable {
             try? await Task.sleep(for: .seconds(1))
             await evaluate()
         }
+        shadows.stop()
         recorder.shutdown()
     }
 }

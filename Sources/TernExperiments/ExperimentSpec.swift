@@ -215,6 +215,8 @@ public struct GuardrailSpec: Codable, Sendable, Equatable {
     public var minLabels: Int = 50
     /// How often the guardrails are evaluated.
     public var checkIntervalSeconds: Double = 5
+    /// The latency test looks at the newest this many answered requests per variant.
+    public var latencyWindow: Int = 20_000
 
     public init() {}
 
@@ -222,6 +224,7 @@ public struct GuardrailSpec: Codable, Sendable, Equatable {
         case alpha
         case minSamples = "min_samples", maxErrorRateIncrease = "max_error_rate_increase", maxLatencyRatio = "max_latency_ratio"
         case maxAccuracyDrop = "max_accuracy_drop", minLabels = "min_labels", checkIntervalSeconds = "check_interval_s"
+        case latencyWindow = "latency_window"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -233,6 +236,7 @@ public struct GuardrailSpec: Codable, Sendable, Equatable {
         maxAccuracyDrop = try c.decodeIfPresent(Double.self, forKey: .maxAccuracyDrop) ?? 0.02
         minLabels = try c.decodeIfPresent(Int.self, forKey: .minLabels) ?? 50
         checkIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .checkIntervalSeconds) ?? 5
+        latencyWindow = try c.decodeIfPresent(Int.self, forKey: .latencyWindow) ?? 20_000
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// One request an experiment routed (or mirrored to a shadow), as the metrics store keeps it.
 public struct ExperimentRecord: Sendable, Equatable {
@@ -69,6 +70,9 @@ public final class ExperimentStore: Sendable {
             try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
             var configuration = Configuration()
             configuration.journalMode = .wal
+            // WAL with synchronous=NORMAL: a committed batch survives a crash of the process (not
+            // necessarily a power cut), and commits do not wait for the disk.
+            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             database = try DatabaseQueue(path: path, configuration: configuration)
         } else {
             database = try DatabaseQueue()
@@ -88,7 +92,7 @@ public final class ExperimentStore: Sendable {
                 t.column("error", .text)
                 t.column("shadow", .boolean).notNull()
             }
-            try db.create(index: "ab_requests_by_experiment", on: "ab_requests", columns: ["experiment", "variant"])
+            // Only the index feedback needs: every index is paid on each insert; reports scan.
             try db.create(index: "ab_requests_by_request", on: "ab_requests", columns: ["request_id"])
             try db.create(table: "ab_feedback") { t in
                 t.primaryKey("request_id", .text)
@@ -114,19 +118,65 @@ public final class ExperimentStore: Sendable {
         try migrator.migrate(database)
     }
 
-    /// Writes `records` in one transaction.
+    /// Writes `records` in one transaction (bound through SQLite's C API: the writer's cost per
+    /// record is most of what an experiment costs a busy device).
     public func insert(_ records: [ExperimentRecord]) throws {
         guard !records.isEmpty else { return }
         try database.write { db in
-            let statement = try db.makeStatement(sql: """
+            let statement = try db.cachedStatement(sql: """
                 INSERT INTO ab_requests (time, experiment, variant, request_id, subject, latency_us, confidence, prediction, error, shadow)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
-            for r in records {
-                try statement.execute(arguments: [
-                    r.time, r.experiment, r.variant, r.requestID, r.subject, r.latencyUs, r.confidence, r.prediction, r.error, r.shadow,
-                ])
+            let handle = statement.sqliteStatement
+            let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+            func text(_ index: Int32, _ value: String?) {
+                guard var utf8 = value else { sqlite3_bind_null(handle, index); return }
+                utf8.withUTF8 { bytes in
+                    bytes.withMemoryRebound(to: CChar.self) { chars in
+                        if let base = chars.baseAddress {
+                            _ = sqlite3_bind_text(handle, index, base, Int32(chars.count), transient)
+                        } else {
+                            _ = sqlite3_bind_text(handle, index, "", 0, transient)  // "" is not NULL
+                        }
+                    }
+                }
             }
+            for r in records {
+                sqlite3_bind_double(handle, 1, r.time)
+                text(2, r.experiment)
+                text(3, r.variant)
+                text(4, r.requestID)
+                text(5, r.subject)
+                sqlite3_bind_int64(handle, 6, r.latencyUs)
+                if let confidence = r.confidence { sqlite3_bind_double(handle, 7, confidence) } else { sqlite3_bind_null(handle, 7) }
+                text(8, r.prediction)
+                text(9, r.error)
+                sqlite3_bind_int(handle, 10, r.shadow ? 1 : 0)
+                let code = sqlite3_step(handle)
+                sqlite3_reset(handle)
+                guard code == SQLITE_DONE else {
+                    throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+                }
+            }
+            sqlite3_clear_bindings(handle)
+        }
+    }
+
+    /// Labelled answers and correct predictions per variant (feedback joined to the records).
+    public func labelledCounts(experiment: String) throws -> [String: (labelled: Int, correct: Int)] {
+        try database.read { db in
+            var counts: [String: (Int, Int)] = [:]
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = f.label) AS correct
+                    FROM ab_feedback f JOIN ab_requests r ON r.request_id = f.request_id
+                    WHERE r.experiment = ? AND r.error IS NULL GROUP BY r.variant
+                    """, arguments: [experiment])
+            {
+                counts[row["variant"]] = (row["labelled"], row["correct"] ?? 0)
+            }
+            return counts
         }
     }
 
@@ -145,34 +195,43 @@ public final class ExperimentStore: Sendable {
         }
     }
 
-    /// Per variant: requests, errors, latencies, confidence and labelled accuracy since `since`.
-    public func variantData(experiment: String, since: Double = 0) throws -> [String: VariantData] {
+    /// Per variant: requests, errors, confidence and labelled accuracy since `since` (aggregated
+    /// in SQL), and the latencies of the answered requests — all of them, or the newest
+    /// `latencyWindow` per variant (what a periodic guardrail check reads, so that its cost does not
+    /// grow with the table).
+    public func variantData(experiment: String, since: Double = 0, latencyWindow: Int? = nil) throws -> [String: VariantData] {
         try database.read { db in
             var data: [String: VariantData] = [:]
-            let rows = try Row.fetchCursor(
-                db, sql: "SELECT variant, latency_us, confidence, error, shadow FROM ab_requests WHERE experiment = ? AND time >= ?",
-                arguments: [experiment, since])
-            while let row = try rows.next() {
+            let totals = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT variant, MAX(shadow) AS shadow, COUNT(*) AS requests, SUM(error IS NOT NULL) AS errors,
+                           SUM(CASE WHEN error IS NULL THEN confidence END) AS confidence_sum,
+                           COUNT(CASE WHEN error IS NULL THEN confidence END) AS confidence_count
+                    FROM ab_requests WHERE experiment = ? AND time >= ? GROUP BY variant
+                    """, arguments: [experiment, since])
+            for row in totals {
+                var entry = VariantData()
+                entry.requests = row["requests"]
+                entry.errors = row["errors"] ?? 0
+                entry.shadow = row["shadow"] ?? false
+                entry.confidenceSum = row["confidence_sum"] ?? 0
+                entry.confidenceCount = row["confidence_count"] ?? 0
                 let variant: String = row["variant"]
-                var entry = data[variant] ?? VariantData()
-                entry.requests += 1
-                entry.shadow = row["shadow"]
-                if (row["error"] as String?) != nil {
-                    entry.errors += 1
-                } else {
-                    entry.latenciesMs.append(Double(row["latency_us"] as Int64) / 1000)
-                    if let confidence: Double = row["confidence"] {
-                        entry.confidenceSum += confidence
-                        entry.confidenceCount += 1
-                    }
-                }
+                entry.latenciesMs = try Int64.fetchAll(
+                    db,
+                    sql: """
+                        SELECT latency_us FROM ab_requests WHERE experiment = ? AND variant = ? AND time >= ? AND error IS NULL
+                        ORDER BY id DESC LIMIT ?
+                        """, arguments: [experiment, variant, since, latencyWindow ?? -1]
+                ).map { Double($0) / 1000 }
                 data[variant] = entry
             }
             let labelled = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = f.label) AS correct
-                    FROM ab_requests r JOIN ab_feedback f ON f.request_id = r.request_id
+                    FROM ab_feedback f JOIN ab_requests r ON r.request_id = f.request_id
                     WHERE r.experiment = ? AND r.time >= ? AND r.error IS NULL GROUP BY r.variant
                     """, arguments: [experiment, since])
             for row in labelled {

@@ -1,5 +1,7 @@
+import Foundation
 import Logging
 import ServiceLifecycle
+import TernCore
 import TernRuntime
 
 /// Builds the gRPC server Tern serves: `inference.GRPCInferenceService` on SwiftNIO's HTTP/2.
@@ -7,13 +9,22 @@ public enum GRPCFrontend {
     /// Default limit on one request message: large enough for a batch of camera frames.
     public static let defaultMaxMessageSize = 256 << 20
 
+    /// Metadata keys whose whole name matches `headerForwardPattern` (a regular expression, as
+    /// Triton's `--grpc-header-forward-pattern`) reach the model as request parameters.
     public static func server(
-        engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize, logger: Logger
-    ) -> GRPCServerService {
-        GRPCServerService(
-            server: GRPCHTTP2Server(
-                host: host, port: port, maxMessageSize: maxMessageSize, dispatcher: KServeGRPCDispatcher(server: engine),
-                logger: logger))
+        engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize, headerForwardPattern: String? = nil,
+        logger: Logger
+    ) throws -> GRPCServerService {
+        var dispatcher = KServeGRPCDispatcher(server: engine)
+        if let headerForwardPattern {
+            do {
+                dispatcher.headerForwardPattern = try NSRegularExpression(pattern: headerForwardPattern, options: [.caseInsensitive])
+            } catch {
+                throw TernError.invalidArgument("header forward pattern '\(headerForwardPattern)': \(error)")
+            }
+        }
+        return GRPCServerService(
+            server: GRPCHTTP2Server(host: host, port: port, maxMessageSize: maxMessageSize, dispatcher: dispatcher, logger: logger))
     }
 }
 

@@ -251,7 +251,7 @@ public final class InferenceServer: Sendable {
     /// executions are short and an instance is free. Returns nil otherwise; then call `infer`.
     /// An event-loop frontend uses this to answer small models without leaving its thread.
     public func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        if virtualModel(request.modelName) != nil { return nil }
+        if let virtual = virtualModel(request.modelName) { return try virtual.handleImmediately(request, engine: self) }
         return try servingRunner(request).inferImmediately(request)
     }
 

@@ -29,7 +29,7 @@ public final class TestServer: Sendable {
         let http = try HTTPFrontend.server(engine: engine, host: "127.0.0.1", port: 0, maxBodySize: maxBodySize, logger: TestEnvironment.logger) { port in
             portContinuation.yield(port)
         }
-        let grpc = GRPCFrontend.server(engine: engine, host: "127.0.0.1", port: 0, logger: TestEnvironment.logger)
+        let grpc = try GRPCFrontend.server(engine: engine, host: "127.0.0.1", port: 0, logger: TestEnvironment.logger)
         let group = ServiceGroup(services: [http, grpc], logger: TestEnvironment.logger)
         let task = Task { try await group.run() }
         var iterator = portStream.makeAsyncIterator()

@@ -180,10 +180,25 @@ import TernCore
         let data = try store.variantData(experiment: "e")
         #expect(data["a"]?.requests == 2 && data["a"]?.labelled == 2 && data["a"]?.correct == 2)
         #expect(data["b"]?.labelled == 1 && data["b"]?.correct == 0)
-        #expect(data["a"]?.latenciesMs == [1.0, 1.002])
+        #expect(data["a"]?.latenciesMs.sorted() == [1.0, 1.002])
+        #expect(try store.variantData(experiment: "e", latencyWindow: 1)["a"]?.latenciesMs == [1.002])  // the newest only
         try store.enforceRetention(experiment: "e", maxRows: 2, maxDays: nil)
         #expect(try store.requestCount(experiment: "e") == 2)
         try store.enforceRetention(experiment: "e", maxRows: nil, maxDays: 1, now: 86_400 + 2.5)
         #expect(try store.requestCount(experiment: "e") == 1)
+    }
+}
+
+@Suite struct OutputReadingTests {
+    @Test func confidenceIsTheRowMaximumAndPredictionTheLabelOrArgmax() throws {
+        let probabilities = Tensor(name: "probabilities", dataType: .fp32, shape: [2, 3], data: [Float(0.1), 0.7, 0.2, 0.5, 0.2, 0.3].withUnsafeBytes { Data($0) })
+        let labels = Tensor(name: "label", dataType: .int64, shape: [2], data: [Int64(1), 0].withUnsafeBytes { Data($0) })
+        let both = InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [labels, probabilities])
+        let (confidence, prediction) = OutputReading.read(both, confidenceOutput: nil, predictionOutput: nil)
+        #expect(abs(try #require(confidence) - 0.6) < 1e-6)
+        #expect(prediction == "1,0")
+        let scoresOnly = InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [probabilities])
+        #expect(OutputReading.read(scoresOnly, confidenceOutput: "probabilities", predictionOutput: nil).1 == "1,0")
+        #expect(OutputReading.read(InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: []), confidenceOutput: nil, predictionOutput: nil) == (nil, nil))
     }
 }

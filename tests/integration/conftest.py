@@ -34,6 +34,7 @@ class TernServer:
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
              "--metrics-port", str(self.metrics_port),
              *([] if "--history-db" in extra_args else ["--history-db", os.path.join(repo, "..", f"history-{self.http_port}.sqlite")]),
+             *([] if "--experiments-db" in extra_args else ["--experiments-db", os.path.join(repo, "..", f"experiments-{self.http_port}.sqlite")]),
              *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60

@@ -114,6 +114,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     private let load: ConnectionLoad
     private var counted = false
     private var method: String?
+    private var forwarded: [(String, String)] = []
     private var buffer = ByteBuffer()
     private var unaryMessage: ByteBuffer?
     private var streaming = false
@@ -158,6 +159,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
                 }
                 let name = String(path.dropFirst(KServeGRPCDispatcher.servicePrefix.count))
                 method = name
+                forwarded = dispatcher.forwardedHeaders(headers.headers)
                 streaming = name == KServeGRPCDispatcher.streamMethod
             }
             if headers.endStream { endOfRequest(context: context) }
@@ -227,7 +229,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         let outcome: EventLoopFuture<Result<[UInt8], GRPCStatus>>
         // With other calls waiting on this connection, its event loop keeps reading them while the
         // model runs on its instance's thread; a lone call runs here, with no thread hop.
-        switch dispatcher.answer(method: method, message: message, inline: load.activeCalls <= 1) {
+        switch dispatcher.answer(method: method, message: message, inline: load.activeCalls <= 1, forwarded: forwarded) {
         case .now(let result): return reply(result, context: context)
         case .later(let work): outcome = context.eventLoop.makeFutureWithTask { await work() }
         case .callback(let start):

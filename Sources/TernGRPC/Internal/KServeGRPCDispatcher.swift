@@ -1,4 +1,5 @@
 import Foundation
+import NIOHPACK
 import NIOCore
 import SwiftProtobuf
 import TernCore
@@ -44,6 +45,19 @@ enum GRPCAnswer: Sendable {
 /// busy models), so the HTTP/2 stream handler can reply without leaving the event loop.
 struct KServeGRPCDispatcher: Sendable {
     let server: InferenceServer
+    /// Metadata keys matching it reach the model as request parameters (Triton's
+    /// `--grpc-header-forward-pattern`).
+    var headerForwardPattern: NSRegularExpression? = nil
+
+    /// The call's metadata entries to pass to the model as parameters (lowercased keys).
+    func forwardedHeaders(_ headers: HPACKHeaders) -> [(String, String)] {
+        guard let pattern = headerForwardPattern else { return [] }
+        return headers.compactMap { name, value, _ in
+            guard !name.hasPrefix(":") else { return nil }
+            let range = NSRange(name.startIndex..., in: name)
+            return pattern.firstMatch(in: name, range: range).map { $0.range == range } == true ? (name.lowercased(), value) : nil
+        }
+    }
 
     static let servicePrefix = "/inference.GRPCInferenceService/"
     static let streamMethod = "ModelStreamInfer"
@@ -51,15 +65,15 @@ struct KServeGRPCDispatcher: Sendable {
     /// Decodes the request once and answers it now, or returns the work that must wait.
     /// `inline: false` keeps model executions off the calling thread (the connection's event loop
     /// has other calls to read).
-    func answer(method: String, message: ByteBuffer, inline: Bool = true) -> GRPCAnswer {
+    func answer(method: String, message: ByteBuffer, inline: Bool = true, forwarded: [(String, String)] = []) -> GRPCAnswer {
         do {
-            return try answerOrThrow(method: method, message: message, inline: inline)
+            return try answerOrThrow(method: method, message: message, inline: inline, forwarded: forwarded)
         } catch {
             return .now(.failure(GRPCStatus(error)))
         }
     }
 
-    private func answerOrThrow(method: String, message: ByteBuffer, inline: Bool) throws(TernError) -> GRPCAnswer {
+    private func answerOrThrow(method: String, message: ByteBuffer, inline: Bool, forwarded: [(String, String)]) throws(TernError) -> GRPCAnswer {
         func now(_ bytes: [UInt8]) -> GRPCAnswer { .now(.success(bytes)) }
         switch method {
         case "ServerLive":
@@ -105,7 +119,9 @@ struct KServeGRPCDispatcher: Sendable {
             try server.unload(model: request.modelName)
             return now(try encode(Inference_RepositoryModelUnloadResponse()))
         case "ModelInfer":
-            let request = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
+            var decoded = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
+            for (name, value) in forwarded { decoded.parameters[name] = .string(value) }
+            let request = decoded
             if inline, let response = try server.inferImmediately(request) { return now(try encode(GRPCConversions.response(response))) }
             return .callback { [server] reply in
                 server.submit(request, allowInline: inline) { result in

@@ -7,10 +7,13 @@ struct ModelRepository: Sendable {
     let root: URL
 
     /// Names of the model folders, sorted.
+    /// The model folders. `experiments/` without a config.pbtxt holds A/B experiment files, not
+    /// a model.
     func modelNames() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
         return names.filter { name in
             var isDirectory: ObjCBool = false
+            if name == "experiments", !FileManager.default.fileExists(atPath: configFile(name).path) { return false }
             return !name.hasPrefix(".")
                 && FileManager.default.fileExists(atPath: root.appendingPathComponent(name).path, isDirectory: &isDirectory)
                 && isDirectory.boolValue

