@@ -76,4 +76,12 @@ public protocol ModelInstance: AnyObject, Sendable {
     /// Runs the model. `inputs` are already validated against the config; returns the outputs
     /// named in `outputNames`, in that order.
     func execute(inputs: [Tensor], outputNames: [String]) throws -> [Tensor]
+
+    /// Whether the engine may run this instance on a caller's thread (a frontend's event loop)
+    /// when it is fast and free. Instances that wait on I/O (remote models) say no.
+    var mayRunOnCallerThread: Bool { get }
+}
+
+extension ModelInstance {
+    public var mayRunOnCallerThread: Bool { true }
 }

@@ -203,6 +203,9 @@ final class RemoteInstance: ModelInstance {
         self.signature = signature
     }
 
+    /// A remote call waits on the network (and on SwiftNIO futures): never on an event loop.
+    var mayRunOnCallerThread: Bool { false }
+
     func execute(inputs: [Tensor], outputNames: [String]) throws -> [Tensor] {
         let response = try client.infer(InferenceRequest(
             modelName: client.settings.model, modelVersion: client.settings.version, inputs: inputs,

@@ -57,6 +57,7 @@ final class BatchScheduler: Sendable {
 
     let configuration: BatchQueue.Configuration
     private let instances: [any ModelInstance]
+    private let inlineAllowed: Bool
     private let queues: [DispatchQueue]
     private let state: Mutex<State>
     private let averageNanoseconds = Atomic<UInt64>(UInt64.max / 16)
@@ -72,6 +73,7 @@ final class BatchScheduler: Sendable {
         configuration.instanceCount = instances.count
         self.configuration = configuration
         self.instances = instances
+        inlineAllowed = instances.allSatisfy(\.mayRunOnCallerThread)
         self.queues = instances.indices.map { DispatchQueue(label: "tern.\(label).instance\($0)", qos: .userInitiated) }
         var initial = State(queue: BatchQueue(configuration: configuration))
         if let adaptive {
@@ -120,8 +122,9 @@ final class BatchScheduler: Sendable {
     /// Runs the job on the caller's thread when the model is fast and the job would be sent alone
     /// at once; returns nil (and queues nothing) otherwise.
     func runInlineIfIdle(_ job: Job) -> Result<Outcome, TernError>? {
-        // A rate-limited instance may have to wait for resources: never on the caller's thread.
-        guard isFast, gate?.claims.allSatisfy({ $0.resources.isEmpty }) ?? true else { return nil }
+        // A rate-limited instance may have to wait for resources, and an instance that waits on
+        // I/O would block an event loop: never on the caller's thread.
+        guard isFast, inlineAllowed, gate?.claims.allSatisfy({ $0.resources.isEmpty }) ?? true else { return nil }
         let start = Self.nowNs()
         var claimed = state.withLock { $0.queue.claimForImmediateRun(rows: job.rows) }
         // A tiny model's busy instance frees up sooner than a hand-off to its queue and back
