@@ -105,6 +105,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "_-.".contains($0) }) else {
             throw fail("a name of letters, digits, '_', '-' or '.' is needed")
         }
+        guard name != "feedback" else { throw fail("'feedback' is the API's feedback route; choose another name") }
         let served = variants.filter { !$0.shadow }
         guard served.count >= 1, variants.count >= 2 else { throw fail("two or more variants are needed (one may be a shadow)") }
         guard Set(variants.map(\.name)).count == variants.count else { throw fail("variant names must differ") }

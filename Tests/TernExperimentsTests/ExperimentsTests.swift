@@ -111,6 +111,7 @@ import TernCore
             ("name: x\nvariants: [ { name: a, weight: 1 } ]", "model"),
             ("name: 'bad name'\nvariants: [ { name: a, model: m, weight: 1 }, { name: b, model: n, weight: 1 } ]", "name"),
             ("variants: : :", "YAML"),
+            ("name: feedback\nvariants: [ { name: a, model: m, weight: 1 }, { name: b, model: n, weight: 1 } ]", "feedback"),
         ] {
             #expect(throws: TernError.self) { try ExperimentSpec.parse(text) }
             do {

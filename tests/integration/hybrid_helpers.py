@@ -155,7 +155,8 @@ def make_certificates(folder):
     paths as a dict."""
     import subprocess
     os.makedirs(folder, exist_ok=True)
-    path = {name: os.path.join(folder, name) for name in ("ca.pem", "ca.key", "server.pem", "server.key", "other-ca.pem", "other-ca.key")}
+    path = {name: os.path.join(folder, name) for name in (
+        "ca.pem", "ca.key", "server.pem", "server.key", "other-ca.pem", "other-ca.key", "client.pem", "client.key")}
 
     def run(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True)
@@ -171,6 +172,14 @@ def make_certificates(folder):
     run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", path["server.key"], "-out", request)
     run("x509", "-req", "-in", request, "-CA", path["ca.pem"], "-CAkey", path["ca.key"], "-CAcreateserial", "-days", "2",
         "-extfile", extensions, "-out", path["server.pem"])
+    # A client certificate from the same CA, for mutual TLS.
+    client_extensions = os.path.join(folder, "client.ext")
+    with open(client_extensions, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n")
+    client_request = os.path.join(folder, "client.csr")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=tern-edge", "-keyout", path["client.key"], "-out", client_request)
+    run("x509", "-req", "-in", client_request, "-CA", path["ca.pem"], "-CAkey", path["ca.key"], "-CAcreateserial", "-days", "2",
+        "-extfile", client_extensions, "-out", path["client.pem"])
     return path
 
 
@@ -178,9 +187,10 @@ class TLSProxy:
     """A TLS-terminating proxy (Python's ssl, i.e. OpenSSL) in front of a plain HTTP server on
     `target_port`. With `require_header`, a connection whose first request lacks that header
     (e.g. "authorization: Bearer x") is answered 401 and closed. `connections` counts the
-    connections it accepted (kept-alive connections are reused, so it stays small)."""
+    connections it accepted (kept-alive connections are reused, so it stays small). With
+    `client_ca`, clients must present a certificate signed by it (mutual TLS)."""
 
-    def __init__(self, target_port, certfile, keyfile, require_header=None):
+    def __init__(self, target_port, certfile, keyfile, require_header=None, client_ca=None):
         import asyncio
         import ssl
         self.target_port, self.require = target_port, require_header.lower().encode() if require_header else None
@@ -188,6 +198,9 @@ class TLSProxy:
         self.refused = 0
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certfile, keyfile)
+        if client_ca:  # mutual TLS: a client certificate signed by this CA is required
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(client_ca)
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
 

@@ -193,12 +193,18 @@ def test_remote_models_over_https_with_a_token_and_over_grpc(tmp_path):
     remote_model(repo, "digits_https_unverified", f"https://localhost:{proxy.port}", tls_verify="none", header_Authorization="Bearer edge-token")
     remote_model(repo, "digits_plain_to_tls", f"http://localhost:{proxy.port}", retries="0", timeout_ms="1000")
     remote_model(repo, "digits_grpc", f"grpc://127.0.0.1:{cloud.grpc_port}", header_Authorization="Bearer edge-token")
+    # Mutual TLS: a proxy that demands a client certificate from the CA.
+    mutual = TLSProxy(cloud.http_port, certs["server.pem"], certs["server.key"], client_ca=certs["ca.pem"])
+    remote_model(repo, "digits_mtls", f"https://localhost:{mutual.port}", tls_ca_file=certs["ca.pem"],
+                 tls_cert_file=certs["client.pem"], tls_key_file=certs["client.key"])
+    remote_model(repo, "digits_mtls_no_cert", f"https://localhost:{mutual.port}", tls_ca_file=certs["ca.pem"], retries="0")
     edge = wait_ready(TernServer(repo))
     try:
         client = httpclient.InferenceServerClient(edge.http_address)
         states = index_reasons(client)
-        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_grpc"):
+        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_grpc", "digits_mtls"):
             assert states[name][0] == "READY", (name, states[name])
+        assert states["digits_mtls_no_cert"][0] == "UNAVAILABLE" and "client certificate" in states["digits_mtls_no_cert"][1], states["digits_mtls_no_cert"]
         # What cannot be trusted or is refused does not load, and says why.
         assert states["digits_https_no_token"][0] == "UNAVAILABLE" and "401" in states["digits_https_no_token"][1]
         assert "missing or wrong token" in states["digits_https_no_token"][1]
@@ -206,7 +212,7 @@ def test_remote_models_over_https_with_a_token_and_over_grpc(tmp_path):
         assert states["digits_plain_to_tls"][0] == "UNAVAILABLE"
         x = ROWS[:6]
         labels, probabilities = CLOUD_REF(x)
-        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_grpc"):
+        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_grpc", "digits_mtls"):
             result, _, _ = ask(client, name, x)
             assert np.array_equal(result.as_numpy("label").ravel(), labels), name
             assert np.allclose(result.as_numpy("probabilities"), probabilities, atol=1e-5), name
@@ -226,6 +232,7 @@ def test_remote_models_over_https_with_a_token_and_over_grpc(tmp_path):
     finally:
         edge.stop()
         proxy.close()
+        mutual.close()
         cloud.stop()
 
 
@@ -261,9 +268,9 @@ def triton_cloud(tmp_path_factory):
     process = subprocess.Popen(
         [os.path.join(root, "bin/tritonserver"), "--model-repository", str(repo), "--backend-directory", os.path.join(root, "backends"),
          "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m),
-         # gRPC over TLS, for the grpcs:// remote.
+         # gRPC over mutual TLS, for the grpcs:// remote.
          "--grpc-use-ssl=true", "--grpc-server-cert", certs["server.pem"], "--grpc-server-key", certs["server.key"],
-         "--grpc-root-cert", certs["ca.pem"]], stdout=log, stderr=subprocess.STDOUT, env=env)
+         "--grpc-root-cert", certs["ca.pem"], "--grpc-use-ssl-mutual=true"], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -307,10 +314,13 @@ def test_real_triton_as_the_cloud(triton_cloud, tmp_path):
         edge.stop()
 
 
-def test_real_triton_over_grpc_with_tls(triton_cloud, tmp_path):
+def test_real_triton_over_grpc_with_mutual_tls(triton_cloud, tmp_path):
     repo = str(tmp_path / "edge")
     ca = triton_cloud["certs"]["ca.pem"]
-    remote_model(repo, "digits_grpcs", f"grpcs://localhost:{triton_cloud['grpc']}", tls_ca_file=ca)
+    certs = triton_cloud["certs"]
+    remote_model(repo, "digits_grpcs", f"grpcs://localhost:{triton_cloud['grpc']}", tls_ca_file=ca,
+                 tls_cert_file=certs["client.pem"], tls_key_file=certs["client.key"])
+    remote_model(repo, "digits_grpcs_no_cert", f"grpcs://localhost:{triton_cloud['grpc']}", tls_ca_file=ca, retries="0", timeout_ms="2000")
     remote_model(repo, "digits_grpcs_wrong_ca", f"grpcs://localhost:{triton_cloud['grpc']}", tls_ca_file=triton_cloud["certs"]["other-ca.pem"],
                  retries="0", timeout_ms="2000")
     remote_model(repo, "digits_grpc_plain", f"grpc://localhost:{triton_cloud['grpc']}", retries="0", timeout_ms="2000")
@@ -321,6 +331,7 @@ def test_real_triton_over_grpc_with_tls(triton_cloud, tmp_path):
         assert states["digits_grpcs"][0] == "READY", states["digits_grpcs"]
         assert states["digits_grpcs_wrong_ca"][0] == "UNAVAILABLE" and "CERTIFICATE_VERIFY_FAILED" in states["digits_grpcs_wrong_ca"][1], states["digits_grpcs_wrong_ca"]
         assert states["digits_grpc_plain"][0] == "UNAVAILABLE", states["digits_grpc_plain"]
+        assert states["digits_grpcs_no_cert"][0] == "UNAVAILABLE", states["digits_grpcs_no_cert"]  # Triton demands a client certificate
         x = ROWS[:8]
         labels, probabilities = CLOUD_REF(x)
         for _ in range(3):

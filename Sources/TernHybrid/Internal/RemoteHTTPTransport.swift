@@ -232,7 +232,11 @@ final class RemoteHTTPExchangeHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         ready.fail(error)
-        fail("\(error)")
+        if let tls = error as? NIOSSLError, case .uncleanShutdown = tls {
+            fail("the server ended the TLS session abruptly (uncleanShutdown; does it require a client certificate? see tern.remote.tls_cert_file)")
+        } else {
+            fail("\(error)")
+        }
         context.close(promise: nil)
     }
 }
