@@ -18,8 +18,7 @@ struct ABCommand: AsyncParsableCommand {
         func run() async throws {
             let text = try String(contentsOfFile: file, encoding: .utf8)
             let data = try await server.call(.POST, "/v2/experiments", body: text)
-            if server.json { return print(String(decoding: data, as: UTF8.self)) }
-            print(describe(try server.decode(ExperimentStatus.self, data)))
+            try printStatus(data, json: server.json)
         }
     }
 
@@ -31,7 +30,7 @@ struct ABCommand: AsyncParsableCommand {
             if server.json { return print(String(decoding: data, as: UTF8.self)) }
             let all = try server.decode([ExperimentStatus].self, data)
             if all.isEmpty { print("no experiments") }
-            for status in all { print(describe(status)) }
+            for status in all { print(ABCommand.describe(status)) }
         }
     }
 
@@ -41,8 +40,7 @@ struct ABCommand: AsyncParsableCommand {
         @Argument var name: String
         func run() async throws {
             let data = try await server.call(.GET, "/v2/experiments/\(name)")
-            if server.json { return print(String(decoding: data, as: UTF8.self)) }
-            print(describe(try server.decode(ExperimentStatus.self, data)))
+            try printStatus(data, json: server.json)
         }
     }
 
@@ -54,8 +52,7 @@ struct ABCommand: AsyncParsableCommand {
         func run() async throws {
             let body = String(decoding: try JSONSerialization.data(withJSONObject: ["reason": reason]), as: UTF8.self)
             let data = try await server.call(.POST, "/v2/experiments/\(name)/stop", body: body)
-            if server.json { return print(String(decoding: data, as: UTF8.self)) }
-            print(describe(try server.decode(ExperimentStatus.self, data)))
+            try printStatus(data, json: server.json)
         }
     }
 
@@ -68,8 +65,7 @@ struct ABCommand: AsyncParsableCommand {
         func run() async throws {
             let body = String(decoding: try JSONSerialization.data(withJSONObject: variant.map { ["variant": $0] } ?? [:]), as: UTF8.self)
             let data = try await server.call(.POST, "/v2/experiments/\(name)/promote", body: body)
-            if server.json { return print(String(decoding: data, as: UTF8.self)) }
-            print(describe(try server.decode(ExperimentStatus.self, data)))
+            try printStatus(data, json: server.json)
         }
     }
 
@@ -141,7 +137,11 @@ struct ABCommand: AsyncParsableCommand {
     }
 }
 
-private func describe(_ status: ExperimentStatus) -> String { ABCommand.describe(status) }
+/// Prints the server's answer (an experiment's status) as JSON or as text.
+private func printStatus(_ data: Data, json: Bool) throws {
+    if json { return print(String(decoding: data, as: UTF8.self)) }
+    print(ABCommand.describe(try JSONDecoder().decode(ExperimentStatus.self, from: data)))
+}
 
 /// The report as text for a terminal.
 enum ReportText {

@@ -140,18 +140,18 @@ public final class Experiment: VirtualModel {
         }
     }
 
-    /// The variant a request goes to, and its subject key.
-    func assign(_ request: InferenceRequest) -> (VariantSpec, String?) {
+    /// The variant a request goes to, its subject key, and whether the experiment is splitting.
+    func assign(_ request: InferenceRequest) -> (VariantSpec, String?, running: Bool) {
         let key = subjectKey(request)
         let (status, winner, assigner) = state.withLock { ($0.state.status, $0.state.winner, $0.assigner) }
         switch status {
-        case .stopped: return (spec.control, key)
-        case .promoted: return (spec.variants.first { $0.name == winner } ?? spec.control, key)
+        case .stopped: return (spec.control, key, false)
+        case .promoted: return (spec.variants.first { $0.name == winner } ?? spec.control, key, false)
         case .running:
             // No key: the request id (unique, generated when absent) stands in, so the split is
             // random across requests and still reproducible from the records.
             let index = assigner.variant(for: key ?? request.id)
-            return (served[min(index, served.count - 1)], key)
+            return (served[min(index, served.count - 1)], key, true)
         }
     }
 
@@ -170,10 +170,10 @@ public final class Experiment: VirtualModel {
         var forwarded = request
         let generatedID = request.id.isEmpty
         if generatedID { forwarded.id = RequestIDs.next() }
-        let (variant, subject) = assign(forwarded)
+        let (variant, subject, running) = assign(forwarded)
         forwarded.modelName = variant.model
         forwarded.modelVersion = variant.version
-        let mirror = !shadowVariants.isEmpty && shadows != nil && state.withLock { $0.state.status == .running }
+        let mirror = running && !shadowVariants.isEmpty && shadows != nil
         return Routed(request: forwarded, variant: variant, subject: subject, generatedID: generatedID, mirror: mirror, started: started)
     }
 

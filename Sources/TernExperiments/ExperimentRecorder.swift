@@ -18,7 +18,6 @@ public final class ExperimentRecorder: Sendable {
     private let stopping = Atomic(false)
     private let finished = DispatchSemaphore(value: 0)
     private let droppedCount = Atomic(0)
-    private let writtenCount = Atomic(0)
     private let logger: Logger
     private let dropped: Counter
 
@@ -52,8 +51,6 @@ public final class ExperimentRecorder: Sendable {
     }
 
     public var droppedRecords: Int { droppedCount.load(ordering: .relaxed) }
-    public var writtenRecords: Int { writtenCount.load(ordering: .relaxed) }
-    public var buffered: Int { buffer.withLock { $0.count } }
 
     /// Writes what is buffered now, on the caller's thread.
     public func flush() {
@@ -64,7 +61,6 @@ public final class ExperimentRecorder: Sendable {
         guard !batch.isEmpty else { return }
         do {
             try store.insert(batch)
-            writtenCount.add(batch.count, ordering: .relaxed)
         } catch {
             droppedCount.add(batch.count, ordering: .relaxed)
             dropped.increment(by: batch.count)

@@ -1,4 +1,5 @@
 import Foundation
+import TernRuntime
 
 /// The report as one self-contained HTML page: the table, a latency chart (p50/p95/p99 per
 /// variant) and an accuracy chart with 95 % intervals, as inline SVG; no scripts, no requests.
@@ -50,7 +51,7 @@ public enum ReportHTML {
         if !report.events.isEmpty {
             html += "<h2>Events</h2>\n<ul>\n"
             for event in report.events {
-                html += "<li>\(escape(isoTime(event.time))) <b>\(escape(event.kind))</b> \(escape(event.detail))</li>\n"
+                html += "<li>\(escape(LifecycleEvent.iso8601(Date(timeIntervalSince1970: event.time)))) <b>\(escape(event.kind))</b> \(escape(event.detail))</li>\n"
             }
             html += "</ul>\n"
         }
@@ -108,11 +109,4 @@ public enum ReportHTML {
     static func pct(_ value: Double) -> String { String(format: "%.1f %%", value * 100) }
     static func points(_ value: Double) -> String { String(format: "%+.1f pt", value * 100) }
     static func sci(_ value: Double) -> String { String(format: "%.2g", value) }
-
-    static func isoTime(_ seconds: Double) -> String {
-        var time = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec)
-    }
 }

@@ -13,21 +13,28 @@ public struct KServeGRPCClient: Sendable {
         host: String, port: Int, maxMessageSize: Int = GRPCFrontend.defaultMaxMessageSize,
         _ body: (KServeGRPCClient) async throws -> T
     ) async throws -> T {
-        var config = HTTP2ClientTransport.Posix.Config.defaults
-        config.http2.maxFrameSize = 1 << 20
-        config.http2.targetWindowSize = 16 << 20
-        config.connection.flushCoalescing = nil  // see GRPCFrontend: it delays every response at low load
         let transport = try HTTP2ClientTransport.Posix(
-            target: .ipv4(address: host == "localhost" ? "127.0.0.1" : host, port: port), transportSecurity: .plaintext, config: config)
+            target: .ipv4(address: host == "localhost" ? "127.0.0.1" : host, port: port), transportSecurity: .plaintext, config: transportConfig)
         return try await withGRPCClient(transport: transport) { client in
             try await body(KServeGRPCClient(service: Inference_GRPCInferenceService.Client(wrapping: client)))
         }
     }
 
-    private static func options(_ maxMessageSize: Int) -> CallOptions {
+    /// The HTTP/2 settings Tern's gRPC clients use: large frames and windows for tensors, and no
+    /// flush coalescing (see GRPCFrontend: it delays every response at low load).
+    static var transportConfig: HTTP2ClientTransport.Posix.Config {
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = 1 << 20
+        config.http2.targetWindowSize = 16 << 20
+        config.connection.flushCoalescing = nil
+        return config
+    }
+
+    static func options(_ maxMessageSize: Int, timeout: Duration? = nil) -> CallOptions {
         var options = CallOptions.defaults
         options.maxResponseMessageBytes = maxMessageSize
         options.maxRequestMessageBytes = maxMessageSize
+        options.timeout = timeout
         return options
     }
 

@@ -19,13 +19,9 @@ public final class KServeGRPCConnection: Sendable {
     ///   - headers: sent as metadata with every call (e.g. `authorization`).
     public init(
         host: String, port: Int, security: HTTP2ClientTransport.Posix.TransportSecurity, headers: [(String, String)] = []) throws {
-        var config = HTTP2ClientTransport.Posix.Config.defaults
-        config.http2.maxFrameSize = 1 << 20
-        config.http2.targetWindowSize = 16 << 20
-        config.connection.flushCoalescing = nil
         let isAddress = host.split(separator: ".").count == 4 && host.split(separator: ".").allSatisfy { UInt8($0) != nil }
         let target: any ResolvableTarget = isAddress ? .ipv4(address: host, port: port) : .dns(host: host, port: port)
-        let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: config)
+        let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: KServeGRPCClient.transportConfig)
         let client = GRPCClient(transport: transport)
         self.client = client
         service = Inference_GRPCInferenceService.Client(wrapping: client)
@@ -43,11 +39,7 @@ public final class KServeGRPCConnection: Sendable {
     public func close() { client.beginGracefulShutdown() }
 
     private func options(_ timeout: Duration?) -> CallOptions {
-        var options = CallOptions.defaults
-        options.maxResponseMessageBytes = GRPCFrontend.defaultMaxMessageSize
-        options.maxRequestMessageBytes = GRPCFrontend.defaultMaxMessageSize
-        options.timeout = timeout
-        return options
+        KServeGRPCClient.options(GRPCFrontend.defaultMaxMessageSize, timeout: timeout)
     }
 
     /// One inference; tensors travel as raw contents.

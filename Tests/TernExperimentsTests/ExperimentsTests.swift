@@ -153,6 +153,14 @@ import TernCore
                               "b": data(requests: 500, errors: 0, latency: 1, labelled: 0, correct: 0)], events: [])
         #expect(same.verdict.outcome == .holding)
         #expect(same.sampleRatio?.mismatch == false)
+        // A variant three times slower, with a p99 ratio above max_latency_ratio, fails the latency guardrail.
+        let latencySpec = try ExperimentSpec.parse(
+            "name: e\nvariants: [ { name: a, model: m, weight: 50 }, { name: b, model: n, weight: 50 } ]\nguardrails: { min_samples: 100, max_latency_ratio: 1.5 }")
+        let slower = ExperimentReport.make(
+            spec: latencySpec, state: ExperimentState(spec: latencySpec, now: 0),
+            data: ["a": data(requests: 300, errors: 0, latency: 1, labelled: 0, correct: 0),
+                   "b": data(requests: 300, errors: 0, latency: 3, labelled: 0, correct: 0)], sampleRatioData: [:], events: [])
+        #expect(slower.verdict.outcome == .failing && slower.verdict.reasons.first?.contains("slower") == true)
         let few = ExperimentReport.make(
             spec: spec, state: state, data: ["a": data(requests: 20, errors: 0, latency: 1, labelled: 0, correct: 0)], sampleRatioData: [:], events: [])
         #expect(few.verdict.outcome == .insufficientData)

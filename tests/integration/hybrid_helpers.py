@@ -205,7 +205,8 @@ class TLSProxy:
         started = threading.Event()
 
         async def start():
-            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=context)
+            # Every loopback address (127.0.0.2 reaches it under a name the certificate lacks).
+            self.server = await asyncio.start_server(self._serve, "0.0.0.0", 0, ssl=context)
             self.port = self.server.sockets[0].getsockname()[1]
             started.set()
 

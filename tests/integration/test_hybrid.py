@@ -191,6 +191,11 @@ def test_remote_models_over_https_with_a_token_and_over_grpc(tmp_path):
     remote_model(repo, "digits_https_wrong_ca", f"https://localhost:{proxy.port}", tls_ca_file=certs["other-ca.pem"],
                  header_Authorization="Bearer edge-token", retries="0")
     remote_model(repo, "digits_https_unverified", f"https://localhost:{proxy.port}", tls_verify="none", header_Authorization="Bearer edge-token")
+    # 127.0.0.2 is not in the certificate: refused with full verification, accepted without the name check.
+    remote_model(repo, "digits_https_wrong_name", f"https://127.0.0.2:{proxy.port}", tls_ca_file=certs["ca.pem"],
+                 header_Authorization="Bearer edge-token", retries="0")
+    remote_model(repo, "digits_https_no_hostname", f"https://127.0.0.2:{proxy.port}", tls_ca_file=certs["ca.pem"], tls_verify="no_hostname",
+                 header_Authorization="Bearer edge-token")
     remote_model(repo, "digits_plain_to_tls", f"http://localhost:{proxy.port}", retries="0", timeout_ms="1000")
     remote_model(repo, "digits_grpc", f"grpc://127.0.0.1:{cloud.grpc_port}", header_Authorization="Bearer edge-token")
     # Mutual TLS: a proxy that demands a client certificate from the CA.
@@ -202,8 +207,9 @@ def test_remote_models_over_https_with_a_token_and_over_grpc(tmp_path):
     try:
         client = httpclient.InferenceServerClient(edge.http_address)
         states = index_reasons(client)
-        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_grpc", "digits_mtls"):
+        for name in ("digits_https", "digits_https_ip", "digits_https_unverified", "digits_https_no_hostname", "digits_grpc", "digits_mtls"):
             assert states[name][0] == "READY", (name, states[name])
+        assert states["digits_https_wrong_name"][0] == "UNAVAILABLE" and "handshake" in states["digits_https_wrong_name"][1], states["digits_https_wrong_name"]
         assert states["digits_mtls_no_cert"][0] == "UNAVAILABLE" and "client certificate" in states["digits_mtls_no_cert"][1], states["digits_mtls_no_cert"]
         # What cannot be trusted or is refused does not load, and says why.
         assert states["digits_https_no_token"][0] == "UNAVAILABLE" and "401" in states["digits_https_no_token"][1]
