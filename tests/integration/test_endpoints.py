@@ -185,9 +185,10 @@ def rss_mb(pid):
 
 
 def test_unload_gives_memory_back(explicit_server):
-    """Load, infer, unload, six times: every unload gives back most of what the load took, and
-    resident memory does not grow from cycle to cycle. (The first two cycles keep ~10-20 MB of
-    process-lifetime caches: allocator arenas of new threads, NIO buffer pools.)"""
+    """Load, infer, unload, eight times: every unload gives back most of what the load took, and
+    resident memory does not climb from cycle to cycle. (The first two cycles keep ~10-20 MB of
+    process-lifetime caches: allocator arenas of new threads, NIO buffer pools; after that the
+    resident size after an unload wanders by ~10 MB as arenas hold or return pages.)"""
     s = explicit_server
     http = httpclient.InferenceServerClient(s.http_address)
     pid = s.process.pid
@@ -196,7 +197,7 @@ def test_unload_gives_memory_back(explicit_server):
             http.unload_model(name)
     time.sleep(0.5)
     cycles = []
-    for _ in range(6):
+    for _ in range(8):
         http.load_model("yolov8_random")
         infer(s, "http-binary", "yolov8_random", {"images": np.random.rand(1, 3, 640, 640).astype(np.float32)})
         loaded = rss_mb(pid)
@@ -204,7 +205,15 @@ def test_unload_gives_memory_back(explicit_server):
         time.sleep(0.5)
         cycles.append((loaded, rss_mb(pid)))
     released = sorted(loaded - unloaded for loaded, unloaded in cycles)
+    median_release = released[len(released) // 2]
     # Every unload released the model's memory (the median ~15-20 MB; a single cycle can read a
     # few MB less when another thread's allocator arena happens to hold pages at that moment).
-    assert released[0] >= 8 and released[len(released) // 2] >= 12, cycles
-    assert cycles[-1][1] <= cycles[1][1] + 8, cycles  # no growth once the caches are warm
+    assert released[0] >= 8 and median_release >= 12, cycles
+    # No leak: the least-squares trend of the resident size after each unload, from the third
+    # cycle on, climbs by well under what one model takes (a model kept per cycle would climb by
+    # about median_release per cycle; the noise of single readings does not decide it).
+    after = [unloaded for _, unloaded in cycles[2:]]
+    xs = range(len(after))
+    mean_x, mean_y = sum(xs) / len(after), sum(after) / len(after)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, after)) / sum((x - mean_x) ** 2 for x in xs)
+    assert slope < 0.3 * median_release, (slope, cycles)

@@ -32,7 +32,10 @@ final class RemoteHTTPTransport: Sendable {
     let headers: [(String, String)]
     private let tls: NIOSSLContext?
     private let serverName: String?
-    private let idle = Mutex<[any Channel]>([])
+    /// Whether a client certificate is configured (if not, a TLS server that closes the connection
+    /// right after the handshake most likely wanted one).
+    private let presentsCertificate: Bool
+    private let idle = Mutex<[RemoteConnection]>([])
     private let group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
     init(host: String, port: Int, timeout: Duration, headers: [(String, String)], tls: TLSConfiguration?) throws(TernError) {
@@ -40,6 +43,7 @@ final class RemoteHTTPTransport: Sendable {
         self.port = port
         self.timeout = timeout
         self.headers = headers
+        presentsCertificate = tls?.certificateChain.isEmpty == false
         if let tls {
             do {
                 self.tls = try NIOSSLContext(configuration: tls)
@@ -54,7 +58,7 @@ final class RemoteHTTPTransport: Sendable {
     }
 
     deinit {
-        for channel in idle.withLock({ $0 }) { channel.close(promise: nil) }
+        for connection in idle.withLock({ $0 }) { connection.channel.close(promise: nil) }
     }
 
     /// One exchange on a kept-alive connection (or a new one).
@@ -64,18 +68,19 @@ final class RemoteHTTPTransport: Sendable {
         head.headers.add(name: "Content-Length", value: String(body?.readableBytes ?? 0))
         for (name, value) in headers + extraHeaders { head.headers.add(name: name, value: value) }
 
-        let reused = idle.withLock { channels -> (any Channel)? in
-            while let channel = channels.popLast() {
-                if channel.isActive { return channel }
+        let reused = idle.withLock { connections -> RemoteConnection? in
+            while let connection = connections.popLast() {
+                if connection.channel.isActive { return connection }
             }
             return nil
         }
-        let channel: any Channel
+        let connection: RemoteConnection
         if let reused {
-            channel = reused
+            connection = reused
         } else {
-            channel = try connect()
+            connection = try connect()
         }
+        let channel = connection.channel
         let promise = channel.eventLoop.makePromise(of: RemoteHTTPReply.self)
         let timedOut = Atomic(false)
         let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.nanoseconds))) {
@@ -83,10 +88,11 @@ final class RemoteHTTPTransport: Sendable {
             promise.fail(RemoteHTTPExchangeError(reason: "timed out", receivedNothing: false))
             channel.close(promise: nil)
         }
-        // A write that never reaches the handler (the connection closed first, e.g. a refused TLS
-        // handshake) fails the exchange too; a promise completed twice keeps its first outcome.
+        // A write that never reaches the handler (the connection closed first, e.g. a server that
+        // refused the client's certificate after the handshake) fails the exchange too, with the
+        // reason the connection closed if one is known; a promise completed twice keeps its first outcome.
         channel.writeAndFlush(RemoteHTTPCall(head: head, body: body, reply: promise)).whenFailure { error in
-            promise.fail(RemoteHTTPExchangeError(reason: "\(error)", receivedNothing: true))
+            promise.fail(RemoteHTTPExchangeError(reason: connection.closeReason ?? "\(error)", receivedNothing: true))
         }
         let reply: RemoteHTTPReply
         do {
@@ -98,23 +104,30 @@ final class RemoteHTTPTransport: Sendable {
             if timedOut.load(ordering: .relaxed) {
                 throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port) timed out after \(timeout)"), retryable: true)
             }
-            let stale = reused != nil && (error as? RemoteHTTPExchangeError)?.receivedNothing == true
-            throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port): \(error)"), retryable: true, staleConnection: stale)
+            let receivedNothing = (error as? RemoteHTTPExchangeError)?.receivedNothing == true
+            var reason = "remote \(host):\(port): \(error)"
+            if reused == nil, receivedNothing, tls != nil, !presentsCertificate {
+                // TLS 1.3 servers check a client certificate after the client considers the
+                // handshake done: a refusal shows up as a connection closed before any answer.
+                reason += " (the server closed the new TLS connection before answering; if it requires a client certificate, set tern.remote.tls_cert_file and tern.remote.tls_key_file)"
+            }
+            throw RemoteAttemptFailure(error: .unavailable(reason), retryable: true, staleConnection: reused != nil && receivedNothing)
         }
         if reply.headers["connection"].contains(where: { $0.lowercased() == "close" }) {
             channel.close(promise: nil)
         } else {
-            idle.withLock { $0.append(channel) }
+            idle.withLock { $0.append(connection) }
         }
         return reply
     }
 
     /// A new connection, TLS handshake done (so that a refused certificate is reported as such).
-    private func connect() throws(RemoteAttemptFailure) -> any Channel {
+    private func connect() throws(RemoteAttemptFailure) -> RemoteConnection {
         let tls = self.tls
         let serverName = self.serverName
         let loop = group.next()
         let ready = loop.makePromise(of: Void.self)
+        let note = RemoteConnectionNote()
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.nanoseconds(Int64(timeout.nanoseconds)))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -124,7 +137,7 @@ final class RemoteHTTPTransport: Sendable {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(RemoteHTTPExchangeHandler(ready: ready, waitsForTLS: tls != nil))
+                    try channel.pipeline.syncOperations.addHandler(RemoteHTTPExchangeHandler(ready: ready, waitsForTLS: tls != nil, note: note))
                 }
             }
         let channel: any Channel
@@ -140,13 +153,27 @@ final class RemoteHTTPTransport: Sendable {
         do {
             try ready.futureResult.wait()
             timer.cancel()
-            return channel
+            return RemoteConnection(channel: channel, note: note)
         } catch {
             timer.cancel()
             channel.close(promise: nil)
             throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port): TLS handshake failed: \(error)"), retryable: true)
         }
     }
+}
+
+/// Why a connection closed, as its handler saw it (read from the event loop's callbacks).
+final class RemoteConnectionNote: Sendable {
+    private let reason = Mutex<String?>(nil)
+    var closeReason: String? { reason.withLock { $0 } }
+    func record(_ text: String) { reason.withLock { if $0 == nil { $0 = text } } }
+}
+
+/// A connection and what is known about why it closed.
+struct RemoteConnection: Sendable {
+    var channel: any Channel
+    var note: RemoteConnectionNote
+    var closeReason: String? { note.closeReason }
 }
 
 /// What the exchange handler is asked to send, and where the answer goes.
@@ -175,10 +202,12 @@ final class RemoteHTTPExchangeHandler: ChannelDuplexHandler {
     /// Completed when the connection can carry requests: at once, or after the TLS handshake.
     private let ready: EventLoopPromise<Void>
     private let waitsForTLS: Bool
+    private let note: RemoteConnectionNote
 
-    init(ready: EventLoopPromise<Void>, waitsForTLS: Bool) {
+    init(ready: EventLoopPromise<Void>, waitsForTLS: Bool, note: RemoteConnectionNote) {
         self.ready = ready
         self.waitsForTLS = waitsForTLS
+        self.note = note
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -219,6 +248,7 @@ final class RemoteHTTPExchangeHandler: ChannelDuplexHandler {
     }
 
     private func fail(_ reason: String) {
+        note.record(reason)
         guard let promise = pending else { return }
         pending = nil
         promise.fail(RemoteHTTPExchangeError(reason: reason, receivedNothing: head == nil))
