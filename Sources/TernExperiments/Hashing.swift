@@ -8,20 +8,44 @@ public enum SubjectHash: String, Sendable, Codable, CaseIterable {
     case fnv1a
 
     public func hash(_ text: String, seed: UInt32 = 0) -> UInt32 {
+        var text = text
+        return text.withUTF8 { hash(UnsafeRawBufferPointer($0), seed: seed) }
+    }
+
+    public func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         switch self {
-        case .murmur3: return Self.murmur3(Array(text.utf8), seed: seed)
-        case .fnv1a: return Self.fnv1a(Array(text.utf8))
+        case .murmur3: return Self.murmur3(bytes, seed: seed)
+        case .fnv1a: return Self.fnv1a(bytes)
+        }
+    }
+
+    /// The hash of "prefix:key" without building that text (the request path calls this).
+    public func hash(prefix: String, key: String) -> UInt32 {
+        var (prefix, key) = (prefix, key)
+        return prefix.withUTF8 { head in
+            key.withUTF8 { tail in
+                withUnsafeTemporaryAllocation(byteCount: head.count + 1 + tail.count, alignment: 1) { joined in
+                    joined.copyMemory(from: UnsafeRawBufferPointer(head))
+                    joined[head.count] = UInt8(ascii: ":")
+                    UnsafeMutableRawBufferPointer(rebasing: joined[(head.count + 1)...]).copyMemory(from: UnsafeRawBufferPointer(tail))
+                    return hash(UnsafeRawBufferPointer(joined))
+                }
+            }
         }
     }
 
     /// MurmurHash3_x86_32 of `bytes`.
     public static func murmur3(_ bytes: [UInt8], seed: UInt32 = 0) -> UInt32 {
+        bytes.withUnsafeBytes { murmur3($0, seed: seed) }
+    }
+
+    public static func murmur3(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         let c1: UInt32 = 0xcc9e_2d51, c2: UInt32 = 0x1b87_3593
         var h = seed
         let blocks = bytes.count / 4
         for block in 0..<blocks {
             let i = block * 4
-            var k = UInt32(bytes[i]) | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2]) << 16 | UInt32(bytes[i + 3]) << 24
+            var k = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt32.self))
             k &*= c1
             k = k << 15 | k >> 17
             k &*= c2
@@ -58,6 +82,10 @@ public enum SubjectHash: String, Sendable, Codable, CaseIterable {
 
     /// FNV-1a 32 of `bytes`.
     public static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
+        bytes.withUnsafeBytes { fnv1a($0) }
+    }
+
+    public static func fnv1a(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var h: UInt32 = 0x811c_9dc5
         for byte in bytes {
             h ^= UInt32(byte)
@@ -92,7 +120,7 @@ public struct Assigner: Sendable, Equatable {
 
     /// The bucket (0..<10 000) of a key: hash("salt:key") mod 10 000.
     public func bucket(_ key: String) -> UInt32 {
-        hash.hash(salt + ":" + key) % Self.buckets
+        hash.hash(prefix: salt, key: key) % Self.buckets
     }
 
     /// The index of the variant the key is assigned to.

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Logging
 import Testing
 import TernCore
@@ -15,6 +16,12 @@ import TernCore
         #expect(SubjectHash.murmur3(Array("Hello, world!".utf8), seed: 1234) == 0xFAF6_CDB3)
         #expect(SubjectHash.murmur3(Array("The quick brown fox jumps over the lazy dog".utf8), seed: 0x9747_B28C) == 0x2FA8_26CD)
         #expect(SubjectHash.murmur3.hash("digits_ab:user-42") == 0xEC54_A974)
+        // The request path hashes "salt:key" without building the text: same value, every tail length.
+        for key in ["", "u", "us", "use", "user", "user-42", "ünïcode-キー"] {
+            for hash in SubjectHash.allCases {
+                #expect(hash.hash(prefix: "digits_ab", key: key) == hash.hash("digits_ab:" + key))
+            }
+        }
     }
 
     @Test func fnv1aMatchesPublishedVectors() {
@@ -196,6 +203,36 @@ import TernCore
         try store.enforceRetention(experiment: "e", maxRows: nil, maxDays: 1, now: 86_400 + 2.5)
         #expect(try store.requestCount(experiment: "e") == 1)
     }
+
+    @Test func integerPredictionsAreStoredAsTheirTextAndMatchLabels() throws {
+        let store = try ExperimentStore(path: nil)
+        var records: [ExperimentRecord] = []
+        for i in 0..<4 {
+            var record = ExperimentRecord(time: Double(i), experiment: "e", variant: "a", requestID: "r\(i)", latencyUs: 1000)
+            record.predictedInteger = Int64(i)
+            records.append(record)
+        }
+        try store.insert(records)
+        #expect(try store.addFeedback([("r0", "0"), ("r1", "1"), ("r2", "3"), ("r3", "-3")]) == 4)
+        #expect(try store.labelledCounts(experiment: "e")["a"]! == (4, 2))
+        let texts = try store.database.read { db in try String.fetchAll(db, sql: "SELECT prediction FROM ab_requests ORDER BY id") }
+        #expect(texts == ["0", "1", "2", "3"])
+        // Labels whose requests are gone go too (one index lookup per label).
+        try store.enforceRetention(experiment: "e", maxRows: 1, maxDays: nil)
+        #expect(try store.database.read { db in try String.fetchAll(db, sql: "SELECT request_id FROM ab_feedback") } == ["r3"])
+    }
+}
+
+@Suite struct RequestIDTests {
+    @Test func generatedIdsAreFixedWidthAndIncreasing() {
+        let ids = [1, 2, 15, 16, 255, 4096, 1 << 40].map { RequestIDs.format(UInt64($0)) }
+        #expect(ids == ids.sorted())
+        #expect(Set(ids.map(\.count)) == [5 + 16 + 1 + RequestIDs.counterDigits])
+        #expect(ids[3].hasPrefix("tern-") && ids[3].hasSuffix("-000000000010"))
+        // Past 2^48 the width grows rather than wrapping: still unique.
+        #expect(RequestIDs.format(1 << 52).hasSuffix("-10000000000000"))
+        #expect(RequestIDs.next() != RequestIDs.next())
+    }
 }
 
 @Suite struct OutputReadingTests {
@@ -205,9 +242,16 @@ import TernCore
         let both = InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [labels, probabilities])
         let (confidence, prediction) = OutputReading.read(both, confidenceOutput: nil, predictionOutput: nil)
         #expect(abs(try #require(confidence) - 0.6) < 1e-6)
-        #expect(prediction == "1,0")
+        #expect(prediction == .text("1,0"))
         let scoresOnly = InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [probabilities])
-        #expect(OutputReading.read(scoresOnly, confidenceOutput: "probabilities", predictionOutput: nil).1 == "1,0")
+        #expect(OutputReading.read(scoresOnly, confidenceOutput: "probabilities", predictionOutput: nil).1 == .text("1,0"))
+        // One row: the prediction is an integer, no text made on the request path.
+        let oneRow = Tensor(name: "probabilities", dataType: .fp32, shape: [1, 3], data: [Float(0.1), 0.2, 0.7].withUnsafeBytes { Data($0) })
+        #expect(OutputReading.read(InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [oneRow]), confidenceOutput: nil, predictionOutput: nil).1 == .integer(2))
+        let oneLabel = Tensor(name: "label", dataType: .uint8, shape: [1], data: Data([7]))
+        #expect(OutputReading.read(InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [oneLabel, oneRow]), confidenceOutput: nil, predictionOutput: nil).1 == .integer(7))
+        let huge = Tensor(name: "label", dataType: .uint64, shape: [1], data: [UInt64.max].withUnsafeBytes { Data($0) })
+        #expect(OutputReading.read(InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [huge]), confidenceOutput: nil, predictionOutput: nil).1 == .text(String(UInt64.max)))
         #expect(OutputReading.read(InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: []), confidenceOutput: nil, predictionOutput: nil) == (nil, nil))
     }
 }

@@ -39,9 +39,14 @@ struct JSONWriter {
 
     private mutating func writeString(_ value: String) {
         buffer.writeInteger(UInt8(ascii: "\""))
-        // Names, types and ids rarely need escaping: then the text is copied in one go.
-        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
-            buffer.writeString(value)
+        // Names, types and ids rarely need escaping: then the text is copied in one go (checked
+        // on the contiguous UTF-8 bytes, not through the generic UTF-8 view).
+        var text = value
+        let plain = text.withUTF8 { bytes in
+            bytes.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+        }
+        if plain {
+            buffer.writeString(text)
             buffer.writeInteger(UInt8(ascii: "\""))
             return
         }
