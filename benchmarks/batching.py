@@ -8,15 +8,20 @@ and without `dynamic_batching`, and loaded at each concurrency. For every point 
 the average executed batch size from the model's statistics and runs the same batch size through
 ONNX Runtime directly in-process (`tern perf --protocol direct`, same session settings and
 instance count), so the last column says how close serving comes to the model's own speed.
+Served and direct runs alternate (--rounds, default 3) and the table shows medians, the ratio
+being the median of the rounds' ratios: on a shared machine the speed drifts by ±10 % from one
+minute to the next, which a single served run against a single direct run cannot tell apart.
 With --triton it also serves the MLP from real Triton 2.51 (python backend running the batch
 Triton's dynamic batcher forms as one onnxruntime call) and compares saturated throughput.
 
-  python3 benchmarks/batching.py [--seconds 3] [--concurrency 1,4,16,64] [--triton] [--out benchmarks/results/batching.md]
+  python3 benchmarks/batching.py [--seconds 3] [--rounds 3] [--concurrency 1,4,16,64] [--protocol grpc|http-binary] [--triton]
+                                 [--out benchmarks/results/batching.md]
 """
 import argparse
 import csv
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,6 +80,8 @@ def check_mlp_answer(server, onnx_path):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="served/direct alternations per point (medians)")
+    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http-binary"])
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--triton", action="store_true", help="also serve the MLP from real Triton 2.51")
     parser.add_argument("--tern", default=None)
@@ -99,31 +106,37 @@ def main():
     h, g, m = free_port(), free_port(), free_port()
     server = Server("tern", [tern, "serve", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(h),
                              "--grpc-port", str(g), "--metrics-port", str(m)], h, g)
-    rows, direct_cache, saturated = [], {}, {}
+    rows, saturated = [], {}
+    median = statistics.median
     try:
         for model, spec in MODELS.items():
             for mode in ("none", "dynamic"):
                 name = f"{model}_{mode}"
                 for c in concurrencies:
-                    before = stats(h, name)
-                    row = perf(tern, ["-m", name, "--protocol", "grpc", "--grpc-port", str(g), "--http-port", str(h),
-                                      "--concurrency-range", str(c), *timing], os.path.join(work, "p.csv"))
-                    after = stats(h, name)
-                    executions = max(after[1] - before[1], 1)
-                    batch = (after[0] - before[0]) / executions
-                    b = max(1, round(batch))
-                    # ONNX Runtime with as many calls at once as the server could run (its instances).
-                    k = min(c, spec["instances"])
-                    if (model, b, k) not in direct_cache:
+                    rounds = []
+                    for _ in range(args.rounds):
+                        before = stats(h, name)
+                        row = perf(tern, ["-m", name, "--protocol", args.protocol, "--grpc-port", str(g), "--http-port", str(h),
+                                          "--concurrency-range", str(c), *timing], os.path.join(work, "p.csv"))
+                        after = stats(h, name)
+                        executions = max(after[1] - before[1], 1)
+                        batch = (after[0] - before[0]) / executions
+                        b = max(1, round(batch))
+                        # ONNX Runtime with as many calls at once as the server could run (its instances).
+                        k = min(c, spec["instances"])
                         d = perf(tern, ["-m", name, "--protocol", "direct", "--model-repository", repo, "-b", str(b),
                                         "--concurrency-range", str(k), *timing], os.path.join(work, "d.csv"))
-                        direct_cache[(model, b, k)] = float(d["inferences_per_second"])
-                    served = float(row["inferences_per_second"])
-                    rows.append((model, mode, c, served, int(row["p50_us"]), int(row["p99_us"]), int(row["errors"]), batch,
-                                 direct_cache[(model, b, k)]))
+                        served, direct = float(row["inferences_per_second"]), float(d["inferences_per_second"])
+                        rounds.append((served, int(row["p50_us"]), int(row["p99_us"]), int(row["errors"]), batch, direct, served / direct))
+                    served = median(r[0] for r in rounds)
+                    direct = median(r[5] for r in rounds)
+                    ratio = median(r[6] for r in rounds)
+                    batch = median(r[4] for r in rounds)
+                    rows.append((model, mode, c, served, int(median(r[1] for r in rounds)), int(median(r[2] for r in rounds)),
+                                 sum(r[3] for r in rounds), batch, direct, ratio))
                     saturated[(model, mode)] = max(saturated.get((model, mode), 0), served)
-                    print(f"{name} c={c}: {served:.0f} infer/s p50 {row['p50_us']} µs p99 {row['p99_us']} µs, "
-                          f"mean batch {batch:.1f}, direct {direct_cache[(model, b, k)]:.0f} infer/s", flush=True)
+                    print(f"{name} c={c}: {served:.0f} infer/s, mean batch {batch:.1f}, direct {direct:.0f} infer/s, "
+                          f"ratio {ratio:.2f} (rounds: {', '.join(f'{r[6]:.2f}' for r in rounds)})", flush=True)
     finally:
         server.stop()
 
@@ -144,19 +157,20 @@ def main():
         try:
             check_mlp_answer(triton, os.path.join(models_dir, "mlp.onnx"))
             c = max(concurrencies)
-            row = perf(tern, ["-m", "mlp", "--protocol", "grpc", "--grpc-port", str(g), "--http-port", str(h),
+            row = perf(tern, ["-m", "mlp", "--protocol", args.protocol, "--grpc-port", str(g), "--http-port", str(h),
                               "--concurrency-range", str(c), *timing], os.path.join(work, "t.csv"))
             triton_rps = float(row["inferences_per_second"])
             print(f"triton mlp c={c}: {triton_rps:.0f} infer/s p50 {row['p50_us']} µs p99 {row['p99_us']} µs", flush=True)
         finally:
             triton.stop()
 
-    lines = [f"`tern perf` over gRPC, {args.seconds:g} s per point, this 2-core machine; direct = the same batch size "
-             "through ONNX Runtime in-process with the same sessions.", "",
+    lines = [f"`tern perf` over {'gRPC' if args.protocol == 'grpc' else 'HTTP with binary tensors'}, {args.seconds:g} s per run, "
+             f"{args.rounds} rounds of served and direct runs in turn (medians; ÷ direct is the median of the rounds' ratios), "
+             "this 2-core machine; direct = the same batch size through ONNX Runtime in-process with the same sessions.", "",
              "| model | batching | conc | infer/s | p50 µs | p99 µs | errors | mean batch | direct infer/s | ÷ direct |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for model, mode, c, served, p50, p99, errors, batch, direct in rows:
-        lines.append(f"| {model} | {mode} | {c} | {served:.0f} | {p50} | {p99} | {errors} | {batch:.1f} | {direct:.0f} | {served / direct:.2f} |")
+    for model, mode, c, served, p50, p99, errors, batch, direct, ratio in rows:
+        lines.append(f"| {model} | {mode} | {c} | {served:.0f} | {p50} | {p99} | {errors} | {batch:.1f} | {direct:.0f} | {ratio:.2f} |")
     lines.append("")
     for model in MODELS:
         lines.append(f"- {model}: saturated throughput with dynamic batching ÷ without: "
