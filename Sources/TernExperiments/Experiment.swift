@@ -255,13 +255,6 @@ enum OutputReading {
     enum Prediction: Equatable {
         case integer(Int64)
         case text(String)
-
-        var text: String {
-            switch self {
-            case .integer(let value): return String(value)
-            case .text(let text): return text
-            }
-        }
     }
 
     static func read(_ response: InferenceResponse, confidenceOutput: String?, predictionOutput: String?) -> (Double?, Prediction?) {
