@@ -13,8 +13,16 @@ being the median of the rounds' ratios: on a shared machine the speed drifts by 
 minute to the next, which a single served run against a single direct run cannot tell apart.
 With --triton it also serves the MLP from real Triton 2.51 (python backend running the batch
 Triton's dynamic batcher forms as one onnxruntime call) and compares saturated throughput.
+With --shared-memory system the client passes inputs and outputs through POSIX shared memory
+registered with the server (Triton's system shared-memory extension, as perf_analyzer's
+`--shared-memory system`): what a camera process on the same device would do, with no tensor
+bytes on the socket. With --paired, the rows without batching are measured by `tern perf
+--paired-with-direct` instead: served and direct calls alternate in half-second slices inside one
+process (--pairs of them per point), and the ratio is the mean over pairs with its 95 % confidence
+interval — separate runs of a few seconds cannot resolve 5 % on a machine that drifts by ±20 %.
 
-  python3 benchmarks/batching.py [--seconds 3] [--rounds 3] [--concurrency 1,4,16,64] [--protocol grpc|http-binary] [--triton]
+  python3 benchmarks/batching.py [--seconds 3] [--rounds 3] [--concurrency 1,4,16,64] [--protocol grpc|http-binary]
+                                 [--shared-memory none|system] [--paired [--pairs 30]] [--models mlp,conv] [--triton]
                                  [--out benchmarks/results/batching.md]
 """
 import argparse
@@ -82,6 +90,10 @@ def main():
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="served/direct alternations per point (medians)")
     parser.add_argument("--protocol", default="grpc", choices=["grpc", "http-binary"])
+    parser.add_argument("--shared-memory", default="none", choices=["none", "system"])
+    parser.add_argument("--models", default="mlp,conv", help="which of mlp, conv to measure")
+    parser.add_argument("--paired", action="store_true", help="rows without batching: served and direct in alternating slices")
+    parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--triton", action="store_true", help="also serve the MLP from real Triton 2.51")
     parser.add_argument("--tern", default=None)
@@ -107,17 +119,31 @@ def main():
     server = Server("tern", [tern, "serve", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(h),
                              "--grpc-port", str(g), "--metrics-port", str(m)], h, g)
     rows, saturated = [], {}
+    measured = [m for m in MODELS if m in args.models.split(",")]
+    shm = ["--shared-memory", "system"] if args.shared_memory == "system" else []
     median = statistics.median
     try:
-        for model, spec in MODELS.items():
+        for model in measured:
+            spec = MODELS[model]
             for mode in ("none", "dynamic"):
                 name = f"{model}_{mode}"
                 for c in concurrencies:
+                    if args.paired and mode == "none":
+                        row = perf(tern, ["-m", name, "--protocol", args.protocol, "--grpc-port", str(g), "--http-port", str(h),
+                                          "--model-repository", repo, "--paired-with-direct", "--pairs", str(args.pairs),
+                                          "--concurrency-range", str(c), *shm, "--warmup-seconds", "1"], os.path.join(work, "p.csv"))
+                        served, direct = float(row["served_per_second"]), float(row["direct_per_second"])
+                        ratio = f"{float(row['ratio_mean']):.3f} ± {float(row['ratio_ci95']):.3f}"
+                        rows.append((model, mode, c, served, "–", "–", int(row["errors"]), 1.0, direct, ratio))
+                        saturated[(model, mode)] = max(saturated.get((model, mode), 0), served)
+                        print(f"{name} c={c}: {served:.0f} infer/s, direct {direct:.0f} infer/s, ratio {ratio} "
+                              f"(median {float(row['ratio_median']):.3f}, {row['pairs']} pairs)", flush=True)
+                        continue
                     rounds = []
                     for _ in range(args.rounds):
                         before = stats(h, name)
                         row = perf(tern, ["-m", name, "--protocol", args.protocol, "--grpc-port", str(g), "--http-port", str(h),
-                                          "--concurrency-range", str(c), *timing], os.path.join(work, "p.csv"))
+                                          "--concurrency-range", str(c), *shm, *timing], os.path.join(work, "p.csv"))
                         after = stats(h, name)
                         executions = max(after[1] - before[1], 1)
                         batch = (after[0] - before[0]) / executions
@@ -164,18 +190,23 @@ def main():
         finally:
             triton.stop()
 
-    lines = [f"`tern perf` over {'gRPC' if args.protocol == 'grpc' else 'HTTP with binary tensors'}, {args.seconds:g} s per run, "
+    lines = [f"`tern perf` over {'gRPC' if args.protocol == 'grpc' else 'HTTP with binary tensors'}"
+             f"{', tensors in system shared memory' if shm else ''}, {args.seconds:g} s per run, "
              f"{args.rounds} rounds of served and direct runs in turn (medians; ÷ direct is the median of the rounds' ratios), "
-             "this 2-core machine; direct = the same batch size through ONNX Runtime in-process with the same sessions.", "",
+             "this 2-core machine; direct = the same batch size through ONNX Runtime in-process with the same sessions."
+             + (f" Rows without batching: {args.pairs} pairs of half-second served and direct slices in turn "
+                "(`tern perf --paired-with-direct`, one session per direct thread as per instance in the server); "
+                "÷ direct = mean ratio ± 95 % CI; latencies are not measured in that mode." if args.paired else ""), "",
              "| model | batching | conc | infer/s | p50 µs | p99 µs | errors | mean batch | direct infer/s | ÷ direct |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for model, mode, c, served, p50, p99, errors, batch, direct, ratio in rows:
-        lines.append(f"| {model} | {mode} | {c} | {served:.0f} | {p50} | {p99} | {errors} | {batch:.1f} | {direct:.0f} | {ratio:.2f} |")
+        shown = ratio if isinstance(ratio, str) else f"{ratio:.2f}"
+        lines.append(f"| {model} | {mode} | {c} | {served:.0f} | {p50} | {p99} | {errors} | {batch:.1f} | {direct:.0f} | {shown} |")
     lines.append("")
-    for model in MODELS:
+    for model in measured:
         lines.append(f"- {model}: saturated throughput with dynamic batching ÷ without: "
                      f"{saturated[(model, 'dynamic')] / saturated[(model, 'none')]:.2f}×")
-    if triton_rps:
+    if triton_rps and "mlp" in measured:
         top = max(concurrencies)
         tern_top = next(r[3] for r in rows if r[0] == "mlp" and r[1] == "dynamic" and r[2] == top)
         lines.append(f"- mlp, dynamic batching, concurrency {top}: Tern ÷ Triton 2.51 (python backend, same batching and "

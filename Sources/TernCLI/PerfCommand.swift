@@ -20,7 +20,11 @@ struct PerfCommand: AsyncParsableCommand {
 
     enum Mode: String, ExpressibleByArgument, CaseIterable {
         case direct, inProcess = "in-process", httpBinary = "http-binary", httpJSON = "http-json", grpc
+
+        var overNetwork: Bool { self == .httpBinary || self == .httpJSON || self == .grpc }
     }
+
+    enum SharedMemoryKind: String, ExpressibleByArgument { case none, system }
 
     @Option(name: [.customShort("m"), .customLong("model")]) var model: String
     @Option(name: .customLong("protocol"), help: "direct | in-process | http-binary | http-json | grpc (repeatable; default: all that apply)")
@@ -58,6 +62,14 @@ struct PerfCommand: AsyncParsableCommand {
     @Option(name: .customLong("grpc-connections"), help: "gRPC: above this concurrency, calls share this many connections as HTTP/2 streams.")
     var grpcConnections: Int = 4
     @Option(name: .customLong("onnxruntime-library")) var onnxRuntimeLibrary: String?
+    @Option(name: .customLong("shared-memory"), help: "none | system: the network modes pass inputs and outputs through POSIX shared memory registered with the server (client and server on one machine), as perf_analyzer's option does")
+    var sharedMemory: SharedMemoryKind = .none
+    @Option(name: .customLong("output-shared-memory-size"), help: "Bytes of shared memory for each output of each call in flight (as perf_analyzer).")
+    var outputSharedMemorySize: Int = 102_400
+    @Flag(name: .customLong("paired-with-direct"), help: "Alternate short slices of served calls with ONNX Runtime called directly in this process (needs --model-repository) and report the ratio of each pair: resolves a few percent on a machine whose speed drifts.")
+    var pairedWithDirect = false
+    @Option(name: .customLong("slice-seconds"), help: "--paired-with-direct: length of each slice.") var sliceSeconds: Double = 0.5
+    @Option(name: .customLong("pairs"), help: "--paired-with-direct: slice pairs per point.") var pairs: Int = 20
 
     func concurrencies() throws -> [Int] {
         let parts = concurrencyRange.split(separator: ":").compactMap { Int($0) }
@@ -75,7 +87,7 @@ struct PerfCommand: AsyncParsableCommand {
             selected = (modelRepository == nil ? [] : [.direct, .inProcess]) + [.httpBinary, .httpJSON, .grpc]
         }
         let local = try await LocalModel.load(
-            model: model, repository: modelRepository, needed: selected.contains(.direct) || selected.contains(.inProcess),
+            model: model, repository: modelRepository, needed: pairedWithDirect || selected.contains(.direct) || selected.contains(.inProcess),
             library: onnxRuntimeLibrary, logger: logger)
         let (modelInputs, maxBatch) = try await signature(local: local, overGRPC: !selected.contains(.httpBinary) && !selected.contains(.httpJSON))
         for option in shapes where !modelInputs.contains(where: { option.hasPrefix($0.name + ":") }) {
@@ -96,41 +108,104 @@ struct PerfCommand: AsyncParsableCommand {
         if !schedule.isEmpty, selected.contains(where: { $0 == .direct || $0 == .inProcess }) {
             throw ValidationError("--request-rate-schedule drives the network protocols only")
         }
+        if pairedWithDirect {
+            return try await runPaired(selected: selected, request: request, local: local, warmup: warmup)
+        }
         var rows: [PerfReport.Row] = []
         print("model \(model), batch \(batchSize), \(requestRate.map { "rate \($0)/s" } ?? "concurrency \(concurrencyRange)"), \(measurementSeconds)s per point")
         for mode in selected {
-            let blocking = try blockingWorker(mode, request: request)
+            let points = requestRate == nil && schedule.isEmpty ? try concurrencies() : [maxOutstanding]
+            let placed = sharedMemory == .system && mode.overNetwork
+                ? try await PerfSharedMemory.setUp(mode: mode, command: self, request: request, slots: points.max() ?? 1) : nil
+            let blocking = try blockingWorker(mode, request: request, placed: placed)
             let scope = blocking == nil ? try workerScope(mode, request: request, local: local) : nil
-            for concurrency in requestRate == nil && schedule.isEmpty ? try concurrencies() : [maxOutstanding] {
-                let result: LoadGenerator.Result
-                if mode == .grpc, requestRate == nil, schedule.isEmpty, concurrency > grpcConnections {
-                    // Many calls: a few connections with several streams each (h2load -m).
-                    let message = try KServeGRPCClient.serializedInferRequest(request)
-                    let (host, port) = (self.host, grpcPort)
-                    result = try await LoadGenerator.multiplexed(
-                        concurrency: concurrency, connections: grpcConnections, warmup: warmup, measure: measure
-                    ) {
-                        try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: message)
+            do {
+                for concurrency in points {
+                    let result: LoadGenerator.Result
+                    if mode == .grpc, requestRate == nil, schedule.isEmpty, concurrency > grpcConnections {
+                        // Many calls: a few connections with several streams each (h2load -m); with
+                        // shared memory, each connection's calls share its slot of output space.
+                        let slots = SlotCounter()
+                        let message = placed == nil ? try KServeGRPCClient.serializedInferRequest(request) : []
+                        let (host, port) = (self.host, grpcPort)
+                        result = try await LoadGenerator.multiplexed(
+                            concurrency: concurrency, connections: grpcConnections, warmup: warmup, measure: measure
+                        ) {
+                            let bytes = try placed.map { try $0.grpcMessage(slot: slots.next()) } ?? message
+                            return try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: bytes)
+                        }
+                    } else if let blocking {
+                        result = try await LoadGenerator.blocking(
+                            workers: concurrency, rate: requestRate, schedule: schedule, warmup: warmup, measure: measure, makeWorker: blocking)
+                    } else if let scope, let requestRate {
+                        result = try await LoadGenerator.fixedRate(rate: requestRate, maxOutstanding: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
+                    } else if let scope {
+                        result = try await LoadGenerator.closedLoop(concurrency: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
+                    } else {
+                        continue
                     }
-                } else if let blocking {
-                    result = try await LoadGenerator.blocking(
-                        workers: concurrency, rate: requestRate, schedule: schedule, warmup: warmup, measure: measure, makeWorker: blocking)
-                } else if let scope, let requestRate {
-                    result = try await LoadGenerator.fixedRate(rate: requestRate, maxOutstanding: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
-                } else if let scope {
-                    result = try await LoadGenerator.closedLoop(concurrency: concurrency, warmup: warmup, measure: measure, makeWorker: scope)
-                } else {
-                    continue
+                    let row = PerfReport.Row(mode: mode.rawValue, concurrency: concurrency, batch: batchSize, result: result)
+                    print(PerfReport.line(row))
+                    if let error = result.firstError { print("  first error: \(error)") }
+                    rows.append(row)
                 }
-                let row = PerfReport.Row(mode: mode.rawValue, concurrency: concurrency, batch: batchSize, result: result)
-                print(PerfReport.line(row))
-                if let error = result.firstError { print("  first error: \(error)") }
-                rows.append(row)
+            } catch {
+                await placed?.tearDown()
+                throw error
             }
+            await placed?.tearDown()
         }
         print("")
         print(PerfReport.table(rows))
         if let csvPath { try PerfReport.csv(rows).write(toFile: csvPath, atomically: true, encoding: .utf8) }
+    }
+
+    /// `--paired-with-direct`: each network mode at each concurrency against direct ONNX Runtime
+    /// calls (as many at once as the model has instances), in alternating slices.
+    private func runPaired(selected: [Mode], request: InferenceRequest, local: LocalModel?, warmup: Duration) async throws {
+        guard let local else { throw ValidationError("--paired-with-direct needs --model-repository (for the direct calls)") }
+        guard requestRate == nil, requestRateSchedule == nil else { throw ValidationError("--paired-with-direct measures closed loops only") }
+        guard pairs >= 2, sliceSeconds > 0 else { throw ValidationError("--pairs must be at least 2 and --slice-seconds positive") }
+        let config = try local.server.modelConfig(model)
+        let instances = max(1, config.instanceGroup.reduce(0) { $0 + Int(max($1.count, 1)) })
+        let outputs = config.output.map(\.name)
+        let inputs = request.inputs
+        let model = self.model
+        // A session of its own for each direct thread, as each of the server's instances has one.
+        let direct: LoadGenerator.BlockingWorker = {
+            let instance = try local.directInstance(model: model)
+            return { _ = try instance.execute(inputs: inputs, outputNames: outputs) }
+        }
+        let slice = Duration.milliseconds(Int64(sliceSeconds * 1000))
+        var csv = "mode,concurrency,direct_concurrency,served_per_second,direct_per_second,ratio_median,ratio_mean,ratio_ci95,pairs,errors\n"
+        print("model \(model), batch \(batchSize), \(pairs) pairs of \(sliceSeconds)s slices per point, served against direct ONNX Runtime")
+        for mode in selected where mode.overNetwork {
+            let points = try concurrencies()
+            let placed = sharedMemory == .system
+                ? try await PerfSharedMemory.setUp(mode: mode, command: self, request: request, slots: points.max() ?? 1) : nil
+            do {
+                guard let served = try blockingWorker(mode, request: request, placed: placed) else { continue }
+                for concurrency in points {
+                    let k = min(concurrency, instances)
+                    let result = try PairedRun.run(
+                        servedWorkers: concurrency, directWorkers: k, slice: slice, pairs: pairs, warmup: warmup, served: served, direct: direct)
+                    let (mean, half) = result.meanRatio
+                    print(String(
+                        format: "%@ c=%-3d served %8.1f/s  direct(%d) %8.1f/s  ratio median %.3f  mean %.3f ± %.3f (95%% CI, %d pairs)  errors %d",
+                        mode.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, concurrency, result.served, k,
+                        result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors))
+                    if let error = result.firstError { print("  first error: \(error)") }
+                    csv += String(
+                        format: "%@,%d,%d,%.2f,%.2f,%.4f,%.4f,%.4f,%d,%d\n", mode.rawValue as NSString, concurrency, k, result.served,
+                        result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors)
+                }
+            } catch {
+                await placed?.tearDown()
+                throw error
+            }
+            await placed?.tearDown()
+        }
+        if let csvPath { try csv.write(toFile: csvPath, atomically: true, encoding: .utf8) }
     }
 
     /// `spec` with the shape given by `--shape` for it, if any.
@@ -191,20 +266,27 @@ struct PerfCommand: AsyncParsableCommand {
         }
     }
 
-    /// Network modes: one thread and one connection per worker, the request encoded once.
-    private func blockingWorker(_ mode: Mode, request: InferenceRequest) throws -> LoadGenerator.BlockingWorker? {
+    /// Network modes: one thread and one connection per worker, the request encoded once (once
+    /// per worker with shared memory: each worker's outputs have a slot of their own).
+    private func blockingWorker(_ mode: Mode, request: InferenceRequest, placed: PerfSharedMemory?) throws -> LoadGenerator.BlockingWorker? {
         let host = self.host
+        let slots = SlotCounter()
         switch mode {
         case .direct, .inProcess:
             return nil
         case .httpBinary, .httpJSON:
-            let (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: mode == .httpBinary)
-            let bytes = Array(body.readableBytesView)
+            let binary = mode == .httpBinary
+            let encode: @Sendable (InferenceRequest, [String: SharedMemoryReference]) throws -> ([UInt8], [(String, String)]) = { request, inputs in
+                let (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: binary, sharedMemoryInputs: inputs)
+                let headers = headerLength.map { [("Inference-Header-Content-Length", String($0)), ("Content-Type", "application/octet-stream")] }
+                    ?? [("Content-Type", "application/json")]
+                return (Array(body.readableBytesView), headers)
+            }
+            let (bytes, headers) = try encode(request, [:])
             let path = "/v2/models/\(model)/infer"
-            let headers = headerLength.map { [("Inference-Header-Content-Length", String($0)), ("Content-Type", "application/octet-stream")] }
-                ?? [("Content-Type", "application/json")]
             let port = httpPort
             return {
+                let (bytes, headers) = try placed.map { try encode($0.request(slot: slots.next()), $0.inputs) } ?? (bytes, headers)
                 let client = try WireHTTPClient(host: host, port: port, path: path, headers: headers, body: bytes)
                 return {
                     let (status, errorBody) = try client.roundTrip()
@@ -215,7 +297,8 @@ struct PerfCommand: AsyncParsableCommand {
             let message = try KServeGRPCClient.serializedInferRequest(request)
             let port = grpcPort
             return {
-                let client = try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: message)
+                let bytes = try placed.map { try $0.grpcMessage(slot: slots.next()) } ?? message
+                let client = try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: bytes)
                 return { try client.call() }
             }
         }
@@ -247,5 +330,102 @@ struct LocalModel: Sendable {
         let file = repository.appendingPathComponent("\(model)/\(version)/\(config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename)")
         let placement = InferenceServer.placements(for: config, cpuCores: server.configuration.cpuCores)[0]
         return try backend.makeInstance(modelPath: file, config: config, instance: placement, logger: server.logger)
+    }
+}
+
+/// Hands out worker slots 0, 1, 2, ... (from any thread).
+final class SlotCounter: Sendable {
+    private let counter = Atomic(0)
+    func next() -> Int { counter.add(1, ordering: .relaxed).oldValue }
+}
+
+/// `tern perf --shared-memory system`: the inputs written once into a region every call reads,
+/// and a region with `slots` × outputs places of `--output-shared-memory-size` bytes, both
+/// registered with the server over the protocol being measured and removed afterwards.
+struct PerfSharedMemory: Sendable {
+    let mode: PerfCommand.Mode
+    let host: String
+    let port: Int
+    let names: (input: String, output: String)
+    let inputRegion: ClientSharedMemory
+    let outputRegion: ClientSharedMemory
+    let base: InferenceRequest
+    let inputs: [String: SharedMemoryReference]
+    let outputs: [String]
+    let outputSize: Int
+    let slots: Int
+
+    static func setUp(mode: PerfCommand.Mode, command: PerfCommand, request: InferenceRequest, slots: Int) async throws -> PerfSharedMemory {
+        let port = mode == .grpc ? command.grpcPort : command.httpPort
+        let outputs = try await outputNames(mode: mode, host: command.host, port: port, model: command.model)
+        let prefix = "tern-perf-\(getpid())-\(mode.rawValue)"
+        let (inputBytes, offsets) = ClientSharedMemory.layout(request.inputs)
+        let inputRegion = try ClientSharedMemory(key: "/\(prefix)-in", byteSize: inputBytes)
+        var inputs: [String: SharedMemoryReference] = [:]
+        for (tensor, offset) in zip(request.inputs, offsets) {
+            inputRegion.write(tensor, at: offset)
+            inputs[tensor.name] = SharedMemoryReference(region: "\(prefix)-in", byteSize: tensor.data.count, offset: offset)
+        }
+        let size = command.outputSharedMemorySize
+        guard size > 0 else { throw ValidationError("--output-shared-memory-size must be positive") }
+        let outputRegion = try ClientSharedMemory(key: "/\(prefix)-out", byteSize: max(1, slots * outputs.count) * size)
+        let placed = PerfSharedMemory(
+            mode: mode, host: command.host, port: port, names: ("\(prefix)-in", "\(prefix)-out"), inputRegion: inputRegion,
+            outputRegion: outputRegion, base: request, inputs: inputs, outputs: outputs, outputSize: size, slots: max(1, slots))
+        try await placed.register(placed.names.input, inputRegion)
+        try await placed.register(placed.names.output, outputRegion)
+        return placed
+    }
+
+    /// The request with every output placed in `slot`'s share of the output region.
+    func request(slot: Int) -> InferenceRequest {
+        var request = base
+        let first = (slot % slots) * outputs.count
+        request.outputs = outputs.enumerated().map { index, name in
+            RequestedOutput(name: name, parameters: SharedMemoryReference(region: names.output, byteSize: outputSize, offset: (first + index) * outputSize).parameters)
+        }
+        return request
+    }
+
+    func grpcMessage(slot: Int) throws -> [UInt8] {
+        try KServeGRPCClient.serializedInferRequest(request(slot: slot), sharedMemoryInputs: inputs)
+    }
+
+    private func register(_ name: String, _ region: ClientSharedMemory) async throws {
+        if mode == .grpc {
+            try await KServeGRPCClient.with(host: host, port: port) {
+                try await $0.registerSystemSharedMemory(name: name, key: region.key, byteSize: UInt64(region.bytes.count))
+            }
+            return
+        }
+        let body = ByteBuffer(data: try JSONSerialization.data(withJSONObject: ["key": region.key, "offset": 0, "byte_size": region.bytes.count]))
+        let response = try await HTTPConnection.with(host: host, port: port) { exchange in
+            try await exchange.send(.POST, "/v2/systemsharedmemory/region/\(name)/register", headers: [("Content-Type", "application/json")], body: body)
+        }
+        guard response.status == .ok else {
+            throw TernError.invalidArgument("registering shared memory '\(name)' failed: HTTP \(response.status.code) \(String(buffer: response.body))")
+        }
+    }
+
+    /// Unregisters both regions (the objects are unlinked when the last copy of this goes).
+    func tearDown() async {
+        for name in [names.input, names.output] {
+            if mode == .grpc {
+                try? await KServeGRPCClient.with(host: host, port: port) { try await $0.unregisterSystemSharedMemory(name: name) }
+            } else {
+                _ = try? await HTTPConnection.with(host: host, port: port) { try await $0.send(.POST, "/v2/systemsharedmemory/region/\(name)/unregister") }
+            }
+        }
+    }
+
+    private static func outputNames(mode: PerfCommand.Mode, host: String, port: Int, model: String) async throws -> [String] {
+        if mode == .grpc {
+            return try await KServeGRPCClient.with(host: host, port: port) { try await $0.modelOutputs(model) }
+        }
+        let response = try await HTTPConnection.with(host: host, port: port) { try await $0.send(.GET, "/v2/models/\(model)") }
+        guard response.status == .ok, let object = try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any],
+            let outputs = object["outputs"] as? [[String: Any]]
+        else { throw TernError.notFound("cannot read the outputs of '\(model)' from \(host):\(port)") }
+        return outputs.compactMap { $0["name"] as? String }
     }
 }

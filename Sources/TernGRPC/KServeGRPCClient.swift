@@ -56,8 +56,28 @@ public struct KServeGRPCClient: Sendable {
     }
 
     /// The ModelInferRequest message for `request`, serialized (for clients that frame it themselves).
-    public static func serializedInferRequest(_ request: InferenceRequest) throws -> [UInt8] {
-        try GRPCConversions.message(request).serializedBytes()
+    /// Inputs named in `sharedMemoryInputs` are sent as their place in a registered region.
+    public static func serializedInferRequest(
+        _ request: InferenceRequest, sharedMemoryInputs: [String: SharedMemoryReference] = [:]
+    ) throws -> [UInt8] {
+        try GRPCConversions.message(request, sharedMemoryInputs: sharedMemoryInputs).serializedBytes()
+    }
+
+    /// Registers a POSIX shared-memory object with the server (system shared-memory extension).
+    public func registerSystemSharedMemory(name: String, key: String, offset: UInt64 = 0, byteSize: UInt64) async throws {
+        _ = try await service.systemSharedMemoryRegister(.with {
+            $0.name = name; $0.key = key; $0.offset = offset; $0.byteSize = byteSize
+        })
+    }
+
+    /// Unregisters a region (every region when `name` is empty).
+    public func unregisterSystemSharedMemory(name: String) async throws {
+        _ = try await service.systemSharedMemoryUnregister(.with { $0.name = name })
+    }
+
+    /// The model's outputs (names).
+    public func modelOutputs(_ name: String) async throws -> [String] {
+        try await service.modelMetadata(.with { $0.name = name }).outputs.map(\.name)
     }
 
     public func modelMetadata(_ name: String) async throws -> (inputs: [TensorSpec], maxBatchSize: Int) {
@@ -72,8 +92,9 @@ public struct KServeGRPCClient: Sendable {
 }
 
 extension GRPCConversions {
-    /// An engine request as a ModelInferRequest with raw_input_contents.
-    static func message(_ request: InferenceRequest) -> Inference_ModelInferRequest {
+    /// An engine request as a ModelInferRequest with raw_input_contents (but for the inputs in
+    /// shared memory, which carry their place as parameters).
+    static func message(_ request: InferenceRequest, sharedMemoryInputs: [String: SharedMemoryReference] = [:]) -> Inference_ModelInferRequest {
         var message = Inference_ModelInferRequest()
         message.modelName = request.modelName
         message.modelVersion = request.modelVersion.map(String.init) ?? ""
@@ -83,12 +104,14 @@ extension GRPCConversions {
             input.name = tensor.name
             input.datatype = tensor.dataType.protocolName
             input.shape = tensor.shape
+            if let place = sharedMemoryInputs[tensor.name] { input.parameters = protocolParameters(place.parameters) }
             return input
         }
-        message.rawInputContents = request.inputs.map(\.data)
+        message.rawInputContents = request.inputs.filter { sharedMemoryInputs[$0.name] == nil }.map(\.data)
         message.outputs = request.outputs.map { output in
             var requested = Inference_ModelInferRequest.InferRequestedOutputTensor()
             requested.name = output.name
+            requested.parameters = protocolParameters(output.parameters)
             if output.classificationCount > 0 {
                 var count = Inference_InferParameter()
                 count.int64Param = Int64(output.classificationCount)
@@ -97,6 +120,20 @@ extension GRPCConversions {
             return requested
         }
         return message
+    }
+
+    static func protocolParameters(_ parameters: [String: InferParameter]) -> [String: Inference_InferParameter] {
+        parameters.mapValues { value in
+            var parameter = Inference_InferParameter()
+            switch value {
+            case .bool(let v): parameter.parameterChoice = .boolParam(v)
+            case .int64(let v): parameter.parameterChoice = .int64Param(v)
+            case .uint64(let v): parameter.parameterChoice = .uint64Param(v)
+            case .double(let v): parameter.parameterChoice = .doubleParam(v)
+            case .string(let v): parameter.parameterChoice = .stringParam(v)
+            }
+            return parameter
+        }
     }
 
     /// A ModelInferResponse as an engine response.

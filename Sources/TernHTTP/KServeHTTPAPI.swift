@@ -22,7 +22,10 @@ struct KServeHTTPAPI: HTTPResponder {
         case load(String), unload(String)
         /// Tern's lifecycle extension: hot-swap with gates, rollback, status and history.
         case promote(String), rollback(String), lifecycleStatus(String), history(String?)
+        /// The shared-memory extensions: system regions, and CUDA ones (refused: no CUDA memory here).
+        case sharedMemory(SharedMemoryAction, region: String?, cuda: Bool)
     }
+    private enum SharedMemoryAction { case status, register, unregister }
     private enum ModelAction { case metadata, ready, config, stats, infer }
 
     func answer(_ request: HTTPRequestData) -> HTTPAnswer {
@@ -126,6 +129,17 @@ struct KServeHTTPAPI: HTTPResponder {
         case (3, true, _) where parts[1] == "repository" && parts[2] == "history": return .history(nil)
         default: break
         }
+        if parts.count >= 3, parts[1] == "systemsharedmemory" || parts[1] == "cudasharedmemory" {
+            let cuda = parts[1] == "cudasharedmemory"
+            switch (parts.count, parts[parts.count - 1], get, post) {
+            case (3, "status", true, _): return .sharedMemory(.status, region: nil, cuda: cuda)
+            case (3, "unregister", _, true): return .sharedMemory(.unregister, region: nil, cuda: cuda)
+            case (5, "status", true, _) where parts[2] == "region": return .sharedMemory(.status, region: parts[3], cuda: cuda)
+            case (5, "register", _, true) where parts[2] == "region": return .sharedMemory(.register, region: parts[3], cuda: cuda)
+            case (5, "unregister", _, true) where parts[2] == "region": return .sharedMemory(.unregister, region: parts[3], cuda: cuda)
+            default: throw fail()
+            }
+        }
         guard parts.count >= 3, parts[1] == "models" else { throw fail() }
         let name = parts[2]
         var rest = parts[3...]
@@ -179,6 +193,7 @@ struct KServeHTTPAPI: HTTPResponder {
             case .infer: throw .internalError("inference is not answered here")
             }
         case .lifecycleStatus(let name): return try HTTPReply.encoded(try server.lifecycleStatus(model: name))
+        case .sharedMemory(let action, let region, let cuda): return try sharedMemory(action, region: region, cuda: cuda, request)
         case .history(let name):
             let limit = Self.queryItem("limit", in: request.path).flatMap { Int($0) } ?? 100
             return try HTTPReply.encoded(server.history.events(model: name, limit: limit))
@@ -252,7 +267,46 @@ struct KServeHTTPAPI: HTTPResponder {
         return try HTTPReply.json(["model_stats": models])
     }
 
-    private func decodeInfer(_ request: HTTPRequestData, name: String, version: Int64?) throws(TernError) -> (InferenceRequest, BinaryOutputPolicy) {
+    private func sharedMemory(_ action: SharedMemoryAction, region: String?, cuda: Bool, _ request: HTTPRequestData) throws(TernError) -> HTTPReply {
+        let registry = server.sharedMemory
+        switch (action, cuda) {
+        case (.status, false):
+            return try HTTPReply.json(try registry.status(name: region).map { status -> [String: Any] in
+                ["name": status.name, "key": status.key, "offset": NSNumber(value: status.offset), "byte_size": NSNumber(value: status.byteSize)]
+            })
+        case (.register, false):
+            let body = try jsonBody(request)
+            func field(_ name: String) throws(TernError) -> JSONValue {
+                guard let value = body[name] else { throw .invalidArgument("Shared memory register request has no '\(name)' field") }
+                return value
+            }
+            guard let key = try field("key").stringValue else { throw .invalidArgument("Shared memory register request: 'key' must be a string") }
+            guard let size = try field("byte_size").numberValue?.uint else {
+                throw .invalidArgument("Shared memory register request: 'byte_size' must be a non-negative integer")
+            }
+            var offset: UInt64 = 0
+            if let value = body["offset"] {
+                guard let number = value.numberValue?.uint else {
+                    throw .invalidArgument("Shared memory register request: 'offset' must be a non-negative integer")
+                }
+                offset = number
+            }
+            try registry.register(name: region ?? "", key: key, offset: offset, byteSize: size)
+            return .empty(.ok)
+        case (.unregister, false):
+            registry.unregister(name: region)
+            return .empty(.ok)
+        case (.status, true):
+            if let region { throw .notFound("Unable to find cuda shared memory region: '\(region)'") }
+            return try HTTPReply.json([Any]())
+        case (.register, true):
+            throw TernError(.unimplemented, SharedMemoryRegistry.cudaRefusal)
+        case (.unregister, true):
+            return .empty(.ok)
+        }
+    }
+
+    private func decodeInfer(_ request: HTTPRequestData, name: String, version: Int64?) throws(TernError) -> (InferenceRequest, OutputPolicy) {
         var headerLength: Int? = nil
         if let value = request.headers.first(name: "Inference-Header-Content-Length") {
             guard let length = Int(value), length >= 0 else {
@@ -260,7 +314,8 @@ struct KServeHTTPAPI: HTTPResponder {
             }
             headerLength = length
         }
-        var decoded = try InferHTTPCodec.decodeRequest(body: request.body, headerLength: headerLength, model: name, version: version)
+        var decoded = try InferHTTPCodec.decodeRequest(
+            body: request.body, headerLength: headerLength, model: name, version: version, sharedMemory: server.sharedMemory)
         if let pattern = headerForwardPattern {
             for (header, value) in request.headers {
                 let range = NSRange(header.startIndex..., in: header)
@@ -272,7 +327,8 @@ struct KServeHTTPAPI: HTTPResponder {
         return decoded
     }
 
-    private func encode(_ response: InferenceResponse, binary: BinaryOutputPolicy) throws(TernError) -> HTTPReply {
+    private func encode(_ response: InferenceResponse, binary: OutputPolicy) throws(TernError) -> HTTPReply {
+        if !binary.sharedMemory.isEmpty { try server.sharedMemory.write(outputsOf: response, placements: binary.sharedMemory) }
         let (buffer, jsonLength) = try InferHTTPCodec.encodeResponse(response, binary: binary, allocator: ByteBufferAllocator())
         if let jsonLength {
             return HTTPReply(status: .ok, headers: [("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", String(jsonLength))], body: buffer)

@@ -7,14 +7,19 @@ import TernCore
 /// `tern perf`).
 public enum KServeHTTPEncoding {
     /// The body of an infer request: JSON tensors, or (binary) a JSON header followed by the raw
-    /// tensor bytes, whose length goes in `Inference-Header-Content-Length`.
-    public static func requestBody(_ request: InferenceRequest, binary: Bool) throws -> (ByteBuffer, headerLength: Int?) {
+    /// tensor bytes, whose length goes in `Inference-Header-Content-Length`. Inputs named in
+    /// `sharedMemoryInputs` are sent as their place in a registered region instead of their bytes.
+    public static func requestBody(
+        _ request: InferenceRequest, binary: Bool, sharedMemoryInputs: [String: SharedMemoryReference] = [:]
+    ) throws -> (ByteBuffer, headerLength: Int?) {
         var inputs: [[String: Any]] = []
         for tensor in request.inputs {
             var entry: [String: Any] = [
                 "name": tensor.name, "datatype": tensor.dataType.protocolName, "shape": tensor.shape.map { NSNumber(value: $0) },
             ]
-            if binary {
+            if let place = sharedMemoryInputs[tensor.name] {
+                entry["parameters"] = place.parameters.mapValues(jsonValue)
+            } else if binary {
                 entry["parameters"] = ["binary_data_size": tensor.data.count]
             } else {
                 entry["data"] = try JSONTensorCodec.unpack(tensor)
@@ -26,7 +31,8 @@ public enum KServeHTTPEncoding {
         object["parameters"] = ["binary_data_output": binary]
         if !request.outputs.isEmpty {
             object["outputs"] = request.outputs.map { output -> [String: Any] in
-                var parameters: [String: Any] = ["binary_data": binary]
+                var parameters = output.parameters.mapValues(jsonValue)
+                if output.parameters["shared_memory_region"] == nil { parameters["binary_data"] = binary }
                 if output.classificationCount > 0 { parameters["classification"] = output.classificationCount }
                 return ["name": output.name, "parameters": parameters]
             }
@@ -34,8 +40,18 @@ public enum KServeHTTPEncoding {
         let json = try InferHTTPCodec.jsonBytes(object)
         var buffer = ByteBuffer(data: json)
         guard binary else { return (buffer, nil) }
-        for tensor in request.inputs { buffer.writeData(tensor.data) }
+        for tensor in request.inputs where sharedMemoryInputs[tensor.name] == nil { buffer.writeData(tensor.data) }
         return (buffer, json.count)
+    }
+
+    private static func jsonValue(_ parameter: InferParameter) -> Any {
+        switch parameter {
+        case .bool(let v): v
+        case .int64(let v): NSNumber(value: v)
+        case .uint64(let v): NSNumber(value: v)
+        case .double(let v): v
+        case .string(let v): v
+        }
     }
 
     /// Parses an infer response body (JSON, or JSON header plus binary outputs).

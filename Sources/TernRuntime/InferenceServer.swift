@@ -30,6 +30,8 @@ public final class InferenceServer: Sendable {
     /// Names answered by code (experiments), checked before the repository's models.
     let virtuals = Mutex<[String: any VirtualModel]>([:])
     private let anyVirtual = Atomic(false)
+    /// Regions of system shared memory registered by clients on this machine (both frontends).
+    public let sharedMemory = SharedMemoryRegistry()
 
     struct Shaping {
         var batchScale = 1.0

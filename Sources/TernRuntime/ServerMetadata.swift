@@ -9,7 +9,7 @@ public struct ServerMetadata: Sendable, Hashable {
 
     public static let supportedExtensions = [
         "classification", "model_repository", "model_configuration", "binary_tensor_data", "parameters",
-        "statistics",
+        "statistics", "system_shared_memory",
     ]
 }
 

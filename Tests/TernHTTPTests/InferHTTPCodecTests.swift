@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import Testing
 import TernCore
+import TernRuntime
 @testable import TernHTTP
 
 @Suite struct InferHTTPCodecTests {
@@ -16,7 +17,7 @@ import TernCore
         let raw = floats.withUnsafeBytes { Array($0) }
         let json = #"{"id":"7","inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"parameters":{"binary_data_size":16}}],"outputs":[{"name":"y","parameters":{"binary_data":true,"classification":2}}]}"#
         let (buffer, length) = body(json: json, binary: raw)
-        let (request, binary) = try InferHTTPCodec.decodeRequest(body: buffer, headerLength: length, model: "m", version: 3)
+        let (request, binary) = try InferHTTPCodec.decodeRequest(body: buffer, headerLength: length, model: "m", version: 3, sharedMemory: SharedMemoryRegistry())
         #expect(request.id == "7" && request.modelVersion == 3)
         #expect(try request.inputs[0].values(as: Float.self) == floats)
         #expect(request.outputs == [RequestedOutput(name: "y", classificationCount: 2, parameters: ["binary_data": .bool(true), "classification": .int64(2)])])
@@ -33,7 +34,7 @@ import TernCore
               {"name":"s","datatype":"BYTES","shape":[2],"data":["ab",""]}],
              "parameters":{"binary_data_output":true,"priority":1}}
             """#
-        let (request, binary) = try InferHTTPCodec.decodeRequest(body: ByteBuffer(string: json), headerLength: nil, model: "m", version: nil)
+        let (request, binary) = try InferHTTPCodec.decodeRequest(body: ByteBuffer(string: json), headerLength: nil, model: "m", version: nil, sharedMemory: SharedMemoryRegistry())
         #expect(try request.inputs[0].values(as: Float.self) == [1.5, 2, 3, 4])
         #expect(request.inputs[1].data == Data([1, 0]))
         #expect(try request.inputs[2].values(as: Int8.self) == [-128, 127])
@@ -59,7 +60,7 @@ import TernCore
             buffer.writeBytes(binary)
             let header = headerOffset.map { _ in json.utf8.count }
             #expect(throws: TernError.self, "\(json)") {
-                _ = try InferHTTPCodec.decodeRequest(body: buffer, headerLength: header, model: "m", version: nil)
+                _ = try InferHTTPCodec.decodeRequest(body: buffer, headerLength: header, model: "m", version: nil, sharedMemory: SharedMemoryRegistry())
             }
         }
     }
@@ -69,7 +70,7 @@ import TernCore
             modelName: "m", modelVersion: 2, id: "q",
             outputs: [Tensor(name: "a", shape: [2], values: [Int32(5), -1]), Tensor(name: "b", shape: [1], strings: [Data("hi".utf8)])])
         let (buffer, jsonLength) = try InferHTTPCodec.encodeResponse(
-            response, binary: BinaryOutputPolicy(defaultBinary: false, explicit: ["a": true]), allocator: ByteBufferAllocator())
+            response, binary: OutputPolicy(defaultBinary: false, explicit: ["a": true]), allocator: ByteBufferAllocator())
         let length = try #require(jsonLength)
         let bytes = Array(buffer.readableBytesView)
         let json = try #require(try JSONSerialization.jsonObject(with: Data(bytes[0..<length])) as? [String: Any])

@@ -1,8 +1,9 @@
 // Tern's declaration of the KServe v2 / Open Inference Protocol gRPC service, with Triton's
 // extensions (model config, statistics, repository). Field names and numbers are the wire
 // interface that tritonclient and every other KServe v2 client speak, so they follow the
-// published protocol. Only the RPCs Tern implements are declared; the others (shared memory,
-// trace and log settings) answer UNIMPLEMENTED.
+// published protocol. Only the RPCs Tern implements are declared; the others (trace and log
+// settings) answer UNIMPLEMENTED. CUDA shared memory is declared so that a client asking for it
+// gets a clear refusal rather than an unknown method.
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -183,6 +184,84 @@ internal enum Inference_GRPCInferenceService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "SystemSharedMemoryStatus" metadata.
+        internal enum SystemSharedMemoryStatus: Sendable {
+            /// Request type for "SystemSharedMemoryStatus".
+            internal typealias Input = Inference_SystemSharedMemoryStatusRequest
+            /// Response type for "SystemSharedMemoryStatus".
+            internal typealias Output = Inference_SystemSharedMemoryStatusResponse
+            /// Descriptor for "SystemSharedMemoryStatus".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "SystemSharedMemoryStatus",
+                type: .unary
+            )
+        }
+        /// Namespace for "SystemSharedMemoryRegister" metadata.
+        internal enum SystemSharedMemoryRegister: Sendable {
+            /// Request type for "SystemSharedMemoryRegister".
+            internal typealias Input = Inference_SystemSharedMemoryRegisterRequest
+            /// Response type for "SystemSharedMemoryRegister".
+            internal typealias Output = Inference_SystemSharedMemoryRegisterResponse
+            /// Descriptor for "SystemSharedMemoryRegister".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "SystemSharedMemoryRegister",
+                type: .unary
+            )
+        }
+        /// Namespace for "SystemSharedMemoryUnregister" metadata.
+        internal enum SystemSharedMemoryUnregister: Sendable {
+            /// Request type for "SystemSharedMemoryUnregister".
+            internal typealias Input = Inference_SystemSharedMemoryUnregisterRequest
+            /// Response type for "SystemSharedMemoryUnregister".
+            internal typealias Output = Inference_SystemSharedMemoryUnregisterResponse
+            /// Descriptor for "SystemSharedMemoryUnregister".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "SystemSharedMemoryUnregister",
+                type: .unary
+            )
+        }
+        /// Namespace for "CudaSharedMemoryStatus" metadata.
+        internal enum CudaSharedMemoryStatus: Sendable {
+            /// Request type for "CudaSharedMemoryStatus".
+            internal typealias Input = Inference_CudaSharedMemoryStatusRequest
+            /// Response type for "CudaSharedMemoryStatus".
+            internal typealias Output = Inference_CudaSharedMemoryStatusResponse
+            /// Descriptor for "CudaSharedMemoryStatus".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "CudaSharedMemoryStatus",
+                type: .unary
+            )
+        }
+        /// Namespace for "CudaSharedMemoryRegister" metadata.
+        internal enum CudaSharedMemoryRegister: Sendable {
+            /// Request type for "CudaSharedMemoryRegister".
+            internal typealias Input = Inference_CudaSharedMemoryRegisterRequest
+            /// Response type for "CudaSharedMemoryRegister".
+            internal typealias Output = Inference_CudaSharedMemoryRegisterResponse
+            /// Descriptor for "CudaSharedMemoryRegister".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "CudaSharedMemoryRegister",
+                type: .unary
+            )
+        }
+        /// Namespace for "CudaSharedMemoryUnregister" metadata.
+        internal enum CudaSharedMemoryUnregister: Sendable {
+            /// Request type for "CudaSharedMemoryUnregister".
+            internal typealias Input = Inference_CudaSharedMemoryUnregisterRequest
+            /// Response type for "CudaSharedMemoryUnregister".
+            internal typealias Output = Inference_CudaSharedMemoryUnregisterResponse
+            /// Descriptor for "CudaSharedMemoryUnregister".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "CudaSharedMemoryUnregister",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "inference.GRPCInferenceService" service.
         internal static let descriptors: [GRPCCore.MethodDescriptor] = [
             ServerLive.descriptor,
@@ -196,7 +275,13 @@ internal enum Inference_GRPCInferenceService: Sendable {
             ModelStatistics.descriptor,
             RepositoryIndex.descriptor,
             RepositoryModelLoad.descriptor,
-            RepositoryModelUnload.descriptor
+            RepositoryModelUnload.descriptor,
+            SystemSharedMemoryStatus.descriptor,
+            SystemSharedMemoryRegister.descriptor,
+            SystemSharedMemoryUnregister.descriptor,
+            CudaSharedMemoryStatus.descriptor,
+            CudaSharedMemoryRegister.descriptor,
+            CudaSharedMemoryUnregister.descriptor
         ]
     }
 }
@@ -442,6 +527,120 @@ extension Inference_GRPCInferenceService {
             deserializer: some GRPCCore.MessageDeserializer<Inference_RepositoryModelUnloadResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelUnloadResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SystemSharedMemoryStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_SystemSharedMemoryStatusRequest` message.
+        ///   - serializer: A serializer for `Inference_SystemSharedMemoryStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_SystemSharedMemoryStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func systemSharedMemoryStatus<Result>(
+            request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_SystemSharedMemoryStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_SystemSharedMemoryStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SystemSharedMemoryRegister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_SystemSharedMemoryRegisterRequest` message.
+        ///   - serializer: A serializer for `Inference_SystemSharedMemoryRegisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_SystemSharedMemoryRegisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func systemSharedMemoryRegister<Result>(
+            request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryRegisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_SystemSharedMemoryRegisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_SystemSharedMemoryRegisterResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryRegisterResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SystemSharedMemoryUnregister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_SystemSharedMemoryUnregisterRequest` message.
+        ///   - serializer: A serializer for `Inference_SystemSharedMemoryUnregisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_SystemSharedMemoryUnregisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func systemSharedMemoryUnregister<Result>(
+            request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryUnregisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_SystemSharedMemoryUnregisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_SystemSharedMemoryUnregisterResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryUnregisterResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CudaSharedMemoryStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_CudaSharedMemoryStatusRequest` message.
+        ///   - serializer: A serializer for `Inference_CudaSharedMemoryStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_CudaSharedMemoryStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func cudaSharedMemoryStatus<Result>(
+            request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_CudaSharedMemoryStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_CudaSharedMemoryStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CudaSharedMemoryRegister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_CudaSharedMemoryRegisterRequest` message.
+        ///   - serializer: A serializer for `Inference_CudaSharedMemoryRegisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_CudaSharedMemoryRegisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func cudaSharedMemoryRegister<Result>(
+            request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryRegisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_CudaSharedMemoryRegisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_CudaSharedMemoryRegisterResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryRegisterResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CudaSharedMemoryUnregister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_CudaSharedMemoryUnregisterRequest` message.
+        ///   - serializer: A serializer for `Inference_CudaSharedMemoryUnregisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_CudaSharedMemoryUnregisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func cudaSharedMemoryUnregister<Result>(
+            request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryUnregisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_CudaSharedMemoryUnregisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_CudaSharedMemoryUnregisterResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryUnregisterResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -818,6 +1017,186 @@ extension Inference_GRPCInferenceService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "SystemSharedMemoryStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_SystemSharedMemoryStatusRequest` message.
+        ///   - serializer: A serializer for `Inference_SystemSharedMemoryStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_SystemSharedMemoryStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func systemSharedMemoryStatus<Result>(
+            request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_SystemSharedMemoryStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_SystemSharedMemoryStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.SystemSharedMemoryStatus.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "SystemSharedMemoryRegister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_SystemSharedMemoryRegisterRequest` message.
+        ///   - serializer: A serializer for `Inference_SystemSharedMemoryRegisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_SystemSharedMemoryRegisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func systemSharedMemoryRegister<Result>(
+            request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryRegisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_SystemSharedMemoryRegisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_SystemSharedMemoryRegisterResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryRegisterResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.SystemSharedMemoryRegister.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "SystemSharedMemoryUnregister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_SystemSharedMemoryUnregisterRequest` message.
+        ///   - serializer: A serializer for `Inference_SystemSharedMemoryUnregisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_SystemSharedMemoryUnregisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func systemSharedMemoryUnregister<Result>(
+            request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryUnregisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_SystemSharedMemoryUnregisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_SystemSharedMemoryUnregisterResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryUnregisterResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.SystemSharedMemoryUnregister.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CudaSharedMemoryStatus" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_CudaSharedMemoryStatusRequest` message.
+        ///   - serializer: A serializer for `Inference_CudaSharedMemoryStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_CudaSharedMemoryStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func cudaSharedMemoryStatus<Result>(
+            request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_CudaSharedMemoryStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_CudaSharedMemoryStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.CudaSharedMemoryStatus.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CudaSharedMemoryRegister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_CudaSharedMemoryRegisterRequest` message.
+        ///   - serializer: A serializer for `Inference_CudaSharedMemoryRegisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_CudaSharedMemoryRegisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func cudaSharedMemoryRegister<Result>(
+            request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryRegisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_CudaSharedMemoryRegisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_CudaSharedMemoryRegisterResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryRegisterResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.CudaSharedMemoryRegister.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CudaSharedMemoryUnregister" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_CudaSharedMemoryUnregisterRequest` message.
+        ///   - serializer: A serializer for `Inference_CudaSharedMemoryUnregisterRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_CudaSharedMemoryUnregisterResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func cudaSharedMemoryUnregister<Result>(
+            request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryUnregisterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_CudaSharedMemoryUnregisterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_CudaSharedMemoryUnregisterResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryUnregisterResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.CudaSharedMemoryUnregister.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1117,6 +1496,156 @@ extension Inference_GRPCInferenceService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Inference_RepositoryModelUnloadRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_RepositoryModelUnloadResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SystemSharedMemoryStatus" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_SystemSharedMemoryStatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func systemSharedMemoryStatus<Result>(
+        request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryStatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.systemSharedMemoryStatus(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_SystemSharedMemoryStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_SystemSharedMemoryStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SystemSharedMemoryRegister" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_SystemSharedMemoryRegisterRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func systemSharedMemoryRegister<Result>(
+        request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryRegisterRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryRegisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.systemSharedMemoryRegister(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_SystemSharedMemoryRegisterRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_SystemSharedMemoryRegisterResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SystemSharedMemoryUnregister" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_SystemSharedMemoryUnregisterRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func systemSharedMemoryUnregister<Result>(
+        request: GRPCCore.ClientRequest<Inference_SystemSharedMemoryUnregisterRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryUnregisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.systemSharedMemoryUnregister(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_SystemSharedMemoryUnregisterRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_SystemSharedMemoryUnregisterResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CudaSharedMemoryStatus" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_CudaSharedMemoryStatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func cudaSharedMemoryStatus<Result>(
+        request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryStatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.cudaSharedMemoryStatus(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_CudaSharedMemoryStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_CudaSharedMemoryStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CudaSharedMemoryRegister" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_CudaSharedMemoryRegisterRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func cudaSharedMemoryRegister<Result>(
+        request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryRegisterRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryRegisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.cudaSharedMemoryRegister(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_CudaSharedMemoryRegisterRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_CudaSharedMemoryRegisterResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CudaSharedMemoryUnregister" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_CudaSharedMemoryUnregisterRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func cudaSharedMemoryUnregister<Result>(
+        request: GRPCCore.ClientRequest<Inference_CudaSharedMemoryUnregisterRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryUnregisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.cudaSharedMemoryUnregister(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_CudaSharedMemoryUnregisterRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_CudaSharedMemoryUnregisterResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1467,6 +1996,180 @@ extension Inference_GRPCInferenceService.ClientProtocol {
             metadata: metadata
         )
         return try await self.repositoryModelUnload(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SystemSharedMemoryStatus" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func systemSharedMemoryStatus<Result>(
+        _ message: Inference_SystemSharedMemoryStatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_SystemSharedMemoryStatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.systemSharedMemoryStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SystemSharedMemoryRegister" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func systemSharedMemoryRegister<Result>(
+        _ message: Inference_SystemSharedMemoryRegisterRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryRegisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_SystemSharedMemoryRegisterRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.systemSharedMemoryRegister(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SystemSharedMemoryUnregister" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func systemSharedMemoryUnregister<Result>(
+        _ message: Inference_SystemSharedMemoryUnregisterRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_SystemSharedMemoryUnregisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_SystemSharedMemoryUnregisterRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.systemSharedMemoryUnregister(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CudaSharedMemoryStatus" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func cudaSharedMemoryStatus<Result>(
+        _ message: Inference_CudaSharedMemoryStatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_CudaSharedMemoryStatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.cudaSharedMemoryStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CudaSharedMemoryRegister" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func cudaSharedMemoryRegister<Result>(
+        _ message: Inference_CudaSharedMemoryRegisterRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryRegisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_CudaSharedMemoryRegisterRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.cudaSharedMemoryRegister(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CudaSharedMemoryUnregister" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func cudaSharedMemoryUnregister<Result>(
+        _ message: Inference_CudaSharedMemoryUnregisterRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_CudaSharedMemoryUnregisterResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_CudaSharedMemoryUnregisterRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.cudaSharedMemoryUnregister(
             request: request,
             options: options,
             onResponse: handleResponse

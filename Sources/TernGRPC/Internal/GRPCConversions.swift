@@ -24,15 +24,25 @@ enum GRPCConversions {
         return version
     }
 
-    /// A ModelInferRequest as an engine request. Raw contents are used as they are (no copy).
-    static func request(_ message: Inference_ModelInferRequest) throws(TernError) -> InferenceRequest {
+    /// A ModelInferRequest as an engine request. Raw contents are used as they are (no copy), and
+    /// inputs in shared memory are viewed where they lie. `raw_input_contents` holds one entry per
+    /// input that is not in shared memory, in order (as tritonclient sends them).
+    static func request(_ message: Inference_ModelInferRequest, sharedMemory: SharedMemoryRegistry? = nil) throws(TernError) -> InferenceRequest {
         let raw = message.rawInputContents
-        if !raw.isEmpty, raw.count != message.inputs.count {
+        var places: [SharedMemoryReference?] = []
+        places.reserveCapacity(message.inputs.count)
+        for input in message.inputs {
+            let parameters = input.parameters.isEmpty ? [:] : parameters(input.parameters)
+            places.append(try SharedMemoryReference(parameters: parameters, context: "input '\(input.name)'"))
+        }
+        let inline = places.count { $0 == nil }
+        if !raw.isEmpty, raw.count != inline {
             throw .invalidArgument(
-                "raw_input_contents has \(raw.count) entries but the request has \(message.inputs.count) inputs")
+                "raw_input_contents has \(raw.count) entries but the request has \(inline) inputs not in shared memory")
         }
         var inputs: [Tensor] = []
         inputs.reserveCapacity(message.inputs.count)
+        var rawIndex = 0
         for (index, input) in message.inputs.enumerated() {
             guard let type = DataType(protocolName: input.datatype) else {
                 throw .invalidArgument("input '\(input.name)': unknown datatype '\(input.datatype)'")
@@ -40,7 +50,19 @@ enum GRPCConversions {
             if let negative = input.shape.first(where: { $0 < 0 }) {
                 throw .invalidArgument("input '\(input.name)': shape has a negative dimension \(negative)")
             }
-            let data = raw.isEmpty ? try typedContents(input.contents, type: type, name: input.name) : raw[index]
+            let data: Data
+            if let place = places[index] {
+                guard let sharedMemory else { throw .invalidArgument("input '\(input.name)': shared memory is not available here") }
+                if input.hasContents {
+                    throw .invalidArgument("input '\(input.name)' must set only one of 'contents' and 'shared_memory_region' in 'parameters'")
+                }
+                data = try sharedMemory.inputData(place)
+            } else if raw.isEmpty {
+                data = try typedContents(input.contents, type: type, name: input.name)
+            } else {
+                data = raw[rawIndex]
+                rawIndex += 1
+            }
             inputs.append(Tensor(name: input.name, dataType: type, shape: input.shape, data: data))
         }
         let outputs = message.outputs.map { output in
@@ -83,23 +105,14 @@ enum GRPCConversions {
         }
     }
 
-    /// An engine response as a ModelInferResponse, outputs in `raw_output_contents`.
-    static func response(_ response: InferenceResponse) -> Inference_ModelInferResponse {
+    /// An engine response as a ModelInferResponse, outputs in `raw_output_contents` (an empty entry
+    /// for those already written to shared memory, so entries and outputs keep the same order).
+    static func response(_ response: InferenceResponse, inSharedMemory: [String: SharedMemoryReference] = [:]) -> Inference_ModelInferResponse {
         var message = Inference_ModelInferResponse()
         message.modelName = response.modelName
         message.modelVersion = String(response.modelVersion)
         message.id = response.id
-        for (key, value) in response.parameters {
-            var parameter = Inference_InferParameter()
-            switch value {
-            case .bool(let v): parameter.parameterChoice = .boolParam(v)
-            case .int64(let v): parameter.parameterChoice = .int64Param(v)
-            case .uint64(let v): parameter.parameterChoice = .uint64Param(v)
-            case .double(let v): parameter.parameterChoice = .doubleParam(v)
-            case .string(let v): parameter.parameterChoice = .stringParam(v)
-            }
-            message.parameters[key] = parameter
-        }
+        if !response.parameters.isEmpty { message.parameters = protocolParameters(response.parameters) }
         message.outputs = response.outputs.map { tensor in
             var output = Inference_ModelInferResponse.InferOutputTensor()
             output.name = tensor.name
@@ -107,7 +120,7 @@ enum GRPCConversions {
             output.shape = tensor.shape
             return output
         }
-        message.rawOutputContents = response.outputs.map(\.data)
+        message.rawOutputContents = response.outputs.map { inSharedMemory[$0.name] == nil ? $0.data : Data() }
         return message
     }
 

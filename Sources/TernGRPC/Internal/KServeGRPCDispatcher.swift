@@ -119,19 +119,48 @@ struct KServeGRPCDispatcher: Sendable {
             try server.unload(model: request.modelName)
             return now(try encode(Inference_RepositoryModelUnloadResponse()))
         case "ModelInfer":
-            var decoded = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message))
+            var decoded = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message), sharedMemory: server.sharedMemory)
             for (name, value) in forwarded { decoded.parameters[name] = .string(value) }
             let request = decoded
-            if inline, let response = try server.inferImmediately(request) { return now(try encode(GRPCConversions.response(response))) }
+            let placements = try SharedMemoryReference.placements(of: request.outputs)
+            if inline, let response = try server.inferImmediately(request) { return now(try encodeResponse(response, placements)) }
             return .callback { [server] reply in
                 server.submit(request, allowInline: inline) { result in
                     do throws(TernError) {
-                        reply(.success(try self.encode(GRPCConversions.response(try result.get()))))
+                        reply(.success(try self.encodeResponse(try result.get(), placements)))
                     } catch {
                         reply(.failure(GRPCStatus(error)))
                     }
                 }
             }
+        case "SystemSharedMemoryStatus":
+            let request = try decode(Inference_SystemSharedMemoryStatusRequest.self, message)
+            let regions = try server.sharedMemory.status(name: request.name.isEmpty ? nil : request.name)
+            return now(try encode(Inference_SystemSharedMemoryStatusResponse.with { response in
+                for region in regions {
+                    response.regions[region.name] = .with {
+                        $0.name = region.name; $0.key = region.key; $0.offset = region.offset; $0.byteSize = region.byteSize
+                    }
+                }
+            }))
+        case "SystemSharedMemoryRegister":
+            let request = try decode(Inference_SystemSharedMemoryRegisterRequest.self, message)
+            try server.sharedMemory.register(name: request.name, key: request.key, offset: request.offset, byteSize: request.byteSize)
+            return now(try encode(Inference_SystemSharedMemoryRegisterResponse()))
+        case "SystemSharedMemoryUnregister":
+            let request = try decode(Inference_SystemSharedMemoryUnregisterRequest.self, message)
+            server.sharedMemory.unregister(name: request.name.isEmpty ? nil : request.name)
+            return now(try encode(Inference_SystemSharedMemoryUnregisterResponse()))
+        case "CudaSharedMemoryStatus":
+            let request = try decode(Inference_CudaSharedMemoryStatusRequest.self, message)
+            if !request.name.isEmpty { throw .notFound("Unable to find cuda shared memory region: '\(request.name)'") }
+            return now(try encode(Inference_CudaSharedMemoryStatusResponse()))
+        case "CudaSharedMemoryRegister":
+            _ = try decode(Inference_CudaSharedMemoryRegisterRequest.self, message)
+            throw TernError(.unimplemented, SharedMemoryRegistry.cudaRefusal)
+        case "CudaSharedMemoryUnregister":
+            _ = try decode(Inference_CudaSharedMemoryUnregisterRequest.self, message)
+            return now(try encode(Inference_CudaSharedMemoryUnregisterResponse()))
         case "RepositoryModelLoad":
             let request = try decode(Inference_RepositoryModelLoadRequest.self, message)
             var json: String? = nil
@@ -171,9 +200,11 @@ struct KServeGRPCDispatcher: Sendable {
         }
         var out = Inference_ModelStreamInferResponse()
         do throws(TernError) {
-            let converted = try GRPCConversions.request(request)
+            let converted = try GRPCConversions.request(request, sharedMemory: server.sharedMemory)
+            let placements = try SharedMemoryReference.placements(of: converted.outputs)
             let response = try await server.infer(converted)
-            out.inferResponse = GRPCConversions.response(response)
+            try server.sharedMemory.write(outputsOf: response, placements: placements)
+            out.inferResponse = GRPCConversions.response(response, inSharedMemory: placements)
         } catch {
             out.errorMessage = error.message
             out.inferResponse.id = request.id
@@ -184,6 +215,12 @@ struct KServeGRPCDispatcher: Sendable {
         } catch {
             return .failure(GRPCStatus(error))
         }
+    }
+
+    /// An inference response, its shared-memory outputs first copied into their regions.
+    private func encodeResponse(_ response: InferenceResponse, _ placements: [String: SharedMemoryReference]) throws(TernError) -> [UInt8] {
+        if !placements.isEmpty { try server.sharedMemory.write(outputsOf: response, placements: placements) }
+        return try encode(GRPCConversions.response(response, inSharedMemory: placements))
     }
 
     private func decode<M: SwiftProtobuf.Message>(_: M.Type, _ buffer: ByteBuffer) throws(TernError) -> M {

@@ -2,15 +2,16 @@ import Foundation
 import NIOCore
 import NIOFoundationCompat
 import TernCore
+import TernRuntime
 
 /// Decodes KServe v2 REST inference requests (JSON, or JSON followed by binary tensor data when
 /// `Inference-Header-Content-Length` is set) and encodes responses the same way.
 enum InferHTTPCodec {
     /// Parses `body` into a request for `model`/`version`. Binary tensor data is not copied: the
-    /// tensors view the request buffer.
+    /// tensors view the request buffer, or the shared memory an input names.
     static func decodeRequest(
-        body: ByteBuffer, headerLength: Int?, model: String, version: Int64?
-    ) throws(TernError) -> (InferenceRequest, BinaryOutputPolicy) {
+        body: ByteBuffer, headerLength: Int?, model: String, version: Int64?, sharedMemory: SharedMemoryRegistry
+    ) throws(TernError) -> (InferenceRequest, OutputPolicy) {
         let jsonLength = headerLength ?? body.readableBytes
         guard jsonLength >= 0, jsonLength <= body.readableBytes else {
             throw .invalidArgument(
@@ -51,7 +52,13 @@ enum InferHTTPCodec {
             }
             let parameters = try decodeParameters(input["parameters"], context: "input '\(name)'")
             let data: Data
-            if let size = parameters["binary_data_size"]?.integerValue {
+            if let place = try SharedMemoryReference(parameters: parameters, context: "input '\(name)'") {
+                if input["data"] != nil || parameters["binary_data_size"] != nil {
+                    throw .invalidArgument(
+                        "input '\(name)' must set only one of 'data', 'binary_data_size' in 'parameters' and 'shared_memory_region' in 'parameters'")
+                }
+                data = try sharedMemory.inputData(place)
+            } else if let size = parameters["binary_data_size"]?.integerValue {
                 guard headerLength != nil else {
                     throw .invalidArgument("input '\(name)' has binary_data_size but the request has no Inference-Header-Content-Length header")
                 }
@@ -71,7 +78,7 @@ enum InferHTTPCodec {
         }
         let parameters = try decodeParameters(object["parameters"], context: "request")
         var requested: [RequestedOutput] = []
-        var policy = BinaryOutputPolicy(defaultBinary: parameters["binary_data_output"]?.boolValue ?? false)
+        var policy = OutputPolicy(defaultBinary: parameters["binary_data_output"]?.boolValue ?? false)
         if let outputs = object["outputs"]?.arrayValue {
             for (index, item) in outputs.enumerated() {
                 guard let output = item.objectValue, let name = output["name"]?.stringValue else {
@@ -79,6 +86,12 @@ enum InferHTTPCodec {
                 }
                 let outputParameters = try decodeParameters(output["parameters"], context: "output '\(name)'")
                 if let binary = outputParameters["binary_data"]?.boolValue { policy.explicit[name] = binary }
+                if let place = try SharedMemoryReference(parameters: outputParameters, context: "output '\(name)'") {
+                    if outputParameters["binary_data"]?.boolValue == true {
+                        throw .invalidArgument("output '\(name)' can't set both 'shared_memory_region' and 'binary_data'")
+                    }
+                    policy.sharedMemory[name] = place
+                }
                 let classes = Int(outputParameters["classification"]?.integerValue ?? 0)
                 requested.append(RequestedOutput(name: name, classificationCount: classes, parameters: outputParameters))
             }
@@ -115,7 +128,7 @@ enum InferHTTPCodec {
     /// Encodes a response: JSON alone, or JSON followed by the binary outputs, in which case the
     /// JSON length is returned for the `Inference-Header-Content-Length` header.
     static func encodeResponse(
-        _ response: InferenceResponse, binary: BinaryOutputPolicy, allocator: ByteBufferAllocator
+        _ response: InferenceResponse, binary: OutputPolicy, allocator: ByteBufferAllocator
     ) throws(TernError) -> (ByteBuffer, headerLength: Int?) {
         let binaryBytes = response.outputs.reduce(0) { binary.isBinary($1.name) ? $0 + $1.data.count : $0 }
         var json = JSONWriter(buffer: allocator.buffer(capacity: 256 + binaryBytes))
@@ -146,7 +159,9 @@ enum InferHTTPCodec {
             json.key("shape"); json.beginArray()
             for dim in tensor.shape { json.integer(dim) }
             json.endArray()
-            if binary.isBinary(tensor.name) {
+            if binary.sharedMemory[tensor.name] != nil {
+                // Already in the client's region: the entry says only what it holds (as Triton).
+            } else if binary.isBinary(tensor.name) {
                 anyBinary = true
                 json.key("parameters"); json.beginObject()
                 json.key("binary_data_size"); json.integer(tensor.data.count)
@@ -199,11 +214,12 @@ enum InferHTTPCodec {
     }
 }
 
-/// Which outputs go back as binary data: per output `binary_data`, else the request's
-/// `binary_data_output`.
-struct BinaryOutputPolicy {
+/// Where each output goes: into a shared-memory region the request names, else as binary data
+/// (per output `binary_data`, else the request's `binary_data_output`), else as JSON.
+struct OutputPolicy {
     var defaultBinary: Bool
     var explicit: [String: Bool] = [:]
+    var sharedMemory: [String: SharedMemoryReference] = [:]
 
-    func isBinary(_ name: String) -> Bool { explicit[name] ?? defaultBinary }
+    func isBinary(_ name: String) -> Bool { sharedMemory[name] == nil && (explicit[name] ?? defaultBinary) }
 }

@@ -1,0 +1,157 @@
+import Foundation
+import TernHTTP
+import Synchronization
+
+/// Served calls and direct ONNX Runtime calls in alternating short slices, in one process, so
+/// that each served slice is compared with a direct slice a fraction of a second away. On a
+/// shared machine whose speed drifts by ±20 % over seconds, separate runs cannot resolve a few
+/// percent; adjacent slices see nearly the same machine. Each slice ends by letting its calls
+/// drain (the other side waits), so the two never compete for the cores, and the order of the
+/// two slices in a pair alternates so that neither side always goes first.
+enum PairedRun {
+    struct Result: Sendable {
+        /// Calls per second of each slice pair.
+        var pairs: [(served: Double, direct: Double)]
+        var errors: Int
+        var firstError: String?
+
+        var ratios: [Double] { pairs.map { $0.served / max($0.direct, 1e-9) } }
+        var served: Double { pairs.map(\.served).reduce(0, +) / Double(max(pairs.count, 1)) }
+        var direct: Double { pairs.map(\.direct).reduce(0, +) / Double(max(pairs.count, 1)) }
+
+        var medianRatio: Double {
+            let sorted = ratios.sorted()
+            guard !sorted.isEmpty else { return 0 }
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
+
+        /// The mean ratio and the half-width of its 95 % confidence interval (normal approximation).
+        var meanRatio: (mean: Double, halfWidth: Double) {
+            let r = ratios
+            guard r.count > 1 else { return (r.first ?? 0, .infinity) }
+            let mean = r.reduce(0, +) / Double(r.count)
+            let variance = r.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(r.count - 1)
+            return (mean, 1.96 * (variance / Double(r.count)).squareRoot())
+        }
+    }
+
+    private enum Phase: Int { case idle = 0, served = 1, direct = 2, stop = 3 }
+
+    /// Which side may send, and the calls each side has in flight and has finished. Workers that
+    /// may not send wait on the condition (no polling: idle threads must not take CPU from the
+    /// side being measured).
+    private final class Gate: @unchecked Sendable {
+        let condition = NSCondition()
+        var phase = Phase.idle
+        var inFlight = [0, 0]
+        var completed = [0, 0]
+        var errors = 0
+        var firstError: String?
+    }
+
+    /// Closed loop on both sides: `servedWorkers` threads calling `served`, `directWorkers` threads
+    /// calling `direct`; only the side whose slice it is sends.
+    static func run(
+        servedWorkers: Int, directWorkers: Int, slice: Duration, pairs: Int, warmup: Duration,
+        served: @escaping LoadGenerator.BlockingWorker, direct: @escaping LoadGenerator.BlockingWorker
+    ) throws -> Result {
+        let gate = Gate()
+        let setupFailure = Mutex<(any Error)?>(nil)
+        let ready = DispatchSemaphore(value: 0)
+        let done = DispatchGroup()
+
+        func startWorkers(_ count: Int, side: Phase, make: @escaping LoadGenerator.BlockingWorker) {
+            let index = side.rawValue - 1
+            for _ in 0..<count {
+                done.enter()
+                let thread = Thread {
+                    defer { done.leave() }
+                    var call: () throws -> Void
+                    do {
+                        call = try make()
+                    } catch {
+                        setupFailure.withLock { $0 = $0 ?? error }
+                        ready.signal()
+                        return
+                    }
+                    ready.signal()
+                    while true {
+                        gate.condition.lock()
+                        while gate.phase != side && gate.phase != .stop { gate.condition.wait() }
+                        if gate.phase == .stop {
+                            gate.condition.unlock()
+                            return
+                        }
+                        gate.inFlight[index] += 1
+                        gate.condition.unlock()
+                        var failure: (any Error)? = nil
+                        do { try call() } catch { failure = error }
+                        gate.condition.lock()
+                        gate.inFlight[index] -= 1
+                        if let failure {
+                            gate.errors += 1
+                            gate.firstError = gate.firstError ?? "\(failure)"
+                        } else {
+                            gate.completed[index] += 1
+                        }
+                        if gate.inFlight[index] == 0 { gate.condition.broadcast() }
+                        gate.condition.unlock()
+                        if failure is SocketError, let fresh = try? make() { call = fresh }
+                    }
+                }
+                thread.stackSize = 1 << 20
+                thread.start()
+            }
+        }
+        startWorkers(servedWorkers, side: .served, make: served)
+        startWorkers(directWorkers, side: .direct, make: direct)
+        for _ in 0..<(servedWorkers + directWorkers) { ready.wait() }
+        defer {
+            gate.condition.lock()
+            gate.phase = .stop
+            gate.condition.broadcast()
+            gate.condition.unlock()
+            done.wait()
+        }
+        if let failure = setupFailure.withLock({ $0 }) { throw failure }
+
+        let clock = ContinuousClock()
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        /// Runs one side for `length`, waits for its calls to finish, returns its calls per second.
+        func measure(_ side: Phase, _ length: Duration) -> Double {
+            let index = side.rawValue - 1
+            gate.condition.lock()
+            let before = gate.completed[index]
+            let start = clock.now
+            gate.phase = side
+            gate.condition.broadcast()
+            gate.condition.unlock()
+            Thread.sleep(forTimeInterval: seconds(length))
+            gate.condition.lock()
+            gate.phase = .idle
+            while gate.inFlight[index] > 0 { gate.condition.wait() }
+            let elapsed = seconds(clock.now - start)
+            let calls = gate.completed[index] - before
+            gate.condition.unlock()
+            return Double(calls) / max(elapsed, 1e-9)
+        }
+        _ = measure(.served, warmup)
+        _ = measure(.direct, warmup)
+        let warmupErrors = gate.condition.withLock { gate.errors }
+        var result = Result(pairs: [], errors: 0)
+        for pair in 0..<pairs {
+            if pair % 2 == 0 {
+                let s = measure(.served, slice)
+                result.pairs.append((s, measure(.direct, slice)))
+            } else {
+                let d = measure(.direct, slice)
+                result.pairs.append((measure(.served, slice), d))
+            }
+        }
+        gate.condition.withLock {
+            result.errors = gate.errors - warmupErrors
+            result.firstError = gate.firstError
+        }
+        return result
+    }
+}

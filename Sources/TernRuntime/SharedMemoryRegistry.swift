@@ -1,0 +1,153 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import TernCore
+
+/// Triton's system shared-memory extension: a client on the same machine registers a POSIX
+/// shared-memory object (`shm_open` key, offset, size) under a name, then names a range of it in a
+/// tensor's parameters instead of sending the tensor's bytes. Inputs are read where they lie (ONNX
+/// Runtime runs on the mapped pages, no copy); outputs are copied into the client's range and the
+/// response carries only their shape.
+///
+/// A region stays mapped while any request still uses it, so unregistering during an inference is
+/// safe: the mapping goes when the last tensor viewing it does.
+public final class SharedMemoryRegistry: Sendable {
+    private let regions = Mutex<[String: Region]>([:])
+
+    public init() {}
+
+    /// Why a CUDA shared-memory region is refused (both frontends say the same).
+    public static let cudaRefusal =
+        "CUDA shared memory is not supported: Tern keeps no CUDA memory of its own; register system shared memory instead"
+
+    /// What status reports of a region.
+    public struct RegionStatus: Sendable, Hashable {
+        public var name: String
+        public var key: String
+        public var offset: UInt64
+        public var byteSize: UInt64
+    }
+
+    /// One mapped region; unmapped when the last reference (registry or tensor) goes. Unchecked
+    /// Sendable: its pointers never change and the mapping lives exactly as long as the object.
+    final class Region: @unchecked Sendable {
+        let status: RegionStatus
+        /// The mapping starts at the page holding `offset`; `base` is the registered offset in it.
+        private let mapping: UnsafeMutableRawPointer
+        private let mappingLength: Int
+        let base: UnsafeMutableRawPointer
+
+        init(name: String, key: String, offset: UInt64, byteSize: UInt64) throws(TernError) {
+            guard byteSize > 0, byteSize <= UInt64(Int.max), offset <= UInt64(Int.max) - byteSize else {
+                throw .invalidArgument("shared memory region '\(name)': byte_size must be positive and offset + byte_size must fit in memory")
+            }
+            let fd = shm_open(key, O_RDWR, 0)
+            guard fd >= 0 else {
+                throw .invalidArgument("Unable to open shared memory region: '\(key)': \(String(cString: strerror(errno)))")
+            }
+            defer { close(fd) }
+            var info = stat()
+            guard fstat(fd, &info) == 0 else {
+                throw .invalidArgument("Unable to read the size of shared memory region '\(key)': \(String(cString: strerror(errno)))")
+            }
+            guard UInt64(info.st_size) >= offset + byteSize else {
+                throw .invalidArgument(
+                    "Invalid shared memory region: '\(key)' holds \(info.st_size) bytes, fewer than offset \(offset) + byte_size \(byteSize)")
+            }
+            // mmap wants a page-aligned file offset; any offset is accepted by mapping from its page.
+            let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+            let start = offset / page * page
+            let length = Int(offset - start + byteSize)
+            let address = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(start))
+            guard let address, address != MAP_FAILED else {
+                throw .invalidArgument("Unable to map shared memory region '\(key)': \(String(cString: strerror(errno)))")
+            }
+            status = RegionStatus(name: name, key: key, offset: offset, byteSize: byteSize)
+            mapping = address
+            mappingLength = length
+            base = address + Int(offset - start)
+        }
+
+        deinit { munmap(mapping, mappingLength) }
+
+        /// `byteSize` bytes at `offset` of the region, or the error Triton gives for a range outside it.
+        func range(offset: Int, byteSize: Int) throws(TernError) -> UnsafeMutableRawBufferPointer {
+            guard offset >= 0, byteSize >= 0, offset <= Int(status.byteSize), byteSize <= Int(status.byteSize) - offset else {
+                throw .invalidArgument(
+                    "Invalid offset + byte size for shared memory region: '\(status.name)' (offset \(offset) + byte size \(byteSize) > region size \(status.byteSize))")
+            }
+            return UnsafeMutableRawBufferPointer(start: base + offset, count: byteSize)
+        }
+    }
+
+    // MARK: Registration
+
+    public func register(name: String, key: String, offset: UInt64, byteSize: UInt64) throws(TernError) {
+        guard !name.isEmpty else { throw .invalidArgument("a shared memory region needs a name") }
+        guard !key.isEmpty else { throw .invalidArgument("shared memory region '\(name)' needs a key") }
+        if regions.withLock({ $0[name] != nil }) {
+            throw TernError(.alreadyExists, "shared memory region '\(name)' already in manager")
+        }
+        let region = try Region(name: name, key: key, offset: offset, byteSize: byteSize)
+        let added = regions.withLock { regions in
+            guard regions[name] == nil else { return false }
+            regions[name] = region
+            return true
+        }
+        if !added { throw TernError(.alreadyExists, "shared memory region '\(name)' already in manager") }
+    }
+
+    /// Forgets `name`, or every region when nil; an unknown name is not an error (as in Triton).
+    /// Requests already using a region keep its mapping until they finish.
+    public func unregister(name: String?) {
+        regions.withLock { regions in
+            if let name { regions[name] = nil } else { regions.removeAll() }
+        }
+    }
+
+    /// The registered regions (the one named, or all, sorted by name).
+    public func status(name: String?) throws(TernError) -> [RegionStatus] {
+        let found = regions.withLock { regions in name.map { regions[$0].map { [$0] } ?? [] } ?? Array(regions.values) }
+        if let name, found.isEmpty { throw .notFound("Unable to find system shared memory region: '\(name)'") }
+        return found.map(\.status).sorted { $0.name < $1.name }
+    }
+
+    private func region(_ name: String) throws(TernError) -> Region {
+        guard let region = regions.withLock({ $0[name] }) else {
+            throw .notFound("Unable to find shared memory region: '\(name)'")
+        }
+        return region
+    }
+
+    // MARK: Tensors
+
+    /// The bytes of an input that lies in shared memory, viewed in place. The view keeps the
+    /// region mapped until it is released.
+    public func inputData(_ reference: SharedMemoryReference) throws(TernError) -> Data {
+        let region = try region(reference.region)
+        let range = try region.range(offset: reference.offset, byteSize: reference.byteSize)
+        guard let start = range.baseAddress, range.count > 0 else { return Data() }
+        return Data(bytesNoCopy: start, count: range.count, deallocator: .custom { _, _ in withExtendedLifetime(region) {} })
+    }
+
+    /// Copies the response's outputs that the request placed in shared memory into their ranges.
+    public func write(outputsOf response: InferenceResponse, placements: [String: SharedMemoryReference]) throws(TernError) {
+        for (name, place) in placements {
+            if let tensor = response.output(named: name) { try write(tensor, to: place) }
+        }
+    }
+
+    /// Copies an output into the range the client named for it.
+    public func write(_ tensor: Tensor, to reference: SharedMemoryReference) throws(TernError) {
+        guard tensor.data.count <= reference.byteSize else {
+            throw .invalidArgument(
+                "shared memory size specified with the request for output '\(tensor.name)' (\(reference.byteSize) bytes) should be at least \(tensor.data.count) bytes to hold the results")
+        }
+        let range = try region(reference.region).range(offset: reference.offset, byteSize: reference.byteSize)
+        tensor.data.withUnsafeBytes { bytes in
+            if let source = bytes.baseAddress, bytes.count > 0 { range.baseAddress!.copyMemory(from: source, byteCount: bytes.count) }
+        }
+    }
+}
