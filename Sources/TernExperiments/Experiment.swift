@@ -53,6 +53,9 @@ public final class Experiment: VirtualModel {
     /// Indices into `spec.variants` of the served variants (in the assigner's order) and shadows.
     private let served: [Int]
     private let shadowVariants: [Int]
+    /// The response parameters naming the experiment and each variant, built once (a dictionary
+    /// built per response cost more than the rest of the routing).
+    private let responseLabels: [[String: InferParameter]]
 
     init(spec: ExperimentSpec, state: ExperimentState, recorder: ExperimentRecorder, shadows: ShadowRunner?, logger: Logger) {
         self.spec = spec
@@ -63,6 +66,7 @@ public final class Experiment: VirtualModel {
         counters = spec.variants.map { Counter(label: "tern_ab_requests_total", dimensions: [("experiment", spec.name), ("variant", $0.name)]) }
         served = spec.variants.indices.filter { !spec.variants[$0].shadow }
         shadowVariants = spec.variants.indices.filter { spec.variants[$0].shadow }
+        responseLabels = spec.variants.map { ["tern.experiment": .string(spec.name), "tern.variant": .string($0.name)] }
         let window = (spec.guardrails ?? GuardrailSpec()).latencyWindow
         tallies = Mutex(spec.variants.map { _ in VariantTally(window: window) })
     }
@@ -195,8 +199,11 @@ public final class Experiment: VirtualModel {
             var response = response
             response.modelName = spec.name
             if routed.generatedID { response.id = routed.request.id }
-            response.parameters["tern.experiment"] = .string(spec.name)
-            response.parameters["tern.variant"] = .string(spec.variants[routed.variant].name)
+            if response.parameters.isEmpty {
+                response.parameters = responseLabels[routed.variant]
+            } else {
+                response.parameters.merge(responseLabels[routed.variant]) { _, label in label }
+            }
             return response
         }
     }

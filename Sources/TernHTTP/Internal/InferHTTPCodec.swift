@@ -131,7 +131,10 @@ enum InferHTTPCodec {
         _ response: InferenceResponse, binary: OutputPolicy, allocator: ByteBufferAllocator
     ) throws(TernError) -> (ByteBuffer, headerLength: Int?) {
         let binaryBytes = response.outputs.reduce(0) { binary.isBinary($1.name) ? $0 + $1.data.count : $0 }
-        var json = JSONWriter(buffer: allocator.buffer(capacity: 256 + binaryBytes))
+        // Room for the whole answer at once: growing the buffer copies it.
+        let jsonEstimate = 128 + response.modelName.utf8.count + response.id.utf8.count + 64 * response.parameters.count
+            + response.outputs.reduce(0) { $0 + 96 + $1.name.utf8.count + (binary.isBinary($1.name) ? 0 : 16 * $1.elementCount) }
+        var json = JSONWriter(buffer: allocator.buffer(capacity: jsonEstimate + binaryBytes))
         var anyBinary = false
         json.beginObject()
         json.key("model_name"); json.string(response.modelName)
