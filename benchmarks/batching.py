@@ -134,7 +134,7 @@ def main():
                                           "--concurrency-range", str(c), *shm, "--warmup-seconds", "1"], os.path.join(work, "p.csv"))
                         served, direct = float(row["served_per_second"]), float(row["direct_per_second"])
                         ratio = f"{float(row['ratio_mean']):.3f} ± {float(row['ratio_ci95']):.3f}"
-                        rows.append((model, mode, c, served, "–", "–", int(row["errors"]), 1.0, direct, ratio))
+                        rows.append((model, mode, c, served, int(row["served_p50_us"]), int(row["served_p99_us"]), int(row["errors"]), 1.0, direct, ratio))
                         saturated[(model, mode)] = max(saturated.get((model, mode), 0), served)
                         print(f"{name} c={c}: {served:.0f} infer/s, direct {direct:.0f} infer/s, ratio {ratio} "
                               f"(median {float(row['ratio_median']):.3f}, {row['pairs']} pairs)", flush=True)
@@ -196,7 +196,7 @@ def main():
              "this 2-core machine; direct = the same batch size through ONNX Runtime in-process with the same sessions."
              + (f" Rows without batching: {args.pairs} pairs of half-second served and direct slices in turn "
                 "(`tern perf --paired-with-direct`, one session per direct thread as per instance in the server); "
-                "÷ direct = mean ratio ± 95 % CI; latencies are not measured in that mode." if args.paired else ""), "",
+                "÷ direct = mean ratio ± 95 % CI; latencies are those of the served slices." if args.paired else ""), "",
              "| model | batching | conc | infer/s | p50 µs | p99 µs | errors | mean batch | direct infer/s | ÷ direct |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for model, mode, c, served, p50, p99, errors, batch, direct, ratio in rows:

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Histogram
 import Logging
 import NIOCore
 import NIOFoundationCompat
@@ -177,27 +178,31 @@ struct PerfCommand: AsyncParsableCommand {
             return { _ = try instance.execute(inputs: inputs, outputNames: outputs) }
         }
         let slice = Duration.milliseconds(Int64(sliceSeconds * 1000))
-        var csv = "mode,concurrency,direct_concurrency,served_per_second,direct_per_second,ratio_median,ratio_mean,ratio_ci95,pairs,errors\n"
+        var csv = "mode,concurrency,direct_concurrency,served_per_second,direct_per_second,ratio_median,ratio_mean,ratio_ci95,pairs,errors,served_p50_us,served_p99_us\n"
         print("model \(model), batch \(batchSize), \(pairs) pairs of \(sliceSeconds)s slices per point, served against direct ONNX Runtime")
         for mode in selected where mode.overNetwork {
             let points = try concurrencies()
             let placed = sharedMemory == .system
                 ? try await PerfSharedMemory.setUp(mode: mode, command: self, request: request, slots: points.max() ?? 1) : nil
             do {
-                guard let served = try blockingWorker(mode, request: request, placed: placed) else { continue }
+                guard let served = try blockingWorker(mode, request: request, placed: placed) else {
+                    throw ValidationError("\(mode.rawValue) has no network worker")
+                }
                 for concurrency in points {
                     let k = min(concurrency, instances)
                     let result = try PairedRun.run(
                         servedWorkers: concurrency, directWorkers: k, slice: slice, pairs: pairs, warmup: warmup, served: served, direct: direct)
                     let (mean, half) = result.meanRatio
                     print(String(
-                        format: "%@ c=%-3d served %8.1f/s  direct(%d) %8.1f/s  ratio median %.3f  mean %.3f ± %.3f (95%% CI, %d pairs)  errors %d",
-                        mode.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, concurrency, result.served, k,
+                        format: "%@ c=%-3d served %8.1f/s (p50 %llu us, p99 %llu us)  direct(%d) %8.1f/s  ratio median %.3f  mean %.3f ± %.3f (95%% CI, %d pairs)  errors %d",
+                        mode.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, concurrency, result.served,
+                        result.servedLatency.valueAtPercentile(50), result.servedLatency.valueAtPercentile(99), k,
                         result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors))
                     if let error = result.firstError { print("  first error: \(error)") }
                     csv += String(
-                        format: "%@,%d,%d,%.2f,%.2f,%.4f,%.4f,%.4f,%d,%d\n", mode.rawValue as NSString, concurrency, k, result.served,
-                        result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors)
+                        format: "%@,%d,%d,%.2f,%.2f,%.4f,%.4f,%.4f,%d,%d,%llu,%llu\n", mode.rawValue as NSString, concurrency, k, result.served,
+                        result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors,
+                        result.servedLatency.valueAtPercentile(50), result.servedLatency.valueAtPercentile(99))
                 }
             } catch {
                 await placed?.tearDown()
@@ -373,7 +378,12 @@ struct PerfSharedMemory: Sendable {
             mode: mode, host: command.host, port: port, names: ("\(prefix)-in", "\(prefix)-out"), inputRegion: inputRegion,
             outputRegion: outputRegion, base: request, inputs: inputs, outputs: outputs, outputSize: size, slots: max(1, slots))
         try await placed.register(placed.names.input, inputRegion)
-        try await placed.register(placed.names.output, outputRegion)
+        do {
+            try await placed.register(placed.names.output, outputRegion)
+        } catch {
+            await placed.tearDown()  // the server must not keep the input region mapped
+            throw error
+        }
         return placed
     }
 

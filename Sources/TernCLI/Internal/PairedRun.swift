@@ -1,4 +1,5 @@
 import Foundation
+import Histogram
 import TernHTTP
 import Synchronization
 
@@ -14,6 +15,8 @@ enum PairedRun {
         var pairs: [(served: Double, direct: Double)]
         var errors: Int
         var firstError: String?
+        /// Latency of the served calls of the measured slices, in microseconds.
+        var servedLatency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
 
         var ratios: [Double] { pairs.map { $0.served / max($0.direct, 1e-9) } }
         var served: Double { pairs.map(\.served).reduce(0, +) / Double(max(pairs.count, 1)) }
@@ -47,6 +50,9 @@ enum PairedRun {
         var completed = [0, 0]
         var errors = 0
         var firstError: String?
+        /// Whether served latencies are being kept (the measured slices, not warm-up).
+        var measuring = false
+        var servedLatency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
     }
 
     /// Closed loop on both sides: `servedWorkers` threads calling `served`, `directWorkers` threads
@@ -85,7 +91,9 @@ enum PairedRun {
                         gate.inFlight[index] += 1
                         gate.condition.unlock()
                         var failure: (any Error)? = nil
+                        let sent = ContinuousClock.now
                         do { try call() } catch { failure = error }
+                        let latency = (ContinuousClock.now - sent) / .microseconds(1)
                         gate.condition.lock()
                         gate.inFlight[index] -= 1
                         if let failure {
@@ -93,6 +101,7 @@ enum PairedRun {
                             gate.firstError = gate.firstError ?? "\(failure)"
                         } else {
                             gate.completed[index] += 1
+                            if side == .served, gate.measuring { _ = gate.servedLatency.record(UInt64(max(0, latency))) }
                         }
                         if gate.inFlight[index] == 0 { gate.condition.broadcast() }
                         gate.condition.unlock()
@@ -137,7 +146,10 @@ enum PairedRun {
         }
         _ = measure(.served, warmup)
         _ = measure(.direct, warmup)
-        let warmupErrors = gate.condition.withLock { gate.errors }
+        let warmupErrors = gate.condition.withLock {
+            gate.measuring = true
+            return gate.errors
+        }
         var result = Result(pairs: [], errors: 0)
         for pair in 0..<pairs {
             if pair % 2 == 0 {
@@ -151,6 +163,7 @@ enum PairedRun {
         gate.condition.withLock {
             result.errors = gate.errors - warmupErrors
             result.firstError = gate.firstError
+            result.servedLatency = gate.servedLatency
         }
         return result
     }
