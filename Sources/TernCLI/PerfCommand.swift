@@ -69,8 +69,10 @@ struct PerfCommand: AsyncParsableCommand {
     var outputSharedMemorySize: Int = 102_400
     @Flag(name: .customLong("paired-with-direct"), help: "Alternate short slices of served calls with ONNX Runtime called directly in this process (needs --model-repository) and report the ratio of each pair: resolves a few percent on a machine whose speed drifts.")
     var pairedWithDirect = false
-    @Option(name: .customLong("slice-seconds"), help: "--paired-with-direct: length of each slice.") var sliceSeconds: Double = 0.5
-    @Option(name: .customLong("pairs"), help: "--paired-with-direct: slice pairs per point.") var pairs: Int = 20
+    @Option(name: .customLong("paired-with-model"), help: "As --paired-with-direct, against the same calls to this other served model (an experiment against its control model, say).")
+    var pairedModel: String?
+    @Option(name: .customLong("slice-seconds"), help: "--paired-with-*: length of each slice.") var sliceSeconds: Double = 0.5
+    @Option(name: .customLong("pairs"), help: "--paired-with-*: slice pairs per point.") var pairs: Int = 20
 
     func concurrencies() throws -> [Int] {
         let parts = concurrencyRange.split(separator: ":").compactMap { Int($0) }
@@ -109,7 +111,7 @@ struct PerfCommand: AsyncParsableCommand {
         if !schedule.isEmpty, selected.contains(where: { $0 == .direct || $0 == .inProcess }) {
             throw ValidationError("--request-rate-schedule drives the network protocols only")
         }
-        if pairedWithDirect {
+        if pairedWithDirect || pairedModel != nil {
             return try await runPaired(selected: selected, request: request, local: local, warmup: warmup)
         }
         var rows: [PerfReport.Row] = []
@@ -163,24 +165,37 @@ struct PerfCommand: AsyncParsableCommand {
 
     /// `--paired-with-direct`: each network mode at each concurrency against direct ONNX Runtime
     /// calls (as many at once as the model has instances), in alternating slices.
+    /// `--paired-with-model M`: against the same calls, at the same concurrency, to model M.
     private func runPaired(selected: [Mode], request: InferenceRequest, local: LocalModel?, warmup: Duration) async throws {
-        guard let local else { throw ValidationError("--paired-with-direct needs --model-repository (for the direct calls)") }
-        guard requestRate == nil, requestRateSchedule == nil else { throw ValidationError("--paired-with-direct measures closed loops only") }
+        guard requestRate == nil, requestRateSchedule == nil else { throw ValidationError("paired runs measure closed loops only") }
         guard pairs >= 2, sliceSeconds > 0 else { throw ValidationError("--pairs must be at least 2 and --slice-seconds positive") }
-        let config = try local.server.modelConfig(model)
-        let instances = max(1, config.instanceGroup.reduce(0) { $0 + Int(max($1.count, 1)) })
-        let outputs = config.output.map(\.name)
-        let inputs = request.inputs
-        let model = self.model
-        // A session of its own for each direct thread, as each of the server's instances has one.
-        let direct: LoadGenerator.BlockingWorker = {
-            let instance = try local.directInstance(model: model)
-            return { _ = try instance.execute(inputs: inputs, outputNames: outputs) }
+        guard pairedWithDirect != (pairedModel != nil) else { throw ValidationError("pick one of --paired-with-direct and --paired-with-model") }
+        var direct: LoadGenerator.BlockingWorker? = nil
+        var instances = 0
+        if pairedWithDirect {
+            guard let local else { throw ValidationError("--paired-with-direct needs --model-repository (for the direct calls)") }
+            let config = try local.server.modelConfig(model)
+            instances = max(1, config.instanceGroup.reduce(0) { $0 + Int(max($1.count, 1)) })
+            let outputs = config.output.map(\.name)
+            let inputs = request.inputs
+            let model = self.model
+            // A session of its own for each direct thread, as each of the server's instances has one.
+            direct = {
+                let instance = try local.directInstance(model: model)
+                return { _ = try instance.execute(inputs: inputs, outputNames: outputs) }
+            }
+        } else if sharedMemory == .system {
+            throw ValidationError("--paired-with-model sends tensors on the socket (no --shared-memory)")
         }
         let slice = Duration.milliseconds(Int64(sliceSeconds * 1000))
+        let baseName = pairedModel.map { "model \($0)" } ?? "direct ONNX Runtime"
         var csv = "mode,concurrency,direct_concurrency,served_per_second,direct_per_second,ratio_median,ratio_mean,ratio_ci95,pairs,errors,served_p50_us,served_p99_us\n"
-        print("model \(model), batch \(batchSize), \(pairs) pairs of \(sliceSeconds)s slices per point, served against direct ONNX Runtime")
+        print("model \(model), batch \(batchSize), \(pairs) pairs of \(sliceSeconds)s slices per point, served against \(baseName)")
         for mode in selected where mode.overNetwork {
+            var baseRequest = request
+            if let pairedModel { baseRequest.modelName = pairedModel }
+            let base = try direct ?? blockingWorker(mode, request: baseRequest, placed: nil)
+            guard let base else { throw ValidationError("\(mode.rawValue) has no network worker") }
             let points = try concurrencies()
             let placed = sharedMemory == .system
                 ? try await PerfSharedMemory.setUp(mode: mode, command: self, request: request, slots: points.max() ?? 1) : nil
@@ -189,15 +204,15 @@ struct PerfCommand: AsyncParsableCommand {
                     throw ValidationError("\(mode.rawValue) has no network worker")
                 }
                 for concurrency in points {
-                    let k = min(concurrency, instances)
+                    let k = direct == nil ? concurrency : min(concurrency, instances)
                     let result = try PairedRun.run(
-                        servedWorkers: concurrency, directWorkers: k, slice: slice, pairs: pairs, warmup: warmup, served: served, direct: direct)
+                        servedWorkers: concurrency, directWorkers: k, slice: slice, pairs: pairs, warmup: warmup, served: served, direct: base)
                     let (mean, half) = result.meanRatio
                     print(String(
-                        format: "%@ c=%-3d served %8.1f/s (p50 %llu us, p99 %llu us)  direct(%d) %8.1f/s  ratio median %.3f  mean %.3f ± %.3f (95%% CI, %d pairs)  errors %d",
+                        format: "%@ c=%-3d served %8.1f/s (p50 %llu us, p99 %llu us)  %@(%d) %8.1f/s  ratio median %.3f  mean %.3f ± %.3f (95%% CI, %d pairs)  errors %d",
                         mode.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, concurrency, result.served,
-                        result.servedLatency.valueAtPercentile(50), result.servedLatency.valueAtPercentile(99), k,
-                        result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors))
+                        result.servedLatency.valueAtPercentile(50), result.servedLatency.valueAtPercentile(99), (pairedModel ?? "direct") as NSString,
+                        k, result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors))
                     if let error = result.firstError { print("  first error: \(error)") }
                     csv += String(
                         format: "%@,%d,%d,%.2f,%.2f,%.4f,%.4f,%.4f,%d,%d,%llu,%llu\n", mode.rawValue as NSString, concurrency, k, result.served,
@@ -288,7 +303,7 @@ struct PerfCommand: AsyncParsableCommand {
                 return (Array(body.readableBytesView), headers)
             }
             let (bytes, headers) = try encode(request, [:])
-            let path = "/v2/models/\(model)/infer"
+            let path = "/v2/models/\(request.modelName)/infer"
             let port = httpPort
             return {
                 let (bytes, headers) = try placed.map { try encode($0.request(slot: slots.next()), $0.inputs) } ?? (bytes, headers)
