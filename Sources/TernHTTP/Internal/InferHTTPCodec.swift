@@ -133,7 +133,10 @@ enum InferHTTPCodec {
         let binaryBytes = response.outputs.reduce(0) { binary.isBinary($1.name) ? $0 + $1.data.count : $0 }
         // Room for the whole answer at once: growing the buffer copies it.
         let jsonEstimate = 128 + response.modelName.utf8.count + response.id.utf8.count + 64 * response.parameters.count
-            + response.outputs.reduce(0) { $0 + 96 + $1.name.utf8.count + (binary.isBinary($1.name) ? 0 : 16 * $1.elementCount) }
+            + response.outputs.reduce(0) { total, tensor in
+                let inline = binary.isBinary(tensor.name) || binary.sharedMemory[tensor.name] != nil ? 0 : 16 * tensor.elementCount
+                return total + 96 + tensor.name.utf8.count + inline
+            }
         var json = JSONWriter(buffer: allocator.buffer(capacity: jsonEstimate + binaryBytes))
         var anyBinary = false
         json.beginObject()
