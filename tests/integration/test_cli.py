@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import numpy as np
+import requests
 from sklearn.datasets import load_digits
 
 from conftest import ROOT
@@ -105,3 +106,37 @@ def test_tern_perf_multiplexes_grpc_calls_and_replays_a_rate_schedule(server, tm
                    capture_output=True, text=True, check=True)
     (row,) = [line.split(",") for line in csv.read_text().splitlines()[1:]]
     assert int(row[9]) == 0 and 70 <= float(row[3]) <= 82, row
+
+
+def test_tern_perf_through_system_shared_memory(server, tmp_path):
+    """Inputs and outputs travel through shared memory on every wire (gRPC at 6 also over the
+    multiplexed connections); the regions are unregistered and removed afterwards."""
+    csv = tmp_path / "shm.csv"
+    common = [BINARY, "perf", "-m", "add_sub", "--host", "127.0.0.1", "--http-port", str(server.http_port),
+              "--grpc-port", str(server.grpc_port), "--shared-memory", "system", "--warmup-seconds", "0.1",
+              "--measurement-seconds", "0.4"]
+    subprocess.run([*common, "--protocol", "http-binary", "--protocol", "http-json", "--protocol", "grpc",
+                    "--concurrency-range", "1:6:5", "--csv", str(csv)], capture_output=True, text=True, check=True, timeout=120)
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    assert {(r[0], int(r[1])) for r in rows} == {(m, c) for m in ("http-binary", "http-json", "grpc") for c in (1, 6)}
+    for row in rows:
+        assert float(row[3]) > 0 and int(row[9]) == 0, row
+    # Outputs really go to the region: one too small for add_sub's 64-byte outputs is refused.
+    out = subprocess.run([*common, "--protocol", "grpc", "--output-shared-memory-size", "32"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "should be at least 64 bytes" in out
+    assert [k for k in os.listdir("/dev/shm") if k.startswith("tern-perf-")] == []
+    assert requests.get(f"{server.http_url}/v2/systemsharedmemory/status").json() == []
+
+
+def test_tern_perf_paired_runs(server, tmp_path):
+    for option in (["--paired-with-direct", "--model-repository", server.repo], ["--paired-with-model", "add_sub"]):
+        csv = tmp_path / "paired.csv"
+        subprocess.run([BINARY, "perf", "-m", "add_sub", "--protocol", "http-binary", "--host", "127.0.0.1",
+                        "--http-port", str(server.http_port), *option, "--pairs", "3", "--slice-seconds", "0.2",
+                        "--warmup-seconds", "0.1", "--concurrency-range", "2", "--csv", str(csv)],
+                       capture_output=True, text=True, check=True, timeout=120)
+        (row,) = [dict(zip(csv.read_text().splitlines()[0].split(","), line.split(","))) for line in csv.read_text().splitlines()[1:]]
+        assert int(row["pairs"]) == 3 and int(row["errors"]) == 0, row
+        assert float(row["served_per_second"]) > 0 and float(row["direct_per_second"]) > 0, row
+        assert 0 < float(row["ratio_mean"]) and int(row["served_p50_us"]) <= int(row["served_p99_us"]), row
