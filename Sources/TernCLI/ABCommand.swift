@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import NIOHTTP1
 import TernExperiments
 
@@ -7,7 +8,7 @@ import TernExperiments
 struct ABCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ab", abstract: "Create, watch, stop and promote A/B experiments and canaries on a running server.",
-        subcommands: [Create.self, List.self, Status.self, Stop.self, Promote.self, Report.self, Feedback.self, Delete.self])
+        subcommands: [Create.self, List.self, Status.self, Stop.self, Promote.self, Report.self, Feedback.self, Delete.self, StoreBench.self])
 
     typealias Server = ModelCommand.Server
 
@@ -121,6 +122,51 @@ struct ABCommand: AsyncParsableCommand {
         func run() async throws {
             _ = try await server.call(.DELETE, "/v2/experiments/\(name)")
             print("deleted \(name)")
+        }
+    }
+
+    /// What recording costs per request, without a server: records taken by an
+    /// `ExperimentRecorder` on this thread (the request path's share) and written by
+    /// `ExperimentStore.insert` in the writer's batches (the writer thread's share), into a fresh
+    /// SQLite file.
+    struct StoreBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "store-bench", abstract: "Measure the metrics store's cost per record (request path and writer), in a temporary database.")
+        @Option(help: "Records to write.") var records = 400_000
+        @Option(help: "Records per transaction (the writer's flush).") var batch = 1600
+        @Flag(name: .customLong("random-ids"), help: "Give every record a client-style random id instead of a generated one.") var randomIDs = false
+
+        func run() throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-store-bench-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let store = try ExperimentStore(path: directory.appendingPathComponent("ab.sqlite").path)
+            let all = (0..<records).map { i in
+                var record = ExperimentRecord(
+                    time: Date().timeIntervalSince1970, experiment: "bench_ab", variant: i % 2 == 0 ? "a" : "b",
+                    requestID: randomIDs ? UUID().uuidString : ExperimentRecorder.generatedRequestID(), latencyUs: Int64(100 + i % 50),
+                    confidence: 0.9)
+                record.predictedInteger = Int64(i % 10)
+                return record
+            }
+            // The request path's share: queueing records (the writer is kept out of the way).
+            let recorder = ExperimentRecorder(store: store, capacity: records + 1, flushInterval: .seconds(3600), logger: .init(label: "bench"))
+            let clock = ContinuousClock()
+            let queued = clock.measure { for record in all { recorder.record(record) } }
+            recorder.shutdown()
+            let written = try store.requestCount()
+            // The writer's share: batches into a fresh table.
+            let store2 = try ExperimentStore(path: directory.appendingPathComponent("ab2.sqlite").path)
+            let writing = try clock.measure {
+                var start = 0
+                while start < all.count {
+                    try store2.insert(Array(all[start..<min(start + batch, all.count)]))
+                    start += batch
+                }
+            }
+            func perRecord(_ d: Duration) -> Double { Double(d.components.seconds) * 1e6 / Double(records) + Double(d.components.attoseconds) / 1e12 / Double(records) }
+            print(String(format: "records %d (%@ ids), batch %d", records, randomIDs ? "random" : "generated", batch))
+            print(String(format: "queue (request path): %.3f µs/record; written at shutdown: %d", perRecord(queued), written))
+            print(String(format: "insert (writer):      %.3f µs/record", perRecord(writing)))
         }
     }
 

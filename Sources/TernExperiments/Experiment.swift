@@ -56,6 +56,9 @@ public final class Experiment: VirtualModel {
     /// The response parameters naming the experiment and each variant, built once (a dictionary
     /// built per response cost more than the rest of the routing).
     private let responseLabels: [[String: InferParameter]]
+    /// Each variant's name, model and version, by index (read without copying a VariantSpec).
+    private let variantNames: [String]
+    private let targets: [(model: String, version: Int64?)]
 
     init(spec: ExperimentSpec, state: ExperimentState, recorder: ExperimentRecorder, shadows: ShadowRunner?, logger: Logger) {
         self.spec = spec
@@ -67,6 +70,8 @@ public final class Experiment: VirtualModel {
         served = spec.variants.indices.filter { !spec.variants[$0].shadow }
         shadowVariants = spec.variants.indices.filter { spec.variants[$0].shadow }
         responseLabels = spec.variants.map { ["tern.experiment": .string(spec.name), "tern.variant": .string($0.name)] }
+        variantNames = spec.variants.map(\.name)
+        targets = spec.variants.map { ($0.model, $0.version) }
         let window = (spec.guardrails ?? GuardrailSpec()).latencyWindow
         tallies = Mutex(spec.variants.map { _ in VariantTally(window: window) })
     }
@@ -172,8 +177,7 @@ public final class Experiment: VirtualModel {
         let generatedID = request.id.isEmpty
         if generatedID { forwarded.id = RequestIDs.next() }
         let (variant, subject, running) = assign(forwarded)
-        forwarded.modelName = spec.variants[variant].model
-        forwarded.modelVersion = spec.variants[variant].version
+        (forwarded.modelName, forwarded.modelVersion) = targets[variant]
         let mirror = running && !shadowVariants.isEmpty && shadows != nil
         return Routed(request: forwarded, variant: variant, subject: subject, generatedID: generatedID, mirror: mirror, started: started)
     }
@@ -186,8 +190,7 @@ public final class Experiment: VirtualModel {
         if routed.mirror, let mirror = shadows {
             for shadow in shadowVariants {
                 var copy = routed.request
-                copy.modelName = spec.variants[shadow].model
-                copy.modelVersion = spec.variants[shadow].version
+                (copy.modelName, copy.modelVersion) = targets[shadow]
                 counters[shadow].increment()
                 let (requestID, subject) = (routed.request.id, routed.subject)
                 mirror.submit(copy) { [self] result, elapsed in
@@ -234,7 +237,7 @@ public final class Experiment: VirtualModel {
         _ result: Result<InferenceResponse, TernError>, variant: Int, requestID: String, subject: String?, latency: Duration, shadow: Bool
     ) {
         var entry = ExperimentRecord(
-            time: Date().timeIntervalSince1970, experiment: spec.name, variant: spec.variants[variant].name, requestID: requestID, subject: subject,
+            time: Date().timeIntervalSince1970, experiment: spec.name, variant: variantNames[variant], requestID: requestID, subject: subject,
             latencyUs: Int64(latency.nanoseconds / 1000), shadow: shadow)
         switch result {
         case .success(let response):
@@ -268,17 +271,17 @@ enum OutputReading {
         let probabilities = confidenceOutput.flatMap { response.output(named: $0) }
             ?? response.outputs.first { ($0.dataType == .fp32 || $0.dataType == .fp64) && ($0.shape.last ?? 1) > 1 }
         var confidence: Double?
-        var argmax: [Int] = []
+        var argmax: (first: Int, rest: [Int])?
         if let probabilities, let width = probabilities.shape.last.map(Int.init), width > 0 {
-            let rowMaxima: [(Double, Int)]?
+            let scanned: (sum: Double, first: Int, rest: [Int])?
             switch probabilities.dataType {
-            case .fp32: rowMaxima = maxima(probabilities.data, width: width, as: Float.self)
-            case .fp64: rowMaxima = maxima(probabilities.data, width: width, as: Double.self)
-            default: rowMaxima = nil
+            case .fp32: scanned = maxima(probabilities.data, width: width, as: Float.self)
+            case .fp64: scanned = maxima(probabilities.data, width: width, as: Double.self)
+            default: scanned = nil
             }
-            if let rowMaxima, !rowMaxima.isEmpty {
-                confidence = rowMaxima.reduce(0) { $0 + $1.0 } / Double(rowMaxima.count)
-                argmax = rowMaxima.map(\.1)
+            if let scanned {
+                confidence = scanned.sum / Double(1 + scanned.rest.count)
+                argmax = (scanned.first, scanned.rest)
             }
         }
         let predicted = predictionOutput.flatMap { response.output(named: $0) }
@@ -287,8 +290,9 @@ enum OutputReading {
             if predicted.elementCount == 1, let value = integer(predicted) { return (confidence, .integer(value)) }
             if let text = strings(predicted) { return (confidence, .text(text.joined(separator: ","))) }
         }
-        if argmax.isEmpty { return (confidence, nil) }
-        return (confidence, argmax.count == 1 ? .integer(Int64(argmax[0])) : .text(argmax.map(String.init).joined(separator: ",")))
+        guard let argmax else { return (confidence, nil) }
+        if argmax.rest.isEmpty { return (confidence, .integer(Int64(argmax.first))) }
+        return (confidence, .text(([argmax.first] + argmax.rest).map(String.init).joined(separator: ",")))
     }
 
     /// Integer and string outputs hold labels.
@@ -318,22 +322,34 @@ enum OutputReading {
         }
     }
 
-    /// The largest value of each row and its index, read in place.
-    static func maxima<T: BinaryFloatingPoint>(_ data: Data, width: Int, as type: T.Type) -> [(Double, Int)] {
+    /// The sum of the rows' largest values, and the index of each row's largest value (the first
+    /// row's apart: one row, the usual case, needs no array). Read in place; nil when there is
+    /// not one full row.
+    static func maxima<T: BinaryFloatingPoint>(_ data: Data, width: Int, as type: T.Type) -> (sum: Double, first: Int, rest: [Int])? {
         data.withUnsafeBytes { raw in
-            let count = raw.count / MemoryLayout<T>.stride
-            guard count >= width else { return [] }
-            var out: [(Double, Int)] = []
-            out.reserveCapacity(count / width)
-            for row in 0..<(count / width) {
-                var best = raw.loadUnaligned(fromByteOffset: row * width * MemoryLayout<T>.stride, as: T.self), index = 0
+            let stride = MemoryLayout<T>.stride
+            let rows = raw.count / stride / width
+            guard rows > 0 else { return nil }
+            func row(_ row: Int) -> (Double, Int) {
+                var best = raw.loadUnaligned(fromByteOffset: row * width * stride, as: T.self), index = 0
                 for column in 1..<max(width, 1) {
-                    let value = raw.loadUnaligned(fromByteOffset: (row * width + column) * MemoryLayout<T>.stride, as: T.self)
+                    let value = raw.loadUnaligned(fromByteOffset: (row * width + column) * stride, as: T.self)
                     if value > best { (best, index) = (value, column) }
                 }
-                out.append((Double(best), index))
+                return (Double(best), index)
             }
-            return out
+            let (firstBest, first) = row(0)
+            var sum = firstBest
+            var rest: [Int] = []
+            if rows > 1 {
+                rest.reserveCapacity(rows - 1)
+                for index in 1..<rows {
+                    let (best, column) = row(index)
+                    sum += best
+                    rest.append(column)
+                }
+            }
+            return (sum, first, rest)
         }
     }
 
@@ -356,6 +372,11 @@ enum OutputReading {
 /// Ids for requests that came without one: "tern-", a random 64-bit prefix drawn once per process,
 /// "-", and a counter, in fixed-width hex — unique across restarts, far cheaper than a UUID, and
 /// increasing within a process, so that the store's request-id index grows at its end.
+extension ExperimentRecorder {
+    /// An id of the kind an experiment gives requests that came without one.
+    public static func generatedRequestID() -> String { RequestIDs.next() }
+}
+
 enum RequestIDs {
     private static let prefix = UInt64.random(in: 0...UInt64.max)
     private static let counter = Atomic<UInt64>(0)
@@ -385,3 +406,4 @@ enum RequestIDs {
         }
     }
 }
+

@@ -14,6 +14,8 @@ public final class ExperimentRecorder: Sendable {
     public let capacity: Int
     public let flushInterval: Duration
     private let buffer: Mutex<[ExperimentRecord]>
+    /// The buffer being written (held by one flush at a time).
+    private let spare = Mutex<[ExperimentRecord]>([])
     private let wake = DispatchSemaphore(value: 0)
     private let stopping = Atomic(false)
     private let finished = DispatchSemaphore(value: 0)
@@ -54,17 +56,19 @@ public final class ExperimentRecorder: Sendable {
 
     /// Writes what is buffered now, on the caller's thread.
     public func flush() {
-        let batch = buffer.withLock { buffer -> [ExperimentRecord] in
-            defer { buffer.removeAll(keepingCapacity: true) }
-            return buffer
-        }
-        guard !batch.isEmpty else { return }
-        do {
-            try store.insert(batch)
-        } catch {
-            droppedCount.add(batch.count, ordering: .relaxed)
-            dropped.increment(by: batch.count)
-            logger.error("cannot write experiment records", metadata: ["records": .stringConvertible(batch.count), "error": .string("\(error)")])
+        // Double buffering: the full buffer is swapped with the emptied one of the last flush, so
+        // neither is reallocated (emptying a buffer that a batch still shares would copy it).
+        spare.withLock { batch in
+            buffer.withLock { swap(&batch, &$0) }
+            defer { batch.removeAll(keepingCapacity: true) }
+            guard !batch.isEmpty else { return }
+            do {
+                try store.insert(batch)
+            } catch {
+                droppedCount.add(batch.count, ordering: .relaxed)
+                dropped.increment(by: batch.count)
+                logger.error("cannot write experiment records", metadata: ["records": .stringConvertible(batch.count), "error": .string("\(error)")])
+            }
         }
     }
 

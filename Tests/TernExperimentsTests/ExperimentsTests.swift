@@ -223,6 +223,93 @@ import TernCore
     }
 }
 
+extension StoreTests {
+    @Test func textsAreStoredExactlyEmptyIsNotNull() throws {
+        let store = try ExperimentStore(path: nil)
+        var records = [
+            ExperimentRecord(time: 1, experiment: "é-experiment", variant: "", requestID: "ü/1", subject: "", latencyUs: 5, prediction: "a,b", error: nil),
+            ExperimentRecord(time: 2, experiment: "é-experiment", variant: "b", requestID: String(repeating: "x", count: 300), subject: nil, latencyUs: 6,
+                             prediction: nil, error: "model 'm' failed: \"boom\""),
+        ]
+        records[1].predictedInteger = -7
+        try store.insert(records)
+        let rows = try store.database.read { db in try Row.fetchAll(db, sql: "SELECT * FROM ab_requests ORDER BY id") }
+        #expect(rows.count == 2)
+        #expect(rows[0]["experiment"] as String? == "é-experiment" && rows[0]["variant"] as String? == "")
+        #expect(rows[0]["request_id"] as String? == "ü/1" && rows[0]["subject"] as String? == "" && rows[0]["prediction"] as String? == "a,b")
+        #expect(rows[0]["error"] as String? == nil)
+        #expect(rows[1]["request_id"] as String? == String(repeating: "x", count: 300) && rows[1]["subject"] as String? == nil)
+        #expect(rows[1]["prediction"] as String? == "-7" && rows[1]["error"] as String? == "model 'm' failed: \"boom\"")
+    }
+
+    /// Several statements of 32 rows and one of the rest: every record lands once, in order.
+    @Test func batchesBeyondOneStatementKeepEveryRecord() throws {
+        let store = try ExperimentStore(path: nil)
+        let count = ExperimentStore.rowsPerStatement * 2 + 7
+        let records = (0..<count).map { i in
+            var record = ExperimentRecord(
+                time: Double(i), experiment: "e", variant: i % 3 == 0 ? "a" : "b", requestID: "r\(i)", subject: i % 2 == 0 ? "s\(i)" : nil,
+                latencyUs: Int64(i), confidence: i % 5 == 0 ? nil : Double(i) / 100, prediction: i % 4 == 0 ? "p\(i)" : nil,
+                error: i % 7 == 0 ? "e\(i)" : nil, shadow: i % 11 == 0)
+            if i % 4 == 1 { record.predictedInteger = Int64(i) }
+            return record
+        }
+        try store.insert(records)
+        let rows = try store.database.read { db in try Row.fetchAll(db, sql: "SELECT * FROM ab_requests ORDER BY id") }
+        #expect(rows.count == count)
+        for (i, row) in rows.enumerated() {
+            let r = records[i]
+            #expect(row["time"] as Double == r.time && row["request_id"] as String == r.requestID && row["variant"] as String == r.variant)
+            #expect(row["subject"] as String? == r.subject && row["latency_us"] as Int64 == r.latencyUs && row["confidence"] as Double? == r.confidence)
+            #expect(row["prediction"] as String? == (r.predictedInteger.map(String.init) ?? r.prediction))
+            #expect(row["error"] as String? == r.error && row["shadow"] as Bool == r.shadow)
+        }
+    }
+
+    /// A database written by the first schema (AUTOINCREMENT ids) keeps its records and their
+    /// ids, and goes on numbering after them.
+    @Test func migratesTheFirstSchemaKeepingRecords() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("ab.sqlite").path
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        do {
+            let old = try DatabaseQueue(path: path)
+            try old.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                    INSERT INTO grdb_migrations VALUES ('experiments_v1');
+                    CREATE TABLE ab_requests (id INTEGER PRIMARY KEY AUTOINCREMENT, time DOUBLE NOT NULL, experiment TEXT NOT NULL,
+                        variant TEXT NOT NULL, request_id TEXT NOT NULL, subject TEXT, latency_us INTEGER NOT NULL, confidence DOUBLE,
+                        prediction TEXT, error TEXT, shadow BOOLEAN NOT NULL);
+                    CREATE INDEX ab_requests_by_request ON ab_requests(request_id);
+                    CREATE TABLE ab_feedback (request_id TEXT PRIMARY KEY NOT NULL, label TEXT NOT NULL, time DOUBLE NOT NULL);
+                    CREATE TABLE ab_experiments (name TEXT PRIMARY KEY NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL, source TEXT NOT NULL,
+                        created DOUBLE NOT NULL, updated DOUBLE NOT NULL);
+                    CREATE TABLE ab_events (id INTEGER PRIMARY KEY AUTOINCREMENT, time DOUBLE NOT NULL, experiment TEXT NOT NULL, kind TEXT NOT NULL,
+                        detail TEXT NOT NULL);
+                    INSERT INTO ab_requests (id, time, experiment, variant, request_id, latency_us, prediction, shadow) VALUES
+                        (7, 1, 'e', 'a', 'r7', 100, '1', 0), (9, 2, 'e', 'b', 'r9', 200, '2', 0);
+                    INSERT INTO ab_feedback VALUES ('r9', '2', 3);
+                    """)
+            }
+        }
+        let store = try ExperimentStore(path: path)
+        try store.insert([ExperimentRecord(time: 3, experiment: "e", variant: "a", requestID: "r10", latencyUs: 300)])
+        let (ids, schema) = try store.database.read { db in
+            (try Int64.fetchAll(db, sql: "SELECT id FROM ab_requests ORDER BY id"),
+             try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'ab_requests'") ?? "")
+        }
+        #expect(ids == [7, 9, 10])
+        #expect(!schema.uppercased().contains("AUTOINCREMENT"))
+        #expect(try store.labelledCounts(experiment: "e")["b"]! == (1, 1))
+        let usesIndex = try store.database.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT id FROM ab_requests WHERE request_id = 'r9'").map { $0["detail"] as String? ?? "" }
+        }
+        #expect(usesIndex.contains { $0.contains("ab_requests_by_request") })
+    }
+}
+
 @Suite struct RequestIDTests {
     @Test func generatedIdsAreFixedWidthAndIncreasing() {
         let ids = [1, 2, 15, 16, 255, 4096, 1 << 40].map { RequestIDs.format(UInt64($0)) }

@@ -415,3 +415,15 @@ def test_cli_and_html_report_in_headless_chromium(server, tmp_path):
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1200,900",
                     f"file://{page}"], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_store_bench_measures_both_shares_of_a_record():
+    """`tern ab store-bench` writes every record (queued ones at shutdown, batches of a size that
+    leaves a partial INSERT statement) and prints the cost per record of each side."""
+    for ids in ([], ["--random-ids"]):
+        out = subprocess.run([BINARY, "ab", "store-bench", "--records", "5000", "--batch", "700", *ids],
+                             capture_output=True, text=True, check=True, timeout=120).stdout
+        assert "written at shutdown: 5000" in out, out
+        lines = {line.split(":")[0].strip(): line for line in out.splitlines()}
+        for key in ("queue (request path)", "insert (writer)"):
+            assert float(lines[key].split(":")[1].split("µs")[0]) > 0, out

@@ -141,21 +141,11 @@ enum InferHTTPCodec {
         var anyBinary = false
         json.beginObject()
         json.key("model_name"); json.string(response.modelName)
-        json.key("model_version"); json.string(String(response.modelVersion))
+        json.key("model_version"); json.quotedInteger(response.modelVersion)
         if !response.id.isEmpty { json.key("id"); json.string(response.id) }
         if !response.parameters.isEmpty {
-            json.key("parameters"); json.beginObject()
-            for (key, value) in response.parameters.sorted(by: { $0.key < $1.key }) {
-                json.key(key)
-                switch value {
-                case .bool(let v): json.bool(v)
-                case .int64(let v): json.integer(v)
-                case .uint64(let v): json.integer(v)
-                case .double(let v): json.number(v)
-                case .string(let v): json.string(v)
-                }
-            }
-            json.endObject()
+            json.key("parameters")
+            writeParameters(response.parameters, into: &json)
         }
         json.key("outputs"); json.beginArray()
         for tensor in response.outputs {
@@ -185,6 +175,46 @@ enum InferHTTPCodec {
         guard anyBinary else { return (buffer, nil) }
         for tensor in response.outputs where binary.isBinary(tensor.name) { buffer.writeData(tensor.data) }
         return (buffer, jsonLength)
+    }
+
+    /// Parameters as a JSON object, keys in order. Responses carry a few: they are picked in
+    /// order by repeated scans rather than sorted into an array made per response.
+    static func writeParameters(_ parameters: [String: InferParameter], into json: inout JSONWriter) {
+        func write(_ key: String, _ value: InferParameter) {
+            json.dynamicKey(key)
+            switch value {
+            case .bool(let v): json.bool(v)
+            case .int64(let v): json.integer(v)
+            case .uint64(let v): json.integer(v)
+            case .double(let v): json.number(v)
+            case .string(let v): json.string(v)
+            }
+        }
+        json.beginObject()
+        if parameters.count == 2 {
+            // An experiment's two labels: one comparison.
+            let first = parameters.startIndex, second = parameters.index(after: first)
+            let (a, b) = parameters[first].key < parameters[second].key ? (first, second) : (second, first)
+            write(parameters[a].key, parameters[a].value)
+            write(parameters[b].key, parameters[b].value)
+        } else if parameters.count > 8 {
+            for (key, value) in parameters.sorted(by: { $0.key < $1.key }) { write(key, value) }
+        } else {
+            var last: String?
+            for _ in 0..<parameters.count {
+                var next: Dictionary<String, InferParameter>.Index?
+                for index in parameters.indices {
+                    let key = parameters[index].key
+                    if let last, key <= last { continue }
+                    if let next, parameters[next].key <= key { continue }
+                    next = index
+                }
+                guard let next else { break }
+                write(parameters[next].key, parameters[next].value)
+                last = parameters[next].key
+            }
+        }
+        json.endObject()
     }
 
     /// A tensor's elements as a flat JSON array.
