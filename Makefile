@@ -25,10 +25,11 @@ setup: system-deps python-deps models
 system-deps:
 	@test -f /usr/include/sqlite3.h || { $$(command -v sudo) apt-get update -q && $$(command -v sudo) apt-get install -y -q libsqlite3-dev; }
 
-# Only the tests need these: openssl (test certificates) and Chromium (renders the experiment report).
+# Only the tests need these: openssl (test certificates), Chromium (renders the experiment report)
+# and protoc (compiles Protos/experiments.proto for the Python gRPC client of the experiments API).
 test-system-deps:
-	@command -v openssl >/dev/null && command -v chromium >/dev/null \
-		|| { $$(command -v sudo) apt-get update -q && DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -q openssl chromium; }
+	@command -v openssl >/dev/null && command -v chromium >/dev/null && command -v protoc >/dev/null \
+		|| { $$(command -v sudo) apt-get update -q && DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -q openssl chromium protobuf-compiler; }
 
 python-deps:
 	@$(PYTHON) -c "import onnxruntime, tritonclient.http, tritonclient.grpc, sklearn, skl2onnx, onnx, pytest, scipy, mmh3" 2>/dev/null \

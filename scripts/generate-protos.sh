@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the Swift code for Protos/*.proto and writes it under Sources/*/Generated/ (messages,
-# and the gRPC client used by `tern infer`/`tern perf`; the server is Tern's own, on SwiftNIO HTTP/2).
+# and the gRPC client used by `tern infer`/`tern perf`; the servers are Tern's own, on SwiftNIO HTTP/2).
 # The generated files are committed, so a normal build never runs this: run it after editing a
 # .proto. It needs Debian's `protoc` and builds the two protoc plugins from the pinned packages in
 # Tools/ (a few minutes the first time).
@@ -25,7 +25,8 @@ MAP
 
 core_out=Sources/TernCore/Generated
 grpc_out=Sources/TernGRPC/Generated
-mkdir -p "$core_out" "$grpc_out"
+cli_out=Sources/TernCLI/Generated
+mkdir -p "$core_out" "$grpc_out" "$cli_out"
 
 protoc -I Protos \
   --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
@@ -40,4 +41,10 @@ protoc -I Protos \
   --grpc-swift-2_opt=Visibility=Internal,Server=false,Client=true,ProtoPathModuleMappings="$mapping" \
   grpc_service.proto
 
-echo "generated:"; ls -1 "$core_out" "$grpc_out"
+# The experiments service's messages (the service itself is served by TernCLI on Tern's gRPC server).
+protoc -I Protos \
+  --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
+  --swift_out="$cli_out" --swift_opt=Visibility=Internal \
+  experiments.proto
+
+echo "generated:"; ls -1 "$core_out" "$grpc_out" "$cli_out"

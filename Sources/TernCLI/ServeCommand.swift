@@ -247,7 +247,8 @@ struct ServeCommand: AsyncParsableCommand {
             logger.info("metrics endpoint listening", metadata: ["port": .stringConvertible(port)])
         }
         let grpc = try GRPCFrontend.server(
-            engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, headerForwardPattern: grpcHeaderForwardPattern, logger: logger)
+            engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, headerForwardPattern: grpcHeaderForwardPattern,
+            extensions: [ExperimentGRPC.service(experiments)], logger: logger)
         let readyLogger = ReadyAnnouncer(grpc: grpc, started: started, logger: logger)
         let poller = RepositoryPoller(engine: engine)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

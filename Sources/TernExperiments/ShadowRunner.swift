@@ -12,6 +12,11 @@ import Glibc
 /// shadow variant only uses CPU the served requests leave idle. Copies wait in a bounded queue;
 /// when it is full, new copies are dropped and counted (`tern_ab_shadow_dropped_total`) —
 /// mirroring never slows or queues the served traffic.
+///
+/// Waking a sleeping thread is a system call (and an interrupt to another core) on the served
+/// request's path, so while copies keep coming the thread is not woken: it looks at the queue
+/// every `pollInterval` by itself. After `idleAfter` without copies it sleeps until the next copy
+/// wakes it (one wake-up per idle period, no timer ticks on an idle device).
 final class ShadowRunner: Sendable {
     struct Job: Sendable {
         var request: InferenceRequest
@@ -20,14 +25,20 @@ final class ShadowRunner: Sendable {
 
     private let engine: InferenceServer
     private let capacity: Int
-    private let queue = Mutex<[Job]>([])
+    private let pollInterval: Duration
+    private let idleAfter: Duration
+    /// The copies, and whether the thread sleeps until woken.
+    private let queue = Mutex<(jobs: [Job], asleep: Bool)>(([], false))
     private let ready = DispatchSemaphore(value: 0)
     private let dropped = Counter(label: "tern_ab_shadow_dropped_total")
     private let stopping = Atomic(false)
+    private let wakeUps = Atomic(0)
 
-    init(engine: InferenceServer, capacity: Int = 1024) {
+    init(engine: InferenceServer, capacity: Int = 1024, pollInterval: Duration = .milliseconds(1), idleAfter: Duration = .milliseconds(200)) {
         self.engine = engine
         self.capacity = max(capacity, 1)
+        self.pollInterval = pollInterval
+        self.idleAfter = idleAfter
         let thread = Thread { [self] in run() }
         thread.name = "tern-ab-shadow"
         thread.start()
@@ -36,14 +47,23 @@ final class ShadowRunner: Sendable {
     /// Queues a copy; false (and counted) when the queue is full.
     @discardableResult
     func submit(_ request: InferenceRequest, completion: @escaping @Sendable (Result<InferenceResponse, TernError>, Duration) -> Void) -> Bool {
-        let accepted = queue.withLock { jobs in
-            guard jobs.count < capacity else { return false }
-            jobs.append(Job(request: request, completion: completion))
-            return true
+        let (accepted, wake) = queue.withLock { state -> (Bool, Bool) in
+            guard state.jobs.count < capacity else { return (false, false) }
+            state.jobs.append(Job(request: request, completion: completion))
+            defer { state.asleep = false }
+            return (true, state.asleep)
         }
-        if accepted { ready.signal() } else { dropped.increment() }
+        if wake {
+            wakeUps.add(1, ordering: .relaxed)
+            ready.signal()
+        } else if !accepted {
+            dropped.increment()
+        }
         return accepted
     }
+
+    /// How many copies had to wake the thread (tests).
+    var wakeUpCount: Int { wakeUps.load(ordering: .relaxed) }
 
     func stop() {
         stopping.store(true, ordering: .relaxed)
@@ -57,10 +77,22 @@ final class ShadowRunner: Sendable {
         parameters.sched_priority = 0
         _ = pthread_setschedparam(pthread_self(), 5, &parameters)
         #endif
-        while true {
-            ready.wait()
-            if stopping.load(ordering: .relaxed) { return }
-            guard let job = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+        var lastJob = ContinuousClock.now
+        while !stopping.load(ordering: .relaxed) {
+            let (job, asleep) = queue.withLock { state -> (Job?, Bool) in
+                if !state.jobs.isEmpty { return (state.jobs.removeFirst(), false) }
+                // Nothing for a while: sleep until a copy wakes the thread.
+                if ContinuousClock.now - lastJob >= idleAfter { state.asleep = true }
+                return (nil, state.asleep)
+            }
+            guard let job else {
+                if asleep {
+                    ready.wait()
+                } else {
+                    _ = ready.wait(timeout: .now() + .nanoseconds(Int(pollInterval.nanoseconds)))
+                }
+                continue
+            }
             // One at a time, on this thread when the model can run it at once (a fast model with a
             // free instance), so the work runs at this thread's priority.
             let done = DispatchSemaphore(value: 0)
@@ -70,6 +102,7 @@ final class ShadowRunner: Sendable {
                 done.signal()
             }
             done.wait()
+            lastJob = ContinuousClock.now
         }
     }
 }

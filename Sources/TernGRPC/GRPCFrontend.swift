@@ -11,11 +11,19 @@ public enum GRPCFrontend {
 
     /// Metadata keys whose whole name matches `headerForwardPattern` (a regular expression, as
     /// Triton's `--grpc-header-forward-pattern`) reach the model as request parameters.
+    /// `extensions` are further services served on the same port (their names must differ from
+    /// the KServe service's).
     public static func server(
         engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize, headerForwardPattern: String? = nil,
-        logger: Logger
+        extensions: [GRPCExtensionService] = [], logger: Logger
     ) throws -> GRPCServerService {
         var dispatcher = KServeGRPCDispatcher(server: engine)
+        for service in extensions {
+            guard "/\(service.name)/" != KServeGRPCDispatcher.servicePrefix, dispatcher.extensions["/\(service.name)/"] == nil else {
+                throw TernError.invalidArgument("gRPC service '\(service.name)' is served already")
+            }
+            dispatcher.extensions["/\(service.name)/"] = service
+        }
         if let headerForwardPattern {
             do {
                 dispatcher.headerForwardPattern = try NSRegularExpression(pattern: headerForwardPattern, options: [.caseInsensitive])

@@ -1,7 +1,9 @@
 import Foundation
 import GRDB
 import Logging
+import Synchronization
 import Testing
+import TernTesting
 import TernCore
 @testable import TernExperiments
 
@@ -340,5 +342,47 @@ extension StoreTests {
         let huge = Tensor(name: "label", dataType: .uint64, shape: [1], data: [UInt64.max].withUnsafeBytes { Data($0) })
         #expect(OutputReading.read(InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: [huge]), confidenceOutput: nil, predictionOutput: nil).1 == .text(String(UInt64.max)))
         #expect(OutputReading.read(InferenceResponse(modelName: "m", modelVersion: 1, id: "x", outputs: []), confidenceOutput: nil, predictionOutput: nil) == (nil, nil))
+    }
+}
+
+/// Shadow copies run on their own thread, which a steady stream of copies does not have to wake
+/// (no wake-up on the served request's path), and which sleeps — woken by the next copy — once
+/// idle.
+@Suite struct ShadowRunnerTests {
+    @Test func aSteadyStreamRunsWithoutWakeUpsAndAnIdleThreadIsWokenOnce() async throws {
+        let engine = try await TestEnvironment.startedServer(repository: try TestEnvironment.repository(with: ["add_sub"]))
+        let runner = ShadowRunner(engine: engine, pollInterval: .milliseconds(1), idleAfter: .milliseconds(100))
+        defer { runner.stop() }
+        let a = Tensor(name: "INPUT0", shape: [1, 16], values: [Float](repeating: 1, count: 16))
+        var b = a
+        b.name = "INPUT1"
+        let request = InferenceRequest(modelName: "add_sub", inputs: [a, b])
+        let finished = Atomic(0), failed = Atomic(0)
+        func send(_ count: Int, spacing: Duration) async throws {
+            for _ in 0..<count {
+                runner.submit(request) { result, _ in
+                    if case .failure = result { failed.add(1, ordering: .relaxed) }
+                    finished.add(1, ordering: .relaxed)
+                }
+                try await Task.sleep(for: spacing)
+            }
+        }
+        func waitFor(_ count: Int) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while finished.load(ordering: .relaxed) < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
+            #expect(finished.load(ordering: .relaxed) == count)
+        }
+        try await Task.sleep(for: .milliseconds(300))  // idle: the thread sleeps
+        try await send(200, spacing: .microseconds(500))
+        try await waitFor(200)
+        // The first copy woke it; the rest were picked up by its own polling (a scheduler hiccup
+        // past 100 ms on a busy machine may cost another wake-up; one per copy would be 200).
+        let woken = runner.wakeUpCount
+        #expect(woken >= 1 && woken <= 3)
+        try await Task.sleep(for: .milliseconds(400))  // idle again
+        try await send(1, spacing: .zero)
+        try await waitFor(201)
+        #expect(runner.wakeUpCount == woken + 1)
+        #expect(failed.load(ordering: .relaxed) == 0)
     }
 }

@@ -49,3 +49,39 @@ import TernTesting
         #expect(try Inference_ServerLiveResponse(serializedBytes: live).live)
     }
 }
+
+/// Services added next to the KServe one: routed by path, errors as statuses, names unique.
+@Suite struct GRPCExtensionServiceTests {
+    @Test func routesByServiceAndMapsErrors() async throws {
+        let repo = try TestEnvironment.repository(with: ["add_sub"])
+        var dispatcher = KServeGRPCDispatcher(server: try await TestEnvironment.startedServer(repository: repo))
+        let echo = GRPCExtensionService(name: "test.v1.Echo") { method, message throws(TernError) in
+            guard method == "Say" else { throw TernError(.unimplemented, "no \(method)") }
+            guard !message.isEmpty else { throw .notFound("nothing to say") }
+            return Data(message.reversed())
+        }
+        dispatcher.extensions["/test.v1.Echo/"] = echo
+        #expect(dispatcher.extensionMethod("/test.v1.Echo/Say").map { $0.0.name + " " + $0.1 } == "test.v1.Echo Say")
+        #expect(dispatcher.extensionMethod("/test.v1.Other/Say") == nil && dispatcher.extensionMethod("/test.v1.Echo") == nil)
+        #expect(dispatcher.extensionMethod("/inference.GRPCInferenceService/ServerLive") == nil)
+        func outcome(_ method: String, _ bytes: [UInt8]) async -> Result<[UInt8], GRPCStatus>? {
+            guard case .later(let work) = dispatcher.answer(extension: echo, method: method, message: ByteBuffer(bytes: bytes)) else { return nil }
+            return await work()
+        }
+        #expect(try await outcome("Say", [1, 2, 3])?.get() == [3, 2, 1])
+        guard case .failure(let missing) = await outcome("Say", []), case .failure(let unknown) = await outcome("Shout", [1]) else {
+            Issue.record("errors answered")
+            return
+        }
+        #expect(missing.code == 5 && missing.message == "nothing to say" && unknown.code == GRPCStatus.unimplementedCode)
+
+        let engine = try await TestEnvironment.startedServer(repository: repo)
+        #expect(throws: TernError.self) {
+            _ = try GRPCFrontend.server(engine: engine, host: "127.0.0.1", port: 0, extensions: [echo, echo], logger: TestEnvironment.logger)
+        }
+        let clash = GRPCExtensionService(name: "inference.GRPCInferenceService") { _, message throws(TernError) in message }
+        #expect(throws: TernError.self) {
+            _ = try GRPCFrontend.server(engine: engine, host: "127.0.0.1", port: 0, extensions: [clash], logger: TestEnvironment.logger)
+        }
+    }
+}

@@ -427,3 +427,88 @@ def test_store_bench_measures_both_shares_of_a_record():
         lines = {line.split(":")[0].strip(): line for line in out.splitlines()}
         for key in ("queue (request path)", "insert (writer)"):
             assert float(lines[key].split(":")[1].split("µs")[0]) > 0, out
+
+
+# ---- the experiments API over gRPC -----------------------------------------------------------------
+
+def experiment_service_messages(tmp_path):
+    """The message classes of Protos/experiments.proto, compiled by protoc into a descriptor set (the
+    test speaks the published proto, not a copy of it)."""
+    from google.protobuf import descriptor_pb2, message_factory
+    out = tmp_path / "experiments.desc"
+    subprocess.run(["protoc", "-I", os.path.join(ROOT, "Protos"), f"--descriptor_set_out={out}", "experiments.proto"], check=True)
+    files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
+    return {name.split(".")[-1]: cls for name, cls in message_factory.GetMessages(files).items() if name.count(".") == 3}
+
+
+def test_experiments_api_over_grpc(server, tmp_path):
+    import grpc
+    messages = experiment_service_messages(tmp_path)
+    channel = grpc.insecure_channel(server.grpc_address)
+
+    def call(method, request, reply, **fields):
+        stub = channel.unary_unary(f"/tern.experiments.v1.ExperimentService/{method}",
+                                   request_serializer=lambda m: m.SerializeToString(), response_deserializer=messages[reply].FromString)
+        return stub(messages[request](**fields), timeout=30)
+
+    def code_of(method, request, reply, **fields):
+        with pytest.raises(grpc.RpcError) as failure:
+            call(method, request, reply, **fields)
+        return failure.value.code(), failure.value.details()
+
+    listed = call("ListExperiments", "ListExperimentsRequest", "ListExperimentsResponse").experiments
+    file_experiment = next(e for e in listed if e.name == "digits_ab")
+    assert [(v.name, v.model, v.weight, v.shadow) for v in file_experiment.variants] == [
+        ("control", "digits_mlp", 50, False), ("weak", "digits_weak", 50, False)]
+    assert file_experiment.status == "running" and file_experiment.hash == "murmur3" and file_experiment.routing_key == "id"
+    assert json.loads(file_experiment.json)["guardrails"]["min_samples"] == 100000
+
+    definition = "name: grpc_ab\nvariants: [ { name: a, model: digits_mlp, weight: 70 }, { name: b, model: digits_logreg, weight: 30 } ]\n"
+    created = call("CreateExperiment", "CreateExperimentRequest", "Experiment", definition=definition)
+    assert created.name == "grpc_ab" and created.status == "running" and [v.weight for v in created.variants] == [70, 30]
+    assert call("GetExperiment", "ExperimentRequest", "Experiment", name="grpc_ab") == created
+
+    # Traffic through the KServe service on the same port, then labels through the experiments service.
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    ids = [f"grpc-{i}" for i in range(60)]
+    for i, request_id in enumerate(ids):
+        x = grpcclient.InferInput("X", [1, 64], "FP32")
+        x.set_data_from_numpy(ROWS[i:i + 1])
+        client.infer("grpc_ab", [x], request_id=request_id)
+    Label = messages["AddFeedbackRequest"].Label
+    answer = call("AddFeedback", "AddFeedbackRequest", "AddFeedbackResponse",
+                  labels=[Label(id=i, label=str(LABELS[k])) for k, i in enumerate(ids)] + [Label(id="nobody", label="1")])
+    assert (answer.received, answer.matched) == (61, 60)
+
+    deadline = time.time() + 10
+    while True:  # records reach the store within the writer's flush interval
+        report = json.loads(call("GetExperimentReport", "ExperimentReportRequest", "ExperimentReportResponse", name="grpc_ab").json)
+        variants = {v["name"]: v for v in report["variants"]}
+        if sum(v["requests"] for v in variants.values()) == 60 and sum(v["labelled"] for v in variants.values()) == 60 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert sum(v["requests"] for v in variants.values()) == 60 and sum(v["labelled"] for v in variants.values()) == 60, report
+    page = call("GetExperimentReport", "ExperimentReportRequest", "ExperimentReportResponse", name="grpc_ab", format="html").html
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "digits_logreg" in page
+
+    stopped = call("StopExperiment", "StopExperimentRequest", "Experiment", name="grpc_ab", reason="enough data")
+    assert stopped.status == "stopped" and stopped.reason == "enough data"
+    promoted = call("PromoteExperiment", "PromoteExperimentRequest", "Experiment", name="grpc_ab", variant="b")
+    assert promoted.status == "promoted" and promoted.winner == "b"
+    assert call("DeleteExperiment", "ExperimentRequest", "DeleteExperimentResponse", name="grpc_ab").name == "grpc_ab"
+
+    # Errors keep their kind; the server keeps serving both services.
+    assert code_of("GetExperiment", "ExperimentRequest", "Experiment", name="grpc_ab")[0] == grpc.StatusCode.NOT_FOUND
+    assert code_of("CreateExperiment", "CreateExperimentRequest", "Experiment", definition="variants: [")[0] == grpc.StatusCode.INVALID_ARGUMENT
+    code, details = code_of("CreateExperiment", "CreateExperimentRequest", "Experiment",
+                            definition=definition.replace("grpc_ab", "digits_ab"))
+    assert code == grpc.StatusCode.ALREADY_EXISTS, details
+    assert code_of("GetExperimentReport", "ExperimentReportRequest", "ExperimentReportResponse", name="digits_ab",
+                   format="pdf")[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of("AddFeedback", "AddFeedbackRequest", "AddFeedbackResponse")[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of("Nonsense", "ExperimentRequest", "Experiment")[0] == grpc.StatusCode.UNIMPLEMENTED
+    garbage = channel.unary_unary("/tern.experiments.v1.ExperimentService/GetExperiment")
+    with pytest.raises(grpc.RpcError) as failure:
+        garbage(b"\xff\xff\xff", timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert client.is_server_live() and len(call("ListExperiments", "ListExperimentsRequest", "ListExperimentsResponse").experiments) >= 1

@@ -114,6 +114,8 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     private let load: ConnectionLoad
     private var counted = false
     private var method: String?
+    /// The extension service and method of a call outside the KServe service.
+    private var extensionCall: (GRPCExtensionService, String)?
     private var forwarded: [(String, String)] = []
     private var buffer = ByteBuffer()
     private var unaryMessage: ByteBuffer?
@@ -151,16 +153,22 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         case .headers(let headers):
             if method == nil {
                 let path = headers.headers.first(name: ":path") ?? ""
-                guard path.hasPrefix(KServeGRPCDispatcher.servicePrefix) else {
+                let inference = path.hasPrefix(KServeGRPCDispatcher.servicePrefix)
+                extensionCall = inference ? nil : dispatcher.extensionMethod(path)
+                guard inference || extensionCall != nil else {
                     return fail(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(path)"), context: context)
                 }
                 guard (headers.headers.first(name: "content-type") ?? "").hasPrefix("application/grpc") else {
                     return fail(GRPCStatus(code: 3, message: "content-type must be application/grpc"), context: context)
                 }
-                let name = String(path.dropFirst(KServeGRPCDispatcher.servicePrefix.count))
-                method = name
-                forwarded = dispatcher.forwardedHeaders(headers.headers)
-                streaming = name == KServeGRPCDispatcher.streamMethod
+                if let (_, name) = extensionCall {
+                    method = name
+                } else {
+                    let name = String(path.dropFirst(KServeGRPCDispatcher.servicePrefix.count))
+                    method = name
+                    forwarded = dispatcher.forwardedHeaders(headers.headers)
+                    streaming = name == KServeGRPCDispatcher.streamMethod
+                }
             }
             if headers.endStream { endOfRequest(context: context) }
         case .data(let frame):
@@ -229,7 +237,9 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         let outcome: EventLoopFuture<Result<[UInt8], GRPCStatus>>
         // With other calls waiting on this connection, its event loop keeps reading them while the
         // model runs on its instance's thread; a lone call runs here, with no thread hop.
-        switch dispatcher.answer(method: method, message: message, inline: load.activeCalls <= 1, forwarded: forwarded) {
+        let answer = extensionCall.map { dispatcher.answer(extension: $0.0, method: method, message: message) }
+            ?? dispatcher.answer(method: method, message: message, inline: load.activeCalls <= 1, forwarded: forwarded)
+        switch answer {
         case .now(let result): return reply(result, context: context)
         case .later(let work): outcome = context.eventLoop.makeFutureWithTask { await work() }
         case .callback(let start):

@@ -48,6 +48,27 @@ struct KServeGRPCDispatcher: Sendable {
     /// Metadata keys matching it reach the model as request parameters (Triton's
     /// `--grpc-header-forward-pattern`).
     var headerForwardPattern: NSRegularExpression? = nil
+    /// Further services, by path prefix (`/package.Service/`).
+    var extensions: [String: GRPCExtensionService] = [:]
+
+    /// The extension service and method a call's path names, if any.
+    func extensionMethod(_ path: String) -> (GRPCExtensionService, String)? {
+        guard path.hasPrefix("/"), let slash = path.dropFirst().firstIndex(of: "/") else { return nil }
+        guard let service = extensions[String(path[...slash])] else { return nil }
+        return (service, String(path[path.index(after: slash)...]))
+    }
+
+    /// An extension service's unary call, off the event loop.
+    func answer(extension service: GRPCExtensionService, method: String, message: ByteBuffer) -> GRPCAnswer {
+        let bytes = Data(message.readableBytesView)
+        return .later {
+            do throws(TernError) {
+                return .success(Array(try await service.handle(method, bytes)))
+            } catch {
+                return .failure(GRPCStatus(error))
+            }
+        }
+    }
 
     /// The call's metadata entries to pass to the model as parameters (lowercased keys).
     func forwardedHeaders(_ headers: HPACKHeaders) -> [(String, String)] {
