@@ -369,14 +369,14 @@ enum OutputReading {
     }
 }
 
-/// Ids for requests that came without one: "tern-", a random 64-bit prefix drawn once per process,
-/// "-", and a counter, in fixed-width hex — unique across restarts, far cheaper than a UUID, and
-/// increasing within a process, so that the store's request-id index grows at its end.
 extension ExperimentRecorder {
     /// An id of the kind an experiment gives requests that came without one.
     public static func generatedRequestID() -> String { RequestIDs.next() }
 }
 
+/// Ids for requests that came without one: "tern-", a random 64-bit prefix drawn once per process,
+/// "-", and a counter, in fixed-width hex — unique across restarts, far cheaper than a UUID, and
+/// increasing within a process, so that the store's request-id index grows at its end.
 enum RequestIDs {
     private static let prefix = UInt64.random(in: 0...UInt64.max)
     private static let counter = Atomic<UInt64>(0)
@@ -406,4 +406,3 @@ enum RequestIDs {
         }
     }
 }
-
