@@ -15,7 +15,10 @@
    and calls to the model alone alternate in drained half-second slices, 30 pairs, and the ratio
    is the mean over pairs with its 95 % confidence interval. Separate paired runs still differ by more
    than that interval (the drift is correlated across neighbouring slices), so each model gets
-   `--paired-runs` (3) of them and the table gives their average and each run.
+   `--paired-runs` (3) of them and the table gives their average and each run. The paired runs
+   also read the server's CPU time around each slice (`--server-pid`, each slice followed by a
+   quiet 0.25 s so the writer's deferred work counts in its slice): CPU µs per call, alone vs
+   experiment — the cost itself, less exposed to how the load generator shares the cores.
 2. Shadow latency at low load (one client, sequential): p50/p99 of the served answer of a
    one-variant experiment with and without a shadow variant that gets a copy of every request
    (the ratio isolates the shadow; the model alone is shown too). Target: no measurable difference.
@@ -108,16 +111,19 @@ def wrk(server, models, body_model, seconds, workdir):
 
 
 def paired(tern, server, experiment, alone, pairs, workdir):
-    """Experiment ÷ alone from alternating slices (see the module docstring)."""
+    """Experiment ÷ alone from alternating slices (see the module docstring), and the server's CPU
+    µs per call on each side (each slice followed by a quiet 0.25 s so the writer's deferred work
+    is counted in the slice that caused it)."""
     path = os.path.join(workdir, "paired.csv")
     subprocess.run([tern, "perf", "-m", experiment, "--protocol", "http-binary", "--http-port", str(server.http_port),
-                    "--paired-with-model", alone, "--concurrency-range", "8", "--pairs", str(pairs), "--csv", path],
+                    "--paired-with-model", alone, "--concurrency-range", "8", "--pairs", str(pairs), "--csv", path,
+                    "--server-pid", str(server.process.pid)],
                    check=True, capture_output=True, text=True)
     with open(path) as f:
         row = next(csv.DictReader(f))
     if int(row["errors"]):
         raise RuntimeError(f"{experiment}: errors in the paired run")
-    return float(row["ratio_mean"]), float(row["ratio_ci95"]), float(row["ratio_median"])
+    return float(row["ratio_mean"]), float(row["ratio_ci95"]), float(row["ratio_median"]), float(row["served_cpu_us"]), float(row["base_cpu_us"])
 
 
 def sequential_latency(server, model, count):
@@ -177,13 +183,16 @@ def main():
             cpu = [statistics.median(r[i][1] for r in rounds) for i in range(3)]
             runs = []
             for _ in range(args.paired_runs):
-                mean, half, med = paired(tern, server, experiment, alone, args.pairs, work)
-                runs.append((mean, half))
-                print(f"{alone}: paired experiment ÷ alone {mean:.3f} ± {half:.3f} (median {med:.3f})", flush=True)
+                mean, half, med, cpu_served, cpu_alone = paired(tern, server, experiment, alone, args.pairs, work)
+                runs.append((mean, half, cpu_served, cpu_alone))
+                print(f"{alone}: paired experiment ÷ alone {mean:.3f} ± {half:.3f} (median {med:.3f}); server CPU per call "
+                      f"{cpu_served:.1f} vs {cpu_alone:.1f} µs", flush=True)
             overall = statistics.mean(r[0] for r in runs)
-            each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h in runs)
+            each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h, _, _ in runs)
+            cpu_pair = (statistics.mean(r[2] for r in runs), statistics.mean(r[3] for r in runs))
             lines.append(f"| {alone} vs `{experiment}` (50/50) | {rps[0]:.0f} | {rps[1]:.0f} | {rps[2]:.0f} | {ratio:.3f} | {ratio_direct:.3f} "
-                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | **{overall:.3f}** ({each}) |")
+                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | **{overall:.3f}** ({each}) "
+                         f"| {cpu_pair[1]:.1f} / {cpu_pair[0]:.1f} ({cpu_pair[0] - cpu_pair[1]:+.1f}) |")
         time.sleep(0.5)
         import sqlite3
         written = sqlite3.connect(os.path.join(work, "ab.sqlite")).execute("SELECT COUNT(*) FROM ab_requests").fetchone()[0]
@@ -199,8 +208,9 @@ def main():
         server.stop()
     table = [
         "| workload | model alone req/s | both variants, client alternates req/s | experiment req/s | experiment ÷ alone "
-        "| experiment ÷ both variants | server CPU µs/request alone / both / experiment | paired experiment ÷ alone (target ≥ 0.95): mean of runs (each run) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| experiment ÷ both variants | server CPU µs/request alone / both / experiment | paired experiment ÷ alone (target ≥ 0.95): mean of runs (each run) "
+        "| paired: server CPU µs per call, alone / experiment |",
+        "|---|---|---|---|---|---|---|---|---|",
         *lines,
         "",
         f"Records written to SQLite during the run: {written}; dropped (buffer full): {dropped:.0f}.",

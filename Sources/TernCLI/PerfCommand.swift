@@ -73,6 +73,10 @@ struct PerfCommand: AsyncParsableCommand {
     var pairedModel: String?
     @Option(name: .customLong("slice-seconds"), help: "--paired-with-*: length of each slice.") var sliceSeconds: Double = 0.5
     @Option(name: .customLong("pairs"), help: "--paired-with-*: slice pairs per point.") var pairs: Int = 20
+    @Option(name: .customLong("server-pid"), help: "--paired-with-model: also report this (local) server process's CPU time per call on each side.")
+    var serverPID: Int32?
+    @Option(name: .customLong("settle-seconds"), help: "--paired-with-*: idle time after each slice drains, so that work the server defers is counted in its slice (default 0, or 0.25 with --server-pid).")
+    var settleSeconds: Double?
 
     func concurrencies() throws -> [Int] {
         let parts = concurrencyRange.split(separator: ":").compactMap { Int($0) }
@@ -189,7 +193,14 @@ struct PerfCommand: AsyncParsableCommand {
         }
         let slice = Duration.milliseconds(Int64(sliceSeconds * 1000))
         let baseName = pairedModel.map { "model \($0)" } ?? "direct ONNX Runtime"
-        var csv = "mode,concurrency,direct_concurrency,served_per_second,direct_per_second,ratio_median,ratio_mean,ratio_ci95,pairs,errors,served_p50_us,served_p99_us\n"
+        let settle = Duration.milliseconds(Int64((settleSeconds ?? (serverPID == nil ? 0 : 0.25)) * 1000))
+        let pid = serverPID
+        if pid != nil, pairedWithDirect {
+            throw ValidationError("--server-pid compares the server's CPU on two served sides: use it with --paired-with-model")
+        }
+        if let pid, ProcessCPU.seconds(pid: pid) == nil { throw ValidationError("--server-pid \(pid): no such process here (its /proc entry is needed)") }
+        let cpuTime: (() -> Double?)? = pid.map { pid in { ProcessCPU.seconds(pid: pid) } }
+        var csv = "mode,concurrency,direct_concurrency,served_per_second,direct_per_second,ratio_median,ratio_mean,ratio_ci95,pairs,errors,served_p50_us,served_p99_us,served_cpu_us,base_cpu_us\n"
         print("model \(model), batch \(batchSize), \(pairs) pairs of \(sliceSeconds)s slices per point, served against \(baseName)")
         for mode in selected where mode.overNetwork {
             var baseRequest = request
@@ -206,18 +217,25 @@ struct PerfCommand: AsyncParsableCommand {
                 for concurrency in points {
                     let k = direct == nil ? concurrency : min(concurrency, instances)
                     let result = try PairedRun.run(
-                        servedWorkers: concurrency, directWorkers: k, slice: slice, pairs: pairs, warmup: warmup, served: served, direct: base)
+                        servedWorkers: concurrency, directWorkers: k, slice: slice, pairs: pairs, warmup: warmup, settle: settle, cpuTime: cpuTime,
+                        served: served, direct: base)
                     let (mean, half) = result.meanRatio
                     print(String(
                         format: "%@ c=%-3d served %8.1f/s (p50 %llu us, p99 %llu us)  %@(%d) %8.1f/s  ratio median %.3f  mean %.3f ± %.3f (95%% CI, %d pairs)  errors %d",
                         mode.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, concurrency, result.served,
                         result.servedLatency.valueAtPercentile(50), result.servedLatency.valueAtPercentile(99), (pairedModel ?? "direct") as NSString,
                         k, result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors))
+                    if let cpu = result.cpuMicroseconds {
+                        print(String(format: "  server CPU per call: served %.1f us, %@ %.1f us (%.3f)", cpu.served, (pairedModel ?? "direct") as NSString,
+                                     cpu.direct, cpu.served / max(cpu.direct, 1e-9)))
+                    }
                     if let error = result.firstError { print("  first error: \(error)") }
+                    let cpu = result.cpuMicroseconds
                     csv += String(
-                        format: "%@,%d,%d,%.2f,%.2f,%.4f,%.4f,%.4f,%d,%d,%llu,%llu\n", mode.rawValue as NSString, concurrency, k, result.served,
+                        format: "%@,%d,%d,%.2f,%.2f,%.4f,%.4f,%.4f,%d,%d,%llu,%llu,%@,%@\n", mode.rawValue as NSString, concurrency, k, result.served,
                         result.direct, result.medianRatio, mean, half, result.pairs.count, result.errors,
-                        result.servedLatency.valueAtPercentile(50), result.servedLatency.valueAtPercentile(99))
+                        result.servedLatency.valueAtPercentile(50), result.servedLatency.valueAtPercentile(99),
+                        (cpu.map { String(format: "%.2f", $0.served) } ?? "") as NSString, (cpu.map { String(format: "%.2f", $0.direct) } ?? "") as NSString)
                 }
             } catch {
                 await placed?.tearDown()

@@ -140,3 +140,26 @@ def test_tern_perf_paired_runs(server, tmp_path):
         assert int(row["pairs"]) == 3 and int(row["errors"]) == 0, row
         assert float(row["served_per_second"]) > 0 and float(row["direct_per_second"]) > 0, row
         assert 0 < float(row["ratio_mean"]) and int(row["served_p50_us"]) <= int(row["served_p99_us"]), row
+
+
+def test_tern_perf_paired_runs_count_server_cpu_per_call(server, tmp_path):
+    """--server-pid reads the server's CPU time around each slice (after a settle period, so the
+    work a slice leaves behind is counted in it): both sides cost the server some CPU per call."""
+    csv = tmp_path / "paired.csv"
+    out = subprocess.run([BINARY, "perf", "-m", "add_sub", "--protocol", "http-binary", "--host", "127.0.0.1",
+                          "--http-port", str(server.http_port), "--paired-with-model", "add_sub", "--pairs", "3",
+                          "--slice-seconds", "0.2", "--settle-seconds", "0.05", "--warmup-seconds", "0.1", "--concurrency-range", "2",
+                          "--server-pid", str(server.process.pid), "--csv", str(csv)],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    (row,) = [dict(zip(csv.read_text().splitlines()[0].split(","), line.split(","))) for line in csv.read_text().splitlines()[1:]]
+    served, base = float(row["served_cpu_us"]), float(row["base_cpu_us"])
+    # The same model on both sides: tens of µs per call each, within a factor of two of each other.
+    assert 1 < served < 5000 and 1 < base < 5000 and 0.5 < served / base < 2, row
+    assert "server CPU per call" in out
+    missing = subprocess.run([BINARY, "perf", "-m", "add_sub", "--http-port", str(server.http_port), "--paired-with-model", "add_sub",
+                              "--server-pid", "999999999"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "999999999" in missing.stderr
+    direct = subprocess.run([BINARY, "perf", "-m", "add_sub", "--http-port", str(server.http_port), "--paired-with-direct",
+                             "--model-repository", server.repo, "--server-pid", str(server.process.pid)],
+                            capture_output=True, text=True, timeout=60)
+    assert direct.returncode != 0 and "--paired-with-model" in direct.stderr

@@ -17,6 +17,15 @@ enum PairedRun {
         var firstError: String?
         /// Latency of the served calls of the measured slices, in microseconds.
         var servedLatency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+        /// With a CPU-time reader: the measured process's CPU seconds per call in each slice pair.
+        var cpuPerCall: [(served: Double, direct: Double)] = []
+
+        /// Mean CPU µs per call of each side (nil without a CPU-time reader).
+        var cpuMicroseconds: (served: Double, direct: Double)? {
+            guard !cpuPerCall.isEmpty else { return nil }
+            let n = Double(cpuPerCall.count)
+            return (cpuPerCall.map(\.served).reduce(0, +) / n * 1e6, cpuPerCall.map(\.direct).reduce(0, +) / n * 1e6)
+        }
 
         var ratios: [Double] { pairs.map { $0.served / max($0.direct, 1e-9) } }
         var served: Double { pairs.map(\.served).reduce(0, +) / Double(max(pairs.count, 1)) }
@@ -56,9 +65,13 @@ enum PairedRun {
     }
 
     /// Closed loop on both sides: `servedWorkers` threads calling `served`, `directWorkers` threads
-    /// calling `direct`; only the side whose slice it is sends.
+    /// calling `direct`; only the side whose slice it is sends. After each slice drains, `settle`
+    /// passes with nothing sent, so that work a server defers (a writer flushing every 100 ms, say)
+    /// lands in the slice that caused it rather than the next one; `cpuTime` (CPU seconds of the
+    /// server process) is read around each slice, settle included.
     static func run(
         servedWorkers: Int, directWorkers: Int, slice: Duration, pairs: Int, warmup: Duration,
+        settle: Duration = .zero, cpuTime: (() -> Double?)? = nil,
         served: @escaping LoadGenerator.BlockingWorker, direct: @escaping LoadGenerator.BlockingWorker
     ) throws -> Result {
         let gate = Gate()
@@ -126,9 +139,11 @@ enum PairedRun {
 
         let clock = ContinuousClock()
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-        /// Runs one side for `length`, waits for its calls to finish, returns its calls per second.
-        func measure(_ side: Phase, _ length: Duration) -> Double {
+        /// Runs one side for `length`, waits for its calls to finish and `settle` more; returns its
+        /// calls per second (over the sending time) and the CPU seconds per call it cost.
+        func measure(_ side: Phase, _ length: Duration) -> (rate: Double, cpu: Double?) {
             let index = side.rawValue - 1
+            let cpuBefore = cpuTime?()
             gate.condition.lock()
             let before = gate.completed[index]
             let start = clock.now
@@ -142,7 +157,9 @@ enum PairedRun {
             let elapsed = seconds(clock.now - start)
             let calls = gate.completed[index] - before
             gate.condition.unlock()
-            return Double(calls) / max(elapsed, 1e-9)
+            if settle > .zero { Thread.sleep(forTimeInterval: seconds(settle)) }
+            let cpu = cpuBefore.flatMap { before in cpuTime?().map { ($0 - before) / Double(max(calls, 1)) } }
+            return (Double(calls) / max(elapsed, 1e-9), cpu)
         }
         _ = measure(.served, warmup)
         _ = measure(.direct, warmup)
@@ -152,13 +169,16 @@ enum PairedRun {
         }
         var result = Result(pairs: [], errors: 0)
         for pair in 0..<pairs {
+            let s: (rate: Double, cpu: Double?), d: (rate: Double, cpu: Double?)
             if pair % 2 == 0 {
-                let s = measure(.served, slice)
-                result.pairs.append((s, measure(.direct, slice)))
+                s = measure(.served, slice)
+                d = measure(.direct, slice)
             } else {
-                let d = measure(.direct, slice)
-                result.pairs.append((measure(.served, slice), d))
+                d = measure(.direct, slice)
+                s = measure(.served, slice)
             }
+            result.pairs.append((s.rate, d.rate))
+            if let served = s.cpu, let direct = d.cpu { result.cpuPerCall.append((served, direct)) }
         }
         gate.condition.withLock {
             result.errors = gate.errors - warmupErrors
@@ -166,5 +186,23 @@ enum PairedRun {
             result.servedLatency = gate.servedLatency
         }
         return result
+    }
+}
+
+/// CPU seconds a process has run, all its threads together, from `/proc/PID/task/*/schedstat`
+/// (nanoseconds; `/proc/PID/stat` counts 10 ms ticks, too coarse for half-second slices). Threads
+/// that ended take their time with them: for servers whose threads live as long as they do.
+enum ProcessCPU {
+    static func seconds(pid: Int32) -> Double? {
+        let tasks = "/proc/\(pid)/task"
+        guard let threads = try? FileManager.default.contentsOfDirectory(atPath: tasks) else { return nil }
+        var total: UInt64 = 0
+        for thread in threads {
+            guard let text = try? String(contentsOfFile: "\(tasks)/\(thread)/schedstat", encoding: .utf8),
+                let first = text.split(separator: " ").first, let ns = UInt64(first)
+            else { continue }
+            total += ns
+        }
+        return Double(total) / 1e9
     }
 }
