@@ -1,4 +1,5 @@
 import Foundation
+import SwiftProtobuf
 import TernCore
 
 /// A gRPC service that a program embedding Tern serves on the KServe gRPC port next to
@@ -14,5 +15,30 @@ public struct GRPCExtensionService: Sendable {
     public init(name: String, handle: @escaping @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data) {
         self.name = name
         self.handle = handle
+    }
+}
+
+/// Protobuf messages in and out of a gRPC call, with the errors every service of this server
+/// gives: a request that does not decode is INVALID_ARGUMENT, an answer that does not encode
+/// INTERNAL.
+public enum GRPCMessage {
+    public static func decode<M: SwiftProtobuf.Message>(_: M.Type, _ decode: () throws -> M) throws(TernError) -> M {
+        do {
+            return try decode()
+        } catch {
+            throw .invalidArgument("cannot decode \(M.protoMessageName): \(error)")
+        }
+    }
+
+    public static func decode<M: SwiftProtobuf.Message>(_: M.Type, from data: Data) throws(TernError) -> M {
+        try decode(M.self) { try M(serializedBytes: data) }
+    }
+
+    public static func encode<M: SwiftProtobuf.Message, Bytes: SwiftProtobufContiguousBytes>(_ message: M) throws(TernError) -> Bytes {
+        do {
+            return try message.serializedBytes()
+        } catch {
+            throw .internalError("cannot encode \(M.protoMessageName): \(error)")
+        }
     }
 }

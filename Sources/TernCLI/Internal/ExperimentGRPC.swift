@@ -106,19 +106,6 @@ enum ExperimentGRPC {
         }
     }
 
-    static func decode<M: SwiftProtobuf.Message>(_: M.Type, _ data: Data) throws(TernError) -> M {
-        do {
-            return try M(serializedBytes: data)
-        } catch {
-            throw .invalidArgument("cannot decode \(M.protoMessageName): \(error)")
-        }
-    }
-
-    static func encode<M: SwiftProtobuf.Message>(_ message: M) throws(TernError) -> Data {
-        do {
-            return try message.serializedBytes()
-        } catch {
-            throw .internalError("cannot encode \(M.protoMessageName): \(error)")
-        }
-    }
+    static func decode<M: SwiftProtobuf.Message>(_: M.Type, _ data: Data) throws(TernError) -> M { try GRPCMessage.decode(M.self, from: data) }
+    static func encode<M: SwiftProtobuf.Message>(_ message: M) throws(TernError) -> Data { try GRPCMessage.encode(message) }
 }

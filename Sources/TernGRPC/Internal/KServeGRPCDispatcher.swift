@@ -245,19 +245,11 @@ struct KServeGRPCDispatcher: Sendable {
     }
 
     private func decode<M: SwiftProtobuf.Message>(_: M.Type, _ buffer: ByteBuffer) throws(TernError) -> M {
-        do {
-            return try buffer.withUnsafeReadableBytes { raw in try M(serializedBytes: raw) }
-        } catch {
-            throw .invalidArgument("cannot decode \(M.protoMessageName): \(error)")
-        }
+        try GRPCMessage.decode(M.self) { try buffer.withUnsafeReadableBytes { raw in try M(serializedBytes: raw) } }
     }
 
     private func encode<M: SwiftProtobuf.Message>(_ message: M) throws(TernError) -> [UInt8] {
-        do {
-            return try message.serializedBytes()
-        } catch {
-            throw .internalError("cannot encode \(M.protoMessageName): \(error)")
-        }
+        try GRPCMessage.encode(message)
     }
 }
 
