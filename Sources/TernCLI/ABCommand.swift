@@ -131,7 +131,7 @@ struct ABCommand: AsyncParsableCommand {
     /// SQLite file.
     struct StoreBench: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "store-bench", abstract: "Measure the metrics store's cost per record (request path and writer), in a temporary database.")
+            commandName: "store-bench", abstract: "Measure the metrics store's cost per record (request path and writer) and per feedback label, in a temporary database.")
         @Option(help: "Records to write.") var records = 400_000
         @Option(help: "Records per transaction (the writer's flush).") var batch = 1600
         @Flag(name: .customLong("random-ids"), help: "Give every record a client-style random id instead of a generated one.") var randomIDs = false
@@ -167,6 +167,13 @@ struct ABCommand: AsyncParsableCommand {
             print(String(format: "records %d (%@ ids), batch %d", records, randomIDs ? "random" : "generated", batch))
             print(String(format: "queue (request path): %.3f µs/record; written at shutdown: %d", perRecord(queued), written))
             print(String(format: "insert (writer):      %.3f µs/record", perRecord(writing)))
+            // Feedback: labels for ids spread over everything written (sealed runs and the tail).
+            let sample = stride(from: 0, to: all.count, by: max(all.count / 1000, 1)).map { (requestID: all[$0].requestID, label: "1") }
+            var matched = 0
+            let lookup = try clock.measure { matched = try store2.addFeedback(sample) }
+            print(String(format: "feedback:             %.1f µs/label (%d labels, %d matched)",
+                         Double(lookup.components.attoseconds) / 1e12 / Double(sample.count) + Double(lookup.components.seconds) * 1e6 / Double(sample.count),
+                         sample.count, matched))
         }
     }
 

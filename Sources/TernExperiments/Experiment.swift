@@ -47,18 +47,20 @@ public final class Experiment: VirtualModel {
     let shadows: ShadowRunner?
     let logger: Logger
     private let state: Mutex<(state: ExperimentState, assigner: Assigner)>
-    /// Per variant of `spec.variants`, by index (the request path does no lookups by name).
+    /// Per variant of `spec.variants`, by index; counted and tallied by the recorder's thread as
+    /// records are written (`absorb`), not on the request path.
     private let counters: [Counter]
     private let tallies: Mutex<[VariantTally]>
     /// Indices into `spec.variants` of the served variants (in the assigner's order) and shadows.
     private let served: [Int]
     private let shadowVariants: [Int]
-    /// The response parameters naming the experiment and each variant, built once (a dictionary
-    /// built per response cost more than the rest of the routing).
+    /// The response parameter naming each variant, built once (a dictionary built per response
+    /// cost more than the rest of the routing). The response's model name is the experiment's.
     private let responseLabels: [[String: InferParameter]]
     /// Each variant's name, model and version, by index (read without copying a VariantSpec).
     private let variantNames: [String]
     private let targets: [(model: String, version: Int64?)]
+    private let salt: String
 
     init(spec: ExperimentSpec, state: ExperimentState, recorder: ExperimentRecorder, shadows: ShadowRunner?, logger: Logger) {
         self.spec = spec
@@ -69,9 +71,10 @@ public final class Experiment: VirtualModel {
         counters = spec.variants.map { Counter(label: "tern_ab_requests_total", dimensions: [("experiment", spec.name), ("variant", $0.name)]) }
         served = spec.variants.indices.filter { !spec.variants[$0].shadow }
         shadowVariants = spec.variants.indices.filter { spec.variants[$0].shadow }
-        responseLabels = spec.variants.map { ["tern.experiment": .string(spec.name), "tern.variant": .string($0.name)] }
+        responseLabels = spec.variants.map { ["tern.variant": .string($0.name)] }
         variantNames = spec.variants.map(\.name)
         targets = spec.variants.map { ($0.model, $0.version) }
+        salt = spec.effectiveSalt
         let window = (spec.guardrails ?? GuardrailSpec()).latencyWindow
         tallies = Mutex(spec.variants.map { _ in VariantTally(window: window) })
     }
@@ -92,6 +95,7 @@ public final class Experiment: VirtualModel {
             if value.state.weights != before {
                 value.state.weightsSince = Date().timeIntervalSince1970
                 value.assigner = Self.assigner(spec, value.state)
+                // Records taken before the change and tallied after it are told apart by time.
                 tallies.withLock { tallies in
                     for index in tallies.indices { tallies[index].requestsSinceWeights = 0 }
                 }
@@ -149,15 +153,16 @@ public final class Experiment: VirtualModel {
     /// whether the experiment is splitting.
     func assign(_ request: InferenceRequest) -> (variant: Int, subject: String?, running: Bool) {
         let key = subjectKey(request)
-        let (status, winner, assigner) = state.withLock { ($0.state.status, $0.state.winner, $0.assigner) }
-        switch status {
-        case .stopped: return (served[0], key, false)  // the control is the first served variant
-        case .promoted: return (spec.variants.firstIndex { $0.name == winner } ?? served[0], key, false)
-        case .running:
-            // No key: the request id (unique, generated when absent) stands in, so the split is
-            // random across requests and still reproducible from the records.
-            let index = assigner.variant(for: key ?? request.id)
-            return (served[min(index, served.count - 1)], key, true)
+        // No key: the request id (unique, generated when absent) stands in, so the split is
+        // random across requests and still reproducible from the records. The hash and salt
+        // never change: the bucket is found outside the lock, which only reads the bounds.
+        let bucket = Assigner.bucket(key ?? request.id, hash: spec.hash, salt: salt)
+        return state.withLock { value in
+            switch value.state.status {
+            case .stopped: return (served[0], key, false)  // the control is the first served variant
+            case .promoted: return (spec.variants.firstIndex { $0.name == value.state.winner } ?? served[0], key, false)
+            case .running: return (served[min(value.assigner.variant(inBucket: bucket), served.count - 1)], key, true)
+            }
         }
     }
 
@@ -185,13 +190,11 @@ public final class Experiment: VirtualModel {
     /// Records the answer, labels the response with the experiment and variant, mirrors to shadows.
     private func finish(_ routed: Routed, _ result: Result<InferenceResponse, TernError>) -> Result<InferenceResponse, TernError> {
         let latency = ContinuousClock.now - routed.started
-        counters[routed.variant].increment()
         record(result, variant: routed.variant, requestID: routed.request.id, subject: routed.subject, latency: latency, shadow: false)
         if routed.mirror, let mirror = shadows {
             for shadow in shadowVariants {
                 var copy = routed.request
                 (copy.modelName, copy.modelVersion) = targets[shadow]
-                counters[shadow].increment()
                 let (requestID, subject) = (routed.request.id, routed.subject)
                 mirror.submit(copy) { [self] result, elapsed in
                     record(result, variant: shadow, requestID: requestID, subject: subject, latency: elapsed, shadow: true)
@@ -215,7 +218,7 @@ public final class Experiment: VirtualModel {
         let routed = route(request)
         let response: InferenceResponse?
         do {
-            response = try engine.inferImmediately(routed.request)
+            response = try engine.inferImmediately(onModel: routed.request)
         } catch {
             _ = finish(routed, .failure(error))
             throw error
@@ -228,7 +231,7 @@ public final class Experiment: VirtualModel {
 
     public func handle(_ request: InferenceRequest, engine: InferenceServer, completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void) {
         let routed = route(request)
-        engine.submit(routed.request, allowInline: true) { [self] result in
+        engine.submit(toModel: routed.request, allowInline: true) { [self] result in
             completion(finish(routed, result))
         }
     }
@@ -251,9 +254,26 @@ public final class Experiment: VirtualModel {
         case .failure(let error):
             entry.error = error.message
         }
-        let latencyMs = entry.error == nil ? Double(entry.latencyUs) / 1000 : nil
-        tallies.withLock { $0[variant].add(latencyMs: latencyMs, confidence: entry.confidence) }
-        recorder.record(entry)
+        // A record the full buffer dropped is still counted and tallied (here, at once).
+        if !recorder.record(entry) { absorb(CollectionOfOne(entry)) }
+    }
+
+    /// Counts and tallies records of this experiment (the recorder's thread calls it with each
+    /// written batch). Records of variants it does not have (an older experiment of the same
+    /// name) are skipped.
+    func absorb(_ records: some Collection<ExperimentRecord>) {
+        let since = state.withLock { $0.state.weightsSince }
+        var counts = [Int](repeating: 0, count: variantNames.count)
+        tallies.withLock { tallies in
+            for record in records {
+                guard let variant = variantNames.firstIndex(of: record.variant) else { continue }
+                tallies[variant].add(
+                    latencyMs: record.error == nil ? Double(record.latencyUs) / 1000 : nil, confidence: record.confidence,
+                    sinceWeights: record.time >= since)
+                counts[variant] += 1
+            }
+        }
+        for (variant, count) in counts.enumerated() where count > 0 { counters[variant].increment(by: count) }
     }
 }
 
@@ -374,35 +394,27 @@ extension ExperimentRecorder {
     public static func generatedRequestID() -> String { RequestIDs.next() }
 }
 
-/// Ids for requests that came without one: "tern-", a random 64-bit prefix drawn once per process,
-/// "-", and a counter, in fixed-width hex — unique across restarts, far cheaper than a UUID, and
-/// increasing within a process, so that the store's request-id index grows at its end.
+/// Ids for requests that came without one: 15 characters, 42 random bits drawn once per process
+/// then a 48-bit counter, six bits a character — unique across restarts (two processes share a
+/// prefix with odds of 1 in 2^42) and short enough to be a Swift small string: making, copying
+/// and freeing one touches no heap. The digits are in ASCII order, so a process's ids sort by
+/// their counter (which wraps after 2^48: 89 years at 100 000 requests a second).
 enum RequestIDs {
-    private static let prefix = UInt64.random(in: 0...UInt64.max)
+    private static let prefix = UInt64.random(in: 0..<(1 << 42))
     private static let counter = Atomic<UInt64>(0)
-    /// Hex digits of the counter: 2^48 ids before the width (and with it the order) changes.
-    static let counterDigits = 12
+    static let length = 15
 
     static func next() -> String {
         format(counter.add(1, ordering: .relaxed).newValue)
     }
 
     static func format(_ n: UInt64) -> String {
-        let digits = max(counterDigits, (64 - n.leadingZeroBitCount + 3) / 4)
-        return String(unsafeUninitializedCapacity: 5 + 16 + 1 + digits) { bytes in
-            let hex: StaticString = "0123456789abcdef"
-            var at = 0
-            for byte in "tern-".utf8 { bytes[at] = byte; at += 1 }
-            func put(_ value: UInt64, _ width: Int) {
-                for shift in stride(from: (width - 1) * 4, through: 0, by: -4) {
-                    bytes[at] = hex.utf8Start[Int((value >> UInt64(shift)) & 0xF)]
-                    at += 1
-                }
-            }
-            put(prefix, 16)
-            bytes[at] = UInt8(ascii: "-"); at += 1
-            put(n, digits)
-            return at
+        let digits: StaticString = ".0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+        let low = n & ((1 << 48) - 1)
+        return String(unsafeUninitializedCapacity: length) { bytes in
+            for i in 0..<7 { bytes[i] = digits.utf8Start[Int((prefix >> UInt64(6 * (6 - i))) & 63)] }
+            for i in 0..<8 { bytes[7 + i] = digits.utf8Start[Int((low >> UInt64(6 * (7 - i))) & 63)] }
+            return length
         }
     }
 }

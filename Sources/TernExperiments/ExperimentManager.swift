@@ -26,6 +26,8 @@ public final class ExperimentManager: Service, Sendable {
         self.repositoryPath = repositoryPath
         self.logger = logger
         shadows = ShadowRunner(engine: engine)
+        // Written records feed their experiment's counters and guardrail tallies.
+        recorder.observe { [weak self] name, records in self?.experiment(name, orNil: true)?.absorb(records) }
     }
 
     // MARK: Loading

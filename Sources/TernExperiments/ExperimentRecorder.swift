@@ -9,13 +9,22 @@ import TernCore
 /// own thread. The buffer is bounded: when the store falls behind and it is full, records are
 /// dropped and counted (`tern_ab_records_dropped_total`) — requests are never slowed. A crash
 /// loses at most what the buffer held (at most `flushInterval` worth of records).
+///
+/// The buffer is split into shards picked by the calling thread, so that event-loop threads
+/// recording at once do not take turns on one lock (nor pass its cache line back and forth).
+/// After each write, an observer (the experiments' in-memory tallies) sees the records, on the
+/// writer's thread: the request path does nothing more than queue one record.
 public final class ExperimentRecorder: Sendable {
     public let store: ExperimentStore
+    /// Records each shard holds at most (the buffer holds at most `shardCount` × this).
     public let capacity: Int
     public let flushInterval: Duration
-    private let buffer: Mutex<[ExperimentRecord]>
-    /// The buffer being written (held by one flush at a time).
-    private let spare = Mutex<[ExperimentRecord]>([])
+    static let shardCount = 4
+    private let shards: [Shard]
+    /// The shards' buffers being written (held by one flush at a time): swapped with the full
+    /// ones, so that neither is reallocated (emptying a buffer that a batch still shares would copy it).
+    private let spares = Mutex<[[ExperimentRecord]]>(Array(repeating: [], count: ExperimentRecorder.shardCount))
+    private let observer = Mutex<(@Sendable (_ experiment: String, _ records: ArraySlice<ExperimentRecord>) -> Void)?>(nil)
     private let wake = DispatchSemaphore(value: 0)
     private let stopping = Atomic(false)
     private let finished = DispatchSemaphore(value: 0)
@@ -28,17 +37,28 @@ public final class ExperimentRecorder: Sendable {
         self.capacity = max(capacity, 1)
         self.flushInterval = flushInterval
         self.logger = logger
-        buffer = Mutex([])
+        shards = (0..<Self.shardCount).map { _ in Shard() }
         dropped = Counter(label: "tern_ab_records_dropped_total")
         let thread = Thread { [self] in run() }
         thread.name = "tern-ab-recorder"
         thread.start()
     }
 
+    /// Sets what sees every record after its batch was written (or failed to be), on the writer's
+    /// thread, in runs of one experiment's records.
+    public func observe(_ body: @escaping @Sendable (_ experiment: String, _ records: ArraySlice<ExperimentRecord>) -> Void) {
+        observer.withLock { $0 = body }
+    }
+
+    /// The calling thread's shard (threads spread by a multiplicative hash of their id).
+    private var shard: Int {
+        Int((UInt64(pthread_self()) &* 0x9E37_79B9_7F4A_7C15) >> 62) % Self.shardCount
+    }
+
     /// Queues a record; false (and counted) when the buffer is full.
     @discardableResult
     public func record(_ record: ExperimentRecord) -> Bool {
-        let (accepted, count) = buffer.withLock { buffer -> (Bool, Int) in
+        let (accepted, count) = shards[shard].records.withLock { buffer -> (Bool, Int) in
             guard buffer.count < capacity else { return (false, buffer.count) }
             buffer.append(record)
             return (true, buffer.count)
@@ -56,18 +76,28 @@ public final class ExperimentRecorder: Sendable {
 
     /// Writes what is buffered now, on the caller's thread.
     public func flush() {
-        // Double buffering: the full buffer is swapped with the emptied one of the last flush, so
-        // neither is reallocated (emptying a buffer that a batch still shares would copy it).
-        spare.withLock { batch in
-            buffer.withLock { swap(&batch, &$0) }
-            defer { batch.removeAll(keepingCapacity: true) }
-            guard !batch.isEmpty else { return }
+        spares.withLock { batches in
+            for index in shards.indices { shards[index].records.withLock { swap(&batches[index], &$0) } }
+            defer { for index in batches.indices { batches[index].removeAll(keepingCapacity: true) } }
+            let count = batches.reduce(0) { $0 + $1.count }
+            guard count > 0 else { return }
             do {
-                try store.insert(batch)
+                try store.insert(batches)
             } catch {
-                droppedCount.add(batch.count, ordering: .relaxed)
-                dropped.increment(by: batch.count)
-                logger.error("cannot write experiment records", metadata: ["records": .stringConvertible(batch.count), "error": .string("\(error)")])
+                droppedCount.add(count, ordering: .relaxed)
+                dropped.increment(by: count)
+                logger.error("cannot write experiment records", metadata: ["records": .stringConvertible(count), "error": .string("\(error)")])
+            }
+            guard let observe = observer.withLock({ $0 }) else { return }
+            for batch in batches {
+                var start = 0
+                while start < batch.count {
+                    let name = batch[start].experiment
+                    var end = start + 1
+                    while end < batch.count && batch[end].experiment == name { end += 1 }
+                    observe(name, batch[start..<end])
+                    start = end
+                }
             }
         }
     }
@@ -87,4 +117,10 @@ public final class ExperimentRecorder: Sendable {
         flush()
         finished.signal()
     }
+}
+
+/// One shard of the recorder's buffer, padded so that two shards never share a cache line.
+private final class Shard: Sendable {
+    let records = Mutex<[ExperimentRecord]>([])
+    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import GRDBSQLite
+import Synchronization
 
 /// One request an experiment routed (or mirrored to a shadow), as the metrics store keeps it.
 public struct ExperimentRecord: Sendable, Equatable {
@@ -67,9 +68,13 @@ public struct ExperimentEvent: Sendable, Equatable, Codable {
 /// request path; a committed batch survives a crash of the process.
 public final class ExperimentStore: Sendable {
     let database: DatabaseQueue
+    /// Finds the records of a request id for feedback (see `RequestKeyIndex`). Read and changed
+    /// only inside the database queue, so that it always agrees with what is committed.
+    private let keys: Mutex<RequestKeyIndex>
 
-    /// `path` nil: an in-memory database (tests).
-    public init(path: String?) throws {
+    /// `path` nil: an in-memory database (tests). `segmentRows`: records per sorted run of the
+    /// request-id keys (smaller in tests).
+    public init(path: String?, segmentRows: Int = 65_536) throws {
         if let path {
             try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
             var configuration = Configuration()
@@ -135,7 +140,28 @@ public final class ExperimentStore: Sendable {
                 CREATE INDEX ab_requests_by_request ON ab_requests(request_id);
                 """)
         }
+        migrator.registerMigration("experiments_v3_request_keys") { db in
+            // Labels are attached to the records they match when they arrive (by record id), and
+            // request ids are found through sorted runs of their hashes instead of an index
+            // updated by every insert (see `RequestKeyIndex`). The old labels are attached here,
+            // through the old index, before it goes.
+            try db.execute(sql: """
+                CREATE TABLE ab_labels (row INTEGER PRIMARY KEY, label TEXT NOT NULL, time DOUBLE NOT NULL);
+                INSERT OR REPLACE INTO ab_labels (row, label, time)
+                    SELECT r.id, f.label, f.time FROM ab_feedback f CROSS JOIN ab_requests r ON r.request_id = f.request_id;
+                DROP TABLE ab_feedback;
+                DROP INDEX ab_requests_by_request;
+                """)
+            try RequestKeyIndex.createTables(db)
+        }
         try migrator.migrate(database)
+        var index = try database.read { db in try RequestKeyIndex.load(db, segmentRows: max(segmentRows, 1)) }
+        // A tail longer than a segment (records written before this schema) is sealed now.
+        while index.tail.count >= index.segmentRows {
+            let sealed = try database.write { db in try index.sealOne(db) }
+            index.tail.removeFirst(sealed)
+        }
+        keys = Mutex(index)
     }
 
     /// Records written by one INSERT statement: a statement per record spent half the writer's
@@ -146,69 +172,114 @@ public final class ExperimentStore: Sendable {
     /// record is most of what an experiment costs a busy device. Full chunks go through one
     /// statement of `rowsPerStatement` rows, the rest through one of its own size.
     public func insert(_ records: [ExperimentRecord]) throws {
-        guard !records.isEmpty else { return }
-        try database.write { db in
-            // The texts of a chunk are copied into one buffer and bound in place (SQLITE_STATIC):
-            // binding them as transient made SQLite copy each into memory of its own.
-            var arena: [UInt8] = []
-            var texts: [Range<Int>?] = []
-            var start = records.startIndex
-            // Prepared once per batch (a lookup in the statement cache hashed and compared the
-            // whole SQL text of 32 rows for every chunk).
-            var full: Statement?
-            while start < records.endIndex {
-                let chunk = records[start..<min(start + Self.rowsPerStatement, records.endIndex)]
-                start = chunk.endIndex
-                let statement: Statement
-                if chunk.count == Self.rowsPerStatement {
-                    if full == nil { full = try db.makeStatement(sql: Self.fullInsertSQL) }
-                    statement = full!
-                } else {
-                    statement = try db.makeStatement(sql: Self.insertSQL(rows: chunk.count))
+        try insert([records])
+    }
+
+    /// Writes several arrays of records in one transaction.
+    public func insert(_ batches: [[ExperimentRecord]]) throws {
+        let count = batches.reduce(0) { $0 + $1.count }
+        guard count > 0 else { return }
+        try database.writeWithoutTransaction { db in
+            var added: [RequestKeyIndex.Entry] = []
+            added.reserveCapacity(count)
+            try db.inTransaction {
+                added.removeAll(keepingCapacity: true)
+                for records in batches where !records.isEmpty { try insertRows(db, records, keys: &added) }
+                return .commit
+            }
+            // Committed: the records are findable from now on.
+            let full = keys.withLock { index in
+                index.tail += added
+                return index.tail.count >= index.segmentRows
+            }
+            if full { try sealSegments(db) }
+        }
+    }
+
+    /// Writes the full segments of the request-id keys, each in its own transaction.
+    private func sealSegments(_ db: Database) throws {
+        while true {
+            let index = keys.withLock { $0 }
+            var sealed = 0
+            try db.inTransaction {
+                sealed = try index.sealOne(db)
+                return .commit
+            }
+            guard sealed > 0 else { return }
+            keys.withLock { $0.tail.removeFirst(sealed) }
+        }
+    }
+
+    /// The rows of one batch; `keys` gets each one's request-id key and row.
+    private func insertRows(_ db: Database, _ records: [ExperimentRecord], keys: inout [RequestKeyIndex.Entry]) throws {
+        // The texts of a chunk are copied into one buffer and bound in place (SQLITE_STATIC):
+        // binding them as transient made SQLite copy each into memory of its own.
+        var arena: [UInt8] = []
+        var texts: [Range<Int>?] = []
+        var start = 0
+        // Prepared once per batch (a lookup in the statement cache hashed and compared the
+        // whole SQL text of 32 rows for every chunk).
+        var full: Statement?
+        while start < records.count {
+            let chunk = start..<min(start + Self.rowsPerStatement, records.count)
+            start = chunk.upperBound
+            let statement: Statement
+            if chunk.count == Self.rowsPerStatement {
+                if full == nil { full = try db.makeStatement(sql: Self.fullInsertSQL) }
+                statement = full!
+            } else {
+                statement = try db.makeStatement(sql: Self.insertSQL(rows: chunk.count))
+            }
+            let handle = statement.sqliteStatement
+            arena.removeAll(keepingCapacity: true)
+            texts.removeAll(keepingCapacity: true)
+            // Fields are read in place (a record copied out of the array retained each text).
+            for i in chunk {
+                texts.append(arena.append(records[i].experiment))
+                texts.append(arena.append(records[i].variant))
+                texts.append(arena.append(records[i].requestID))
+                texts.append(arena.append(records[i].subject))
+                texts.append(records[i].predictedInteger == nil ? arena.append(records[i].prediction) : nil)
+                texts.append(arena.append(records[i].error))
+            }
+            let code = arena.withUnsafeBufferPointer { bytes -> Int32 in
+                let base = UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!)  // valid even for "" (not NULL)
+                func text(_ index: Int32, _ range: Range<Int>?) {
+                    guard let range else { sqlite3_bind_null(handle, index); return }
+                    _ = sqlite3_bind_text(handle, index, base.advanced(by: range.lowerBound).assumingMemoryBound(to: CChar.self), Int32(range.count), nil)
                 }
-                let handle = statement.sqliteStatement
-                arena.removeAll(keepingCapacity: true)
-                texts.removeAll(keepingCapacity: true)
-                for r in chunk {
-                    texts.append(arena.append(r.experiment))
-                    texts.append(arena.append(r.variant))
-                    texts.append(arena.append(r.requestID))
-                    texts.append(arena.append(r.subject))
-                    texts.append(r.predictedInteger == nil ? arena.append(r.prediction) : nil)
-                    texts.append(arena.append(r.error))
-                }
-                let code = arena.withUnsafeBufferPointer { bytes -> Int32 in
-                    func text(_ index: Int32, _ range: Range<Int>?) {
-                        guard let range else { sqlite3_bind_null(handle, index); return }
-                        // A valid pointer even for "" (which is not NULL).
-                        let base = UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!).advanced(by: range.lowerBound)
-                        _ = sqlite3_bind_text(handle, index, base.assumingMemoryBound(to: CChar.self), Int32(range.count), nil)
+                for (n, i) in chunk.enumerated() {
+                    let p = Int32(n * Self.columns), t = n * 6
+                    let id = texts[t + 2]!
+                    keys.append(RequestKeyIndex.Entry(key: RequestKeyIndex.key(UnsafeRawBufferPointer(start: base.advanced(by: id.lowerBound), count: id.count)), row: 0))
+                    sqlite3_bind_double(handle, p + 1, records[i].time)
+                    text(p + 2, texts[t])
+                    text(p + 3, texts[t + 1])
+                    text(p + 4, id)
+                    text(p + 5, texts[t + 3])
+                    sqlite3_bind_int64(handle, p + 6, records[i].latencyUs)
+                    if let confidence = records[i].confidence { sqlite3_bind_double(handle, p + 7, confidence) } else { sqlite3_bind_null(handle, p + 7) }
+                    if let predicted = records[i].predictedInteger {
+                        sqlite3_bind_int64(handle, p + 8, predicted)  // TEXT affinity stores it as its decimal text
+                    } else {
+                        text(p + 8, texts[t + 4])
                     }
-                    for (row, r) in chunk.enumerated() {
-                        let p = Int32(row * 10), t = row * 6
-                        sqlite3_bind_double(handle, p + 1, r.time)
-                        text(p + 2, texts[t])
-                        text(p + 3, texts[t + 1])
-                        text(p + 4, texts[t + 2])
-                        text(p + 5, texts[t + 3])
-                        sqlite3_bind_int64(handle, p + 6, r.latencyUs)
-                        if let confidence = r.confidence { sqlite3_bind_double(handle, p + 7, confidence) } else { sqlite3_bind_null(handle, p + 7) }
-                        if let predicted = r.predictedInteger {
-                            sqlite3_bind_int64(handle, p + 8, predicted)  // TEXT affinity stores it as its decimal text
-                        } else {
-                            text(p + 8, texts[t + 4])
-                        }
-                        text(p + 9, texts[t + 5])
-                        sqlite3_bind_int(handle, p + 10, r.shadow ? 1 : 0)
-                    }
-                    let code = sqlite3_step(handle)
-                    sqlite3_reset(handle)
-                    sqlite3_clear_bindings(handle)  // no pointer into the arena outlives it
-                    return code
+                    text(p + 9, texts[t + 5])
+                    sqlite3_bind_int(handle, p + 10, records[i].shadow ? 1 : 0)
                 }
-                guard code == SQLITE_DONE else {
-                    throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
-                }
+                let code = sqlite3_step(handle)
+                sqlite3_reset(handle)
+                sqlite3_clear_bindings(handle)  // no pointer into the arena outlives it
+                return code
+            }
+            guard code == SQLITE_DONE else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+            // SQLite numbered the rows max + 1, max + 2, …: the last one ends the chunk.
+            var row = db.lastInsertedRowID - Int64(chunk.count)
+            for n in keys.indices.suffix(chunk.count) {
+                row += 1
+                keys[n].row = row
             }
         }
     }
@@ -221,18 +292,18 @@ public final class ExperimentStore: Sendable {
             + Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", count: rows).joined(separator: ", ")
     }
 
-    /// Labelled answers and correct predictions per variant (feedback joined to the records).
-    /// CROSS JOIN keeps the feedback table outside: each label is one lookup in the request-id
-    /// index, where SQLite's own choice scanned every record of the experiment — on each
-    /// guardrail check, ever slower as the table grows.
+    /// Values bound per record.
+    static let columns = 10
+
+    /// Labelled answers and correct predictions per variant (one record lookup per label).
     public func labelledCounts(experiment: String) throws -> [String: (labelled: Int, correct: Int)] {
         try database.read { db in
             var counts: [String: (Int, Int)] = [:]
             for row in try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = f.label) AS correct
-                    FROM ab_feedback f CROSS JOIN ab_requests r ON r.request_id = f.request_id
+                    SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = l.label) AS correct
+                    FROM ab_labels l CROSS JOIN ab_requests r ON r.id = l.row
                     WHERE r.experiment = ? AND r.error IS NULL GROUP BY r.variant
                     """, arguments: [experiment])
             {
@@ -242,16 +313,25 @@ public final class ExperimentStore: Sendable {
         }
     }
 
-    /// Attaches ground-truth labels to request ids (a later label replaces an earlier one).
-    /// Returns how many of the ids were routed by an experiment.
+    /// Attaches ground-truth labels to the records of request ids written so far (the served
+    /// answer and any shadow copies; a later label replaces an earlier one). Returns how many of
+    /// the ids matched a record; labels of unknown ids are not kept.
     @discardableResult
     public func addFeedback(_ labels: [(requestID: String, label: String)], time: Double = Date().timeIntervalSince1970) throws -> Int {
         try database.write { db in
-            let statement = try db.makeStatement(sql: "INSERT OR REPLACE INTO ab_feedback (request_id, label, time) VALUES (?, ?, ?)")
+            let wanted = labels.map { RequestKeyIndex.key($0.requestID) }
+            let candidates = try keys.withLock { try $0.candidates(db, keys: Set(wanted)) }
+            let check = try db.makeStatement(sql: "SELECT request_id = ? FROM ab_requests WHERE id = ?")
+            let attach = try db.makeStatement(sql: "INSERT OR REPLACE INTO ab_labels (row, label, time) VALUES (?, ?, ?)")
             var known = 0
-            for (id, label) in labels {
-                try statement.execute(arguments: [id, label, time])
-                known += try Int.fetchOne(db, sql: "SELECT COUNT(*) > 0 FROM ab_requests WHERE request_id = ?", arguments: [id]) ?? 0
+            for ((id, label), key) in zip(labels, wanted) {
+                var matched = false
+                // A candidate has the id's hash; its text decides (and its row may be gone).
+                for row in candidates[key] ?? [] where try Bool.fetchOne(check, arguments: [id, row]) == true {
+                    try attach.execute(arguments: [row, label, time])
+                    matched = true
+                }
+                if matched { known += 1 }
             }
             return known
         }
@@ -292,8 +372,8 @@ public final class ExperimentStore: Sendable {
             let labelled = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = f.label) AS correct
-                    FROM ab_feedback f CROSS JOIN ab_requests r ON r.request_id = f.request_id
+                    SELECT r.variant AS variant, COUNT(*) AS labelled, SUM(r.prediction = l.label) AS correct
+                    FROM ab_labels l CROSS JOIN ab_requests r ON r.id = l.row
                     WHERE r.experiment = ? AND r.time >= ? AND r.error IS NULL GROUP BY r.variant
                     """, arguments: [experiment, since])
             for row in labelled {
@@ -313,19 +393,28 @@ public final class ExperimentStore: Sendable {
 
     /// Deletes an experiment's oldest records beyond `maxRows` and those older than `maxDays`.
     public func enforceRetention(experiment: String, maxRows: Int?, maxDays: Double?, now: Double = Date().timeIntervalSince1970) throws {
-        try database.write { db in
-            if let maxDays {
-                try db.execute(sql: "DELETE FROM ab_requests WHERE experiment = ? AND time < ?", arguments: [experiment, now - maxDays * 86_400])
+        try database.writeWithoutTransaction { db in
+            var emptied = false
+            try db.inTransaction {
+                if let maxDays {
+                    try db.execute(sql: "DELETE FROM ab_requests WHERE experiment = ? AND time < ?", arguments: [experiment, now - maxDays * 86_400])
+                }
+                if let maxRows {
+                    try db.execute(
+                        sql: """
+                            DELETE FROM ab_requests WHERE experiment = ?1 AND id <= (
+                                SELECT id FROM ab_requests WHERE experiment = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+                            """, arguments: [experiment, max(maxRows, 0)])
+                }
+                // Per label, one lookup of its record (NOT IN would list every request).
+                try db.execute(sql: "DELETE FROM ab_labels WHERE NOT EXISTS (SELECT 1 FROM ab_requests r WHERE r.id = ab_labels.row)")
+                let oldest = try Int64.fetchOne(db, sql: "SELECT MIN(id) FROM ab_requests")
+                // Empty: SQLite numbers the next records from 1 again, so no key may outlive them.
+                emptied = oldest == nil
+                try RequestKeyIndex.dropSegments(db, below: oldest ?? .max)
+                return .commit
             }
-            if let maxRows {
-                try db.execute(
-                    sql: """
-                        DELETE FROM ab_requests WHERE experiment = ?1 AND id <= (
-                            SELECT id FROM ab_requests WHERE experiment = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
-                        """, arguments: [experiment, max(maxRows, 0)])
-            }
-            // Per label, one lookup in the request-id index (NOT IN would list every request).
-            try db.execute(sql: "DELETE FROM ab_feedback WHERE NOT EXISTS (SELECT 1 FROM ab_requests r WHERE r.request_id = ab_feedback.request_id)")
+            if emptied { keys.withLock { $0.tail.removeAll() } }
         }
     }
 
@@ -373,9 +462,9 @@ public final class ExperimentStore: Sendable {
 extension [UInt8] {
     /// Appends a text's UTF-8 and returns where it lies (nil for nil).
     fileprivate mutating func append(_ text: String?) -> Range<Int>? {
-        guard let text else { return nil }
+        guard var text else { return nil }
         let start = count
-        append(contentsOf: text.utf8)
+        text.withUTF8 { append(contentsOf: $0) }  // one copy of the contiguous bytes
         return start..<count
     }
 }

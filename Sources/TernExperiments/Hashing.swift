@@ -93,6 +93,16 @@ public enum SubjectHash: String, Sendable, Codable, CaseIterable {
         }
         return h
     }
+
+    /// FNV-1a, 64 bits: the metrics store's key for a request id (not for assignment).
+    public static func fnv1a64(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            h ^= UInt64(byte)
+            h &*= 0x0000_0100_0000_01b3
+        }
+        return h
+    }
 }
 
 /// Which variant a subject sees: its key is hashed with the experiment's salt into one of 10 000
@@ -120,12 +130,20 @@ public struct Assigner: Sendable, Equatable {
 
     /// The bucket (0..<10 000) of a key: hash("salt:key") mod 10 000.
     public func bucket(_ key: String) -> UInt32 {
-        hash.hash(prefix: salt, key: key) % Self.buckets
+        Self.bucket(key, hash: hash, salt: salt)
+    }
+
+    public static func bucket(_ key: String, hash: SubjectHash, salt: String) -> UInt32 {
+        hash.hash(prefix: salt, key: key) % buckets
     }
 
     /// The index of the variant the key is assigned to.
     public func variant(for key: String) -> Int {
-        let bucket = bucket(key)
-        return bounds.firstIndex { bucket < $0 } ?? max(bounds.count - 1, 0)
+        variant(inBucket: bucket(key))
+    }
+
+    /// The index of the variant that owns a bucket.
+    public func variant(inBucket bucket: UInt32) -> Int {
+        bounds.firstIndex { bucket < $0 } ?? max(bounds.count - 1, 0)
     }
 }

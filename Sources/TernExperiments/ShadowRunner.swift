@@ -97,7 +97,7 @@ final class ShadowRunner: Sendable {
             // free instance), so the work runs at this thread's priority.
             let done = DispatchSemaphore(value: 0)
             let started = ContinuousClock.now
-            engine.submit(job.request, allowInline: true) { result in
+            engine.submit(toModel: job.request, allowInline: true) { result in
                 job.completion(result, ContinuousClock.now - started)
                 done.signal()
             }

@@ -1,4 +1,4 @@
-/// What a periodic guardrail check needs of one variant, kept in memory as requests finish (so
+/// What a periodic guardrail check needs of one variant, kept in memory as records are written (so
 /// that a check every few seconds costs the same however large the records table grows): counts,
 /// errors, confidence, and the newest latencies in a ring.
 struct VariantTally: Sendable {
@@ -14,9 +14,9 @@ struct VariantTally: Sendable {
 
     init(window: Int) { self.window = max(window, 1) }
 
-    mutating func add(latencyMs: Double?, confidence: Double?) {
+    mutating func add(latencyMs: Double?, confidence: Double?, sinceWeights: Bool = true) {
         requests += 1
-        requestsSinceWeights += 1
+        if sinceWeights { requestsSinceWeights += 1 }
         guard let latencyMs else {
             errors += 1
             return

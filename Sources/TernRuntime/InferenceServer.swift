@@ -242,6 +242,15 @@ public final class InferenceServer: Sendable {
         if let virtual = virtualModel(request.modelName) {
             return virtual.handle(request, engine: self, completion: completion)
         }
+        submit(toModel: request, allowInline: allowInline, completion: completion)
+    }
+
+    /// As `submit`, on a model of the repository (no virtual model answers): how a virtual model
+    /// forwards a request it has routed, without looking its target up among the virtual ones.
+    public func submit(
+        toModel request: InferenceRequest, allowInline: Bool = true,
+        completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void
+    ) {
         do throws(TernError) {
             try servingRunner(request).submit(request, allowInline: allowInline, completion: completion)
         } catch {
@@ -254,7 +263,12 @@ public final class InferenceServer: Sendable {
     /// An event-loop frontend uses this to answer small models without leaving its thread.
     public func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
         if let virtual = virtualModel(request.modelName) { return try virtual.handleImmediately(request, engine: self) }
-        return try servingRunner(request).inferImmediately(request)
+        return try inferImmediately(onModel: request)
+    }
+
+    /// As `inferImmediately`, on a model of the repository (see `submit(toModel:)`).
+    public func inferImmediately(onModel request: InferenceRequest) throws(TernError) -> InferenceResponse? {
+        try servingRunner(request).inferImmediately(request)
     }
 
     /// The runner for a request, unless a device policy has paused the model.

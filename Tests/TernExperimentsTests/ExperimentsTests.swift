@@ -30,6 +30,11 @@ import TernCore
         #expect(SubjectHash.fnv1a([]) == 0x811C_9DC5)
         #expect(SubjectHash.fnv1a(Array("a".utf8)) == 0xE40C_292C)
         #expect(SubjectHash.fnv1a(Array("foobar".utf8)) == 0xBF9C_F968)
+        // The 64-bit variant that keys request ids in the metrics store.
+        func fnv64(_ text: String) -> UInt64 { Array(text.utf8).withUnsafeBytes { SubjectHash.fnv1a64($0) } }
+        #expect(fnv64("") == 0xCBF2_9CE4_8422_2325)
+        #expect(fnv64("a") == 0xAF63_DC4C_8601_EC8C)
+        #expect(fnv64("foobar") == 0x8594_4171_F739_67E8)
     }
 
     @Test func assignmentIsStableAndSplitsByWeight() {
@@ -219,9 +224,12 @@ import TernCore
         #expect(try store.labelledCounts(experiment: "e")["a"]! == (4, 2))
         let texts = try store.database.read { db in try String.fetchAll(db, sql: "SELECT prediction FROM ab_requests ORDER BY id") }
         #expect(texts == ["0", "1", "2", "3"])
-        // Labels whose requests are gone go too (one index lookup per label).
+        // Labels whose requests are gone go too.
         try store.enforceRetention(experiment: "e", maxRows: 1, maxDays: nil)
-        #expect(try store.database.read { db in try String.fetchAll(db, sql: "SELECT request_id FROM ab_feedback") } == ["r3"])
+        #expect(try store.database.read { db in
+            try String.fetchAll(db, sql: "SELECT r.request_id FROM ab_labels l JOIN ab_requests r ON r.id = l.row")
+        } == ["r3"])
+        #expect(try store.database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ab_labels") } == 1)
     }
 }
 
@@ -304,22 +312,75 @@ extension StoreTests {
         }
         #expect(ids == [7, 9, 10])
         #expect(!schema.uppercased().contains("AUTOINCREMENT"))
+        // The old label moved to its record; the per-insert index went; old ids are still found.
         #expect(try store.labelledCounts(experiment: "e")["b"]! == (1, 1))
-        let usesIndex = try store.database.read { db in
-            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT id FROM ab_requests WHERE request_id = 'r9'").map { $0["detail"] as String? ?? "" }
+        let names = try store.database.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master") }
+        #expect(!names.contains("ab_requests_by_request") && !names.contains("ab_feedback") && names.contains("ab_labels"))
+        #expect(try store.addFeedback([("r7", "1"), ("r10", "0")]) == 2)
+        #expect(try store.labelledCounts(experiment: "e")["a"]! == (2, 1))
+    }
+
+    /// Ids are found in sealed segments (across chunk boundaries, with runs of one id) and in the
+    /// tail, after a reopen too; retention drops segments whose records are gone.
+    @Test func feedbackFindsRecordsInSegmentsAndTheTail() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("ab.sqlite").path
+        let segmentRows = 300  // three chunks of up to 128 keys per segment
+        var ids: [String] = []
+        do {
+            let store = try ExperimentStore(path: path, segmentRows: segmentRows)
+            var records: [ExperimentRecord] = []
+            for i in 0..<1000 {
+                // Client-style random ids, a few reused ids (one of them 200 times), and a shadow
+                // copy sharing its served request's id.
+                let id = i % 5 == 0 ? "same" : i % 7 == 0 ? "seven-\(i % 3)" : UUID().uuidString
+                ids.append(id)
+                var record = ExperimentRecord(time: Double(i), experiment: "e", variant: i % 2 == 0 ? "a" : "b", requestID: id, latencyUs: 10)
+                record.predictedInteger = Int64(i % 10)
+                records.append(record)
+                if i == 999 { records.append(ExperimentRecord(time: Double(i), experiment: "e", variant: "s", requestID: id, latencyUs: 10, shadow: true)) }
+            }
+            // In uneven batches, so that segments fill across them.
+            var start = 0
+            for size in [1, 250, 333, 17, 400] {
+                try store.insert(Array(records[start..<min(start + size, records.count)]))
+                start += size
+            }
+            let segments = try store.database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ab_request_segments") }
+            #expect(segments == 3)  // 1001 records: three sealed, 101 in the tail
+            #expect(try store.addFeedback([(ids[1], "1"), (ids[3], "3"), (ids[998], "8"), (ids[999], "9"), ("unknown", "0")]) == 4)
+            #expect(try store.labelledCounts(experiment: "e").mapValues { $0.labelled } == ["a": 1, "b": 3, "s": 1])
         }
-        #expect(usesIndex.contains { $0.contains("ab_requests_by_request") })
+        let store = try ExperimentStore(path: path, segmentRows: segmentRows)
+        // After a reopen: the tail is read back; "same" (every fifth record: 100 predicted 0 on
+        // "a", 100 predicted 5 on "b") runs across chunks of every segment and the tail.
+        #expect(try store.addFeedback([("same", "0"), (ids[997], "7")]) == 2)
+        let counts = try store.labelledCounts(experiment: "e")
+        #expect(counts["a"]! == (101, 101) && counts["b"]! == (104, 4))
+        try store.enforceRetention(experiment: "e", maxRows: 500, maxDays: nil)
+        let left = try store.database.read { db in try Int64.fetchAll(db, sql: "SELECT first_row FROM ab_request_segments ORDER BY segment") }
+        #expect(left == [301, 601])  // the first segment's records are all gone
+        #expect(try store.addFeedback([(ids[1], "1"), (ids[701], "0")]) == 1)
+        // Emptied, the table numbers from 1 again: no old key may point at the new records.
+        try store.enforceRetention(experiment: "e", maxRows: 0, maxDays: nil)
+        #expect(try store.database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ab_request_keys") } == 0)
+        try store.insert([ExperimentRecord(time: 1, experiment: "e", variant: "a", requestID: "new", latencyUs: 1)])
+        #expect(try store.database.read { db in try Int64.fetchOne(db, sql: "SELECT id FROM ab_requests") } == 1)
+        #expect(try store.addFeedback([(ids[1], "1"), ("same", "0"), ("new", "0")]) == 1)
     }
 }
 
 @Suite struct RequestIDTests {
-    @Test func generatedIdsAreFixedWidthAndIncreasing() {
-        let ids = [1, 2, 15, 16, 255, 4096, 1 << 40].map { RequestIDs.format(UInt64($0)) }
-        #expect(ids == ids.sorted())
-        #expect(Set(ids.map(\.count)) == [5 + 16 + 1 + RequestIDs.counterDigits])
-        #expect(ids[3].hasPrefix("tern-") && ids[3].hasSuffix("-000000000010"))
-        // Past 2^48 the width grows rather than wrapping: still unique.
-        #expect(RequestIDs.format(1 << 52).hasSuffix("-10000000000000"))
+    @Test func generatedIdsAreSmallFixedWidthAndIncreasing() {
+        let counters: [UInt64] = [0, 1, 2, 63, 64, 65, 4095, 4096, 1 << 40, (1 << 48) - 1]
+        let ids = counters.map { RequestIDs.format($0) }
+        #expect(ids == ids.sorted() && Set(ids).count == ids.count)
+        #expect(Set(ids.map(\.utf8.count)) == [RequestIDs.length] && RequestIDs.length <= 15)  // a small string
+        #expect(Set(ids.map { $0.prefix(7) }).count == 1)  // the process's prefix
+        #expect(ids[0].hasSuffix("........") && ids[1].hasSuffix(".......0") && ids[3].hasSuffix(".......z") && ids[4].hasSuffix("......0."))
+        let digits = Set(".0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz".utf8)
+        #expect(ids.allSatisfy { $0.utf8.allSatisfy(digits.contains) })
         #expect(RequestIDs.next() != RequestIDs.next())
     }
 }
@@ -384,5 +445,51 @@ extension StoreTests {
         try await waitFor(201)
         #expect(runner.wakeUpCount == woken + 1)
         #expect(failed.load(ordering: .relaxed) == 0)
+    }
+}
+
+@Suite struct RecorderTests {
+    /// Threads recording at once (into different shards) lose nothing; the observer sees every
+    /// record once, in runs of one experiment, after its batch is written.
+    @Test func recordsFromManyThreadsLandOnceAndReachTheObserver() throws {
+        let store = try ExperimentStore(path: nil)
+        let recorder = ExperimentRecorder(store: store, capacity: 10_000, flushInterval: .seconds(60), logger: Logger(label: "test"))
+        defer { recorder.shutdown() }
+        let seen = Mutex<[String: Int]>([:])
+        recorder.observe { name, records in
+            #expect(records.allSatisfy { $0.experiment == name })
+            seen.withLock { $0[name, default: 0] += records.count }
+        }
+        DispatchQueue.concurrentPerform(iterations: 8) { thread in
+            for i in 0..<500 {
+                recorder.record(ExperimentRecord(time: 1, experiment: i % 3 == 0 ? "x" : "y", variant: "a", requestID: "t\(thread)-\(i)", latencyUs: 1))
+            }
+        }
+        recorder.flush()
+        #expect(try store.requestCount() == 4000 && recorder.droppedRecords == 0)
+        #expect(Set(try store.database.read { db in try String.fetchAll(db, sql: "SELECT request_id FROM ab_requests") }).count == 4000)
+        #expect(seen.withLock { $0 } == ["x": 8 * 167, "y": 8 * 333])
+    }
+
+    /// Counts and guardrail tallies come from written records: a record taken before the weights
+    /// changed does not count towards the sample-ratio check after the change.
+    @Test func writtenRecordsFeedTheTallies() throws {
+        let spec = try ExperimentSpec.parse("variants: [ { name: a, model: m, weight: 50 }, { name: b, model: m2, weight: 50 } ]", defaultName: "e")
+        let store = try ExperimentStore(path: nil)
+        let recorder = ExperimentRecorder(store: store, capacity: 100, flushInterval: .seconds(60), logger: Logger(label: "test"))
+        defer { recorder.shutdown() }
+        let experiment = Experiment(spec: spec, state: ExperimentState(spec: spec, now: 0), recorder: recorder, shadows: nil, logger: Logger(label: "test"))
+        recorder.observe { _, records in experiment.absorb(records) }
+        let before = Date().timeIntervalSince1970 - 10
+        recorder.record(ExperimentRecord(time: before, experiment: "e", variant: "a", requestID: "1", latencyUs: 2000, confidence: 0.5))
+        #expect(experiment.tallyData(labelled: [:]).all["a"]!.requests == 0)  // not written yet
+        _ = experiment.update { $0.weights = ["a": 90, "b": 10] }
+        recorder.record(ExperimentRecord(time: Date().timeIntervalSince1970 + 1, experiment: "e", variant: "b", requestID: "2", latencyUs: 3000, error: "boom"))
+        recorder.record(ExperimentRecord(time: before, experiment: "e", variant: "gone", requestID: "3", latencyUs: 1))
+        recorder.flush()
+        let (all, recent) = experiment.tallyData(labelled: [:])
+        #expect(all["a"]!.requests == 1 && all["a"]!.latenciesMs == [2.0] && all["a"]!.confidenceSum == 0.5)
+        #expect(all["b"]!.requests == 1 && all["b"]!.errors == 1 && all["b"]!.latenciesMs.isEmpty)
+        #expect(recent["a"]!.requests == 0 && recent["b"]!.requests == 1)
     }
 }

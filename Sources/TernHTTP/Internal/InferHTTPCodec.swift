@@ -191,8 +191,10 @@ enum InferHTTPCodec {
             }
         }
         json.beginObject()
-        if parameters.count == 2 {
-            // An experiment's two labels: one comparison.
+        if parameters.count == 1, let (key, value) = parameters.first {
+            write(key, value)  // an experiment's variant label
+        } else if parameters.count == 2 {
+            // Two: one comparison.
             let first = parameters.startIndex, second = parameters.index(after: first)
             let (a, b) = parameters[first].key < parameters[second].key ? (first, second) : (second, first)
             write(parameters[a].key, parameters[a].value)
