@@ -6,7 +6,7 @@
 1. Throughput at saturation (wrk -t1 -c8, HTTP binary, rounds alternating, medians): a model
    alone vs an experiment splitting 50/50 between two copies of it — routing, an id for requests
    without one, and a metrics record written to SQLite off the path. Target: ≥ 0.95. Requests
-   carry no id (the costlier path). Three models from tiny (add_sub, ~50 µs) to a 224×224 image
+   carry no id (the server generates one). Three models from tiny (add_sub, ~50 µs) to a 224×224 image
    classifier show that the cost is a fixed amount per request. A third load sends the same
    requests straight to the two variants in turn: experiment ÷ that isolates what routing and
    records cost from what keeping two models hot costs (caches shared by two sessions).
@@ -19,6 +19,9 @@
    also read the server's CPU time around each slice (`--server-pid`, each slice followed by a
    quiet 0.25 s so the writer's deferred work counts in its slice): CPU µs per call, alone vs
    experiment — the cost itself, less exposed to how the load generator shares the cores.
+   The paired runs are repeated with every request carrying a random id of its own (`tern perf
+   --request-ids random`: clients that set ids, whose keys arrive in no order), the case that
+   an index on the request id made costly.
 2. Shadow latency at low load (one client, sequential): p50/p99 of the served answer of a
    one-variant experiment with and without a shadow variant that gets a copy of every request
    (the ratio isolates the shadow; the model alone is shown too). Target: no measurable difference.
@@ -110,14 +113,14 @@ def wrk(server, models, body_model, seconds, workdir):
     return done / seconds, (cpu_seconds(server.process.pid) - cpu0) / max(done, 1) * 1e6
 
 
-def paired(tern, server, experiment, alone, pairs, workdir):
+def paired(tern, server, experiment, alone, pairs, workdir, client_ids=False):
     """Experiment ÷ alone from alternating slices (see the module docstring), and the server's CPU
     µs per call on each side (each slice followed by a quiet 0.25 s so the writer's deferred work
     is counted in the slice that caused it)."""
     path = os.path.join(workdir, "paired.csv")
     subprocess.run([tern, "perf", "-m", experiment, "--protocol", "http-binary", "--http-port", str(server.http_port),
                     "--paired-with-model", alone, "--concurrency-range", "8", "--pairs", str(pairs), "--csv", path,
-                    "--server-pid", str(server.process.pid)],
+                    "--server-pid", str(server.process.pid), "--request-ids", "random" if client_ids else "none"],
                    check=True, capture_output=True, text=True)
     with open(path) as f:
         row = next(csv.DictReader(f))
@@ -190,9 +193,19 @@ def main():
             overall = statistics.mean(r[0] for r in runs)
             each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h, _, _ in runs)
             cpu_pair = (statistics.mean(r[2] for r in runs), statistics.mean(r[3] for r in runs))
+            with_ids = []
+            for _ in range(args.paired_runs):
+                mean, half, med, cpu_served, cpu_alone = paired(tern, server, experiment, alone, args.pairs, work, client_ids=True)
+                with_ids.append((mean, half, cpu_served, cpu_alone))
+                print(f"{alone}: paired, clients' own ids, experiment ÷ alone {mean:.3f} ± {half:.3f} (median {med:.3f}); server CPU per call "
+                      f"{cpu_served:.1f} vs {cpu_alone:.1f} µs", flush=True)
+            ids_overall = statistics.mean(r[0] for r in with_ids)
+            ids_each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h, _, _ in with_ids)
+            ids_cpu = (statistics.mean(r[2] for r in with_ids), statistics.mean(r[3] for r in with_ids))
             lines.append(f"| {alone} vs `{experiment}` (50/50) | {rps[0]:.0f} | {rps[1]:.0f} | {rps[2]:.0f} | {ratio:.3f} | {ratio_direct:.3f} "
                          f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | **{overall:.3f}** ({each}) "
-                         f"| {cpu_pair[1]:.1f} / {cpu_pair[0]:.1f} ({cpu_pair[0] - cpu_pair[1]:+.1f}) |")
+                         f"| {cpu_pair[1]:.1f} / {cpu_pair[0]:.1f} ({cpu_pair[0] - cpu_pair[1]:+.1f}) "
+                         f"| **{ids_overall:.3f}** ({ids_each}) | {ids_cpu[1]:.1f} / {ids_cpu[0]:.1f} ({ids_cpu[0] - ids_cpu[1]:+.1f}) |")
         time.sleep(0.5)
         import sqlite3
         written = sqlite3.connect(os.path.join(work, "ab.sqlite")).execute("SELECT COUNT(*) FROM ab_requests").fetchone()[0]
@@ -209,8 +222,9 @@ def main():
     table = [
         "| workload | model alone req/s | both variants, client alternates req/s | experiment req/s | experiment ÷ alone "
         "| experiment ÷ both variants | server CPU µs/request alone / both / experiment | paired experiment ÷ alone (target ≥ 0.95): mean of runs (each run) "
-        "| paired: server CPU µs per call, alone / experiment |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| paired: server CPU µs per call, alone / experiment "
+        "| paired, every request with its own random id: experiment ÷ alone | the same: server CPU µs per call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *lines,
         "",
         f"Records written to SQLite during the run: {written}; dropped (buffer full): {dropped:.0f}.",

@@ -75,6 +75,8 @@ struct PerfCommand: AsyncParsableCommand {
     @Option(name: .customLong("pairs"), help: "--paired-with-*: slice pairs per point.") var pairs: Int = 20
     @Option(name: .customLong("server-pid"), help: "--paired-with-model: also report this (local) server process's CPU time per call on each side.")
     var serverPID: Int32?
+    @Option(name: .customLong("request-ids"), help: "none | random: HTTP calls carry a fresh random 32-character id each (as clients that set their own ids), or none.")
+    var requestIDs: String = "none"
     @Option(name: .customLong("settle-seconds"), help: "--paired-with-*: idle time after each slice drains, so that work the server defers is counted in its slice (default 0, or 0.25 with --server-pid).")
     var settleSeconds: Double?
 
@@ -84,6 +86,17 @@ struct PerfCommand: AsyncParsableCommand {
         let end = parts.count > 1 ? parts[1] : start
         let step = parts.count > 2 ? max(parts[2], 1) : 1
         return Array(stride(from: start, through: end, by: step))
+    }
+
+    func validate() throws {
+        switch requestIDs {
+        case "none": break
+        case "random":
+            guard !modes.isEmpty, modes.allSatisfy({ $0 == .httpBinary || $0 == .httpJSON }) else {
+                throw ValidationError("--request-ids random: with --protocol http-binary or http-json")
+            }
+        default: throw ValidationError("--request-ids: none or random, not '\(requestIDs)'")
+        }
     }
 
     func run() async throws {
@@ -107,7 +120,8 @@ struct PerfCommand: AsyncParsableCommand {
         case "zero": inputs = InputData.random(for: specs, batchSize: batchSize, batched: maxBatch > 0, zero: true)
         default: inputs = try InputData.fromJSONFile(inputData, specs: specs)
         }
-        let request = InferenceRequest(modelName: model, inputs: inputs)
+        var request = InferenceRequest(modelName: model, inputs: inputs)
+        if requestIDs == "random" { request.id = WireHTTPClient.idPlaceholder }
         let warmup = Duration.milliseconds(Int64(warmupSeconds * 1000))
         let measure = Duration.milliseconds(Int64(measurementSeconds * 1000))
 
@@ -325,7 +339,7 @@ struct PerfCommand: AsyncParsableCommand {
             let port = httpPort
             return {
                 let (bytes, headers) = try placed.map { try encode($0.request(slot: slots.next()), $0.inputs) } ?? (bytes, headers)
-                let client = try WireHTTPClient(host: host, port: port, path: path, headers: headers, body: bytes)
+                let client = try WireHTTPClient(host: host, port: port, path: path, headers: headers, body: bytes, freshIDs: request.id == WireHTTPClient.idPlaceholder)
                 return {
                     let (status, errorBody) = try client.roundTrip()
                     guard status == 200 else { throw WireCallError("HTTP \(status): \(errorBody ?? "")") }

@@ -71,6 +71,9 @@ public final class ExperimentStore: Sendable {
     /// Finds the records of a request id for feedback (see `RequestKeyIndex`). Read and changed
     /// only inside the database queue, so that it always agrees with what is committed.
     private let keys: Mutex<RequestKeyIndex>
+    /// Labels received lately, by key: records written after their label (a shadow's copy runs
+    /// later than the served answer) get it as they are inserted.
+    private let recentLabels = Mutex(RecentLabels(capacity: 65_536))
 
     /// `path` nil: an in-memory database (tests). `segmentRows`: records per sorted run of the
     /// request-id keys (smaller in tests).
@@ -185,6 +188,7 @@ public final class ExperimentStore: Sendable {
             try db.inTransaction {
                 added.removeAll(keepingCapacity: true)
                 for records in batches where !records.isEmpty { try insertRows(db, records, keys: &added) }
+                try attachRecentLabels(db, batches, added)
                 return .commit
             }
             // Committed: the records are findable from now on.
@@ -194,6 +198,29 @@ public final class ExperimentStore: Sendable {
             }
             if full { try sealSegments(db) }
         }
+    }
+
+    /// Labels the records just inserted whose ids had a label lately (`added` holds their keys
+    /// and rows, in the order of `batches`). One dictionary probe per record while labels are
+    /// recent; none when there are none.
+    private func attachRecentLabels(_ db: Database, _ batches: [[ExperimentRecord]], _ added: [RequestKeyIndex.Entry]) throws {
+        var matches: [(row: Int64, label: String, time: Double)] = []
+        recentLabels.withLock { recent in
+            guard !recent.isEmpty else { return }
+            var n = 0
+            for records in batches {
+                for record in records {
+                    defer { n += 1 }
+                    guard let labels = recent.labels(forKey: added[n].key) else { continue }
+                    for entry in labels where entry.requestID == record.requestID {
+                        matches.append((added[n].row, entry.label, entry.time))
+                    }
+                }
+            }
+        }
+        guard !matches.isEmpty else { return }
+        let attach = try db.makeStatement(sql: "INSERT OR REPLACE INTO ab_labels (row, label, time) VALUES (?, ?, ?)")
+        for match in matches { try attach.execute(arguments: [match.row, match.label, match.time]) }
     }
 
     /// Writes the full segments of the request-id keys, each in its own transaction.
@@ -313,9 +340,10 @@ public final class ExperimentStore: Sendable {
         }
     }
 
-    /// Attaches ground-truth labels to the records of request ids written so far (the served
-    /// answer and any shadow copies; a later label replaces an earlier one). Returns how many of
-    /// the ids matched a record; labels of unknown ids are not kept.
+    /// Attaches ground-truth labels to the records of request ids (the served answer and any
+    /// shadow copies; a later label replaces an earlier one): those written so far, and those
+    /// written while the label is among the last `RecentLabels` capacity received (a shadow's
+    /// record comes after its served one). Returns how many of the ids matched a record so far.
     @discardableResult
     public func addFeedback(_ labels: [(requestID: String, label: String)], time: Double = Date().timeIntervalSince1970) throws -> Int {
         try database.write { db in
@@ -332,6 +360,9 @@ public final class ExperimentStore: Sendable {
                     matched = true
                 }
                 if matched { known += 1 }
+            }
+            recentLabels.withLock { recent in
+                for ((id, label), key) in zip(labels, wanted) { recent.add(key: key, requestID: id, label: label, time: time) }
             }
             return known
         }
@@ -466,5 +497,48 @@ extension [UInt8] {
         let start = count
         text.withUTF8 { append(contentsOf: $0) }  // one copy of the contiguous bytes
         return start..<count
+    }
+}
+
+/// The last labels received, by request-id key, oldest forgotten first.
+struct RecentLabels {
+    struct Entry {
+        var requestID: String
+        var label: String
+        var time: Double
+    }
+
+    let capacity: Int
+    private var byKey: [Int64: [Entry]] = [:]
+    private var order: [Int64] = []
+    private var oldest = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    var isEmpty: Bool { byKey.isEmpty }
+
+    func labels(forKey key: Int64) -> [Entry]? { byKey[key] }
+
+    mutating func add(key: Int64, requestID: String, label: String, time: Double) {
+        var entries = byKey[key] ?? []
+        if let same = entries.firstIndex(where: { $0.requestID == requestID }) {
+            entries[same] = Entry(requestID: requestID, label: label, time: time)  // a newer label for the id
+            byKey[key] = entries
+            return
+        }
+        entries.append(Entry(requestID: requestID, label: label, time: time))
+        byKey[key] = entries
+        // A ring of keys in arrival order: the oldest key's first entry goes when full.
+        if order.count < capacity {
+            order.append(key)
+        } else {
+            let gone = order[oldest]
+            if var left = byKey[gone] {
+                left.removeFirst()
+                byKey[gone] = left.isEmpty ? nil : left
+            }
+            order[oldest] = key
+            oldest = (oldest + 1) % capacity
+        }
     }
 }

@@ -320,6 +320,38 @@ extension StoreTests {
         #expect(try store.labelledCounts(experiment: "e")["a"]! == (2, 1))
     }
 
+    /// A record written after its label arrived (a shadow's copy runs later than the served
+    /// answer) gets the label as it is inserted; a newer label for the id replaces the older.
+    @Test func recordsWrittenAfterTheirLabelGetIt() throws {
+        let store = try ExperimentStore(path: nil)
+        var served = ExperimentRecord(time: 1, experiment: "e", variant: "live", requestID: "r1", latencyUs: 1)
+        served.predictedInteger = 3
+        try store.insert([served])
+        #expect(try store.addFeedback([("r1", "3"), ("later", "5")]) == 1)
+        var shadow = ExperimentRecord(time: 1, experiment: "e", variant: "next", requestID: "r1", latencyUs: 1, shadow: true)
+        shadow.predictedInteger = 4
+        var other = ExperimentRecord(time: 2, experiment: "e", variant: "live", requestID: "later", latencyUs: 1)
+        other.predictedInteger = 5
+        try store.insert([shadow, ExperimentRecord(time: 2, experiment: "e", variant: "live", requestID: "unlabelled", latencyUs: 1), other])
+        var counts = try store.labelledCounts(experiment: "e")
+        #expect(counts["live"]! == (2, 2) && counts["next"]! == (1, 0))
+        #expect(try store.addFeedback([("r1", "4")]) == 1)
+        counts = try store.labelledCounts(experiment: "e")
+        #expect(counts["live"]! == (2, 1) && counts["next"]! == (1, 1))
+    }
+
+    @Test func recentLabelsForgetTheOldestFirst() {
+        var recent = RecentLabels(capacity: 3)
+        #expect(recent.isEmpty)
+        for (i, id) in ["a", "b", "c"].enumerated() { recent.add(key: Int64(i), requestID: id, label: "x", time: 0) }
+        recent.add(key: 0, requestID: "a", label: "y", time: 1)  // an update takes no new place
+        #expect(recent.labels(forKey: 0)?.map(\.label) == ["y"])
+        recent.add(key: 1, requestID: "b2", label: "z", time: 2)  // a second id with key 1; "a" goes
+        #expect(recent.labels(forKey: 0) == nil && recent.labels(forKey: 1)?.map(\.requestID) == ["b", "b2"])
+        recent.add(key: 9, requestID: "d", label: "w", time: 3)  // then "b"
+        #expect(recent.labels(forKey: 1)?.map(\.requestID) == ["b2"] && recent.labels(forKey: 9) != nil)
+    }
+
     /// Ids are found in sealed segments (across chunk boundaries, with runs of one id) and in the
     /// tail, after a reopen too; retention drops segments whose records are gone.
     @Test func feedbackFindsRecordsInSegmentsAndTheTail() throws {

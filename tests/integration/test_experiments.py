@@ -425,8 +425,28 @@ def test_store_bench_measures_both_shares_of_a_record():
                              capture_output=True, text=True, check=True, timeout=120).stdout
         assert "written at shutdown: 5000" in out, out
         lines = {line.split(":")[0].strip(): line for line in out.splitlines()}
-        for key in ("queue (request path)", "insert (writer)"):
+        for key in ("queue (request path)", "insert (writer)", "feedback"):
             assert float(lines[key].split(":")[1].split("µs")[0]) > 0, out
+        # Labels for ids spread over the whole table all find their record.
+        assert "(1000 labels, 1000 matched)" in lines["feedback"], out
+
+
+def test_tern_perf_sends_a_fresh_random_id_with_every_call(server):
+    """`tern perf --request-ids random` (the load of clients that set their own ids): every call
+    carries a new 32-hex-digit id, and the experiment records each under it."""
+    create(server, "name: perf_ids\nvariants: [ { name: a, model: digits_mlp, weight: 50 }, { name: b, model: digits_logreg, weight: 50 } ]")
+    subprocess.run([BINARY, "perf", "-m", "perf_ids", "--protocol", "http-binary", "--http-port", str(server.http_port),
+                    "--request-ids", "random", "--concurrency-range", "2", "--warmup-seconds", "0", "--measurement-seconds", "0.5",
+                    "--input-data", "zero"], capture_output=True, text=True, check=True, timeout=120)
+    status, report = api(server, "GET", "/perf_ids/report")
+    assert status == 200, report
+    database = sqlite3.connect(os.path.join(server.repo, "..", f"experiments-{server.http_port}.sqlite"))
+    ids = [r[0] for r in database.execute("SELECT request_id FROM ab_requests WHERE experiment = 'perf_ids'")]
+    assert len(ids) > 50 and len(set(ids)) == len(ids), len(ids)
+    assert all(len(i) == 32 and all(c in "0123456789abcdef" for c in i) for i in ids), ids[:3]
+    assert api(server, "DELETE", "/perf_ids")[0] == 200
+    bad = subprocess.run([BINARY, "perf", "-m", "perf_ids", "--protocol", "grpc", "--request-ids", "random"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "http-binary or http-json" in bad.stderr, bad.stderr
 
 
 # ---- the experiments API over gRPC -----------------------------------------------------------------
