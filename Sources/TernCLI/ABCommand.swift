@@ -149,7 +149,7 @@ struct ABCommand: AsyncParsableCommand {
                 return record
             }
             // The request path's share: queueing records (the writer is kept out of the way).
-            let recorder = ExperimentRecorder(store: store, capacity: records + 1, flushInterval: .seconds(3600), logger: .init(label: "bench"))
+            let recorder = ExperimentRecorder(store: store, capacity: (records + 1) * ExperimentRecorder.shardCount, flushInterval: .seconds(3600), logger: .init(label: "bench"))
             let clock = ContinuousClock()
             let queued = clock.measure { for record in all { recorder.record(record) } }
             recorder.shutdown()

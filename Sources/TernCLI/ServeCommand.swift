@@ -85,8 +85,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("experiments-db"), help: "SQLite file of the A/B experiments' metrics (default: ~/.local/state/tern/experiments.sqlite; 'none' keeps it in memory).")
     var experimentsDatabase: String?
 
-    @Option(name: .customLong("experiments-buffer"), help: "Experiment records held before the writer catches up; beyond it records are dropped and counted, never delaying requests.")
-    var experimentsBuffer: Int = 8192
+    @Option(name: .customLong("experiments-buffer"), help: "Experiment records held before the writer catches up (a quarter in each of 4 shards); beyond it records are dropped and counted, never delaying requests.")
+    var experimentsBuffer: Int = 16_384
 
     @Option(name: .customLong("http-header-forward-pattern"), help: "Request headers whose whole name matches this regular expression reach the model as request parameters (as Triton's option; e.g. for an experiment's routing_key: header:x-device-id).")
     var httpHeaderForwardPattern: String?

@@ -16,10 +16,11 @@ import TernCore
 /// writer's thread: the request path does nothing more than queue one record.
 public final class ExperimentRecorder: Sendable {
     public let store: ExperimentStore
-    /// Records each shard holds at most (the buffer holds at most `shardCount` × this).
+    /// Records the buffer holds at most, a `shardCount`th of them in each shard.
     public let capacity: Int
+    private let shardCapacity: Int
     public let flushInterval: Duration
-    static let shardCount = 4
+    public static let shardCount = 4
     private let shards: [Shard]
     /// The shards' buffers being written (held by one flush at a time): swapped with the full
     /// ones, so that neither is reallocated (emptying a buffer that a batch still shares would copy it).
@@ -32,9 +33,10 @@ public final class ExperimentRecorder: Sendable {
     private let logger: Logger
     private let dropped: Counter
 
-    public init(store: ExperimentStore, capacity: Int = 8192, flushInterval: Duration = .milliseconds(100), logger: Logger) {
+    public init(store: ExperimentStore, capacity: Int = 16_384, flushInterval: Duration = .milliseconds(100), logger: Logger) {
         self.store = store
         self.capacity = max(capacity, 1)
+        shardCapacity = max(capacity / Self.shardCount, 1)
         self.flushInterval = flushInterval
         self.logger = logger
         shards = (0..<Self.shardCount).map { _ in Shard() }
@@ -59,14 +61,14 @@ public final class ExperimentRecorder: Sendable {
     @discardableResult
     public func record(_ record: ExperimentRecord) -> Bool {
         let (accepted, count) = shards[shard].records.withLock { buffer -> (Bool, Int) in
-            guard buffer.count < capacity else { return (false, buffer.count) }
+            guard buffer.count < shardCapacity else { return (false, buffer.count) }
             buffer.append(record)
             return (true, buffer.count)
         }
         if !accepted {
             droppedCount.add(1, ordering: .relaxed)
             dropped.increment()
-        } else if count == capacity / 2 {
+        } else if count == shardCapacity / 2 {
             wake.signal()  // half full: write now rather than at the next tick
         }
         return accepted

@@ -67,7 +67,9 @@ public struct ExperimentEvent: Sendable, Equatable, Codable {
 /// definitions and state, and events. Writes come in batches from `ExperimentRecorder`, off the
 /// request path; a committed batch survives a crash of the process.
 public final class ExperimentStore: Sendable {
-    let database: DatabaseQueue
+    /// A pool on a file (WAL: reports read a snapshot while the writer goes on committing, so a
+    /// long report never holds records back); a queue in memory (tests).
+    let database: any DatabaseWriter
     /// Finds the records of a request id for feedback (see `RequestKeyIndex`). Read and changed
     /// only inside the database queue, so that it always agrees with what is committed.
     private let keys: Mutex<RequestKeyIndex>
@@ -85,7 +87,7 @@ public final class ExperimentStore: Sendable {
             // WAL with synchronous=NORMAL: a committed batch survives a crash of the process (not
             // necessarily a power cut), and commits do not wait for the disk.
             configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
-            database = try DatabaseQueue(path: path, configuration: configuration)
+            database = try DatabasePool(path: path, configuration: configuration)
         } else {
             database = try DatabaseQueue()
         }

@@ -188,7 +188,7 @@ import TernCore
 @Suite struct StoreTests {
     @Test func recordsFeedbackAndRetention() throws {
         let store = try ExperimentStore(path: nil)
-        let recorder = ExperimentRecorder(store: store, capacity: 4, flushInterval: .seconds(60), logger: Logger(label: "test"))
+        let recorder = ExperimentRecorder(store: store, capacity: 4 * ExperimentRecorder.shardCount, flushInterval: .seconds(60), logger: Logger(label: "test"))
         defer { recorder.shutdown() }
         for i in 0..<6 {
             recorder.record(ExperimentRecord(
@@ -485,7 +485,8 @@ extension StoreTests {
     /// record once, in runs of one experiment, after its batch is written.
     @Test func recordsFromManyThreadsLandOnceAndReachTheObserver() throws {
         let store = try ExperimentStore(path: nil)
-        let recorder = ExperimentRecorder(store: store, capacity: 10_000, flushInterval: .seconds(60), logger: Logger(label: "test"))
+        // Room for every record even if all threads share one shard.
+        let recorder = ExperimentRecorder(store: store, capacity: 4000 * ExperimentRecorder.shardCount, flushInterval: .seconds(60), logger: Logger(label: "test"))
         defer { recorder.shutdown() }
         let seen = Mutex<[String: Int]>([:])
         recorder.observe { name, records in
