@@ -187,7 +187,7 @@ public final class Experiment: VirtualModel {
         return Routed(request: forwarded, variant: variant, subject: subject, generatedID: generatedID, mirror: mirror, started: started)
     }
 
-    /// Records the answer, labels the response with the experiment and variant, mirrors to shadows.
+    /// Records the answer, names the experiment and variant in the response, mirrors to shadows.
     private func finish(_ routed: Routed, _ result: Result<InferenceResponse, TernError>) -> Result<InferenceResponse, TernError> {
         let latency = ContinuousClock.now - routed.started
         record(result, variant: routed.variant, requestID: routed.request.id, subject: routed.subject, latency: latency, shadow: false)

@@ -198,7 +198,9 @@ public final class ExperimentStore: Sendable {
                 index.tail += added
                 return index.tail.count >= index.segmentRows
             }
-            if full { try sealSegments(db) }
+            // The records are in: a seal that fails leaves the tail as it was (still searched),
+            // and the next batch tries again.
+            if full { try? sealSegments(db) }
         }
     }
 

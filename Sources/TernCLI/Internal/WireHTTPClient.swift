@@ -21,6 +21,7 @@ final class WireHTTPClient {
         let bytes = Array(head.utf8) + body
         let marker = Array("\"\(Self.idPlaceholder)\"".utf8)
         idOffset = freshIDs ? bytes.firstRange(of: marker).map { $0.lowerBound + 1 } : nil
+        if freshIDs && idOffset == nil { throw WireCallError("the encoded request has no id to replace") }
         request = bytes
     }
 
