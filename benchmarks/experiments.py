@@ -129,6 +129,21 @@ def paired(tern, server, experiment, alone, pairs, workdir, client_ids=False):
     return float(row["ratio_mean"]), float(row["ratio_ci95"]), float(row["ratio_median"]), float(row["served_cpu_us"]), float(row["base_cpu_us"])
 
 
+def paired_cells(tern, server, experiment, alone, args, workdir, client_ids):
+    """`--paired-runs` paired runs, printed as they end; the table's two cells: the mean ratio (each
+    run's), and the server's CPU µs per call alone / experiment."""
+    runs = []
+    for _ in range(args.paired_runs):
+        mean, half, med, cpu_served, cpu_alone = paired(tern, server, experiment, alone, args.pairs, workdir, client_ids)
+        runs.append((mean, half, cpu_served, cpu_alone))
+        print(f"{alone}: paired{', clients own ids' if client_ids else ''}, experiment ÷ alone {mean:.3f} ± {half:.3f} "
+              f"(median {med:.3f}); server CPU per call {cpu_served:.1f} vs {cpu_alone:.1f} µs", flush=True)
+    overall = statistics.mean(r[0] for r in runs)
+    each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h, _, _ in runs)
+    served, base = statistics.mean(r[2] for r in runs), statistics.mean(r[3] for r in runs)
+    return f"**{overall:.3f}** ({each}) | {base:.1f} / {served:.1f} ({served - base:+.1f})"
+
+
 def sequential_latency(server, model, count):
     import tritonclient.http as httpclient
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
@@ -184,28 +199,10 @@ def main():
             ratio_direct = statistics.median(r[2][0] / r[1][0] for r in rounds)
             rps = [statistics.median(r[i][0] for r in rounds) for i in range(3)]
             cpu = [statistics.median(r[i][1] for r in rounds) for i in range(3)]
-            runs = []
-            for _ in range(args.paired_runs):
-                mean, half, med, cpu_served, cpu_alone = paired(tern, server, experiment, alone, args.pairs, work)
-                runs.append((mean, half, cpu_served, cpu_alone))
-                print(f"{alone}: paired experiment ÷ alone {mean:.3f} ± {half:.3f} (median {med:.3f}); server CPU per call "
-                      f"{cpu_served:.1f} vs {cpu_alone:.1f} µs", flush=True)
-            overall = statistics.mean(r[0] for r in runs)
-            each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h, _, _ in runs)
-            cpu_pair = (statistics.mean(r[2] for r in runs), statistics.mean(r[3] for r in runs))
-            with_ids = []
-            for _ in range(args.paired_runs):
-                mean, half, med, cpu_served, cpu_alone = paired(tern, server, experiment, alone, args.pairs, work, client_ids=True)
-                with_ids.append((mean, half, cpu_served, cpu_alone))
-                print(f"{alone}: paired, clients' own ids, experiment ÷ alone {mean:.3f} ± {half:.3f} (median {med:.3f}); server CPU per call "
-                      f"{cpu_served:.1f} vs {cpu_alone:.1f} µs", flush=True)
-            ids_overall = statistics.mean(r[0] for r in with_ids)
-            ids_each = " / ".join(f"{m:.3f} ± {h:.3f}" for m, h, _, _ in with_ids)
-            ids_cpu = (statistics.mean(r[2] for r in with_ids), statistics.mean(r[3] for r in with_ids))
+            generated = paired_cells(tern, server, experiment, alone, args, work, client_ids=False)
+            own_ids = paired_cells(tern, server, experiment, alone, args, work, client_ids=True)
             lines.append(f"| {alone} vs `{experiment}` (50/50) | {rps[0]:.0f} | {rps[1]:.0f} | {rps[2]:.0f} | {ratio:.3f} | {ratio_direct:.3f} "
-                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | **{overall:.3f}** ({each}) "
-                         f"| {cpu_pair[1]:.1f} / {cpu_pair[0]:.1f} ({cpu_pair[0] - cpu_pair[1]:+.1f}) "
-                         f"| **{ids_overall:.3f}** ({ids_each}) | {ids_cpu[1]:.1f} / {ids_cpu[0]:.1f} ({ids_cpu[0] - ids_cpu[1]:+.1f}) |")
+                         f"| {cpu[0]:.0f} / {cpu[1]:.0f} / {cpu[2]:.0f} | {generated} | {own_ids} |")
         time.sleep(0.5)
         import sqlite3
         written = sqlite3.connect(os.path.join(work, "ab.sqlite")).execute("SELECT COUNT(*) FROM ab_requests").fetchone()[0]
