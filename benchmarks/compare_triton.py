@@ -27,10 +27,18 @@ CACHE = os.path.join(ROOT, ".cache")
 TRITON_DIR = os.path.join(CACHE, "triton")
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port not handed out before in this run (two calls may get the same one from the kernel)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def tern_binary(path=None):
