@@ -97,6 +97,47 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("device-root"), help: ArgumentHelp("Filesystem root of sysfs/procfs (for recorded trees).", visibility: .hidden))
     var deviceRoot: String = "/"
 
+    @Flag(name: .customLong("allow-client-shm"), help: "Let clients register system shared memory (off by default: a region gives a client read and write access to memory the server maps).")
+    var allowClientSharedMemory = false
+
+    @Option(name: .customLong("http-restricted-api"), help: "GROUP[,GROUP...]:KEY=VALUE: those API groups need the HTTP header KEY: VALUE (VALUE may be file:PATH or env:NAME). Groups: \(APIAccessPolicy.allGroups.joined(separator: ", ")). Repeatable.")
+    var httpRestrictedAPIs: [String] = []
+
+    @Option(name: .customLong("grpc-restricted-protocol"), help: "GROUP[,GROUP...]:KEY=VALUE for gRPC: the metadata key triton-grpc-protocol-KEY must carry VALUE. Repeatable.")
+    var grpcRestrictedProtocols: [String] = []
+
+    @Option(name: .customLong("max-connections"), help: "Connections held at once over all ports; more are refused (HTTP 503). Default: 1024, or less under a low descriptor limit.")
+    var maxConnections: Int?
+
+    @Option(name: .customLong("request-header-timeout"), help: "Seconds an HTTP request head may take to arrive (408 after).")
+    var requestHeaderTimeout: Double = 30
+
+    @Option(name: .customLong("request-body-timeout"), help: "Longest pause in seconds between two pieces of a request body (408 after).")
+    var requestBodyTimeout: Double = 60
+
+    @Option(name: .customLong("idle-timeout"), help: "Seconds a connection with no request in progress stays open.")
+    var idleTimeout: Double = 300
+
+    @Option(name: .customLong("grpc-max-concurrent-streams"), help: "gRPC calls one connection may have in progress at once.")
+    var grpcMaxConcurrentStreams: Int = 128
+
+    @Option(name: .customLong("max-instances-per-model"), help: "Most instances one model's instance groups may ask for (default: 8 per core, at least 16).")
+    var maxInstancesPerModel: Int?
+
+    /// The connection limits the options describe.
+    func connectionLimits() throws -> ConnectionLimits {
+        for (name, value) in [("--request-header-timeout", requestHeaderTimeout), ("--request-body-timeout", requestBodyTimeout), ("--idle-timeout", idleTimeout)]
+        where !(value > 0 && value <= 86_400) {
+            throw ValidationError("\(name) must be between 0 and 86400 seconds, not \(value)")
+        }
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
+        guard grpcMaxConcurrentStreams >= 1 else { throw ValidationError("--grpc-max-concurrent-streams must be at least 1") }
+        return ConnectionLimits(
+            maxConnections: maxConnections ?? ConnectionLimits.defaultMaxConnections,
+            headerTimeout: .milliseconds(Int64(requestHeaderTimeout * 1000)), bodyTimeout: .milliseconds(Int64(requestBodyTimeout * 1000)),
+            idleTimeout: .milliseconds(Int64(idleTimeout * 1000)), maxConcurrentStreams: grpcMaxConcurrentStreams)
+    }
+
     /// `--memory-budget`/`--memory-reserve` sizes: bytes, or a number with KB, MB or GB.
     static func bytes(_ text: String, option: String) throws -> UInt64 {
         let upper = text.uppercased()
@@ -155,6 +196,19 @@ struct ServeCommand: AsyncParsableCommand {
         guard ["off", "execution_count"].contains(rateLimit) else {
             throw ValidationError("--rate-limit must be off or execution_count")
         }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: modelRepository, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ValidationError("--model-repository \(modelRepository): no such folder")
+        }
+        let limits = try connectionLimits()
+        let httpAccess: APIAccessPolicy, grpcAccess: APIAccessPolicy
+        do {
+            httpAccess = try APIAccessPolicy.parse(httpRestrictedAPIs, option: "--http-restricted-api")
+            grpcAccess = try APIAccessPolicy.parse(grpcRestrictedProtocols, option: "--grpc-restricted-protocol", headerPrefix: "triton-grpc-protocol-")
+        } catch {
+            throw ValidationError(error.message)
+        }
+        if let maxInstancesPerModel, maxInstancesPerModel < 1 { throw ValidationError("--max-instances-per-model must be at least 1") }
         let resources = try resourceSizes()
         let telemetry = SystemTelemetry(root: deviceRoot)
         let memory = try memoryPolicy(telemetry: telemetry)
@@ -199,16 +253,9 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: ServerConfiguration(
                 repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
                 autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds),
-                rateLimit: rateLimit == "execution_count", rateLimitResources: resources, memory: memory),
+                rateLimit: rateLimit == "execution_count", rateLimitResources: resources, memory: memory,
+                allowClientSharedMemory: allowClientSharedMemory, maxInstancesPerModel: maxInstancesPerModel),
             backends: [backend, RemoteBackend(), HybridBackend()], history: history, logger: logger)
-        await engine.start()
-        for entry in engine.repositoryIndex() {
-            logger.info("model", metadata: [
-                "name": .string(entry.name), "version": .string(entry.version),
-                "state": .string(entry.state.isEmpty ? "NOT LOADED" : entry.state), "reason": .string(entry.reason),
-            ])
-        }
-
         let experimentStore: ExperimentStore
         if experimentsDatabase == "none" {
             experimentStore = try ExperimentStore(path: nil)
@@ -227,13 +274,6 @@ struct ServeCommand: AsyncParsableCommand {
         let experiments = ExperimentManager(
             engine: engine, recorder: ExperimentRecorder(store: experimentStore, capacity: experimentsBuffer, logger: logger),
             repositoryPath: URL(fileURLWithPath: modelRepository), logger: logger)
-        experiments.loadAll()
-
-        let http = try HTTPFrontend.server(
-            engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, extensions: [ExperimentRoutes.routes(experiments)],
-            headerForwardPattern: httpHeaderForwardPattern, logger: logger) { port in
-                logger.info("HTTP KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
-            }
         let monitor = deviceInterval > 0
             ? DeviceMonitor(
                 interval: .milliseconds(Int(deviceInterval * 1000)), read: { telemetry.read() }, engine: engine, policy: policy,
@@ -241,41 +281,53 @@ struct ServeCommand: AsyncParsableCommand {
                     ? PowerModeManager(configurationPath: nvpmodelConfiguration, stateDirectory: deviceStateDirectory) : nil,
                 metricsFactory: exporter.factory, logger: logger)
             : nil
-        var routes: [String: @Sendable () -> String] = [:]
-        if let monitor { routes["/device/stats"] = { monitor.snapshotJSON() } }
-        let metrics = HTTPFrontend.metricsServer(exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, logger: logger) { port in
-            logger.info("metrics endpoint listening", metadata: ["port": .stringConvertible(port)])
-        }
+
+        let http = try HTTPFrontend.server(
+            engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, extensions: [ExperimentRoutes.routes(experiments)],
+            headerForwardPattern: httpHeaderForwardPattern, limits: limits, access: httpAccess, logger: logger)
+        var routes: [String: (group: String, answer: @Sendable () -> String)] = [:]
+        if let monitor { routes["/device/stats"] = ("device", { monitor.snapshotJSON() }) }
+        let metrics = HTTPFrontend.metricsServer(
+            exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, limits: limits, access: httpAccess, logger: logger)
         let grpc = try GRPCFrontend.server(
             engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, headerForwardPattern: grpcHeaderForwardPattern,
-            extensions: [ExperimentGRPC.service(experiments)], logger: logger)
-        let readyLogger = ReadyAnnouncer(grpc: grpc, started: started, logger: logger)
+            extensions: [ExperimentGRPC.service(experiments)], limits: limits, access: grpcAccess, logger: logger)
+
+        // Every port is bound before the models load: a port already taken fails the start at
+        // once, naming the port, instead of after a long load with the other ports serving.
+        let binds: [(String, () async throws(TernError) -> Int)] = [("HTTP KServe v2", http.bind), ("metrics", metrics.bind), ("gRPC KServe v2", grpc.bind)]
+        for (name, bind) in binds {
+            do {
+                let port = try await bind()
+                logger.info("\(name) endpoint listening", metadata: ["port": .stringConvertible(port)])
+            } catch {
+                logger.critical("\(error.message)")
+                throw ExitCode.failure
+            }
+        }
+        await engine.start()
+        for entry in engine.repositoryIndex() {
+            logger.info("model", metadata: [
+                "name": .string(entry.name), "version": .string(entry.version),
+                "state": .string(entry.state.isEmpty ? "NOT LOADED" : entry.state), "reason": .string(entry.reason),
+            ])
+        }
+        experiments.loadAll()
+
         let poller = RepositoryPoller(engine: engine)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: http), .init(service: metrics), .init(service: grpc), .init(service: readyLogger, successTerminationBehavior: .ignore),
+            .init(service: http), .init(service: metrics), .init(service: grpc),
             .init(service: poller, successTerminationBehavior: .ignore), .init(service: experiments, successTerminationBehavior: .ignore),
         ]
         if let monitor { services.append(.init(service: monitor, successTerminationBehavior: .ignore)) }
-        let group = ServiceGroup(
-            configuration: .init(
-                services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
-    }
-}
-
-/// Logs the gRPC port and the time from start to serving once the gRPC listener is bound.
-struct ReadyAnnouncer: Service {
-    let grpc: GRPCServerService
-    let started: ContinuousClock.Instant
-    let logger: Logger
-
-    func run() async throws {
-        if let port = await grpc.listeningPort {
-            logger.info("gRPC KServe v2 endpoint listening", metadata: ["port": .stringConvertible(port)])
-        }
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A shutdown that stalls (a model call that never returns) still ends the process.
+        configuration.maximumGracefulShutdownDuration = .seconds(15)
+        configuration.maximumCancellationDuration = .seconds(5)
+        let group = ServiceGroup(configuration: configuration)
         let milliseconds = (ContinuousClock.now - started).milliseconds
         logger.info("server ready", metadata: ["start_to_ready_ms": .string(String(format: "%.1f", milliseconds))])
+        try await group.run()
     }
 }
 

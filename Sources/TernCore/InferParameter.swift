@@ -21,6 +21,17 @@ public enum InferParameter: Sendable, Hashable {
         return nil
     }
 
+    /// The value as it would read in JSON, for error messages (strings quoted).
+    public var jsonText: String {
+        switch self {
+        case .bool(let v): "\(v)"
+        case .int64(let v): "\(v)"
+        case .uint64(let v): "\(v)"
+        case .double(let v): v.isFinite ? "\(v)" : "a non-finite number"
+        case .string(let v): "\"\(v.count > 64 ? String(v.prefix(64)) + "…" : v)\""
+        }
+    }
+
     public var stringValue: String? {
         if case .string(let v) = self { return v }
         return nil

@@ -8,6 +8,8 @@ extension ModelConfig {
         }
         if name.isEmpty { throw fail("name", "must not be empty") }
         if maxBatchSize < 0 { throw fail("max_batch_size", "must be 0 (no batching) or positive, not \(maxBatchSize)") }
+        try validateLimits(file: file)
+        try validatePaths(file: file)
 
         try Self.validateTensors(
             input.map { ($0.name, $0.dataType, $0.dims, $0.hasReshape ? $0.reshape.shape : nil) },
@@ -55,6 +57,68 @@ extension ModelConfig {
             if Self.threadParameters.contains(key), Int(value.stringValue) == nil {
                 throw fail("parameters[\(key)]", "expected an integer, not '\(value.stringValue)'")
             }
+        }
+    }
+
+    /// Largest `max_batch_size` accepted (Triton's field is an int32; beyond this a batch of even
+    /// one-byte items is larger than an edge device's memory).
+    public static let maxBatchSizeLimit: Int32 = 1 << 20
+    /// Most dimensions a tensor may declare.
+    public static let maxRank = 64
+    /// Largest dimension accepted (an int32, as ONNX shapes usually are).
+    public static let maxDimension: Int64 = Int64(Int32.max)
+
+    /// Checks that every file the config names (`default_model_filename`, `label_filename`,
+    /// warm-up `input_data_file`) is a relative path inside the model's folder: no absolute path,
+    /// no `..`, no NUL. Runs before any file is opened, so a config (or a load request's config
+    /// override) can neither load nor probe a file elsewhere.
+    public func validatePaths(file: String) throws(TernError) {
+        func check(_ path: String, _ field: String) throws(TernError) {
+            guard !path.isEmpty else { return }
+            let components = path.split(separator: "/", omittingEmptySubsequences: false)
+            if path.hasPrefix("/") || path.utf8.contains(0) || components.contains(where: { $0 == ".." }) {
+                throw .invalidArgument("\(file): \(field): '\(path)' must name a file inside the model's folder (a relative path without '..')")
+            }
+        }
+        try check(defaultModelFilename, "default_model_filename")
+        for (i, output) in output.enumerated() { try check(output.labelFilename, "output[\(i)].label_filename") }
+        for (i, warmup) in modelWarmup.enumerated() {
+            for (name, input) in warmup.inputs {
+                if case .inputDataFile(let path)? = input.inputDataType {
+                    try check(path, "model_warmup[\(i)].inputs[\(name)].input_data_file")
+                }
+            }
+        }
+    }
+
+    /// Checks sizes a config may declare before anything is allocated for them: `max_batch_size`,
+    /// dimensions and their product (a batch of the largest item must have a byte size that fits),
+    /// and instance counts.
+    public func validateLimits(file: String) throws(TernError) {
+        func fail(_ field: String, _ problem: String) -> TernError { .invalidArgument("\(file): \(field): \(problem)") }
+        if maxBatchSize > Self.maxBatchSizeLimit {
+            throw fail("max_batch_size", "\(maxBatchSize) is larger than the limit of \(Self.maxBatchSizeLimit)")
+        }
+        let tensors = input.map { ("input", $0.name, $0.dataType, $0.dims, $0.hasReshape ? $0.reshape.shape : []) }
+            + output.map { ("output", $0.name, $0.dataType, $0.dims, $0.hasReshape ? $0.reshape.shape : []) }
+        for (kind, name, type, dims, reshape) in tensors {
+            for (field, shape) in [("dims", dims), ("reshape.shape", reshape)] {
+                if shape.count > Self.maxRank {
+                    throw fail("\(kind) '\(name)' \(field)", "has \(shape.count) dimensions; at most \(Self.maxRank) are accepted")
+                }
+                if let big = shape.first(where: { $0 > Self.maxDimension }) {
+                    throw fail("\(kind) '\(name)' \(field)", "dimension \(big) is larger than the limit of \(Self.maxDimension)")
+                }
+                let batch: [Int64] = maxBatchSize > 0 ? [Int64(maxBatchSize)] : []
+                let largest = batch + shape.map { max($0, 1) }
+                let elementType = DataType(configType: type) ?? .fp64
+                if Tensor.byteCount(of: largest, type: elementType == .bytes ? .uint8 : elementType) == nil {
+                    throw fail("\(kind) '\(name)' \(field)", "\(shape) (batch \(maxBatchSize)) holds more bytes than any tensor can")
+                }
+            }
+        }
+        for (i, group) in instanceGroup.enumerated() where group.count > 1 << 16 {
+            throw fail("instance_group[\(i)].count", "\(group.count) is larger than any machine can run")
         }
     }
 

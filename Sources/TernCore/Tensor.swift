@@ -22,24 +22,50 @@ public struct Tensor: Sendable {
     /// Number of elements the shape describes (1 for a scalar).
     public var elementCount: Int { Tensor.elementCount(of: shape) }
 
-    /// Number of elements of `shape`; negative dimensions count as zero.
+    /// Number of elements of `shape`; negative dimensions count as zero. A count that does not
+    /// fit an `Int` saturates at `Int.max` (no shape from the wire can trap here); code that
+    /// allocates or compares sizes uses `checkedElementCount` or `byteCount`.
     public static func elementCount(of shape: [Int64]) -> Int {
-        shape.reduce(1) { $0 * Int(max($1, 0)) }
+        checkedElementCount(of: shape) ?? Int.max
+    }
+
+    /// Number of elements of `shape` (negative dimensions count as zero), nil when it overflows.
+    public static func checkedElementCount(of shape: [Int64]) -> Int? {
+        var count = 1
+        for dim in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: Int(max(dim, 0)))
+            if overflow { return nil }
+            count = product
+        }
+        return count
+    }
+
+    /// Bytes that `shape` of a fixed-size `type` occupies; nil for BYTES or when it overflows.
+    public static func byteCount(of shape: [Int64], type: DataType) -> Int? {
+        guard let size = type.elementSize, let count = checkedElementCount(of: shape) else { return nil }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+        return overflow ? nil : bytes
     }
 
     /// Checks that `data` holds exactly the elements the shape describes.
     public func validateByteSize() throws(TernError) {
+        guard let count = Tensor.checkedElementCount(of: shape) else {
+            throw .invalidArgument("input '\(name)': shape \(shape) holds more elements than a tensor can have")
+        }
         if let size = dataType.elementSize {
-            let expected = elementCount * size
+            guard let expected = Tensor.byteCount(of: shape, type: dataType) else {
+                throw .invalidArgument(
+                    "input '\(name)': shape \(shape) of \(dataType.protocolName) needs more bytes than a tensor can have (\(size) bytes × \(count) elements)")
+            }
             guard data.count == expected else {
                 throw .invalidArgument(
                     "input '\(name)': tensor data has \(data.count) bytes but shape \(shape) of \(dataType.protocolName) needs \(expected)")
             }
         } else {
-            let count = try BytesCodec.count(in: data, name: name)
-            guard count == elementCount else {
+            let found = try BytesCodec.count(in: data, name: name)
+            guard found == count else {
                 throw .invalidArgument(
-                    "input '\(name)': tensor data holds \(count) BYTES elements but shape \(shape) needs \(elementCount)")
+                    "input '\(name)': tensor data holds \(found) BYTES elements but shape \(shape) needs \(count)")
             }
         }
     }

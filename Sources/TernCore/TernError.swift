@@ -5,7 +5,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, notFound, unavailable, failedPrecondition, alreadyExists
-            case unimplemented, internalError
+            case unimplemented, internalError, permissionDenied
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -20,6 +20,8 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
         public static let failedPrecondition = Code(.failedPrecondition)
         public static let alreadyExists = Code(.alreadyExists)
         public static let unimplemented = Code(.unimplemented)
+        /// The caller lacks the key or permission the API asks for (403, PERMISSION_DENIED).
+        public static let permissionDenied = Code(.permissionDenied)
         /// A failure inside Tern or a backend (500).
         public static let internalError = Code(.internalError)
 
@@ -32,6 +34,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
             case .alreadyExists: "already exists"
             case .unimplemented: "unimplemented"
             case .internalError: "internal error"
+            case .permissionDenied: "permission denied"
             }
         }
     }
@@ -51,6 +54,11 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
     public static func invalidArgument(_ message: String) -> TernError { TernError(.invalidArgument, message) }
     public static func notFound(_ message: String) -> TernError { TernError(.notFound, message) }
     public static func unavailable(_ message: String) -> TernError { TernError(.unavailable, message) }
+    /// A listener that could not be opened (a port taken, an address not on this host).
+    public static func listenFailed(_ role: String, host: String, port: Int, reason: String) -> TernError {
+        TernError(.unavailable, "cannot listen for \(role) on \(host):\(port): \(reason)")
+    }
+    public static func permissionDenied(_ message: String) -> TernError { TernError(.permissionDenied, message) }
     public static func internalError(_ message: String, cause: (any Error)? = nil) -> TernError {
         TernError(.internalError, message, cause: cause)
     }

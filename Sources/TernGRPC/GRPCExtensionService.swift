@@ -10,10 +10,13 @@ import TernCore
 public struct GRPCExtensionService: Sendable {
     /// The fully qualified service name, e.g. `tern.experiments.v1.ExperimentService`.
     public let name: String
+    /// The API group the service belongs to (what `--grpc-restricted-protocol` names to guard it).
+    public let group: String
     public let handle: @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data
 
-    public init(name: String, handle: @escaping @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data) {
+    public init(name: String, group: String, handle: @escaping @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data) {
         self.name = name
+        self.group = group
         self.handle = handle
     }
 }

@@ -9,15 +9,16 @@ public enum GRPCFrontend {
     /// Default limit on one request message: large enough for a batch of camera frames.
     public static let defaultMaxMessageSize = 256 << 20
 
-    /// Metadata keys whose whole name matches `headerForwardPattern` (a regular expression, as
+    /// `limits` bound connections, streams and idle time; `access` names the restricted API groups
+    /// and their keys (Triton's `--grpc-restricted-protocol`). Metadata keys whose whole name matches `headerForwardPattern` (a regular expression, as
     /// Triton's `--grpc-header-forward-pattern`) reach the model as request parameters.
     /// `extensions` are further services served on the same port (their names must differ from
     /// the KServe service's).
     public static func server(
         engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize, headerForwardPattern: String? = nil,
-        extensions: [GRPCExtensionService] = [], logger: Logger
+        extensions: [GRPCExtensionService] = [], limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, logger: Logger
     ) throws -> GRPCServerService {
-        var dispatcher = KServeGRPCDispatcher(server: engine)
+        var dispatcher = KServeGRPCDispatcher(server: engine, access: access)
         for service in extensions {
             guard "/\(service.name)/" != KServeGRPCDispatcher.servicePrefix, dispatcher.extensions["/\(service.name)/"] == nil else {
                 throw TernError.invalidArgument("gRPC service '\(service.name)' is served already")
@@ -32,7 +33,7 @@ public enum GRPCFrontend {
             }
         }
         return GRPCServerService(
-            server: GRPCHTTP2Server(host: host, port: port, maxMessageSize: maxMessageSize, dispatcher: dispatcher, logger: logger))
+            server: GRPCHTTP2Server(host: host, port: port, maxMessageSize: maxMessageSize, limits: limits, dispatcher: dispatcher, logger: logger))
     }
 }
 
@@ -44,6 +45,11 @@ public struct GRPCServerService: Service {
     public var listeningPort: Int? {
         get async { await server.listeningPort }
     }
+
+    /// Opens the listening socket now and returns the bound port; throws naming the address
+    /// when it is taken.
+    @discardableResult
+    public func bind() async throws(TernError) -> Int { try await server.bind() }
 
     public func run() async throws {
         try await server.run()

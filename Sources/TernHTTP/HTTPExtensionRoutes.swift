@@ -7,10 +7,13 @@ import TernCore
 /// (the experiments API under `/v2/experiments`). The handler runs off the event loop.
 public struct HTTPExtensionRoutes: Sendable {
     public let prefix: String
+    /// The API group the routes belong to (what `--http-restricted-api` names to guard them).
+    public let group: String
     public let handle: @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse
 
-    public init(prefix: String, handle: @escaping @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse) {
+    public init(prefix: String, group: String, handle: @escaping @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse) {
         self.prefix = prefix
+        self.group = group
         self.handle = handle
     }
 }

@@ -16,9 +16,10 @@ public enum HTTPFrontend {
     /// `--http-header-forward-pattern`) reach the model as request parameters.
     public static func server(
         engine: InferenceServer, host: String, port: Int, maxBodySize: Int = 256 << 20, extensions: [HTTPExtensionRoutes] = [],
-        headerForwardPattern: String? = nil, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) throws -> any Service {
-        var api = KServeHTTPAPI(server: engine, extensions: extensions)
+        headerForwardPattern: String? = nil, limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, logger: Logger,
+        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws -> HTTPServerService {
+        var api = KServeHTTPAPI(server: engine, extensions: extensions, access: access)
         if let headerForwardPattern {
             do {
                 api.headerForwardPattern = try NSRegularExpression(pattern: headerForwardPattern, options: [.caseInsensitive])
@@ -26,31 +27,52 @@ public enum HTTPFrontend {
                 throw TernError.invalidArgument("header forward pattern '\(headerForwardPattern)': \(error)")
             }
         }
-        return HTTPServer(host: host, port: port, maxBodySize: maxBodySize, responder: api, logger: logger, onRunning: onRunning)
+        return HTTPServerService(
+            server: HTTPServer(host: host, port: port, maxBodySize: maxBodySize, limits: limits, responder: api, logger: logger, onRunning: onRunning))
     }
 
     /// `GET /metrics` in Prometheus text format, plus `jsonRoutes`: paths (e.g. `/device/stats`)
-    /// answered with the JSON their closure returns.
+    /// answered with the JSON their closure returns, each in an API group `access` may restrict.
     public static func metricsServer(
-        exporter: PrometheusExporter, host: String, port: Int, jsonRoutes: [String: @Sendable () -> String] = [:], logger: Logger,
+        exporter: PrometheusExporter, host: String, port: Int, jsonRoutes: [String: (group: String, answer: @Sendable () -> String)] = [:],
+        limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) -> any Service {
-        HTTPServer(
-            host: host, port: port, maxBodySize: 1 << 16, responder: MetricsResponder(exporter: exporter, jsonRoutes: jsonRoutes),
-            logger: logger, onRunning: onRunning)
+    ) -> HTTPServerService {
+        HTTPServerService(server: HTTPServer(
+            role: "metrics", host: host, port: port, maxBodySize: 1 << 16, limits: limits,
+            responder: MetricsResponder(exporter: exporter, jsonRoutes: jsonRoutes, access: access),
+            logger: logger, onRunning: onRunning))
     }
+}
+
+/// One of Tern's HTTP listeners as a ServiceLifecycle `Service`.
+public struct HTTPServerService: Service {
+    let server: HTTPServer
+
+    /// Opens the listening socket now (it is opened by `run` otherwise) and returns the bound
+    /// port; throws naming the address when it is taken.
+    @discardableResult
+    public func bind() async throws(TernError) -> Int { try await server.bind() }
+
+    public func run() async throws { try await server.run() }
 }
 
 /// Serves the Prometheus exposition and the JSON routes.
 struct MetricsResponder: HTTPResponder {
     let exporter: PrometheusExporter
-    let jsonRoutes: [String: @Sendable () -> String]
+    let jsonRoutes: [String: (group: String, answer: @Sendable () -> String)]
+    let access: APIAccessPolicy
 
     func answer(_ request: HTTPRequestData) -> HTTPAnswer {
         let path = request.path.split(separator: "?").first.map(String.init) ?? ""
-        if request.method == .GET, let route = jsonRoutes[path] {
-            return .now(HTTPReply(status: .ok, headers: [("Content-Type", "application/json")], body: ByteBuffer(string: route())))
+        if let route = jsonRoutes[path] {
+            guard request.method == .GET else { return .now(.methodNotAllowed(allow: "GET")) }
+            if let refusal = access.refusal(group: route.group, header: { request.headers.first(name: $0) }) {
+                return .now(.error(refusal))
+            }
+            return .now(HTTPReply(status: .ok, headers: [("Content-Type", "application/json")], body: ByteBuffer(string: route.answer())))
         }
+        if path == "/metrics", request.method != .GET { return .now(.methodNotAllowed(allow: "GET")) }
         guard request.method == .GET, path == "/metrics" else {
             let paths = (["/metrics"] + jsonRoutes.keys.sorted()).joined(separator: ", ")
             return .now(HTTPReply(status: .notFound, headers: [("Content-Type", "text/plain")], body: ByteBuffer(string: "try \(paths)\n")))

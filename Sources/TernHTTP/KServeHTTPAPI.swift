@@ -15,6 +15,14 @@ struct KServeHTTPAPI: HTTPResponder {
     /// Request headers whose names match are passed to the model as request parameters (lowercased
     /// names), as Triton's `--http-header-forward-pattern` does.
     var headerForwardPattern: NSRegularExpression? = nil
+    /// The restricted API groups and their keys (`--http-restricted-api`).
+    var access: APIAccessPolicy = .open
+
+    init(server: InferenceServer, extensions: [HTTPExtensionRoutes] = [], access: APIAccessPolicy = .open) {
+        self.server = server
+        self.extensions = extensions
+        self.access = access
+    }
 
     private enum Route {
         case serverMetadata, live, ready, allStats, repositoryIndex
@@ -30,10 +38,25 @@ struct KServeHTTPAPI: HTTPResponder {
 
     func answer(_ request: HTTPRequestData) -> HTTPAnswer {
         if !extensions.isEmpty, let (routes, rest) = HTTPExtensionRoutes.match(extensions, path: request.path) {
+            if let refusal = access.refusal(group: routes.group, header: { request.headers.first(name: $0) }) {
+                return .now(.error(refusal))
+            }
             return HTTPExtensionRoutes.answer(routes, rest: rest, request: request)
         }
         do throws(TernError) {
-            switch try route(request) {
+            let route: Route
+            do throws(TernError) {
+                route = try self.route(request, method: request.method)
+            } catch where error.code == .notFound && !error.message.hasPrefix("model version") {
+                // A path served for another method: 405 with the methods it takes.
+                let allowed = [HTTPMethod.GET, .POST].filter { $0 != request.method && (try? self.route(request, method: $0)) != nil }
+                if !allowed.isEmpty { return .now(.methodNotAllowed(allow: allowed.map(\.rawValue).joined(separator: ", "))) }
+                throw error
+            }
+            if let refusal = access.refusal(group: Self.group(of: route), header: { request.headers.first(name: $0) }) {
+                return .now(.error(refusal))
+            }
+            switch route {
             case .model(let name, let version, .infer):
                 let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
                 if let response = try server.inferImmediately(inferenceRequest) {
@@ -104,15 +127,35 @@ struct KServeHTTPAPI: HTTPResponder {
         }
     }
 
-    private func route(_ request: HTTPRequestData) throws(TernError) -> Route {
+    /// The API group a route belongs to (Triton's grouping; Tern's lifecycle extension apart).
+    private static func group(of route: Route) -> String {
+        switch route {
+        case .live, .ready: "health"
+        case .serverMetadata: "metadata"
+        case .allStats: "statistics"
+        case .repositoryIndex, .load, .unload: "model-repository"
+        case .promote, .rollback, .lifecycleStatus, .history: "lifecycle"
+        case .sharedMemory: "shared-memory"
+        case .model(_, _, let action):
+            switch action {
+            case .metadata: "metadata"
+            case .ready: "health"
+            case .config: "model-config"
+            case .stats: "statistics"
+            case .infer: "inference"
+            }
+        }
+    }
+
+    private func route(_ request: HTTPRequestData, method: HTTPMethod) throws(TernError) -> Route {
         let path = request.path.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(request.path[..<$0]) } ?? request.path
         let parts = path.utf8.split(separator: UInt8(ascii: "/")).map { component in
             // Foundation's percent decoding is slow; most paths have nothing to decode.
             let text = String(Substring(component))
             return component.contains(UInt8(ascii: "%")) ? (text.removingPercentEncoding ?? text) : text
         }
-        let get = request.method == .GET, post = request.method == .POST
-        func fail() -> TernError { TernError(.notFound, "no route for \(request.method) \(path)") }
+        let get = method == .GET, post = method == .POST
+        func fail() -> TernError { TernError(.notFound, "no route for \(method.rawValue) \(path)") }
         guard parts.first == "v2" else { throw fail() }
         switch (parts.count, get, post) {
         case (1, true, _): return .serverMetadata

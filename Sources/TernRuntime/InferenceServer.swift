@@ -31,7 +31,7 @@ public final class InferenceServer: Sendable {
     let virtuals = Mutex<[String: any VirtualModel]>([:])
     private let anyVirtual = Atomic(false)
     /// Regions of system shared memory registered by clients on this machine (both frontends).
-    public let sharedMemory = SharedMemoryRegistry()
+    public let sharedMemory: SharedMemoryRegistry
 
     struct Shaping {
         var batchScale = 1.0
@@ -62,10 +62,11 @@ public final class InferenceServer: Sendable {
         self.logger = logger
         self.repository = ModelRepository(root: configuration.repositoryPath)
         self.ledger = MemoryLedger(policy: configuration.memory)
+        self.sharedMemory = SharedMemoryRegistry(allowsRegistration: configuration.allowClientSharedMemory)
         let link = EngineLink()
         self.loader = ModelLoader(
             repository: repository, backends: backends + [EnsembleBackend(link: link)], autoComplete: configuration.autoCompleteConfig,
-            cpuCores: configuration.cpuCores,
+            cpuCores: configuration.cpuCores, maxInstances: configuration.maxInstancesPerModel,
             rateLimiter: configuration.rateLimit ? RateLimiter(resources: configuration.rateLimitResources) : nil, logger: logger,
             link: link)
         link.server = self

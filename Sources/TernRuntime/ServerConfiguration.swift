@@ -29,6 +29,10 @@ public struct ServerConfiguration: Sendable {
     public var rateLimitResources: [String: Int]
     /// How model loads are admitted against memory (budget, free-RAM reserve, eviction).
     public var memory: MemoryPolicy
+    /// Whether clients may register system shared memory (`--allow-client-shm`; off by default).
+    public var allowClientSharedMemory: Bool
+    /// Most instances one model may ask for over its instance groups (`--max-instances-per-model`).
+    public var maxInstancesPerModel: Int
     /// Reported by server metadata.
     public var serverName: String
     public var serverVersion: String
@@ -38,7 +42,7 @@ public struct ServerConfiguration: Sendable {
         autoCompleteConfig: Bool = true, pollInterval: Duration = .seconds(15),
         cpuCores: Int = ProcessInfo.processInfo.activeProcessorCount,
         rateLimit: Bool = false, rateLimitResources: [String: Int] = [:], memory: MemoryPolicy = .unlimited,
-        serverName: String = "tern", serverVersion: String = TernVersion.current
+        allowClientSharedMemory: Bool = false, maxInstancesPerModel: Int? = nil, serverName: String = "tern", serverVersion: String = TernVersion.current
     ) {
         self.repositoryPath = repositoryPath
         self.controlMode = controlMode
@@ -49,9 +53,18 @@ public struct ServerConfiguration: Sendable {
         self.rateLimit = rateLimit
         self.rateLimitResources = rateLimitResources
         self.memory = memory
+        self.allowClientSharedMemory = allowClientSharedMemory
+        self.maxInstancesPerModel = max(maxInstancesPerModel ?? Self.defaultMaxInstances(cpuCores: max(cpuCores, 1)), 1)
         self.serverName = serverName
         self.serverVersion = serverVersion
     }
+}
+
+extension ServerConfiguration {
+    /// Eight instances per core, at least 16: beyond that instances only queue for the same cores
+    /// (each holds a session and its arenas), and a config asking for 100 000 would take minutes
+    /// and gigabytes before failing.
+    public static func defaultMaxInstances(cpuCores: Int) -> Int { max(16, 8 * cpuCores) }
 }
 
 /// Tern's version.

@@ -15,8 +15,18 @@ import TernCore
 /// safe: the mapping goes when the last tensor viewing it does.
 public final class SharedMemoryRegistry: Sendable {
     private let regions = Mutex<[String: Region]>([:])
+    /// Whether clients may register regions (`--allow-client-shm`). A registered region gives the
+    /// client read and write access to memory the server maps, so a server reached from other
+    /// hosts keeps this off (Triton's default too).
+    public let allowsRegistration: Bool
 
-    public init() {}
+    public init(allowsRegistration: Bool = true) {
+        self.allowsRegistration = allowsRegistration
+    }
+
+    /// Why registration is refused when it is off.
+    public static let registrationRefusal =
+        "client shared memory is disabled on this server: start it with --allow-client-shm to let local clients register regions"
 
     /// Why a CUDA shared-memory region is refused (both frontends say the same).
     public static let cudaRefusal =
@@ -85,6 +95,7 @@ public final class SharedMemoryRegistry: Sendable {
     // MARK: Registration
 
     public func register(name: String, key: String, offset: UInt64, byteSize: UInt64) throws(TernError) {
+        guard allowsRegistration else { throw .permissionDenied(Self.registrationRefusal) }
         guard !name.isEmpty else { throw .invalidArgument("a shared memory region needs a name") }
         guard !key.isEmpty else { throw .invalidArgument("shared memory region '\(name)' needs a key") }
         if regions.withLock({ $0[name] != nil }) {

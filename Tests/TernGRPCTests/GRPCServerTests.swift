@@ -55,7 +55,7 @@ import TernTesting
     @Test func routesByServiceAndMapsErrors() async throws {
         let repo = try TestEnvironment.repository(with: ["add_sub"])
         var dispatcher = KServeGRPCDispatcher(server: try await TestEnvironment.startedServer(repository: repo))
-        let echo = GRPCExtensionService(name: "test.v1.Echo") { method, message throws(TernError) in
+        let echo = GRPCExtensionService(name: "test.v1.Echo", group: "experiments") { method, message throws(TernError) in
             guard method == "Say" else { throw TernError(.unimplemented, "no \(method)") }
             guard !message.isEmpty else { throw .notFound("nothing to say") }
             return Data(message.reversed())
@@ -79,7 +79,7 @@ import TernTesting
         #expect(throws: TernError.self) {
             _ = try GRPCFrontend.server(engine: engine, host: "127.0.0.1", port: 0, extensions: [echo, echo], logger: TestEnvironment.logger)
         }
-        let clash = GRPCExtensionService(name: "inference.GRPCInferenceService") { _, message throws(TernError) in message }
+        let clash = GRPCExtensionService(name: "inference.GRPCInferenceService", group: "experiments") { _, message throws(TernError) in message }
         #expect(throws: TernError.self) {
             _ = try GRPCFrontend.server(engine: engine, host: "127.0.0.1", port: 0, extensions: [clash], logger: TestEnvironment.logger)
         }

@@ -52,7 +52,9 @@ class TernServer:
             if self.process.poll() is not None:
                 raise RuntimeError("tern exited early:\n" + open(self.log_path).read())
             try:
-                if requests.get(f"{self.http_url}/v2/health/live", timeout=1).status_code == 200 and self.grpc_listening():
+                # The ports open before the models load: wait for the start-up to finish too.
+                if requests.get(f"{self.http_url}/v2/health/live", timeout=1).status_code == 200 and self.grpc_listening() \
+                        and "server ready" in open(self.log_path).read():
                     return
             except requests.ConnectionError:
                 pass

@@ -12,7 +12,7 @@ import TernHTTP
 /// - `POST /v2/experiments/feedback` (`{"labels": [{"id": ..., "label": ...}]}`)
 enum ExperimentRoutes {
     static func routes(_ manager: ExperimentManager) -> HTTPExtensionRoutes {
-        HTTPExtensionRoutes(prefix: "/v2/experiments") { request in
+        HTTPExtensionRoutes(prefix: "/v2/experiments", group: "experiments") { request in
             do throws(TernError) {
                 return try await answer(request, manager)
             } catch {

@@ -50,6 +50,9 @@ enum GRPCConversions {
             if let negative = input.shape.first(where: { $0 < 0 }) {
                 throw .invalidArgument("input '\(input.name)': shape has a negative dimension \(negative)")
             }
+            guard Tensor.checkedElementCount(of: input.shape) != nil, type == .bytes || Tensor.byteCount(of: input.shape, type: type) != nil else {
+                throw .invalidArgument("input '\(input.name)': shape \(input.shape) of \(type.protocolName) is larger than any tensor can be")
+            }
             let data: Data
             if let place = places[index] {
                 guard let sharedMemory else { throw .invalidArgument("input '\(input.name)': shared memory is not available here") }

@@ -5,6 +5,11 @@ import NIOHTTP2
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import TernCore
+import TernRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The KServe gRPC service served straight from SwiftNIO's HTTP/2 stream channels. grpc-swift's
 /// server cost about 250 µs per unary call at concurrency 1 on a 2-core edge box (its async
@@ -16,14 +21,16 @@ final class GRPCHTTP2Server: Service, Sendable {
     let host: String
     let port: Int
     let maxMessageSize: Int
+    let limits: ConnectionLimits
     let dispatcher: KServeGRPCDispatcher
     let logger: Logger
     private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int?, Never>], finished: Bool)>((nil, [], false))
 
-    init(host: String, port: Int, maxMessageSize: Int, dispatcher: KServeGRPCDispatcher, logger: Logger) {
+    init(host: String, port: Int, maxMessageSize: Int, limits: ConnectionLimits, dispatcher: KServeGRPCDispatcher, logger: Logger) {
         self.host = host
         self.port = port
         self.maxMessageSize = maxMessageSize
+        self.limits = limits
         self.dispatcher = dispatcher
         self.logger = logger
     }
@@ -52,9 +59,16 @@ final class GRPCHTTP2Server: Service, Sendable {
         for waiter in waiters { waiter.resume(returning: port) }
     }
 
-    func run() async throws {
+    private let listener = Mutex<(any Channel)?>(nil)
+
+    /// Opens the listening socket (once) and returns the bound port; throws naming the address
+    /// when it is taken.
+    @discardableResult
+    func bind() async throws(TernError) -> Int {
+        if let channel = listener.withLock({ $0 }) { return channel.localAddress?.port ?? port }
         let dispatcher = self.dispatcher
         let maxMessageSize = self.maxMessageSize
+        let limits = self.limits
         let channel: any Channel
         do {
             channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -63,16 +77,20 @@ final class GRPCHTTP2Server: Service, Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let load = ConnectionLoad()
+                        // The connection gate and the idle timeout come first: a refused
+                        // connection is closed before any HTTP/2 state is built for it.
+                        try channel.pipeline.syncOperations.addHandler(GRPCConnectionGuard(limits: limits, load: load))
                         var connection = NIOHTTP2Handler.ConnectionConfiguration()
                         connection.initialSettings = [
-                            HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
+                            HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.maxConcurrentStreams),
+                            HTTP2Setting(parameter: .maxHeaderListSize, value: 64 << 10),
                             HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
                             HTTP2Setting(parameter: .initialWindowSize, value: 16 << 20),
                         ]
                         connection.targetWindowSize = 16 << 20
                         var stream = NIOHTTP2Handler.StreamConfiguration()
                         stream.targetWindowSize = 16 << 20
-                        let load = ConnectionLoad()
                         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                             mode: .server, connectionConfiguration: connection, streamConfiguration: stream
                         ) { streamChannel in
@@ -86,9 +104,16 @@ final class GRPCHTTP2Server: Service, Sendable {
                 .bind(host: host, port: port).get()
         } catch {
             announce(nil)
-            throw error
+            throw TernError.listenFailed("gRPC", host: host, port: port, reason: (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)")
         }
+        listener.withLock { $0 = channel }
         announce(channel.localAddress?.port)
+        return channel.localAddress?.port ?? port
+    }
+
+    func run() async throws {
+        try await bind()
+        guard let channel = listener.withLock({ $0 }) else { return }
         await withGracefulShutdownHandler {
             try? await channel.closeFuture.get()
         } onGracefulShutdown: {
@@ -101,7 +126,88 @@ final class GRPCHTTP2Server: Service, Sendable {
 /// connection's event loop, so a plain counter is enough.
 final class ConnectionLoad: @unchecked Sendable {
     // @unchecked: only touched from the connection's event loop.
-    var activeCalls = 0
+    var activeCalls = 0 {
+        didSet { if activeCalls == 0 { becameIdle?() } }
+    }
+    /// Told when the last call ends (restarts the idle timeout).
+    var becameIdle: (() -> Void)?
+}
+
+/// First handler of a gRPC connection: takes a place in the connection gate (closing the
+/// connection at once when every place is held) and closes a connection that has had no call in
+/// progress and received nothing for the idle timeout.
+private final class GRPCConnectionGuard: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let limits: ConnectionLimits
+    private let load: ConnectionLoad
+    private var admitted = false
+    private var timer: Scheduled<Void>?
+
+    init(limits: ConnectionLimits, load: ConnectionLoad) {
+        self.limits = limits
+        self.load = load
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { admit(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        admit(context: context)
+        context.fireChannelActive()
+    }
+
+    private func admit(context: ChannelHandlerContext) {
+        guard !admitted else { return }
+        guard limits.gate.enter() else {
+            context.close(promise: nil)
+            return
+        }
+        admitted = true
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        load.becameIdle = {
+            let (handler, context) = loopBound.value
+            handler.arm(context: context)
+        }
+        arm(context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if load.activeCalls == 0 { arm(context: context) } else { timer?.cancel(); timer = nil }
+        context.fireChannelRead(data)
+    }
+
+    private func arm(context: ChannelHandlerContext) {
+        timer?.cancel()
+        let timeout = limits.idleTimeout
+        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+            let (handler, context) = loopBound.value
+            if handler.load.activeCalls == 0 { context.close(promise: nil) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        release()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        release()
+    }
+
+    private func release() {
+        timer?.cancel()
+        timer = nil
+        load.becameIdle = nil
+        if admitted {
+            admitted = false
+            limits.gate.leave()
+        }
+    }
 }
 
 /// One RPC: collects the request messages of an HTTP/2 stream and writes the reply.
@@ -160,6 +266,10 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
                 }
                 guard (headers.headers.first(name: "content-type") ?? "").hasPrefix("application/grpc") else {
                     return fail(GRPCStatus(code: 3, message: "content-type must be application/grpc"), context: context)
+                }
+                let name = extensionCall?.1 ?? String(path.dropFirst(KServeGRPCDispatcher.servicePrefix.count))
+                if let refusal = dispatcher.refusal(method: name, extension: extensionCall?.0, headers: headers.headers) {
+                    return fail(refusal, context: context)
                 }
                 if let (_, name) = extensionCall {
                     method = name

@@ -26,6 +26,7 @@ struct GRPCStatus: Error, Sendable {
             case .alreadyExists: 6
             case .failedPrecondition: 9
             case .unimplemented: 12
+            case .permissionDenied: 7
             case .unavailable: 14
             default: 13
             }
@@ -50,6 +51,37 @@ struct KServeGRPCDispatcher: Sendable {
     var headerForwardPattern: NSRegularExpression? = nil
     /// Further services, by path prefix (`/package.Service/`).
     var extensions: [String: GRPCExtensionService] = [:]
+    /// The restricted API groups (`--grpc-restricted-protocol`; metadata `triton-grpc-protocol-<key>`).
+    var access: APIAccessPolicy = .open
+
+    init(server: InferenceServer, access: APIAccessPolicy = .open) {
+        self.server = server
+        self.access = access
+        self.access.headerWord = "metadata"
+    }
+
+    /// The API group of a KServe method (Triton's grouping).
+    static func group(ofMethod method: String) -> String {
+        switch method {
+        case "ServerLive", "ServerReady", "ModelReady": "health"
+        case "ServerMetadata", "ModelMetadata": "metadata"
+        case "ModelInfer", "ModelStreamInfer": "inference"
+        case "ModelConfig": "model-config"
+        case "ModelStatistics": "statistics"
+        case "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload": "model-repository"
+        case "TraceSetting": "trace"
+        case "LogSettings": "logging"
+        default: method.hasSuffix("SharedMemoryStatus") || method.hasSuffix("SharedMemoryRegister") || method.hasSuffix("SharedMemoryUnregister")
+            ? "shared-memory" : "inference"
+        }
+    }
+
+    /// Why a call is refused before it runs (its group restricted and the key missing), or nil.
+    func refusal(method: String, extension service: GRPCExtensionService?, headers: HPACKHeaders) -> GRPCStatus? {
+        guard !access.restrictions.isEmpty else { return nil }
+        let group = service?.group ?? Self.group(ofMethod: method)
+        return access.refusal(group: group, header: { headers.first(name: $0) }).map(GRPCStatus.init)
+    }
 
     /// The extension service and method a call's path names, if any.
     func extensionMethod(_ path: String) -> (GRPCExtensionService, String)? {

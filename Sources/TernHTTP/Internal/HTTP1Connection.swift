@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import TernRuntime
 
 /// One HTTP/1.1 server connection, parsed and written by hand. SwiftNIO's HTTP/1 pipeline
 /// (llhttp decoder, pipelining handler, response encoder, error handler) cost about a quarter of
@@ -9,14 +10,30 @@ import NIOHTTP1
 /// stay buffered (pipelining). Bodies come with Content-Length or chunked transfer coding;
 /// `Expect: 100-continue` is answered. Malformed input gets a 400 (431 for an oversized head,
 /// 413 for an oversized body, 501 for an unknown transfer coding) and the connection is closed.
-final class HTTP1Connection: ChannelInboundHandler {
+///
+/// Hostile input is bounded: header bytes are checked before they reach `HTTPHeaders` (whose
+/// preconditions would trap), a connection stops reading while its answers wait to be written or
+/// computed (backpressure: a client that pipelines requests and never reads the answers holds at
+/// most `maxBufferedRequestBytes` plus the channel's write buffer), and the head, body and idle
+/// timeouts of `ConnectionLimits` close connections that stall.
+final class HTTP1Connection: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     static let maxHeadSize = 64 << 10
+    static let maxHeaderCount = 256
 
     private let responder: any HTTPResponder
     private let maxBodySize: Int
+    private let limits: ConnectionLimits
+    /// Whether this connection holds a place in `limits.gate`.
+    private var admitted = false
+    /// A read the channel asked for while the connection was paused.
+    private var readHeld = false
+    /// The timer that closes a stalled connection, and what it waits for.
+    private var timer: (kind: TimerKind, task: Scheduled<Void>)?
+    private enum TimerKind { case idle, head, body }
     /// Bytes received and not yet parsed.
     private var pending: ByteBuffer?
     /// The request whose body is being read.
@@ -42,9 +59,47 @@ final class HTTP1Connection: ChannelInboundHandler {
         case bad(HTTPResponseStatus, String)
     }
 
-    init(responder: any HTTPResponder, maxBodySize: Int) {
+    init(responder: any HTTPResponder, maxBodySize: Int, limits: ConnectionLimits) {
         self.responder = responder
         self.maxBodySize = maxBodySize
+        self.limits = limits
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { admit(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        admit(context: context)
+        context.fireChannelActive()
+    }
+
+    /// Takes a place in the connection gate, or answers 503 and closes when every place is held.
+    private func admit(context: ChannelHandlerContext) {
+        guard !admitted, !closing else { return }
+        guard limits.gate.enter() else {
+            closing = true
+            var body = ByteBuffer()
+            body.writeString("{\"error\":\"the server holds its limit of \(limits.gate.limit) connections; try again later\"}")
+            write(HTTPReply(status: .serviceUnavailable, headers: [("Content-Type", "application/json"), ("Retry-After", "1")], body: body),
+                  keepAlive: false, version: .http1_1, context: context)
+            return
+        }
+        admitted = true
+        updateTimer(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        release()
+    }
+
+    private func release() {
+        timer?.task.cancel()
+        timer = nil
+        if admitted {
+            admitted = false
+            limits.gate.leave()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -55,12 +110,15 @@ final class HTTP1Connection: ChannelInboundHandler {
         } else {
             pending!.writeBuffer(&bytes)
         }
+        if current != nil { timer?.task.cancel(); timer = nil }  // body bytes arrived: the body timeout starts again
         process(context: context)
+        updateTimer(context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         pending = nil
+        release()
         context.fireChannelInactive()
     }
 
@@ -69,11 +127,98 @@ final class HTTP1Connection: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    /// Whether reading must wait: an answer is being computed or cannot be written yet, and
+    /// enough of the next requests is buffered already.
+    private func paused(_ context: ChannelHandlerContext) -> Bool {
+        guard !closing else { return false }
+        let buffered = pending?.readableBytes ?? 0
+        if !context.channel.isWritable { return true }
+        return busy && buffered >= limits.maxBufferedRequestBytes
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if paused(context) {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            process(context: context)
+            resumeReading(context: context)
+            updateTimer(context: context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func resumeReading(context: ChannelHandlerContext) {
+        if readHeld, !paused(context) {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    /// Arms the timer the connection's state calls for: the idle timeout between requests, the
+    /// head timeout once a head has begun (not restarted by later bytes of it), the body timeout
+    /// while a body is read (restarted by each piece); none while an answer is computed.
+    private func updateTimer(context: ChannelHandlerContext) {
+        guard admitted, !closing else { return }
+        let wanted: TimerKind?
+        if busy || !context.channel.isWritable {
+            wanted = nil
+        } else if current != nil {
+            wanted = .body
+        } else if let pending, pending.readableBytes > 0 {
+            wanted = .head
+        } else {
+            wanted = .idle
+        }
+        if let timer, timer.kind == wanted { return }
+        timer?.task.cancel()
+        timer = nil
+        guard let wanted else { return }
+        let delay: Duration
+        switch wanted {
+        case .idle: delay = limits.idleTimeout
+        case .head: delay = limits.headerTimeout
+        case .body: delay = limits.bodyTimeout
+        }
+        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let task = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+            let (handler, context) = loopBound.value
+            handler.timedOut(wanted, context: context)
+        }
+        timer = (wanted, task)
+    }
+
+    private func timedOut(_ kind: TimerKind, context: ChannelHandlerContext) {
+        guard timer?.kind == kind, !closing else { return }
+        timer = nil
+        switch kind {
+        case .idle:
+            closing = true
+            context.close(promise: nil)
+        case .head:
+            pending = nil
+            reject(.requestTimeout, "the request head did not arrive within \(limits.headerTimeout)", version: .http1_1, context: context)
+        case .body:
+            pending = nil
+            reject(.requestTimeout, "no request body bytes arrived for \(limits.bodyTimeout)", version: current?.version ?? .http1_1, context: context)
+        }
+    }
+
     /// Parses and answers as many complete requests as the buffer holds.
     private func process(context: ChannelHandlerContext) {
-        while !busy, !closing, var buffer = pending, buffer.readableBytes > 0 || current != nil {
+        while !busy, !closing, context.channel.isWritable, var buffer = pending, buffer.readableBytes > 0 || current != nil {
             do {
                 if current == nil {
+                    if let refusal = Self.foreignProtocol(buffer) {
+                        pending = nil
+                        return reject(.badRequest, refusal, version: .http1_1, context: context)
+                    }
                     guard let head = try Self.parseHead(&buffer) else {
                         pending = buffer
                         return
@@ -213,6 +358,8 @@ final class HTTP1Connection: ChannelInboundHandler {
                 guard !handler.closing else { return }
                 handler.write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
                 handler.process(context: context)
+                handler.resumeReading(context: context)
+                handler.updateTimer(context: context)
             }
         }
     }
@@ -286,15 +433,34 @@ final class HTTP1Connection: ChannelInboundHandler {
         return line
     }
 
+    /// Why bytes that start a request are not HTTP/1 at all (a TLS handshake, an HTTP/2 preface),
+    /// nil when they may be.
+    static func foreignProtocol(_ buffer: ByteBuffer) -> String? {
+        let view = buffer.readableBytesView
+        guard let first = view.first else { return nil }
+        if first == 0x16, view.count < 2 || view[view.startIndex + 1] == 0x03 {
+            return "a TLS handshake arrived on a plain-HTTP port: use http://, or start the server with TLS on this port (--http-use-ssl)"
+        }
+        if first == 0x80 || first < 0x09 {
+            return "the request does not start with an HTTP method (byte 0x\(String(first, radix: 16)) at offset 0)"
+        }
+        return nil
+    }
+
     /// Parses a request head from `buffer` (consuming it); nil when it is not complete yet.
     private static func parseHead(_ buffer: inout ByteBuffer) throws -> Head? {
         let view = buffer.readableBytesView
-        // Find the blank line that ends the head.
+        // Find the blank line that ends the head; a line ended by a bare LF is refused (RFC 9112
+        // allows either; accepting both invites request smuggling behind a proxy that differs).
         var end: Int? = nil
         var index = view.startIndex
         let limit = min(view.endIndex, view.startIndex + maxHeadSize)
-        while index < limit, index + 3 < view.endIndex {
-            if view[index] == 13, view[index + 1] == 10, view[index + 2] == 13, view[index + 3] == 10 {
+        while index < limit {
+            let byte = view[index]
+            if byte == 10, index == view.startIndex || view[index - 1] != 13 {
+                throw ParseError.bad(.badRequest, "request head line ends with a bare LF at byte offset \(index - view.startIndex); lines must end with CRLF")
+            }
+            if byte == 13, index + 3 < view.endIndex, view[index + 1] == 10, view[index + 2] == 13, view[index + 3] == 10 {
                 end = index
                 break
             }
@@ -334,6 +500,12 @@ final class HTTP1Connection: ChannelInboundHandler {
             throw ParseError.bad(.badRequest, "malformed request line")
         }
         func text(_ range: Range<Int>) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self) }
+        guard (requestLine.lowerBound..<spaces[0]).allSatisfy({ isTokenByte(bytes[$0]) }) else {
+            throw ParseError.bad(.badRequest, "malformed method in the request line (byte offset \(requestLine.lowerBound))")
+        }
+        if let bad = ((spaces[0] + 1)..<spaces[1]).first(where: { bytes[$0] <= 0x20 || bytes[$0] >= 0x7F }) {
+            throw ParseError.bad(.badRequest, "request target has a byte 0x\(String(bytes[bad], radix: 16)) that must be percent-encoded (byte offset \(bad))")
+        }
         let method = text(requestLine.lowerBound..<spaces[0])
         let target = text((spaces[0] + 1)..<spaces[1])
         let versionText = text((spaces[1] + 1)..<requestLine.upperBound)
@@ -347,12 +519,22 @@ final class HTTP1Connection: ChannelInboundHandler {
         var contentLength: Int? = nil
         var chunked = false
         var connection: String? = nil
+        guard lines.count - 1 <= maxHeaderCount else {
+            throw ParseError.bad(.requestHeaderFieldsTooLarge, "the request has \(lines.count - 1) header fields; at most \(maxHeaderCount) are accepted")
+        }
         for line in lines.dropFirst() {
             guard let colon = line.first(where: { bytes[$0] == UInt8(ascii: ":") }), colon > line.lowerBound else {
-                throw ParseError.bad(.badRequest, "malformed header line")
+                throw ParseError.bad(.badRequest, "malformed header line at byte offset \(line.lowerBound): no 'name:'")
             }
             let nameRange = line.lowerBound..<colon
-            guard !nameRange.contains(where: { bytes[$0] == 32 || bytes[$0] == 9 }) else { throw ParseError.bad(.badRequest, "malformed header name") }
+            // Field names are tokens (RFC 9110 §5.1): no spaces, controls or bytes above 0x7E.
+            if let bad = nameRange.first(where: { !isTokenByte(bytes[$0]) }) {
+                throw ParseError.bad(.badRequest, "header name has an invalid byte 0x\(String(bytes[bad], radix: 16)) at byte offset \(bad)")
+            }
+            // Field values: visible bytes, spaces and tabs, and obs-text; no other controls.
+            if let bad = ((colon + 1)..<line.upperBound).first(where: { let b = bytes[$0]; return (b < 0x20 && b != 9) || b == 0x7F }) {
+                throw ParseError.bad(.badRequest, "header value has a control byte 0x\(String(bytes[bad], radix: 16)) at byte offset \(bad)")
+            }
             var valueStart = colon + 1, valueEnd = line.upperBound
             while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
             while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
@@ -375,6 +557,17 @@ final class HTTP1Connection: ChannelInboundHandler {
         return Head(
             method: HTTPMethod(rawValue: method), target: target, version: version, headers: headers,
             keepAlive: keepAlive, contentLength: contentLength ?? 0, chunked: chunked)
+    }
+
+    /// Whether `byte` may appear in a token (method, header name): RFC 9110 §5.6.2's tchar.
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
+        default: false
+        }
     }
 
     /// Whether `bytes[range]` is `lowercase` in any letter case (ASCII).

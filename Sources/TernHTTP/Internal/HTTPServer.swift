@@ -4,6 +4,11 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import TernCore
+import TernRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A request as Tern's HTTP handlers see it: method, path, query, headers and the whole body.
 struct HTTPRequestData: Sendable {
@@ -43,40 +48,66 @@ final class HTTPServer: Service, Sendable {
     let host: String
     let port: Int
     let maxBodySize: Int
+    let limits: ConnectionLimits
     let responder: any HTTPResponder
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
+    /// What the port serves, for messages ("HTTP", "metrics").
+    let role: String
 
-    init(host: String, port: Int, maxBodySize: Int, responder: any HTTPResponder, logger: Logger,
+    init(role: String = "HTTP", host: String, port: Int, maxBodySize: Int, limits: ConnectionLimits, responder: any HTTPResponder, logger: Logger,
          onRunning: @escaping @Sendable (Int) async -> Void) {
+        self.role = role
         self.host = host
         self.port = port
         self.maxBodySize = maxBodySize
+        self.limits = limits
         self.responder = responder
         self.logger = logger
         self.onRunning = onRunning
     }
 
+    /// The listening channel once `bind` has run.
+    private let listener = Mutex<(any Channel)?>(nil)
+
+    /// Opens the listening socket (once) and returns the bound port; `tern serve` binds every
+    /// port before it says "ready", so a port already taken fails the start, named.
+    @discardableResult
+    func bind() async throws(TernError) -> Int {
+        if let channel = listener.withLock({ $0 }) { return channel.localAddress?.port ?? port }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap(responder: responder, maxBodySize: maxBodySize, limits: limits)
+                .bind(host: host, port: port).get()
+        } catch {
+            throw TernError.listenFailed(role, host: host, port: port, reason: (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)")
+        }
+        listener.withLock { $0 = channel }
+        return channel.localAddress?.port ?? port
+    }
+
     func run() async throws {
-        let responder = self.responder
-        let maxBodySize = self.maxBodySize
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(HTTP1Connection(responder: responder, maxBodySize: maxBodySize))
-                }
-            }
-            .bind(host: host, port: port).get()
-        logger.debug("HTTP server listening", metadata: ["address": .string("\(channel.localAddress.map { "\($0)" } ?? "")")])
+        try await bind()
+        guard let channel = listener.withLock({ $0 }) else { return }
+        logger.debug("\(role) server listening", metadata: ["address": .string("\(channel.localAddress.map { "\($0)" } ?? "")")])
         await onRunning(channel.localAddress?.port ?? port)
         await withGracefulShutdownHandler {
             try? await channel.closeFuture.get()
         } onGracefulShutdown: {
             channel.close(promise: nil)
         }
+    }
+
+    private func bootstrap(responder: any HTTPResponder, maxBodySize: Int, limits: ConnectionLimits) -> ServerBootstrap {
+        ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(HTTP1Connection(responder: responder, maxBodySize: maxBodySize, limits: limits))
+                }
+            }
     }
 }

@@ -50,6 +50,9 @@ enum InferHTTPCodec {
                 }
                 shape.append(value)
             }
+            guard Tensor.checkedElementCount(of: shape) != nil, type == .bytes || Tensor.byteCount(of: shape, type: type) != nil else {
+                throw .invalidArgument("input '\(name)': shape \(shape) of \(type.protocolName) is larger than any tensor can be")
+            }
             let parameters = try decodeParameters(input["parameters"], context: "input '\(name)'")
             let data: Data
             if let place = try SharedMemoryReference(parameters: parameters, context: "input '\(name)'") {
@@ -58,12 +61,16 @@ enum InferHTTPCodec {
                         "input '\(name)' must set only one of 'data', 'binary_data_size' in 'parameters' and 'shared_memory_region' in 'parameters'")
                 }
                 data = try sharedMemory.inputData(place)
-            } else if let size = parameters["binary_data_size"]?.integerValue {
+            } else if let sizeParameter = parameters["binary_data_size"] {
+                guard let size = sizeParameter.integerValue, size >= 0 else {
+                    throw .invalidArgument("input '\(name)': binary_data_size must be a non-negative integer, not \(sizeParameter.jsonText)")
+                }
                 guard headerLength != nil else {
                     throw .invalidArgument("input '\(name)' has binary_data_size but the request has no Inference-Header-Content-Length header")
                 }
-                guard size >= 0, binaryOffset + Int(size) <= binaryEnd else {
-                    throw .invalidArgument("input '\(name)': binary_data_size \(size) runs past the end of the request body")
+                guard size <= binaryEnd - binaryOffset else {
+                    throw .invalidArgument(
+                        "input '\(name)': binary_data_size \(size) runs past the end of the request body (\(binaryEnd - binaryOffset) bytes of binary data left at body offset \(binaryOffset - body.readerIndex))")
                 }
                 data = body.getData(at: binaryOffset, length: Int(size), byteTransferStrategy: .noCopy) ?? Data()
                 binaryOffset += Int(size)
@@ -134,7 +141,7 @@ enum InferHTTPCodec {
         // Room for the whole answer at once: growing the buffer copies it.
         let jsonEstimate = 128 + response.modelName.utf8.count + response.id.utf8.count + 64 * response.parameters.count
             + response.outputs.reduce(0) { total, tensor in
-                let inline = binary.isBinary(tensor.name) || binary.sharedMemory[tensor.name] != nil ? 0 : 16 * tensor.elementCount
+                let inline = binary.isBinary(tensor.name) || binary.sharedMemory[tensor.name] != nil ? 0 : 16 * min(tensor.elementCount, tensor.data.count)
                 return total + 96 + tensor.name.utf8.count + inline
             }
         var json = JSONWriter(buffer: allocator.buffer(capacity: jsonEstimate + binaryBytes))

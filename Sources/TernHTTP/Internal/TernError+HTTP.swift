@@ -12,6 +12,7 @@ extension TernError.Code {
         case .invalidArgument, .failedPrecondition, .alreadyExists: .badRequest
         case .unavailable: .serviceUnavailable
         case .unimplemented: .notImplemented
+        case .permissionDenied: .forbidden
         default: .internalServerError
         }
     }
@@ -33,6 +34,14 @@ extension HTTPReply {
     }
 
     static func empty(_ status: HTTPResponseStatus) -> HTTPReply { HTTPReply(status: status) }
+
+    /// 405 for a path that exists but not for the request's method, with the methods it takes.
+    static func methodNotAllowed(allow: String) -> HTTPReply {
+        var reply = error(TernError(.invalidArgument, "method not allowed here; this path takes \(allow)"))
+        reply.status = .methodNotAllowed
+        reply.headers.append(("Allow", allow))
+        return reply
+    }
 
     /// A Codable value as JSON (Tern's own extensions: lifecycle reports, status, history).
     static func encoded<T: Encodable>(_ value: T) throws(TernError) -> HTTPReply {

@@ -28,6 +28,8 @@ struct ModelLoader: Sendable {
     let backends: [any Backend]
     let autoComplete: Bool
     let cpuCores: Int
+    /// Most instances one model's instance groups may ask for.
+    let maxInstances: Int
     let rateLimiter: RateLimiter?
     let logger: Logger
     /// The engine, for models that call other models (ensembles, request handlers).
@@ -77,6 +79,16 @@ struct ModelLoader: Sendable {
         if config.name.isEmpty { config.name = name }
         guard config.name == name else {
             throw .invalidArgument("\(configPath): name: '\(config.name)' does not match the model folder '\(name)'")
+        }
+        // Before any file is looked at: paths stay inside the model's folder, sizes in range.
+        try config.validatePaths(file: configPath)
+        try config.validateLimits(file: configPath)
+        let instances = config.instanceGroup.reduce(0) { total, group in
+            total + max(Int(group.count), 1) * max(group.kind == .gpu ? group.gpus.count : 1, 1)
+        }
+        guard instances <= maxInstances else {
+            throw .invalidArgument(
+                "\(configPath): instance_group: asks for \(instances) instances, more than the limit of \(maxInstances) per model (\(cpuCores) cores; raise it with --max-instances-per-model)")
         }
         let backend = try chooseBackend(for: &config, configPath: configPath)
         return (config, backend, configPath)
@@ -260,7 +272,7 @@ struct ModelLoader: Sendable {
 
     /// The same loader over another repository (a load request's own files).
     func reading(from other: ModelRepository) -> ModelLoader {
-        ModelLoader(repository: other, backends: backends, autoComplete: autoComplete, cpuCores: cpuCores, rateLimiter: rateLimiter, logger: logger, link: link)
+        ModelLoader(repository: other, backends: backends, autoComplete: autoComplete, cpuCores: cpuCores, maxInstances: maxInstances, rateLimiter: rateLimiter, logger: logger, link: link)
     }
 
     static func readLabels(_ config: ModelConfig, directory: URL) throws(TernError) -> [String: [String]] {
