@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "TernHybrid", targets: ["TernHybrid"]),
         .library(name: "TernExperiments", targets: ["TernExperiments"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
+        .library(name: "TernTLS", targets: ["TernTLS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
@@ -125,9 +126,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernTLS",
+            dependencies: [
+                "TernCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernHTTP",
             dependencies: [
-                "TernRuntime",
+                "TernRuntime", "TernTLS",
                 "TernMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -141,7 +151,7 @@ let package = Package(
         .target(
             name: "TernGRPC",
             dependencies: [
-                "TernRuntime",
+                "TernRuntime", "TernTLS",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -159,7 +169,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernTLS", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

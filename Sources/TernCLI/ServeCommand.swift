@@ -14,6 +14,7 @@ import TernMetrics
 import TernONNXRuntime
 import TernRuntime
 import TernStore
+import TernTLS
 import UnixSignals
 
 /// `tern serve`: serves a model repository over HTTP, gRPC and Prometheus metrics.
@@ -124,6 +125,45 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-instances-per-model"), help: "Most instances one model's instance groups may ask for (default: 8 per core, at least 16).")
     var maxInstancesPerModel: Int?
 
+    @Option(name: .customLong("grpc-use-ssl"), help: "true: gRPC over TLS (Triton's flag), with --grpc-server-cert and --grpc-server-key.")
+    var grpcUseSSL = false
+    @Option(name: .customLong("grpc-use-ssl-mutual"), help: "true: gRPC clients must present a certificate signed by --grpc-root-cert (implies --grpc-use-ssl).")
+    var grpcUseSSLMutual = false
+    @Option(name: .customLong("grpc-server-cert"), help: "PEM certificate chain of the gRPC port.")
+    var grpcServerCert: String?
+    @Option(name: .customLong("grpc-server-key"), help: "PEM private key of the gRPC port.")
+    var grpcServerKey: String?
+    @Option(name: .customLong("grpc-root-cert"), help: "PEM CA certificates that client certificates must chain to (mutual TLS).")
+    var grpcRootCert: String?
+    @Option(name: .customLong("http-use-ssl"), help: "true: HTTPS on the HTTP port, with --http-server-cert and --http-server-key.")
+    var httpUseSSL = false
+    @Option(name: .customLong("http-use-ssl-mutual"), help: "true: HTTP clients must present a certificate signed by --http-root-cert (implies --http-use-ssl).")
+    var httpUseSSLMutual = false
+    @Option(name: .customLong("http-server-cert"), help: "PEM certificate chain of the HTTP port (and of the metrics port with --metrics-use-ssl).")
+    var httpServerCert: String?
+    @Option(name: .customLong("http-server-key"), help: "PEM private key of the HTTP port.")
+    var httpServerKey: String?
+    @Option(name: .customLong("http-root-cert"), help: "PEM CA certificates that HTTP client certificates must chain to (mutual TLS).")
+    var httpRootCert: String?
+    @Option(name: .customLong("metrics-use-ssl"), help: "true: HTTPS on the metrics port with the HTTP port's certificate, key and client verification.")
+    var metricsUseSSL = false
+
+    /// A port's TLS from its options (nil: plain). SIGHUP re-reads the files.
+    static func tls(
+        _ port: String, use: Bool, mutual: Bool, cert: String?, key: String?, root: String?, protocols: [String]
+    ) throws -> ServerTLS? {
+        guard use || mutual else {
+            if cert != nil || key != nil { throw ValidationError("--\(port)-server-cert/--\(port)-server-key are set but --\(port)-use-ssl is not true") }
+            return nil
+        }
+        guard let cert, let key else { throw ValidationError("--\(port)-use-ssl needs --\(port)-server-cert and --\(port)-server-key") }
+        do {
+            return try ServerTLS(files: TLSFiles(certificateChain: cert, privateKey: key, rootCertificates: root, mutual: mutual), applicationProtocols: protocols)
+        } catch {
+            throw ValidationError("--\(port)-use-ssl: \(error.message)")
+        }
+    }
+
     /// The connection limits the options describe.
     func connectionLimits() throws -> ConnectionLimits {
         for (name, value) in [("--request-header-timeout", requestHeaderTimeout), ("--request-body-timeout", requestBodyTimeout), ("--idle-timeout", idleTimeout)]
@@ -208,6 +248,12 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError(error.message)
         }
+        let grpcTLS = try Self.tls(
+            "grpc", use: grpcUseSSL, mutual: grpcUseSSLMutual, cert: grpcServerCert, key: grpcServerKey, root: grpcRootCert, protocols: ["h2"])
+        let httpTLS = try Self.tls(
+            "http", use: httpUseSSL, mutual: httpUseSSLMutual, cert: httpServerCert, key: httpServerKey, root: httpRootCert, protocols: ["http/1.1"])
+        if metricsUseSSL, httpTLS == nil { throw ValidationError("--metrics-use-ssl uses the HTTP port's certificate: set --http-use-ssl true with its files") }
+        let metricsTLS = metricsUseSSL ? httpTLS : nil
         if let maxInstancesPerModel, maxInstancesPerModel < 1 { throw ValidationError("--max-instances-per-model must be at least 1") }
         let resources = try resourceSizes()
         let telemetry = SystemTelemetry(root: deviceRoot)
@@ -284,14 +330,14 @@ struct ServeCommand: AsyncParsableCommand {
 
         let http = try HTTPFrontend.server(
             engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, extensions: [ExperimentRoutes.routes(experiments)],
-            headerForwardPattern: httpHeaderForwardPattern, limits: limits, access: httpAccess, logger: logger)
+            headerForwardPattern: httpHeaderForwardPattern, limits: limits, access: httpAccess, tls: httpTLS, logger: logger)
         var routes: [String: (group: String, answer: @Sendable () -> String)] = [:]
         if let monitor { routes["/device/stats"] = ("device", { monitor.snapshotJSON() }) }
         let metrics = HTTPFrontend.metricsServer(
-            exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, limits: limits, access: httpAccess, logger: logger)
+            exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, limits: limits, access: httpAccess, tls: metricsTLS, logger: logger)
         let grpc = try GRPCFrontend.server(
             engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, headerForwardPattern: grpcHeaderForwardPattern,
-            extensions: [ExperimentGRPC.service(experiments)], limits: limits, access: grpcAccess, logger: logger)
+            extensions: [ExperimentGRPC.service(experiments)], limits: limits, access: grpcAccess, tls: grpcTLS, logger: logger)
 
         // Every port is bound before the models load: a port already taken fails the start at
         // once, naming the port, instead of after a long load with the other ports serving.
@@ -320,6 +366,10 @@ struct ServeCommand: AsyncParsableCommand {
             .init(service: poller, successTerminationBehavior: .ignore), .init(service: experiments, successTerminationBehavior: .ignore),
         ]
         if let monitor { services.append(.init(service: monitor, successTerminationBehavior: .ignore)) }
+        let reloadable = [httpTLS, grpcTLS].compactMap { $0 }
+        if !reloadable.isEmpty {
+            services.append(.init(service: TLSReloader(contexts: reloadable, logger: logger), successTerminationBehavior: .ignore))
+        }
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // A shutdown that stalls (a model call that never returns) still ends the process.
         configuration.maximumGracefulShutdownDuration = .seconds(15)
@@ -328,6 +378,28 @@ struct ServeCommand: AsyncParsableCommand {
         let milliseconds = (ContinuousClock.now - started).milliseconds
         logger.info("server ready", metadata: ["start_to_ready_ms": .string(String(format: "%.1f", milliseconds))])
         try await group.run()
+    }
+}
+
+/// Re-reads the TLS certificate and key files on SIGHUP; open connections keep theirs.
+struct TLSReloader: Service {
+    let contexts: [ServerTLS]
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals {
+                for tls in contexts {
+                    do throws(TernError) {
+                        try tls.reload()
+                        logger.info("TLS certificate reloaded", metadata: ["certificate": .string(tls.files.certificateChain)])
+                    } catch {
+                        logger.error("TLS reload failed; the previous certificate stays in use", metadata: ["error": .string(error.message)])
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -45,6 +45,23 @@ extension ModelConfig {
     }
 
     private static func describe(_ error: any Error) -> String {
+        if let error = error as? JSONDecodingError {
+            switch error {
+            case .malformedNumber: return "a number is malformed or out of range for its field (dims are int64, max_batch_size and counts int32)"
+            case .malformedString: return "a string is malformed"
+            case .malformedBool: return "a bool is malformed (use true or false)"
+            case .unrecognizedEnumValue: return "unknown enum value (e.g. data_type takes TYPE_FP32, kind takes KIND_CPU)"
+            case .unquotedMapKey: return "a map key is not a quoted string"
+            case .truncated: return "the JSON ends too early (an unclosed object or array?)"
+            case .trailingGarbage: return "unexpected text after the end of the JSON object"
+            case .invalidUTF8: return "invalid UTF-8"
+            case .schemaMismatch: return "a value of the wrong kind for its field (an object where a list is expected, or the reverse)"
+            case .conflictingOneOf: return "two fields that exclude each other are both set"
+            case .messageDepthLimit: return "nesting too deep"
+            case .failure: return "not valid JSON"
+            default: return "\(error)"
+            }
+        }
         guard let error = error as? TextFormatDecodingError else { return "\(error)" }
         switch error {
         case .malformedText: return "malformed text"

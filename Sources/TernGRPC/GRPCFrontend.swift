@@ -3,20 +3,22 @@ import Logging
 import ServiceLifecycle
 import TernCore
 import TernRuntime
+import TernTLS
 
 /// Builds the gRPC server Tern serves: `inference.GRPCInferenceService` on SwiftNIO's HTTP/2.
 public enum GRPCFrontend {
     /// Default limit on one request message: large enough for a batch of camera frames.
     public static let defaultMaxMessageSize = 256 << 20
 
-    /// `limits` bound connections, streams and idle time; `access` names the restricted API groups
+    /// `tls` serves gRPC over TLS (ALPN h2; mutual when its files say so). `limits` bound connections, streams and idle time; `access` names the restricted API groups
     /// and their keys (Triton's `--grpc-restricted-protocol`). Metadata keys whose whole name matches `headerForwardPattern` (a regular expression, as
     /// Triton's `--grpc-header-forward-pattern`) reach the model as request parameters.
     /// `extensions` are further services served on the same port (their names must differ from
     /// the KServe service's).
     public static func server(
         engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize, headerForwardPattern: String? = nil,
-        extensions: [GRPCExtensionService] = [], limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, logger: Logger
+        extensions: [GRPCExtensionService] = [], limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, tls: ServerTLS? = nil,
+        logger: Logger
     ) throws -> GRPCServerService {
         var dispatcher = KServeGRPCDispatcher(server: engine, access: access)
         for service in extensions {
@@ -33,7 +35,7 @@ public enum GRPCFrontend {
             }
         }
         return GRPCServerService(
-            server: GRPCHTTP2Server(host: host, port: port, maxMessageSize: maxMessageSize, limits: limits, dispatcher: dispatcher, logger: logger))
+            server: GRPCHTTP2Server(host: host, port: port, maxMessageSize: maxMessageSize, limits: limits, tls: tls, dispatcher: dispatcher, logger: logger))
     }
 }
 

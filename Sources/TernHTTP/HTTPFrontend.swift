@@ -6,17 +6,19 @@ import ServiceLifecycle
 import TernCore
 import TernMetrics
 import TernRuntime
+import TernTLS
 
 /// The HTTP servers Tern runs: the KServe v2 API and the Prometheus metrics endpoint on its own
 /// port. Both are `Service`s for the caller's ServiceGroup.
 public enum HTTPFrontend {
     /// The inference API on `host:port`. `onRunning` receives the bound port (useful with port 0).
-    /// `extensions` add routes under prefixes of their own; request headers whose whole name
+    /// `tls` serves HTTPS (ALPN http/1.1); `extensions` add routes under prefixes of their own; request headers whose whole name
     /// matches `headerForwardPattern` (a regular expression, as Triton's
     /// `--http-header-forward-pattern`) reach the model as request parameters.
     public static func server(
         engine: InferenceServer, host: String, port: Int, maxBodySize: Int = 256 << 20, extensions: [HTTPExtensionRoutes] = [],
-        headerForwardPattern: String? = nil, limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, logger: Logger,
+        headerForwardPattern: String? = nil, limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open,
+        tls: ServerTLS? = nil, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws -> HTTPServerService {
         var api = KServeHTTPAPI(server: engine, extensions: extensions, access: access)
@@ -28,18 +30,18 @@ public enum HTTPFrontend {
             }
         }
         return HTTPServerService(
-            server: HTTPServer(host: host, port: port, maxBodySize: maxBodySize, limits: limits, responder: api, logger: logger, onRunning: onRunning))
+            server: HTTPServer(host: host, port: port, maxBodySize: maxBodySize, limits: limits, tls: tls, responder: api, logger: logger, onRunning: onRunning))
     }
 
     /// `GET /metrics` in Prometheus text format, plus `jsonRoutes`: paths (e.g. `/device/stats`)
     /// answered with the JSON their closure returns, each in an API group `access` may restrict.
     public static func metricsServer(
         exporter: PrometheusExporter, host: String, port: Int, jsonRoutes: [String: (group: String, answer: @Sendable () -> String)] = [:],
-        limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, logger: Logger,
+        limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, tls: ServerTLS? = nil, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> HTTPServerService {
         HTTPServerService(server: HTTPServer(
-            role: "metrics", host: host, port: port, maxBodySize: 1 << 16, limits: limits,
+            role: "metrics", host: host, port: port, maxBodySize: 1 << 16, limits: limits, tls: tls,
             responder: MetricsResponder(exporter: exporter, jsonRoutes: jsonRoutes, access: access),
             logger: logger, onRunning: onRunning))
     }

@@ -33,7 +33,7 @@ def free_port():
 
 
 class TernServer:
-    def __init__(self, repo, *extra_args, ports=None):
+    def __init__(self, repo, *extra_args, ports=None, env=None):
         self.repo = repo
         self.http_port, self.grpc_port, self.metrics_port = ports or (free_port(), free_port(), free_port())
         binary = os.environ.get("TERN_BIN", os.path.join(ROOT, ".build/debug/tern"))
@@ -46,7 +46,7 @@ class TernServer:
              *([] if "--history-db" in extra_args else ["--history-db", os.path.join(repo, "..", f"history-{self.http_port}.sqlite")]),
              *([] if "--experiments-db" in extra_args else ["--experiments-db", os.path.join(repo, "..", f"experiments-{self.http_port}.sqlite")]),
              *extra_args],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **env} if env else None)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -111,6 +111,15 @@ def build_repository(path, fixtures=True):
 def server(tmp_path_factory):
     repo = build_repository(str(tmp_path_factory.mktemp("repo") / "models"))
     s = TernServer(repo)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def shm_server(tmp_path_factory):
+    """The same repository as `server`, with client shared memory allowed (off by default)."""
+    repo = build_repository(str(tmp_path_factory.mktemp("shm") / "models"))
+    s = TernServer(repo, "--allow-client-shm")
     yield s
     s.stop()
 

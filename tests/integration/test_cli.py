@@ -108,9 +108,11 @@ def test_tern_perf_multiplexes_grpc_calls_and_replays_a_rate_schedule(server, tm
     assert int(row[9]) == 0 and 70 <= float(row[3]) <= 82, row
 
 
-def test_tern_perf_through_system_shared_memory(server, tmp_path):
+def test_tern_perf_through_system_shared_memory(shm_server, tmp_path):
     """Inputs and outputs travel through shared memory on every wire (gRPC at 6 also over the
-    multiplexed connections); the regions are unregistered and removed afterwards."""
+    multiplexed connections); the regions are unregistered and removed afterwards. (Client shared
+    memory is off unless the server is started with --allow-client-shm.)"""
+    server = shm_server
     csv = tmp_path / "shm.csv"
     common = [BINARY, "perf", "-m", "add_sub", "--host", "127.0.0.1", "--http-port", str(server.http_port),
               "--grpc-port", str(server.grpc_port), "--shared-memory", "system", "--warmup-seconds", "0.1",

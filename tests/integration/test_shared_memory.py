@@ -18,6 +18,12 @@ from helpers import client
 PROTOCOLS = ["http", "grpc"]
 
 
+@pytest.fixture
+def server(shm_server):
+    """Every test here registers regions: a server started with --allow-client-shm."""
+    return shm_server
+
+
 def key():
     return f"/tern-test-{uuid.uuid4().hex[:12]}"
 

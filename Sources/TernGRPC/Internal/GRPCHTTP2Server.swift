@@ -7,6 +7,7 @@ import ServiceLifecycle
 import Synchronization
 import TernCore
 import TernRuntime
+import TernTLS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,15 +23,17 @@ final class GRPCHTTP2Server: Service, Sendable {
     let port: Int
     let maxMessageSize: Int
     let limits: ConnectionLimits
+    let tls: ServerTLS?
     let dispatcher: KServeGRPCDispatcher
     let logger: Logger
     private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int?, Never>], finished: Bool)>((nil, [], false))
 
-    init(host: String, port: Int, maxMessageSize: Int, limits: ConnectionLimits, dispatcher: KServeGRPCDispatcher, logger: Logger) {
+    init(host: String, port: Int, maxMessageSize: Int, limits: ConnectionLimits, tls: ServerTLS? = nil, dispatcher: KServeGRPCDispatcher, logger: Logger) {
         self.host = host
         self.port = port
         self.maxMessageSize = maxMessageSize
         self.limits = limits
+        self.tls = tls
         self.dispatcher = dispatcher
         self.logger = logger
     }
@@ -69,6 +72,7 @@ final class GRPCHTTP2Server: Service, Sendable {
         let dispatcher = self.dispatcher
         let maxMessageSize = self.maxMessageSize
         let limits = self.limits
+        let tls = self.tls
         let channel: any Channel
         do {
             channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -81,6 +85,7 @@ final class GRPCHTTP2Server: Service, Sendable {
                         // The connection gate and the idle timeout come first: a refused
                         // connection is closed before any HTTP/2 state is built for it.
                         try channel.pipeline.syncOperations.addHandler(GRPCConnectionGuard(limits: limits, load: load))
+                        try tls?.addHandler(to: channel.pipeline.syncOperations)
                         var connection = NIOHTTP2Handler.ConnectionConfiguration()
                         connection.initialSettings = [
                             HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.maxConcurrentStreams),

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import Synchronization
 import TernCore
 import TernRuntime
+import TernTLS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,19 +50,22 @@ final class HTTPServer: Service, Sendable {
     let port: Int
     let maxBodySize: Int
     let limits: ConnectionLimits
+    /// TLS on this port, when configured.
+    let tls: ServerTLS?
     let responder: any HTTPResponder
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
     /// What the port serves, for messages ("HTTP", "metrics").
     let role: String
 
-    init(role: String = "HTTP", host: String, port: Int, maxBodySize: Int, limits: ConnectionLimits, responder: any HTTPResponder, logger: Logger,
+    init(role: String = "HTTP", host: String, port: Int, maxBodySize: Int, limits: ConnectionLimits, tls: ServerTLS? = nil, responder: any HTTPResponder, logger: Logger,
          onRunning: @escaping @Sendable (Int) async -> Void) {
         self.role = role
         self.host = host
         self.port = port
         self.maxBodySize = maxBodySize
         self.limits = limits
+        self.tls = tls
         self.responder = responder
         self.logger = logger
         self.onRunning = onRunning
@@ -99,13 +103,15 @@ final class HTTPServer: Service, Sendable {
     }
 
     private func bootstrap(responder: any HTTPResponder, maxBodySize: Int, limits: ConnectionLimits) -> ServerBootstrap {
-        ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let tls = self.tls
+        return ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try tls?.addHandler(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addHandler(HTTP1Connection(responder: responder, maxBodySize: maxBodySize, limits: limits))
                 }
             }

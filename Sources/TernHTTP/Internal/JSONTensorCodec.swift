@@ -18,10 +18,18 @@ enum JSONTensorCodec {
             }
             return number
         }
-        func floats<T>(_ convert: (Double) -> T) throws(TernError) -> Data {
+        /// Values beyond the type's range are refused (they would become infinities, which JSON
+        /// cannot carry back); `limit` is the largest finite magnitude.
+        func floats<T>(limit: Double = .greatestFiniteMagnitude, _ convert: (Double) -> T) throws(TernError) -> Data {
             var out = [T]()
             out.reserveCapacity(values.count)
-            for value in values { out.append(convert(try number(value).double)) }
+            for (index, value) in values.enumerated() {
+                let double = try number(value).double
+                guard double.magnitude <= limit || !double.isFinite else {
+                    throw .invalidArgument("input '\(name)': data[\(index)] = \(value.description) is beyond the range of \(type.protocolName) (±\(limit))")
+                }
+                out.append(convert(double))
+            }
             return out.withUnsafeBytes { Data($0) }
         }
         func integers<T: FixedWidthInteger>(_: T.Type) throws(TernError) -> Data {
@@ -55,10 +63,10 @@ enum JSONTensorCodec {
         case .int16: return try integers(Int16.self)
         case .int32: return try integers(Int32.self)
         case .int64: return try integers(Int64.self)
-        case .fp16: return try floats { Float16($0) }
-        case .fp32: return try floats { Float($0) }
+        case .fp16: return try floats(limit: Double(Float16.greatestFiniteMagnitude)) { Float16($0) }
+        case .fp32: return try floats(limit: Double(Float.greatestFiniteMagnitude)) { Float($0) }
         case .fp64: return try floats { $0 }
-        case .bf16: return try floats { UInt16(truncatingIfNeeded: Float($0).bitPattern >> 16) }
+        case .bf16: return try floats(limit: Double(Float.greatestFiniteMagnitude)) { UInt16(truncatingIfNeeded: Float($0).bitPattern >> 16) }
         case .bytes:
             var elements: [Data] = []
             elements.reserveCapacity(values.count)

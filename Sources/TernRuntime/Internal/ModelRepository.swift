@@ -28,11 +28,35 @@ struct ModelRepository: Sendable {
     func configText(_ name: String) throws(TernError) -> String? {
         let file = configFile(name)
         guard FileManager.default.fileExists(atPath: file.path) else { return nil }
+        let data: Data
         do {
-            return try String(contentsOf: file, encoding: .utf8)
+            data = try Data(contentsOf: file)
         } catch {
             throw .invalidArgument("\(file.path): cannot read: \(error.localizedDescription)")
         }
+        guard data.count <= 16 << 20 else {
+            throw .invalidArgument("\(file.path): \(data.count) bytes is too large for a model configuration (at most 16 MiB)")
+        }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            let offset = Self.firstInvalidUTF8(data)
+            throw .invalidArgument("\(file.path): not UTF-8 text (invalid byte 0x\(String(data[data.startIndex + offset], radix: 16)) at byte offset \(offset)); a config.pbtxt is protobuf text format")
+        }
+        if let nul = data.firstIndex(of: 0) {
+            throw .invalidArgument("\(file.path): holds a NUL byte at byte offset \(nul - data.startIndex); a config.pbtxt is protobuf text format")
+        }
+        return text
+    }
+
+    /// Offset of the first byte at which `data` stops being valid UTF-8.
+    static func firstInvalidUTF8(_ data: Data) -> Int {
+        var low = 0, high = data.count
+        // The longest valid prefix, by bisection (a valid prefix stays valid when shortened,
+        // except inside a multi-byte character, which the final step below allows for).
+        while low < high {
+            let middle = (low + high + 1) / 2
+            if String(validating: data.prefix(middle), as: UTF8.self) != nil { low = middle } else { high = middle - 1 }
+        }
+        return min(low, data.count - 1)
     }
 
     /// Version numbers present as folders, ascending.
