@@ -194,7 +194,10 @@ let package = Package(
         .testTarget(name: "TernRuntimeTests", dependencies: ["TernRuntime", "TernTesting"], swiftSettings: strict),
         .testTarget(
             name: "TernHTTPTests",
-            dependencies: ["TernHTTP", "TernTesting", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: [
+                "TernHTTP", "TernTesting", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "TernGRPCTests",

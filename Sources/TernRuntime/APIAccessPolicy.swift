@@ -104,12 +104,12 @@ public struct APIAccessPolicy: Sendable {
 
     /// Equal bytes, in time that depends only on the lengths.
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        var difference = UInt(bitPattern: a.count ^ b.count)
         let count = max(a.count, b.count)
         for index in 0..<count {
             let x = index < a.count ? a[index] : 0
             let y = index < b.count ? b[index] : 0
-            difference |= x ^ y
+            difference |= UInt(x ^ y)
         }
         return difference == 0
     }
