@@ -80,7 +80,10 @@ import TernTesting
         let (tooLarge, body, _) = try await send(port, .POST, "/v2/models/add_sub/infer", body: ByteBuffer(repeating: UInt8(ascii: " "), count: 4096))
         #expect(tooLarge == .payloadTooLarge && String(buffer: body).contains("1024"))
         #expect(try await send(port, .GET, "/v2/nothing/here").0 == .notFound)
-        #expect(try await send(port, .DELETE, "/v2/models/add_sub").0 == .notFound)
+        // A path that exists for another method: 405 naming the methods it takes.
+        let (wrongMethod, _, allowed) = try await send(port, .DELETE, "/v2/models/add_sub")
+        #expect(wrongMethod == .methodNotAllowed && allowed.first(name: "Allow") == "GET")
+        #expect(try await send(port, .DELETE, "/v2/nothing/here").0 == .notFound)
         #expect(try await send(port, .GET, "/v2/models/add_sub/versions/x").0 == .badRequest)
         #expect(try await send(port, .GET, "/v2/models/add_sub/versions/1?verbose=1").0 == .ok)
         // and it still answers

@@ -235,6 +235,11 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     private var finished = false
     /// For streams: replies are written in request order.
     private var tail: EventLoopFuture<Void>?
+    /// Stream messages received and not yet answered; past `maxQueuedMessages` the stream stops
+    /// reading, so HTTP/2 flow control holds the client back instead of memory growing.
+    private var queued = 0
+    private var readingPaused = false
+    static let maxQueuedMessages = 16
 
     init(dispatcher: KServeGRPCDispatcher, maxMessageSize: Int, load: ConnectionLoad) {
         self.dispatcher = dispatcher
@@ -325,10 +330,21 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let previous = tail ?? loop.makeSucceededVoidFuture()
+        queued += 1
+        if queued >= Self.maxQueuedMessages, !readingPaused {
+            readingPaused = true
+            _ = context.channel.setOption(ChannelOptions.autoRead, value: false)
+        }
         tail = previous.flatMap {
             loop.makeFutureWithTask { await dispatcher.streamInfer(message: message) }
         }.map { result in
             let (handler, context) = bound.value
+            handler.queued -= 1
+            if handler.readingPaused, handler.queued <= Self.maxQueuedMessages / 2 {
+                handler.readingPaused = false
+                _ = context.channel.setOption(ChannelOptions.autoRead, value: true)
+                context.read()
+            }
             switch result {
             case .success(let bytes): handler.writeMessage(bytes, context: context)
             case .failure(let status): handler.fail(status, context: context)
