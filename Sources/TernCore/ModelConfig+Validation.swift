@@ -118,7 +118,7 @@ extension ModelConfig {
             }
         }
         for (i, group) in instanceGroup.enumerated() where group.count > 1 << 16 {
-            throw fail("instance_group[\(i)].count", "\(group.count) is larger than any machine can run")
+            throw fail("instance_group[\(i)].count", "\(group.count) is larger than the limit of 65536 instances per group")
         }
     }
 

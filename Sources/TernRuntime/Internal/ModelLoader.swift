@@ -65,7 +65,8 @@ struct ModelLoader: Sendable {
 
     /// The model's config (parsed, overridden or empty for auto-complete) and its backend.
     private func resolve(_ name: String, configOverride: ModelConfig?) throws(TernError) -> (ModelConfig, any Backend, String) {
-        let configPath = repository.configFile(name).path
+        // Messages name where the config came from: the file, or the load request that replaced it.
+        let configPath = configOverride == nil ? repository.configFile(name).path : "the load request's config for '\(name)'"
         var config: ModelConfig
         if let configOverride {
             config = configOverride
