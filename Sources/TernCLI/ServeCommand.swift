@@ -236,6 +236,12 @@ struct ServeCommand: AsyncParsableCommand {
         guard ["off", "execution_count"].contains(rateLimit) else {
             throw ValidationError("--rate-limit must be off or execution_count")
         }
+        // SIGHUP renews TLS certificates (TLSReloader): never let it end the process, even before
+        // the reloader runs or when no port uses TLS.
+        signal(SIGHUP, SIG_IGN)
+        guard maxRequestSize > 0, maxRequestSize <= Int(UInt32.max) - 4096 else {
+            throw ValidationError("--max-request-size must be between 1 and \(Int(UInt32.max) - 4096) bytes")
+        }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: modelRepository, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ValidationError("--model-repository \(modelRepository): no such folder")

@@ -63,6 +63,8 @@ extension ModelConfig {
     /// Largest `max_batch_size` accepted (Triton's field is an int32; beyond this a batch of even
     /// one-byte items is larger than an edge device's memory).
     public static let maxBatchSizeLimit: Int32 = 1 << 20
+    /// Largest warm-up sample or sequence state (the server allocates these itself at load).
+    public static let maxServerAllocatedBytes = 1 << 30
     /// Most dimensions a tensor may declare.
     public static let maxRank = 64
     /// Largest dimension accepted (an int32, as ONNX shapes usually are).
@@ -99,21 +101,40 @@ extension ModelConfig {
         if maxBatchSize > Self.maxBatchSizeLimit {
             throw fail("max_batch_size", "\(maxBatchSize) is larger than the limit of \(Self.maxBatchSizeLimit)")
         }
-        let tensors = input.map { ("input", $0.name, $0.dataType, $0.dims, $0.hasReshape ? $0.reshape.shape : []) }
-            + output.map { ("output", $0.name, $0.dataType, $0.dims, $0.hasReshape ? $0.reshape.shape : []) }
-        for (kind, name, type, dims, reshape) in tensors {
-            for (field, shape) in [("dims", dims), ("reshape.shape", reshape)] {
+        let batchDims: [Int64] = maxBatchSize > 0 ? [Int64(maxBatchSize)] : []
+        // Every shape the engine allocates for: model tensors (a full batch of them), warm-up
+        // samples (their batch size) and sequence state.
+        var tensors = input.map { ("input", $0.name, $0.dataType, [($0.dims, "dims"), ($0.hasReshape ? $0.reshape.shape : [], "reshape.shape")], batchDims) }
+            + output.map { ("output", $0.name, $0.dataType, [($0.dims, "dims"), ($0.hasReshape ? $0.reshape.shape : [], "reshape.shape")], batchDims) }
+        for (i, warmup) in modelWarmup.enumerated() {
+            if warmup.batchSize > UInt32(Self.maxBatchSizeLimit) {
+                throw fail("model_warmup[\(i)].batch_size", "\(warmup.batchSize) is larger than the limit of \(Self.maxBatchSizeLimit)")
+            }
+            for (name, sample) in warmup.inputs {
+                tensors.append(("model_warmup[\(i)] input", name, sample.dataType, [(sample.dims, "dims")], [Int64(max(warmup.batchSize, 1))]))
+            }
+        }
+        if case .sequenceBatching? = schedulingChoice {
+            for state in sequenceBatching.state {
+                tensors.append(("sequence_batching.state", state.inputName, state.dataType, [(state.dims, "dims")], batchDims))
+            }
+        }
+        for (kind, name, type, shapes, batch) in tensors {
+            for (shape, field) in shapes {
                 if shape.count > Self.maxRank {
                     throw fail("\(kind) '\(name)' \(field)", "has \(shape.count) dimensions; at most \(Self.maxRank) are accepted")
                 }
                 if let big = shape.first(where: { $0 > Self.maxDimension }) {
                     throw fail("\(kind) '\(name)' \(field)", "dimension \(big) is larger than the limit of \(Self.maxDimension)")
                 }
-                let batch: [Int64] = maxBatchSize > 0 ? [Int64(maxBatchSize)] : []
                 let largest = batch + shape.map { max($0, 1) }
                 let elementType = DataType(configType: type) ?? .fp64
-                if Tensor.byteCount(of: largest, type: elementType == .bytes ? .uint8 : elementType) == nil {
-                    throw fail("\(kind) '\(name)' \(field)", "\(shape) (batch \(maxBatchSize)) holds more bytes than any tensor can")
+                guard let bytes = Tensor.byteCount(of: largest, type: elementType == .bytes ? .uint8 : elementType) else {
+                    throw fail("\(kind) '\(name)' \(field)", "\(shape) (batch \(batch.first ?? 0)) holds more bytes than any tensor can")
+                }
+                // Warm-up samples and sequence state are allocated by the server itself, at load.
+                if !kind.hasPrefix("input"), !kind.hasPrefix("output"), bytes > Self.maxServerAllocatedBytes {
+                    throw fail("\(kind) '\(name)' \(field)", "\(shape) (batch \(batch.first ?? 0)) needs \(bytes) bytes, more than the limit of \(Self.maxServerAllocatedBytes)")
                 }
             }
         }

@@ -12,11 +12,17 @@ public struct GRPCExtensionService: Sendable {
     public let name: String
     /// The API group the service belongs to (what `--grpc-restricted-protocol` names to guard it).
     public let group: String
+    /// Further groups a method needs (an experiment's promote swaps a model: `lifecycle`).
+    public let alsoRequire: @Sendable (_ method: String) -> [String]
     public let handle: @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data
 
-    public init(name: String, group: String, handle: @escaping @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data) {
+    public init(
+        name: String, group: String, alsoRequire: @escaping @Sendable (_ method: String) -> [String] = { _ in [] },
+        handle: @escaping @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data
+    ) {
         self.name = name
         self.group = group
+        self.alsoRequire = alsoRequire
         self.handle = handle
     }
 }

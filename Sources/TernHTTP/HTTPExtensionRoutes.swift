@@ -9,13 +9,23 @@ public struct HTTPExtensionRoutes: Sendable {
     public let prefix: String
     /// The API group the routes belong to (what `--http-restricted-api` names to guard them).
     public let group: String
+    /// Further groups a request needs, by method and the path below the prefix (an experiment's
+    /// promote swaps a model, so it needs `lifecycle` too).
+    public let alsoRequire: @Sendable (_ method: String, _ path: Substring) -> [String]
     public let handle: @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse
 
-    public init(prefix: String, group: String, handle: @escaping @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse) {
+    public init(
+        prefix: String, group: String, alsoRequire: @escaping @Sendable (_ method: String, _ path: Substring) -> [String] = { _, _ in [] },
+        handle: @escaping @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse
+    ) {
         self.prefix = prefix
         self.group = group
+        self.alsoRequire = alsoRequire
         self.handle = handle
     }
+
+    /// Every group a request to these routes needs.
+    func groups(method: String, rest: Substring) -> [String] { [group] + alsoRequire(method, rest) }
 }
 
 /// A request to extension routes: the path below the prefix, split at '/', percent-decoded.

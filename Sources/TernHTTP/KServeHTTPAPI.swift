@@ -38,8 +38,8 @@ struct KServeHTTPAPI: HTTPResponder {
 
     func answer(_ request: HTTPRequestData) -> HTTPAnswer {
         if !extensions.isEmpty, let (routes, rest) = HTTPExtensionRoutes.match(extensions, path: request.path) {
-            if let refusal = access.refusal(group: routes.group, header: { request.headers.first(name: $0) }) {
-                return .now(.error(refusal))
+            for group in routes.groups(method: request.method.rawValue, rest: rest) {
+                if let refusal = access.refusal(group: group, header: { request.headers.first(name: $0) }) { return .now(.error(refusal)) }
             }
             return HTTPExtensionRoutes.answer(routes, rest: rest, request: request)
         }

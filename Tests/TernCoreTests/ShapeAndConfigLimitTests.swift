@@ -43,6 +43,12 @@ import TernCore
         #expect(throws: TernError.self) { try product.validateLimits(file: "f") }
         let instances = try config("name: \"m\"\ninstance_group [{ count: 100000 kind: KIND_CPU }]")
         #expect(throws: TernError.self) { try instances.validateLimits(file: "f") }
+        let warmup = try config("name: \"m\"\nmodel_warmup [{ name: \"w\" batch_size: 1 inputs { key: \"i\" value: { data_type: TYPE_FP32 dims: [2147483647, 2147483647] zero_data: true } } }]")
+        #expect(throws: TernError.self) { try warmup.validateLimits(file: "f") }
+        let bigWarmup = try config("name: \"m\"\nmodel_warmup [{ name: \"w\" batch_size: 64 inputs { key: \"i\" value: { data_type: TYPE_FP32 dims: [1048576, 16] zero_data: true } } }]")
+        #expect(throws: TernError.self) { try bigWarmup.validateLimits(file: "f") }
+        let state = try config("name: \"m\"\nsequence_batching { state [{ input_name: \"s\" output_name: \"t\" data_type: TYPE_FP32 dims: [2147483647, 2147483647] }] }")
+        #expect(throws: TernError.self) { try state.validateLimits(file: "f") }
         let fine = try config("name: \"m\"\nmax_batch_size: 8\ninput [{ name: \"i\" data_type: TYPE_FP32 dims: [-1, 224, 224, 3] }]\ninstance_group [{ count: 4 }]")
         try fine.validateLimits(file: "f")
     }

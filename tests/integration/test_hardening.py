@@ -644,3 +644,58 @@ def test_bare_lf_tls_and_out_of_range_values_are_explained(hardened):
     assert response.status_code == 200, response.text
     assert np.allclose(response.json()["outputs"][0]["data"], [3e38, -3e38], rtol=1e-6)
     assert_serving(hardened)
+
+
+def test_a_grpc_stream_whose_messages_stop_arriving_is_ended(impatient):
+    """A call that opens a stream and then sends nothing holds no connection forever: the
+    server ends it (DEADLINE_EXCEEDED) after the idle timeout (2 s here)."""
+    channel = grpc.insecure_channel(impatient.grpc_address)
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    stop = time.monotonic() + 15
+
+    def silent():
+        while time.monotonic() < stop:
+            time.sleep(0.1)
+        return
+        yield  # a generator that yields nothing
+
+    started_at = time.monotonic()
+    with pytest.raises(grpc.RpcError) as caught:
+        for _ in stub.ModelStreamInfer(silent(), timeout=20):
+            pass
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, caught.value
+    assert "stopped arriving" in caught.value.details()
+    assert time.monotonic() - started_at < 10
+    channel.close()
+    assert_serving(impatient)
+
+
+def test_an_experiments_promote_also_needs_the_lifecycle_key(tmp_path_factory):
+    """Promoting an experiment swaps a model: restricting `lifecycle` guards it even when the
+    experiments group is open (the key is checked before the experiment is even looked up)."""
+    s = started(tmp_path_factory, "lifecycle-only", "--http-restricted-api", "lifecycle:ops=K",
+                "--grpc-restricted-protocol", "lifecycle:ops=K")
+    try:
+        url = f"{s.http_url}/v2/experiments/nothing/promote"
+        refused = requests.post(url, data="{}", timeout=5)
+        assert refused.status_code == 403 and "'lifecycle'" in refused.json()["error"], refused.text
+        allowed = requests.post(url, data="{}", headers={"ops": "K"}, timeout=5)
+        assert allowed.status_code == 404, allowed.text  # past the check: no such experiment
+        # Other experiment routes need no key.
+        assert requests.get(f"{s.http_url}/v2/experiments", timeout=5).status_code == 200
+
+        channel = grpc.insecure_channel(s.grpc_address)
+        promote = channel.unary_unary("/tern.experiments.v1.ExperimentService/PromoteExperiment",
+                                      request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as caught:
+            promote(b"", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED and "'lifecycle'" in caught.value.details()
+        with pytest.raises(grpc.RpcError) as caught:
+            promote(b"", timeout=5, metadata=[("triton-grpc-protocol-ops", "K")])
+        assert caught.value.code() != grpc.StatusCode.PERMISSION_DENIED
+        listing = channel.unary_unary("/tern.experiments.v1.ExperimentService/ListExperiments",
+                                      request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        listing(b"", timeout=5)
+        channel.close()
+    finally:
+        s.stop()

@@ -11,7 +11,7 @@ enum ExperimentGRPC {
     static let serviceName = "tern.experiments.v1.ExperimentService"
 
     static func service(_ manager: ExperimentManager) -> GRPCExtensionService {
-        GRPCExtensionService(name: serviceName, group: "experiments") { method, message throws(TernError) in
+        GRPCExtensionService(name: serviceName, group: "experiments", alsoRequire: { $0 == "PromoteExperiment" ? ["lifecycle"] : [] }) { method, message throws(TernError) in
             try await answer(method, message, manager)
         }
     }

@@ -12,7 +12,10 @@ import TernHTTP
 /// - `POST /v2/experiments/feedback` (`{"labels": [{"id": ..., "label": ...}]}`)
 enum ExperimentRoutes {
     static func routes(_ manager: ExperimentManager) -> HTTPExtensionRoutes {
-        HTTPExtensionRoutes(prefix: "/v2/experiments", group: "experiments") { request in
+        HTTPExtensionRoutes(
+            prefix: "/v2/experiments", group: "experiments",
+            alsoRequire: { method, path in method == "POST" && path.split(separator: "?").first?.hasSuffix("/promote") == true ? ["lifecycle"] : [] }
+        ) { request in
             do throws(TernError) {
                 return try await answer(request, manager)
             } catch {

@@ -101,7 +101,7 @@ final class GRPCHTTP2Server: Service, Sendable {
                         ) { streamChannel in
                             streamChannel.eventLoop.makeCompletedFuture {
                                 try streamChannel.pipeline.syncOperations.addHandler(
-                                    GRPCStreamHandler(dispatcher: dispatcher, maxMessageSize: maxMessageSize, load: load))
+                                    GRPCStreamHandler(dispatcher: dispatcher, maxMessageSize: maxMessageSize, limits: limits, load: load))
                             }
                         }
                     }
@@ -240,20 +240,56 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     private var queued = 0
     private var readingPaused = false
     static let maxQueuedMessages = 16
+    private let limits: ConnectionLimits
+    /// The client ended its side of the stream (END_STREAM), and whether that has been handled.
+    private var requestEnded = false
+    private var endHandled = false
+    /// Closes a call whose request stops arriving: restarted by each frame until END_STREAM
+    /// (the body timeout for unary calls, the idle timeout between messages of a stream).
+    private var requestDeadline: Scheduled<Void>?
 
-    init(dispatcher: KServeGRPCDispatcher, maxMessageSize: Int, load: ConnectionLoad) {
+    init(dispatcher: KServeGRPCDispatcher, maxMessageSize: Int, limits: ConnectionLimits, load: ConnectionLoad) {
         self.dispatcher = dispatcher
         self.maxMessageSize = maxMessageSize
+        self.limits = limits
         self.load = load
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         load.activeCalls += 1
         counted = true
+        armRequestDeadline(context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        requestDeadline?.cancel()
+        requestDeadline = nil
         uncount()
+    }
+
+    private func armRequestDeadline(context: ChannelHandlerContext) {
+        requestDeadline?.cancel()
+        requestDeadline = nil
+        guard !requestEnded, !finished else { return }
+        let timeout = streaming ? limits.idleTimeout : limits.bodyTimeout
+        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        requestDeadline = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+            let (handler, context) = loopBound.value
+            handler.requestDeadline = nil
+            guard !handler.requestEnded, !handler.finished else { return }
+            // Trailers end the call; the call no longer counts as active, so a client that
+            // leaves the stream open lets the connection's idle timeout close it.
+            handler.fail(GRPCStatus(code: 4, message: "the call's request stopped arriving for \(timeout)"), context: context)
+        }
+    }
+
+    /// Ends the request side once END_STREAM has come and every complete message is taken.
+    private func endIfComplete(context: ChannelHandlerContext) {
+        guard requestEnded, !endHandled, !finished else { return }
+        if streaming, queued >= Self.maxQueuedMessages, buffer.readableBytes >= 5 { return }  // messages still waiting to be parsed
+        endHandled = true
+        endOfRequest(context: context)
     }
 
     private func uncount() {
@@ -290,18 +326,23 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
                     streaming = name == KServeGRPCDispatcher.streamMethod
                 }
             }
-            if headers.endStream { endOfRequest(context: context) }
+            if headers.endStream { requestEnded = true }
+            armRequestDeadline(context: context)
+            endIfComplete(context: context)
         case .data(let frame):
             if case .byteBuffer(var bytes) = frame.data { buffer.writeBuffer(&bytes) }
+            if frame.endStream { requestEnded = true }
+            armRequestDeadline(context: context)
             readMessages(context: context)
-            if frame.endStream, !finished { endOfRequest(context: context) }
+            endIfComplete(context: context)
         default:
             break
         }
     }
 
     private func readMessages(context: ChannelHandlerContext) {
-        while !finished, buffer.readableBytes >= 5 {
+        // A stream with its queue full leaves further messages in the buffer until it drains.
+        while !finished, buffer.readableBytes >= 5, !(streaming && queued >= Self.maxQueuedMessages) {
             let start = buffer.readerIndex
             let compressed = buffer.getInteger(at: start, as: UInt8.self)!
             let length = Int(buffer.getInteger(at: start + 1, as: UInt32.self)!)
@@ -342,8 +383,12 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
             handler.queued -= 1
             if handler.readingPaused, handler.queued <= Self.maxQueuedMessages / 2 {
                 handler.readingPaused = false
-                _ = context.channel.setOption(ChannelOptions.autoRead, value: true)
-                context.read()
+                handler.readMessages(context: context)
+                handler.endIfComplete(context: context)
+                if !handler.readingPaused {
+                    _ = context.channel.setOption(ChannelOptions.autoRead, value: true)
+                    context.read()
+                }
             }
             switch result {
             case .success(let bytes): handler.writeMessage(bytes, context: context)

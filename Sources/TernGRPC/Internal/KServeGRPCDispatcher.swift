@@ -79,8 +79,11 @@ struct KServeGRPCDispatcher: Sendable {
     /// Why a call is refused before it runs (its group restricted and the key missing), or nil.
     func refusal(method: String, extension service: GRPCExtensionService?, headers: HPACKHeaders) -> GRPCStatus? {
         guard !access.restrictions.isEmpty else { return nil }
-        let group = service?.group ?? Self.group(ofMethod: method)
-        return access.refusal(group: group, header: { headers.first(name: $0) }).map(GRPCStatus.init)
+        let groups = service.map { [$0.group] + $0.alsoRequire(method) } ?? [Self.group(ofMethod: method)]
+        for group in groups {
+            if let refusal = access.refusal(group: group, header: { headers.first(name: $0) }) { return GRPCStatus(refusal) }
+        }
+        return nil
     }
 
     /// The extension service and method a call's path names, if any.

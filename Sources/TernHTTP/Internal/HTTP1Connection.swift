@@ -33,7 +33,10 @@ final class HTTP1Connection: ChannelDuplexHandler {
     private var readHeld = false
     /// The timer that closes a stalled connection, and what it waits for.
     private var timer: (kind: TimerKind, task: Scheduled<Void>)?
-    private enum TimerKind { case idle, head, body }
+    private enum TimerKind { case idle, head, body, stalled }
+    /// Bytes of the pending head already scanned for its end (a head arriving in small pieces is
+    /// scanned once, not once per piece).
+    private var headScanned = 0
     /// Bytes received and not yet parsed.
     private var pending: ByteBuffer?
     /// The request whose body is being read.
@@ -82,7 +85,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
             var body = ByteBuffer()
             body.writeString("{\"error\":\"the server holds its limit of \(limits.gate.limit) connections; try again later\"}")
             write(HTTPReply(status: .serviceUnavailable, headers: [("Content-Type", "application/json"), ("Retry-After", "1")], body: body),
-                  keepAlive: false, version: .http1_1, context: context)
+                  keepAlive: false, version: .http1_1, context: context, closeWithin: .seconds(2))
             return
         }
         admitted = true
@@ -148,8 +151,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
         if context.channel.isWritable {
             process(context: context)
             resumeReading(context: context)
-            updateTimer(context: context)
         }
+        updateTimer(context: context)
         context.fireChannelWritabilityChanged()
     }
 
@@ -162,11 +165,14 @@ final class HTTP1Connection: ChannelDuplexHandler {
 
     /// Arms the timer the connection's state calls for: the idle timeout between requests, the
     /// head timeout once a head has begun (not restarted by later bytes of it), the body timeout
-    /// while a body is read (restarted by each piece); none while an answer is computed.
+    /// while a body is read (restarted by each piece) and while answers wait for a client that
+    /// does not read them (restarted whenever it reads enough); none while an answer is computed.
     private func updateTimer(context: ChannelHandlerContext) {
         guard admitted, !closing else { return }
         let wanted: TimerKind?
-        if busy || !context.channel.isWritable {
+        if !context.channel.isWritable {
+            wanted = .stalled  // the client does not read its answers
+        } else if busy {
             wanted = nil
         } else if current != nil {
             wanted = .body
@@ -183,7 +189,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
         switch wanted {
         case .idle: delay = limits.idleTimeout
         case .head: delay = limits.headerTimeout
-        case .body: delay = limits.bodyTimeout
+        case .body, .stalled: delay = limits.bodyTimeout
         }
         let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -198,7 +204,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
         guard timer?.kind == kind, !closing else { return }
         timer = nil
         switch kind {
-        case .idle:
+        case .idle, .stalled:
             closing = true
             context.close(promise: nil)
         case .head:
@@ -219,7 +225,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
                         pending = nil
                         return reject(.badRequest, refusal, version: .http1_1, context: context)
                     }
-                    guard let head = try Self.parseHead(&buffer) else {
+                    guard let head = try Self.parseHead(&buffer, scanned: &headScanned) else {
                         pending = buffer
                         return
                     }
@@ -262,7 +268,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
     private static func bodyBuffer(for head: Head) -> ByteBuffer {
         let alignment = 64
         var buffer = ByteBufferAllocator().buffer(capacity: head.contentLength + alignment)
-        let jsonLength = head.headers.first(name: "Inference-Header-Content-Length").flatMap { Int($0) } ?? 0
+        // Only a placement hint: clamped to the body, so no header value can overflow the arithmetic.
+        let jsonLength = min(max(head.headers.first(name: "Inference-Header-Content-Length").flatMap { Int($0) } ?? 0, 0), head.contentLength)
         let start = buffer.withUnsafeMutableWritableBytes { Int(bitPattern: $0.baseAddress) }
         let padding = (alignment - (start + max(jsonLength, 0)) % alignment) % alignment
         buffer.moveWriterIndex(forwardBy: padding)
@@ -303,6 +310,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
                 guard buffer.readString(length: 2) == "\r\n" else { throw ParseError.bad(.badRequest, "malformed chunked body") }
                 head.chunkLeft = nil
             }
+            let lineStart = buffer.readerIndex
             guard let line = Self.readLine(&buffer, limit: 1024) else {
                 if buffer.readableBytes > 1024 { throw ParseError.bad(.badRequest, "malformed chunk size") }
                 return false
@@ -313,10 +321,15 @@ final class HTTP1Connection: ChannelDuplexHandler {
                 // Trailer fields, then an empty line.
                 var copy = buffer
                 while true {
+                    if copy.readerIndex - buffer.readerIndex > Self.maxHeadSize {
+                        throw ParseError.bad(.requestHeaderFieldsTooLarge, "chunked trailers larger than \(Self.maxHeadSize) bytes")
+                    }
                     guard let trailer = Self.readLine(&copy, limit: Self.maxHeadSize) else {
-                        if copy.readableBytes > Self.maxHeadSize { throw ParseError.bad(.badRequest, "chunked trailers too large") }
-                        // Incomplete: put the size line back by not consuming anything.
-                        buffer.moveReaderIndex(to: buffer.readerIndex - line.utf8.count - 2)
+                        if copy.readableBytes > Self.maxHeadSize || copy.readerIndex - buffer.readerIndex + copy.readableBytes > Self.maxHeadSize {
+                            throw ParseError.bad(.requestHeaderFieldsTooLarge, "chunked trailers larger than \(Self.maxHeadSize) bytes")
+                        }
+                        // Incomplete: put the size line back (to where it began) by consuming nothing.
+                        buffer.moveReaderIndex(to: lineStart)
                         return false
                     }
                     if trailer.isEmpty { break }
@@ -332,6 +345,9 @@ final class HTTP1Connection: ChannelDuplexHandler {
     }
 
     private func dispatch(_ head: Head, context: ChannelHandlerContext) {
+        // A complete request restarts the clocks: the next head or idle period gets its own.
+        timer?.task.cancel()
+        timer = nil
         let request = HTTPRequestData(method: head.method, path: head.target, headers: head.headers, body: body)
         body = ByteBuffer()
         let answer = responder.answer(request)
@@ -380,7 +396,12 @@ final class HTTP1Connection: ChannelDuplexHandler {
         write(HTTPReply(status: status, headers: [("Content-Type", "application/json")], body: body), keepAlive: false, version: version, context: context)
     }
 
-    private func write(_ reply: HTTPReply, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+    /// Writes `reply`. Without keep-alive the connection closes once it is written, or after
+    /// `closeWithin` (default: the body timeout) if the client never reads it (or, behind TLS, never
+    /// finishes its handshake), so a refused or rejected client cannot keep its descriptor.
+    private func write(
+        _ reply: HTTPReply, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext, closeWithin: Duration? = nil
+    ) {
         let bodyBytes = reply.body.readableBytes
         // Small bodies travel in the head's buffer: one write of one buffer.
         let inline = bodyBytes <= 16 << 10
@@ -414,7 +435,15 @@ final class HTTP1Connection: ChannelDuplexHandler {
         if !keepAlive {
             closing = true
             pending = nil
-            written.whenComplete { _ in context.close(promise: nil) }
+            timer?.task.cancel()
+            timer = nil
+            let deadline = closeWithin ?? limits.bodyTimeout
+            let nanoseconds = deadline.components.seconds * 1_000_000_000 + deadline.components.attoseconds / 1_000_000_000
+            let forced = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { context.close(promise: nil) }
+            written.whenComplete { _ in
+                forced.cancel()
+                context.close(promise: nil)
+            }
         }
     }
 
@@ -448,12 +477,13 @@ final class HTTP1Connection: ChannelDuplexHandler {
     }
 
     /// Parses a request head from `buffer` (consuming it); nil when it is not complete yet.
-    private static func parseHead(_ buffer: inout ByteBuffer) throws -> Head? {
+    private static func parseHead(_ buffer: inout ByteBuffer, scanned: inout Int) throws -> Head? {
         let view = buffer.readableBytesView
         // Find the blank line that ends the head; a line ended by a bare LF is refused (RFC 9112
         // allows either; accepting both invites request smuggling behind a proxy that differs).
         var end: Int? = nil
-        var index = view.startIndex
+        // Resume where the last scan stopped, three bytes back for a CRLFCRLF that straddles pieces.
+        var index = view.startIndex + max(0, min(scanned, view.count) - 3)
         let limit = min(view.endIndex, view.startIndex + maxHeadSize)
         while index < limit {
             let byte = view[index]
@@ -468,8 +498,10 @@ final class HTTP1Connection: ChannelDuplexHandler {
         }
         guard let end else {
             if view.count > maxHeadSize { throw ParseError.bad(.requestHeaderFieldsTooLarge, "request head larger than \(maxHeadSize) bytes") }
+            scanned = index - view.startIndex
             return nil
         }
+        scanned = 0
         let headLength = end - view.startIndex
         let head = try buffer.withUnsafeReadableBytes { raw in try parseHeadBytes(UnsafeRawBufferPointer(rebasing: raw[0..<headLength])) }
         buffer.moveReaderIndex(forwardBy: headLength + 4)
