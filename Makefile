@@ -10,14 +10,17 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 FIXTURES := .cache/fixtures
 
-.PHONY: serve test setup system-deps test-system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
+FUZZ_TARGETS := FuzzHTTPRequest FuzzInferJSON FuzzGRPCInfer FuzzModelConfig FuzzNumpy FuzzTegrastats
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz fuzz-build fuzz-smoke serve test setup system-deps test-system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
 
 serve: setup
 	$(SWIFT) build -c $(CONFIG) --product tern
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/tern serve --model-repository examples/models \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-test: setup test-system-deps fixtures build-tests swift-test integration-test
+test: setup test-system-deps fixtures build-tests swift-test fuzz-smoke integration-test
 
 setup: system-deps python-deps models
 
@@ -55,6 +58,27 @@ swift-test:
 integration-test:
 	TERN_BIN=$$($(SWIFT) build --show-bin-path)/tern TERN_FIXTURES=$(CURDIR)/$(FIXTURES) \
 		$(PYTHON) -m pytest -q tests/integration
+
+# libFuzzer targets (Fuzz/) for the parsers of untrusted input, built apart with the fuzzer and
+# AddressSanitizer. `make fuzz` runs each for FUZZ_SECONDS from the committed seeds
+# (Fuzz/Corpus, made by scripts/make_fuzz_corpus.py) plus what earlier runs found
+# (.cache/fuzz); a crash stops it, with the input under .cache/fuzz/crashes/.
+fuzz-build:
+	$(SWIFT) build --package-path Fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing -Xswiftc -use-ld=lld
+
+fuzz: fuzz-build
+	@mkdir -p .cache/fuzz/crashes
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p .cache/fuzz/$$target; \
+		.build-fuzz/debug/$$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 \
+			-artifact_prefix=.cache/fuzz/crashes/$$target- .cache/fuzz/$$target Fuzz/Corpus/$$target > .cache/fuzz/$$target.log 2>&1 \
+			|| { tail -40 .cache/fuzz/$$target.log; echo "fuzz: $$target crashed (input under .cache/fuzz/crashes/)"; exit 1; }; \
+		echo "fuzz: $$target $$(grep -o 'stat::number_of_executed_units: *[0-9]*' .cache/fuzz/$$target.log | grep -o '[0-9]*$$') executions in $(FUZZ_SECONDS) s, no crash"; \
+	done
+
+# The short run `make test` includes.
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 generate-protos:
 	scripts/generate-protos.sh

@@ -120,6 +120,7 @@ struct ModelCommand: AsyncParsableCommand {
                 if let ms = event.durationMs { line += String(format: "  %.0f ms", ms) }
                 for gate in event.gates { line += "\n    gate \(gate.name): \(gate.passed ? "pass" : "FAIL") — \(gate.detail)" }
                 if !event.detail.isEmpty, event.gates.isEmpty { line += "\n    \(event.detail)" }
+                if !event.by.isEmpty { line += "\n    by \(event.by)" }
                 print(line)
             }
         }

@@ -10,32 +10,55 @@ public enum NumpyFile {
         } catch {
             throw .invalidArgument("cannot read \(path): \(error.localizedDescription)")
         }
-        guard data.count > 10, data.prefix(6) == Data([0x93] + Array("NUMPY".utf8)) else {
-            throw TernError.invalidArgument("\(path) is not a .npy file")
+        return try decode(data, source: path, name: name)
+    }
+
+    /// A `.npy` file's bytes as a tensor; `source` names the file in errors. Every length in the
+    /// file is checked against the bytes there are, and the data must fill the shape exactly.
+    public static func decode(_ data: Data, source: String, name: String) throws(TernError) -> Tensor {
+        let bytes = [UInt8](data)
+        guard bytes.count >= 10, bytes.prefix(6) == [0x93] + Array("NUMPY".utf8) else {
+            throw TernError.invalidArgument("\(source) is not a .npy file")
         }
-        let major = data[data.startIndex + 6]
+        let major = bytes[6]
         let headerLength: Int
         let headerStart: Int
-        if major == 1 {
-            headerLength = Int(data[data.startIndex + 8]) | Int(data[data.startIndex + 9]) << 8
+        switch major {
+        case 1:
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
             headerStart = 10
-        } else {
-            headerLength = (0..<4).reduce(0) { $0 | Int(data[data.startIndex + 8 + $1]) << (8 * $1) }
+        case 2, 3:
+            guard bytes.count >= 12 else { throw TernError.invalidArgument("\(source): the .npy header ends early") }
+            headerLength = (0..<4).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
             headerStart = 12
+        default:
+            throw TernError.invalidArgument("\(source): .npy format version \(major) is not supported (1 to 3 are)")
         }
-        let header = String(decoding: data[(data.startIndex + headerStart)..<(data.startIndex + headerStart + headerLength)], as: UTF8.self)
+        guard headerLength <= bytes.count - headerStart else {
+            throw TernError.invalidArgument("\(source): the .npy header says \(headerLength) bytes but the file has \(bytes.count - headerStart) after the preamble")
+        }
+        let header = String(decoding: bytes[headerStart..<(headerStart + headerLength)], as: UTF8.self)
         guard let descr = field("descr", in: header), let shapeText = field("shape", in: header) else {
-            throw TernError.invalidArgument("\(path): cannot read the .npy header")
+            throw TernError.invalidArgument("\(source): cannot read the .npy header")
         }
-        if header.contains("'fortran_order': True") { throw TernError.invalidArgument("\(path): Fortran-order arrays are not supported") }
+        if header.contains("'fortran_order': True") { throw TernError.invalidArgument("\(source): Fortran-order arrays are not supported") }
         let types: [String: DataType] = [
             "|b1": .bool, "|u1": .uint8, "<u2": .uint16, "<u4": .uint32, "<u8": .uint64, "|i1": .int8, "<i2": .int16,
             "<i4": .int32, "<i8": .int64, "<f2": .fp16, "<f4": .fp32, "<f8": .fp64,
         ]
-        guard let type = types[descr] else { throw TernError.invalidArgument("\(path): unsupported dtype \(descr)") }
-        let shape = shapeText.split(whereSeparator: { !$0.isNumber }).compactMap { Int64($0) }
-        let body = data[(data.startIndex + headerStart + headerLength)...]
-        return Tensor(name: name, dataType: type, shape: shape, data: Data(body))
+        guard let type = types[descr] else { throw TernError.invalidArgument("\(source): unsupported dtype \(descr)") }
+        var shape: [Int64] = []
+        for part in shapeText.split(whereSeparator: { !$0.isNumber }) {
+            guard let dim = Int64(part) else { throw TernError.invalidArgument("\(source): shape \(shapeText) has a dimension out of range") }
+            shape.append(dim)
+        }
+        let tensor = Tensor(name: name, dataType: type, shape: shape, data: Data(bytes[(headerStart + headerLength)...]))
+        do {
+            try tensor.validateByteSize()
+        } catch {
+            throw TernError.invalidArgument("\(source): \(error.message)")
+        }
+        return tensor
     }
 
     private static func field(_ key: String, in header: String) -> String? {

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TernCore
+import TernRuntime
 
 /// Routes that a program embedding Tern adds to the KServe HTTP API under a path prefix of its own
 /// (the experiments API under `/v2/experiments`). The handler runs off the event loop.
@@ -75,7 +76,7 @@ extension HTTPExtensionRoutes {
         return nil
     }
 
-    static func answer(_ route: HTTPExtensionRoutes, rest: Substring, request: HTTPRequestData) -> HTTPAnswer {
+    static func answer(_ route: HTTPExtensionRoutes, rest: Substring, request: HTTPRequestData, by: String) -> HTTPAnswer {
         let parts = rest.split(separator: "?", maxSplits: 1)
         let pathPart = rest.first == "?" ? "" : (parts.first ?? "")
         let queryPart = rest.first == "?" ? (parts.first ?? "") : (parts.count > 1 ? parts[1] : "")
@@ -89,7 +90,7 @@ extension HTTPExtensionRoutes {
         let extensionRequest = HTTPExtensionRequest(
             method: request.method.rawValue, path: path, query: query, body: Data(request.body.readableBytesView))
         return .later {
-            let response = await route.handle(extensionRequest)
+            let response = await LifecycleEvent.$requestedBy.withValue(by) { await route.handle(extensionRequest) }
             return HTTPReply(
                 status: HTTPResponseStatus(statusCode: response.status), headers: [("Content-Type", response.contentType)],
                 body: ByteBuffer(bytes: response.body))

@@ -41,7 +41,8 @@ struct KServeHTTPAPI: HTTPResponder {
             for group in routes.groups(method: request.method.rawValue, rest: rest) {
                 if let refusal = access.refusal(group: group, header: { request.headers.first(name: $0) }) { return .now(.error(refusal)) }
             }
-            return HTTPExtensionRoutes.answer(routes, rest: rest, request: request)
+            let groups = routes.groups(method: request.method.rawValue, rest: rest)
+            return HTTPExtensionRoutes.answer(routes, rest: rest, request: request, by: actor(request, groups: groups))
         }
         do throws(TernError) {
             let route: Route
@@ -53,9 +54,11 @@ struct KServeHTTPAPI: HTTPResponder {
                 if !allowed.isEmpty { return .now(.methodNotAllowed(allow: allowed.map(\.rawValue).joined(separator: ", "))) }
                 throw error
             }
-            if let refusal = access.refusal(group: Self.group(of: route), header: { request.headers.first(name: $0) }) {
+            let group = Self.group(of: route)
+            if let refusal = access.refusal(group: group, header: { request.headers.first(name: $0) }) {
                 return .now(.error(refusal))
             }
+            let by = actor(request, groups: [group])
             switch route {
             case .model(let name, let version, .infer):
                 let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
@@ -87,11 +90,13 @@ struct KServeHTTPAPI: HTTPResponder {
                 }
                 let content = files
                 return .later {
-                    do throws(TernError) {
-                        try await server.load(model: name, configJSON: config, files: content)
-                        return .empty(.ok)
-                    } catch {
-                        return .error(error)
+                    await LifecycleEvent.$requestedBy.withValue(by) {
+                        do throws(TernError) {
+                            try await server.load(model: name, configJSON: config, files: content)
+                            return .empty(.ok)
+                        } catch {
+                            return .error(error)
+                        }
                     }
                 }
             case .promote(let name):
@@ -105,26 +110,38 @@ struct KServeHTTPAPI: HTTPResponder {
                 }
                 let chosen = version
                 return .later {
-                    do throws(TernError) {
-                        return try HTTPReply.encoded(try await server.promote(model: name, version: chosen))
-                    } catch {
-                        return .error(error)
+                    await LifecycleEvent.$requestedBy.withValue(by) {
+                        do throws(TernError) {
+                            return try HTTPReply.encoded(try await server.promote(model: name, version: chosen))
+                        } catch {
+                            return .error(error)
+                        }
                     }
                 }
             case .rollback(let name):
                 return .later {
-                    do throws(TernError) {
-                        return try HTTPReply.encoded(try await server.rollback(model: name))
-                    } catch {
-                        return .error(error)
+                    await LifecycleEvent.$requestedBy.withValue(by) {
+                        do throws(TernError) {
+                            return try HTTPReply.encoded(try await server.rollback(model: name))
+                        } catch {
+                            return .error(error)
+                        }
                     }
                 }
             case let route:
-                return .now(try answer(route, request))
+                let reply = LifecycleEvent.$requestedBy.withValue(by) { Result { () throws(TernError) in try answer(route, request) } }
+                return .now(try reply.get())
             }
         } catch {
             return .now(.error(error))
         }
+    }
+
+    /// Who a control request is recorded as coming from: the client's address (and certificate
+    /// name), and the name of the key that opened its restricted groups.
+    private func actor(_ request: HTTPRequestData, groups: [String]) -> String {
+        let keys = groups.compactMap { access.keyName(for: $0) }
+        return keys.isEmpty ? request.peer : "\(request.peer), key \(keys.joined(separator: "+"))"
     }
 
     /// The API group a route belongs to (Triton's grouping; Tern's lifecycle extension apart).

@@ -15,11 +15,20 @@ public struct LifecycleEvent: Sendable, Codable, Equatable {
     /// From the start of the load to serving the new versions (or to the rejection), in ms.
     public var durationMs: Double?
     public var detail: String
+    /// Who asked for the change: the client's address, the name of the key that opened the
+    /// restricted group and the TLS client certificate's name where there are any (empty for the
+    /// server's own changes: start-up loads, polling, evictions).
+    public var by: String
+
+    /// Who the changes made in the current task are recorded as made by; the frontends set it
+    /// around each control request.
+    @TaskLocal public static var requestedBy: String?
 
     public init(
         time: Date = Date(), model: String, action: String, fromVersions: [Int64] = [], toVersions: [Int64] = [],
-        gates: [GateResult] = [], durationMs: Double? = nil, detail: String = ""
+        gates: [GateResult] = [], durationMs: Double? = nil, detail: String = "", by: String? = nil
     ) {
+        self.by = by ?? Self.requestedBy ?? ""
         self.time = Self.iso8601(time)
         self.model = model
         self.action = action

@@ -36,6 +36,9 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
                 t.column("detail", .text).notNull()
             }
         }
+        migrator.registerMigration("lifecycle_events_actor") { db in
+            try db.alter(table: "lifecycle_events") { t in t.add(column: "actor", .text).notNull().defaults(to: "") }
+        }
         try migrator.migrate(database)
     }
 
@@ -44,12 +47,12 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
             try database.write { db in
                 try db.execute(
                     sql: """
-                        INSERT INTO lifecycle_events (time, model, action, from_versions, to_versions, gates, duration_ms, detail)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO lifecycle_events (time, model, action, from_versions, to_versions, gates, duration_ms, detail, actor)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         event.time, event.model, event.action, Self.json(event.fromVersions), Self.json(event.toVersions),
-                        Self.json(event.gates), event.durationMs, event.detail,
+                        Self.json(event.gates), event.durationMs, event.detail, event.by,
                     ])
                 try db.execute(
                     sql: "DELETE FROM lifecycle_events WHERE id <= (SELECT MAX(id) FROM lifecycle_events) - ?",
@@ -75,7 +78,7 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
                     var event = LifecycleEvent(
                         model: row["model"], action: row["action"],
                         fromVersions: Self.decode(row["from_versions"]) ?? [], toVersions: Self.decode(row["to_versions"]) ?? [],
-                        gates: Self.decode(row["gates"]) ?? [], durationMs: row["duration_ms"], detail: row["detail"])
+                        gates: Self.decode(row["gates"]) ?? [], durationMs: row["duration_ms"], detail: row["detail"], by: row["actor"])
                     event.time = row["time"]
                     return event
                 }

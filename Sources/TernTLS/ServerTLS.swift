@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOSSL
 import Synchronization
@@ -81,5 +82,17 @@ public final class ServerTLS: Sendable {
         } catch {
             throw .invalidArgument("TLS: certificate \(files.certificateChain) and key \(files.privateKey) cannot be used together (\(error))")
         }
+    }
+}
+
+extension ServerTLS {
+    /// The common name of the client certificate a connection presented (mutual TLS), if any.
+    public static func peerName(_ pipeline: ChannelPipeline.SynchronousOperations) -> String? {
+        guard let certificate = try? pipeline.nioSSL_peerCertificate() else { return nil }
+        // swift-nio-ssl offers the common name through its description only.
+        let text = certificate.description
+        guard let range = text.range(of: ";common_name=") else { return nil }
+        let rest = text[range.upperBound...]
+        return String(rest.prefix { $0 != ";" && $0 != ">" })
     }
 }

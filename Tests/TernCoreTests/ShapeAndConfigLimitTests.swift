@@ -61,4 +61,28 @@ import TernCore
             #expect(error.message.contains("out of range"), "\(error.message)")
         }
     }
+
+    @Test func npyFilesWithLengthsPastTheirBytesAreRefused() throws {
+        func npy(header: String, headerLength: Int? = nil, body: [UInt8]) -> Data {
+            let length = headerLength ?? header.utf8.count
+            return Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xFF), UInt8(length >> 8)] + Array(header.utf8) + body)
+        }
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"
+        let good = try NumpyFile.decode(npy(header: header, body: [UInt8](repeating: 0, count: 8)), source: "a.npy", name: "x")
+        #expect(good.shape == [2] && good.dataType == .fp32)
+        for (bad, expected) in [
+            (npy(header: header, headerLength: 60_000, body: []), "header says"),
+            (npy(header: header, body: [0, 0, 0]), "needs 8"),
+            (npy(header: "{'descr': '<f4', 'shape': (99999999999999999999,), }", body: []), "out of range"),
+            (Data([0x93] + Array("NUMPY".utf8) + [9, 0, 0, 0]), "version 9"),
+            (Data([0x93] + Array("NUMPY".utf8) + [2, 0, 0, 0]), "ends early"),
+        ] {
+            do {
+                _ = try NumpyFile.decode(bad, source: "a.npy", name: "x")
+                Issue.record("accepted: \(expected)")
+            } catch {
+                #expect(error.message.contains(expected), "\(error.message)")
+            }
+        }
+    }
 }

@@ -468,10 +468,11 @@ extension StoreTests {
         try await Task.sleep(for: .milliseconds(300))  // idle: the thread sleeps
         try await send(200, spacing: .microseconds(500))
         try await waitFor(200)
-        // The first copy woke it; the rest were picked up by its own polling (a scheduler hiccup
-        // past 100 ms on a busy machine may cost another wake-up; one per copy would be 200).
+        // The first copy woke it (unless a busy machine kept the thread from falling asleep in
+        // the 300 ms); the rest were picked up by its own polling (a scheduler hiccup past 100 ms
+        // may cost another wake-up; one per copy would be 200).
         let woken = runner.wakeUpCount
-        #expect(woken >= 1 && woken <= 3)
+        #expect(woken <= 3)
         try await Task.sleep(for: .milliseconds(400))  // idle again
         try await send(1, spacing: .zero)
         try await waitFor(201)

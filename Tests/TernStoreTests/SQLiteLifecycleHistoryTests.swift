@@ -18,13 +18,19 @@ import TernRuntime
             history.record(LifecycleEvent(model: "digits", action: "load", toVersions: [1], durationMs: 12.5))
             history.record(LifecycleEvent(model: "other", action: "load", toVersions: [4]))
             history.record(LifecycleEvent(model: "digits", action: "swap_rejected", fromVersions: [1], toVersions: [2], gates: [gate], detail: "no"))
+            // Who asked: set by a frontend around a control request, read when the event is made.
+            LifecycleEvent.$requestedBy.withValue("127.0.0.1:5000, key admin-key") {
+                history.record(LifecycleEvent(model: "who", action: "unload"))
+            }
         }
         let reopened = try SQLiteLifecycleHistory(path: path, logger: Logger(label: "test"))
         let digits = reopened.events(model: "digits", limit: 10)
         #expect(digits.map(\.action) == ["load", "swap_rejected"])
         #expect(digits[0].toVersions == [1] && digits[0].durationMs == 12.5)
         #expect(digits[1].gates == [gate] && digits[1].fromVersions == [1] && digits[1].detail == "no")
-        #expect(reopened.events(model: nil, limit: 2).map(\.model) == ["other", "digits"])  // the newest two, oldest first
+        #expect(reopened.events(model: nil, limit: 3).map(\.model) == ["other", "digits", "who"])  // the newest three, oldest first
+        #expect(reopened.events(model: "who", limit: 1).first?.by == "127.0.0.1:5000, key admin-key")
+        #expect(digits.allSatisfy { $0.by.isEmpty }, "the server's own changes name no one")
         // WAL mode, as DESIGN.md asks for the embedded store.
         #expect(FileManager.default.fileExists(atPath: path + "-wal"))
     }

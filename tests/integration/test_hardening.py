@@ -699,3 +699,20 @@ def test_an_experiments_promote_also_needs_the_lifecycle_key(tmp_path_factory):
         channel.close()
     finally:
         s.stop()
+
+
+def test_control_actions_record_who_made_them(restricted):
+    """Loads and unloads land in the lifecycle history with the client's address and the name of
+    the key that opened the restricted group, over HTTP and gRPC."""
+    load = requests.post(f"{restricted.http_url}/v2/repository/models/identity_fp32/load", headers={"admin-key": "SECRET"}, timeout=10)
+    assert load.status_code == 200, load.text
+    c = grpcclient.InferenceServerClient(restricted.grpc_address)
+    c.unload_model("identity_fp32", headers={"triton-grpc-protocol-admin-key": "SECRET"})
+    c.load_model("identity_fp32", headers={"triton-grpc-protocol-admin-key": "SECRET"})
+    events = requests.get(f"{restricted.http_url}/v2/repository/models/identity_fp32/history", timeout=5).json()
+    by = [e["by"] for e in events[-3:]]
+    assert all(b.startswith("127.0.0.1:") and b.endswith(", key admin-key") for b in by), events[-3:]
+    assert [e["action"] for e in events[-3:]][1] == "unload", events[-3:]
+    # Start-up loads are the server's own: no one named.
+    first = requests.get(f"{restricted.http_url}/v2/repository/models/identity_fp64/history", timeout=5).json()[0]
+    assert first["by"] == "", first

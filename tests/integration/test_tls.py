@@ -116,11 +116,30 @@ def test_https_and_grpc_tls_with_tritonclient(tmp_path, certs):
 
 
 def test_mutual_tls_refuses_missing_and_foreign_client_certificates(tmp_path, certs):
-    server = start(tmp_path, *tls_args(certs, "http", mutual=True), *tls_args(certs, "grpc", mutual=True))
+    server = start(tmp_path, *tls_args(certs, "http", mutual=True), *tls_args(certs, "grpc", mutual=True),
+                   "--model-control-mode", "explicit", "--load-model", "add_sub")
     try:
         url = f"https://localhost:{server.http_port}/v2/health/ready"
-        good = requests.get(url, verify=certs["ca.pem"], cert=(certs["client.pem"], certs["client.key"]), timeout=5)
+        client_cert = (certs["client.pem"], certs["client.key"])
+        good = requests.get(url, verify=certs["ca.pem"], cert=client_cert, timeout=5)
         assert good.status_code == 200
+        # tritonclient over mutual TLS, with the client certificate in its SSL context.
+        def mutual_context():
+            context = ssl.create_default_context(cafile=certs["ca.pem"])
+            context.load_cert_chain(certs["client.pem"], certs["client.key"])
+            return context
+        http = httpclient.InferenceServerClient(f"localhost:{server.http_port}", ssl=True, ssl_context_factory=mutual_context)
+        inputs, expected = add_sub_inputs(httpclient)
+        np.testing.assert_allclose(http.infer("add_sub", inputs).as_numpy("OUTPUT0"), expected)
+        no_cert = httpclient.InferenceServerClient(
+            f"localhost:{server.http_port}", ssl=True, ssl_context_factory=lambda: ssl.create_default_context(cafile=certs["ca.pem"]))
+        with pytest.raises(Exception):
+            no_cert.is_server_ready()
+        # A change made over mutual TLS is recorded with the client certificate's name.
+        base = f"https://localhost:{server.http_port}/v2/repository/models/add_sub"
+        assert requests.post(f"{base}/load", verify=certs["ca.pem"], cert=client_cert, timeout=10).status_code == 200
+        last = requests.get(f"{base}/history", verify=certs["ca.pem"], cert=client_cert, timeout=5).json()[-1]
+        assert last["by"].startswith("127.0.0.1:") and last["by"].endswith("certificate CN=tern-edge"), last
         with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
             requests.get(url, verify=certs["ca.pem"], timeout=5)
         # A certificate from another CA: self-signed other-ca used as the client's certificate.

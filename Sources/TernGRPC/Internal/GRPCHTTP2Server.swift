@@ -247,6 +247,16 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     /// Closes a call whose request stops arriving: restarted by each frame until END_STREAM
     /// (the body timeout for unary calls, the idle timeout between messages of a stream).
     private var requestDeadline: Scheduled<Void>?
+    /// Who the call is from, for the lifecycle history.
+    private var by = ""
+
+    /// The connection's peer: "address" or "address, certificate CN=NAME" (mutual TLS).
+    static func peer(_ context: ChannelHandlerContext) -> String {
+        guard let connection = context.channel.parent else { return "unknown address" }
+        var text = connection.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown address"
+        if let name = ServerTLS.peerName(connection.pipeline.syncOperations) { text += ", certificate CN=\(name)" }
+        return text
+    }
 
     init(dispatcher: KServeGRPCDispatcher, maxMessageSize: Int, limits: ConnectionLimits, load: ConnectionLoad) {
         self.dispatcher = dispatcher
@@ -317,6 +327,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
                 if let refusal = dispatcher.refusal(method: name, extension: extensionCall?.0, headers: headers.headers) {
                     return fail(refusal, context: context)
                 }
+                by = dispatcher.actor(method: name, extension: extensionCall?.0, peer: Self.peer(context))
                 if let (_, name) = extensionCall {
                     method = name
                 } else {
@@ -413,8 +424,8 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         let outcome: EventLoopFuture<Result<[UInt8], GRPCStatus>>
         // With other calls waiting on this connection, its event loop keeps reading them while the
         // model runs on its instance's thread; a lone call runs here, with no thread hop.
-        let answer = extensionCall.map { dispatcher.answer(extension: $0.0, method: method, message: message) }
-            ?? dispatcher.answer(method: method, message: message, inline: load.activeCalls <= 1, forwarded: forwarded)
+        let answer = extensionCall.map { dispatcher.answer(extension: $0.0, method: method, message: message, by: by) }
+            ?? dispatcher.answer(method: method, message: message, inline: load.activeCalls <= 1, forwarded: forwarded, by: by)
         switch answer {
         case .now(let result): return reply(result, context: context)
         case .later(let work): outcome = context.eventLoop.makeFutureWithTask { await work() }

@@ -94,13 +94,15 @@ struct KServeGRPCDispatcher: Sendable {
     }
 
     /// An extension service's unary call, off the event loop.
-    func answer(extension service: GRPCExtensionService, method: String, message: ByteBuffer) -> GRPCAnswer {
+    func answer(extension service: GRPCExtensionService, method: String, message: ByteBuffer, by: String = "") -> GRPCAnswer {
         let bytes = Data(message.readableBytesView)
         return .later {
-            do throws(TernError) {
-                return .success(Array(try await service.handle(method, bytes)))
-            } catch {
-                return .failure(GRPCStatus(error))
+            await LifecycleEvent.$requestedBy.withValue(by) {
+                do throws(TernError) {
+                    return .success(Array(try await service.handle(method, bytes)))
+                } catch {
+                    return .failure(GRPCStatus(error))
+                }
             }
         }
     }
@@ -121,15 +123,25 @@ struct KServeGRPCDispatcher: Sendable {
     /// Decodes the request once and answers it now, or returns the work that must wait.
     /// `inline: false` keeps model executions off the calling thread (the connection's event loop
     /// has other calls to read).
-    func answer(method: String, message: ByteBuffer, inline: Bool = true, forwarded: [(String, String)] = []) -> GRPCAnswer {
+    /// `by` names the caller in the lifecycle history of the changes the call makes.
+    func answer(method: String, message: ByteBuffer, inline: Bool = true, forwarded: [(String, String)] = [], by: String = "") -> GRPCAnswer {
         do {
-            return try answerOrThrow(method: method, message: message, inline: inline, forwarded: forwarded)
+            return try answerOrThrow(method: method, message: message, inline: inline, forwarded: forwarded, by: by)
         } catch {
             return .now(.failure(GRPCStatus(error)))
         }
     }
 
-    private func answerOrThrow(method: String, message: ByteBuffer, inline: Bool, forwarded: [(String, String)]) throws(TernError) -> GRPCAnswer {
+    /// Who a call is recorded as coming from: the peer, and the key that opened its groups.
+    func actor(method: String, extension service: GRPCExtensionService?, peer: String) -> String {
+        let groups = service.map { [$0.group] + $0.alsoRequire(method) } ?? [Self.group(ofMethod: method)]
+        let keys = groups.compactMap { access.keyName(for: $0) }
+        return keys.isEmpty ? peer : "\(peer), key \(keys.joined(separator: "+"))"
+    }
+
+    private func answerOrThrow(
+        method: String, message: ByteBuffer, inline: Bool, forwarded: [(String, String)], by: String
+    ) throws(TernError) -> GRPCAnswer {
         func now(_ bytes: [UInt8]) -> GRPCAnswer { .now(.success(bytes)) }
         switch method {
         case "ServerLive":
@@ -172,7 +184,7 @@ struct KServeGRPCDispatcher: Sendable {
             }))
         case "RepositoryModelUnload":
             let request = try decode(Inference_RepositoryModelUnloadRequest.self, message)
-            try server.unload(model: request.modelName)
+            try LifecycleEvent.$requestedBy.withValue(by) { Result { () throws(TernError) in try server.unload(model: request.modelName) } }.get()
             return now(try encode(Inference_RepositoryModelUnloadResponse()))
         case "ModelInfer":
             var decoded = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message), sharedMemory: server.sharedMemory)
@@ -234,11 +246,13 @@ struct KServeGRPCDispatcher: Sendable {
             let configJSON = json
             let content = files
             return .later { [server] in
-                do throws(TernError) {
-                    try await server.load(model: request.modelName, configJSON: configJSON, files: content)
-                    return .success(try self.encode(Inference_RepositoryModelLoadResponse()))
-                } catch {
-                    return .failure(GRPCStatus(error))
+                await LifecycleEvent.$requestedBy.withValue(by) {
+                    do throws(TernError) {
+                        try await server.load(model: request.modelName, configJSON: configJSON, files: content)
+                        return .success(try self.encode(Inference_RepositoryModelLoadResponse()))
+                    } catch {
+                        return .failure(GRPCStatus(error))
+                    }
                 }
             }
         default:

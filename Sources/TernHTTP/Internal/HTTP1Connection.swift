@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import TernRuntime
+import TernTLS
 
 /// One HTTP/1.1 server connection, parsed and written by hand. SwiftNIO's HTTP/1 pipeline
 /// (llhttp decoder, pipelining handler, response encoder, error handler) cost about a quarter of
@@ -344,11 +345,21 @@ final class HTTP1Connection: ChannelDuplexHandler {
         }
     }
 
+    /// "address" or "address, certificate NAME"; worked out once per connection.
+    private var peerText: String?
+    private func peer(_ context: ChannelHandlerContext) -> String {
+        if let peerText { return peerText }
+        var text = context.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown address"
+        if let name = ServerTLS.peerName(context.pipeline.syncOperations) { text += ", certificate CN=\(name)" }
+        peerText = text
+        return text
+    }
+
     private func dispatch(_ head: Head, context: ChannelHandlerContext) {
         // A complete request restarts the clocks: the next head or idle period gets its own.
         timer?.task.cancel()
         timer = nil
-        let request = HTTPRequestData(method: head.method, path: head.target, headers: head.headers, body: body)
+        let request = HTTPRequestData(method: head.method, path: head.target, headers: head.headers, body: body, peer: peer(context))
         body = ByteBuffer()
         let answer = responder.answer(request)
         switch answer {

@@ -17,6 +17,9 @@ struct HTTPRequestData: Sendable {
     var path: String
     var headers: HTTPHeaders
     var body: ByteBuffer
+    /// The client: its address, and its certificate's name over mutual TLS (for the record of who
+    /// changed what).
+    var peer: String = ""
 }
 
 /// A complete response.
