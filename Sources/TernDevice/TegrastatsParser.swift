@@ -252,7 +252,12 @@ public enum TegrastatsParser {
         for (suffix, scale) in unitSuffixes where token.text.hasSuffix(suffix) {
             let parts = token.text.dropLast(suffix.count).split(separator: "/")
             if parts.count == 2, let used = UInt64(parts[0]), let total = UInt64(parts[1]) {
-                return (used * scale, total * scale)
+                let (usedBytes, usedOverflow) = used.multipliedReportingOverflow(by: scale)
+                let (totalBytes, totalOverflow) = total.multipliedReportingOverflow(by: scale)
+                guard !usedOverflow, !totalOverflow else {
+                    throw ParseError(column: token.column, token: token.text, reason: "amount too large to be a memory size")
+                }
+                return (usedBytes, totalBytes)
             }
         }
         throw ParseError(column: token.column, token: token.text, reason: "expected used/total with a unit (MB or kB)")
@@ -261,7 +266,10 @@ public enum TegrastatsParser {
     /// `4MB`, `252kB`, `5MB` → bytes.
     private static func bytes(_ text: String) -> UInt64? {
         for (suffix, scale) in [("kB", UInt64(1) << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)] where text.hasSuffix(suffix) {
-            if let value = UInt64(text.dropLast(suffix.count)) { return value * scale }
+            if let value = UInt64(text.dropLast(suffix.count)) {
+                let (bytes, overflow) = value.multipliedReportingOverflow(by: scale)
+                return overflow ? nil : bytes
+            }
         }
         return nil
     }

@@ -139,6 +139,14 @@ import Testing
     }
 
     /// Every line of the shared sample file parses (where the file is present).
+    /// Found by `make fuzz` (FuzzTegrastats): a memory amount whose byte count overflows trapped.
+    @Test func amountsTooLargeForBytesAreRefusedNotTrapped() throws {
+        let line = "11-30-2025 13:26:01 RAM 2461/7620MB (lfb 3x2MB) SWAP 12111111111111143/3810MB (cached 5MB) CPU [19%@729]"
+        #expect(throws: TegrastatsParser.ParseError.self) { try TegrastatsParser.parse(line) }
+        let lfb = "11-30-2025 13:26:01 RAM 2461/7620MB (lfb 3x99999999999999999MB) CPU [19%@729]"
+        _ = try? TegrastatsParser.parse(lfb)  // must not trap; refused or the block size left out
+    }
+
     @Test func sharedSampleFileParses() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../shared/jetson/tegrastats-samples.txt")
         guard let text = try? String(contentsOf: url, encoding: .utf8) else { return }
