@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 // Tern: an edge inference server that speaks Triton's KServe v2 protocol over HTTP and gRPC and runs
 // models with ONNX Runtime. The target layout and dependency direction follow shared/DESIGN.md:
-// tern → TernCLI → {TernHTTP, TernGRPC, TernMetrics, TernONNXRuntime, TernDevice, TernStore, TernHybrid,
+// tern → TernCLI → {TernHTTP, TernGRPC (both on TernTLS), TernMetrics, TernONNXRuntime, TernDevice, TernStore, TernHybrid,
 // TernExperiments} → TernRuntime → TernCore. TernHybrid also uses the frontends' clients (HTTP encoding,
 // the gRPC connection) for remote models.
 // TernHTTP serves on SwiftNIO directly (see Sources/TernHTTP/Internal/HTTPServer.swift for why).

@@ -47,6 +47,20 @@ public struct Tensor: Sendable {
         return overflow ? nil : bytes
     }
 
+    /// Checks a shape a request declares before anything is read or allocated for it: its element
+    /// and byte counts must fit an `Int`, and its bytes (four per element at least for BYTES) must
+    /// not exceed `limit` (the largest request the server takes, for data sent in the request).
+    public static func checkDeclared(shape: [Int64], type: DataType, name: String, limit: Int = .max) throws(TernError) {
+        guard let count = checkedElementCount(of: shape), type == .bytes || byteCount(of: shape, type: type) != nil else {
+            throw .invalidArgument("input '\(name)': shape \(shape) of \(type.protocolName) is larger than any tensor can be")
+        }
+        let least: (partialValue: Int, overflow: Bool) = type == .bytes ? count.multipliedReportingOverflow(by: 4) : (byteCount(of: shape, type: type)!, false)
+        if least.overflow || least.partialValue > limit {
+            throw .invalidArgument(
+                "input '\(name)': shape \(shape) of \(type.protocolName) needs \(least.overflow ? "more" : "\(least.partialValue)") bytes, more than the largest request this server takes (\(limit) bytes, --max-request-size)")
+        }
+    }
+
     /// Checks that `data` holds exactly the elements the shape describes.
     public func validateByteSize() throws(TernError) {
         guard let count = Tensor.checkedElementCount(of: shape) else {

@@ -21,6 +21,7 @@ public enum GRPCFrontend {
         logger: Logger
     ) throws -> GRPCServerService {
         var dispatcher = KServeGRPCDispatcher(server: engine, access: access)
+        dispatcher.maxMessageSize = maxMessageSize
         for service in extensions {
             guard "/\(service.name)/" != KServeGRPCDispatcher.servicePrefix, dispatcher.extensions["/\(service.name)/"] == nil else {
                 throw TernError.invalidArgument("gRPC service '\(service.name)' is served already")

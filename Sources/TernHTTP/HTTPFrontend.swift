@@ -22,6 +22,7 @@ public enum HTTPFrontend {
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws -> HTTPServerService {
         var api = KServeHTTPAPI(server: engine, extensions: extensions, access: access)
+        api.maxRequestSize = maxBodySize
         if let headerForwardPattern {
             do {
                 api.headerForwardPattern = try NSRegularExpression(pattern: headerForwardPattern, options: [.caseInsensitive])

@@ -17,6 +17,8 @@ struct KServeHTTPAPI: HTTPResponder {
     var headerForwardPattern: NSRegularExpression? = nil
     /// The restricted API groups and their keys (`--http-restricted-api`).
     var access: APIAccessPolicy = .open
+    /// The largest body taken (`--max-request-size`): no shape sent in a request may declare more.
+    var maxRequestSize = Int.max
 
     init(server: InferenceServer, extensions: [HTTPExtensionRoutes] = [], access: APIAccessPolicy = .open) {
         self.server = server
@@ -375,7 +377,8 @@ struct KServeHTTPAPI: HTTPResponder {
             headerLength = length
         }
         var decoded = try InferHTTPCodec.decodeRequest(
-            body: request.body, headerLength: headerLength, model: name, version: version, sharedMemory: server.sharedMemory)
+            body: request.body, headerLength: headerLength, model: name, version: version, sharedMemory: server.sharedMemory,
+            maxTensorBytes: maxRequestSize)
         if let pattern = headerForwardPattern {
             for (header, value) in request.headers {
                 let range = NSRange(header.startIndex..., in: header)

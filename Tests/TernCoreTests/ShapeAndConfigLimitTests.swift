@@ -21,6 +21,14 @@ import TernCore
         }
     }
 
+    @Test func declaredShapesAreCheckedAgainstTheRequestLimit() throws {
+        try Tensor.checkDeclared(shape: [2, 3], type: .fp32, name: "x", limit: 24)
+        #expect(throws: TernError.self) { try Tensor.checkDeclared(shape: [2, 4], type: .fp32, name: "x", limit: 24) }
+        #expect(throws: TernError.self) { try Tensor.checkDeclared(shape: [7], type: .bytes, name: "x", limit: 24) }  // 4 bytes each at least
+        #expect(throws: TernError.self) { try Tensor.checkDeclared(shape: [Int64.max, 2], type: .bytes, name: "x") }
+        try Tensor.checkDeclared(shape: [1 << 40], type: .uint8, name: "x")  // no limit: only overflow
+    }
+
     func config(_ text: String) throws -> ModelConfig { try ModelConfig.parse(text: text, file: "m/config.pbtxt") }
 
     @Test func configPathsStayInsideTheModelFolder() throws {

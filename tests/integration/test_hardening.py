@@ -716,3 +716,25 @@ def test_control_actions_record_who_made_them(restricted):
     # Start-up loads are the server's own: no one named.
     first = requests.get(f"{restricted.http_url}/v2/repository/models/identity_fp64/history", timeout=5).json()[0]
     assert first["by"] == "", first
+
+
+def test_a_declared_shape_larger_than_the_request_limit_is_refused_before_decoding(tmp_path_factory):
+    """A shape sent with its data may not declare more bytes than --max-request-size, over both
+    protocols (checked before the data is read)."""
+    s = started(tmp_path_factory, "small-requests", "--max-request-size", "100000")
+    try:
+        response = infer_json(s, "identity_fp64", "FP64", [1, 20000], [1.0])
+        assert response.status_code == 400 and "largest request this server takes (100000 bytes" in response.json()["error"], response.text
+        assert infer_json(s, "identity_fp64", "FP64", [1, 2], [1.0, 2.0]).status_code == 200
+        channel = grpc.insecure_channel(s.grpc_address)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="identity_fp64")
+        request.inputs.add(name="INPUT0", datatype="FP64", shape=[1, 20000])
+        request.raw_input_contents.append(b"\0" * 8)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "largest request" in caught.value.details()
+        channel.close()
+        assert_serving(s)
+    finally:
+        s.stop()

@@ -27,7 +27,9 @@ enum GRPCConversions {
     /// A ModelInferRequest as an engine request. Raw contents are used as they are (no copy), and
     /// inputs in shared memory are viewed where they lie. `raw_input_contents` holds one entry per
     /// input that is not in shared memory, in order (as tritonclient sends them).
-    static func request(_ message: Inference_ModelInferRequest, sharedMemory: SharedMemoryRegistry? = nil) throws(TernError) -> InferenceRequest {
+    static func request(
+        _ message: Inference_ModelInferRequest, sharedMemory: SharedMemoryRegistry? = nil, maxTensorBytes: Int = .max
+    ) throws(TernError) -> InferenceRequest {
         let raw = message.rawInputContents
         var places: [SharedMemoryReference?] = []
         places.reserveCapacity(message.inputs.count)
@@ -50,9 +52,7 @@ enum GRPCConversions {
             if let negative = input.shape.first(where: { $0 < 0 }) {
                 throw .invalidArgument("input '\(input.name)': shape has a negative dimension \(negative)")
             }
-            guard Tensor.checkedElementCount(of: input.shape) != nil, type == .bytes || Tensor.byteCount(of: input.shape, type: type) != nil else {
-                throw .invalidArgument("input '\(input.name)': shape \(input.shape) of \(type.protocolName) is larger than any tensor can be")
-            }
+            try Tensor.checkDeclared(shape: input.shape, type: type, name: input.name, limit: places[index] == nil ? maxTensorBytes : .max)
             let data: Data
             if let place = places[index] {
                 guard let sharedMemory else { throw .invalidArgument("input '\(input.name)': shared memory is not available here") }

@@ -53,6 +53,8 @@ struct KServeGRPCDispatcher: Sendable {
     var extensions: [String: GRPCExtensionService] = [:]
     /// The restricted API groups (`--grpc-restricted-protocol`; metadata `triton-grpc-protocol-<key>`).
     var access: APIAccessPolicy = .open
+    /// The largest message taken (`--max-request-size`): no shape sent in a message may declare more.
+    var maxMessageSize = Int.max
 
     init(server: InferenceServer, access: APIAccessPolicy = .open) {
         self.server = server
@@ -187,7 +189,8 @@ struct KServeGRPCDispatcher: Sendable {
             try LifecycleEvent.$requestedBy.withValue(by) { Result { () throws(TernError) in try server.unload(model: request.modelName) } }.get()
             return now(try encode(Inference_RepositoryModelUnloadResponse()))
         case "ModelInfer":
-            var decoded = try GRPCConversions.request(try decode(Inference_ModelInferRequest.self, message), sharedMemory: server.sharedMemory)
+            var decoded = try GRPCConversions.request(
+                try decode(Inference_ModelInferRequest.self, message), sharedMemory: server.sharedMemory, maxTensorBytes: maxMessageSize)
             for (name, value) in forwarded { decoded.parameters[name] = .string(value) }
             let request = decoded
             let placements = try SharedMemoryReference.placements(of: request.outputs)
@@ -270,7 +273,7 @@ struct KServeGRPCDispatcher: Sendable {
         }
         var out = Inference_ModelStreamInferResponse()
         do throws(TernError) {
-            let converted = try GRPCConversions.request(request, sharedMemory: server.sharedMemory)
+            let converted = try GRPCConversions.request(request, sharedMemory: server.sharedMemory, maxTensorBytes: maxMessageSize)
             let placements = try SharedMemoryReference.placements(of: converted.outputs)
             let response = try await server.infer(converted)
             try server.sharedMemory.write(outputsOf: response, placements: placements)

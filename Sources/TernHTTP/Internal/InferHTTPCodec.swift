@@ -8,9 +8,11 @@ import TernRuntime
 /// `Inference-Header-Content-Length` is set) and encodes responses the same way.
 enum InferHTTPCodec {
     /// Parses `body` into a request for `model`/`version`. Binary tensor data is not copied: the
-    /// tensors view the request buffer, or the shared memory an input names.
+    /// tensors view the request buffer, or the shared memory an input names. A shape sent with its
+    /// data may declare at most `maxTensorBytes`.
     static func decodeRequest(
-        body: ByteBuffer, headerLength: Int?, model: String, version: Int64?, sharedMemory: SharedMemoryRegistry
+        body: ByteBuffer, headerLength: Int?, model: String, version: Int64?, sharedMemory: SharedMemoryRegistry,
+        maxTensorBytes: Int = .max
     ) throws(TernError) -> (InferenceRequest, OutputPolicy) {
         let jsonLength = headerLength ?? body.readableBytes
         guard jsonLength >= 0, jsonLength <= body.readableBytes else {
@@ -50,10 +52,9 @@ enum InferHTTPCodec {
                 }
                 shape.append(value)
             }
-            guard Tensor.checkedElementCount(of: shape) != nil, type == .bytes || Tensor.byteCount(of: shape, type: type) != nil else {
-                throw .invalidArgument("input '\(name)': shape \(shape) of \(type.protocolName) is larger than any tensor can be")
-            }
             let parameters = try decodeParameters(input["parameters"], context: "input '\(name)'")
+            let inRequest = parameters["shared_memory_region"] == nil
+            try Tensor.checkDeclared(shape: shape, type: type, name: name, limit: inRequest ? maxTensorBytes : .max)
             let data: Data
             if let place = try SharedMemoryReference(parameters: parameters, context: "input '\(name)'") {
                 if input["data"] != nil || parameters["binary_data_size"] != nil {
