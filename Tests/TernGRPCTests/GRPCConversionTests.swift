@@ -62,10 +62,11 @@ import TernCore
 
     @Test func errorsMapToTritonStatuses() {
         // gRPC status numbers: NOT_FOUND 5, INVALID_ARGUMENT 3, UNAVAILABLE 14, INTERNAL 13.
-        #expect(GRPCStatus(TernError.notFound("x")).code == 5)
-        #expect(GRPCStatus(TernError.invalidArgument("x")).code == 3)
-        #expect(GRPCStatus(TernError.unavailable("x")).code == 14)
-        #expect(GRPCStatus(TernError.internalError("x")).code == 13)
+        #expect(GRPCStatus(TernError.notFound("x")).code.rawValue == 5)
+        #expect(GRPCStatus(TernError.invalidArgument("x")).code.rawValue == 3)
+        #expect(GRPCStatus(TernError.unavailable("x")).code.rawValue == 14)
+        #expect(GRPCStatus(TernError.internalError("x")).code.rawValue == 13)
+        #expect(GRPCStatus(TernError.permissionDenied("x")).code.rawValue == 7)
     }
 
     @Test func responsesUseRawOutputContents() {

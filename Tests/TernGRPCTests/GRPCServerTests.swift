@@ -36,12 +36,12 @@ import TernTesting
             Issue.record("TraceSetting answered")
             return
         }
-        #expect(status.code == GRPCStatus.unimplementedCode)
+        #expect(status.code == .unimplemented)
         guard case .now(.failure(let bad)) = dispatcher.answer(method: "ModelMetadata", message: .init(bytes: [0xFF, 0xFF, 0xFF])) else {
             Issue.record("garbage decoded")
             return
         }
-        #expect(bad.code == 3)
+        #expect(bad.code == .invalidArgument)
         guard case .now(.success(let live)) = dispatcher.answer(method: "ServerLive", message: .init()) else {
             Issue.record("ServerLive failed")
             return
@@ -73,7 +73,7 @@ import TernTesting
             Issue.record("errors answered")
             return
         }
-        #expect(missing.code == 5 && missing.message == "nothing to say" && unknown.code == GRPCStatus.unimplementedCode)
+        #expect(missing.code == .notFound && missing.message == "nothing to say" && unknown.code == .unimplemented)
 
         let engine = try await TestEnvironment.startedServer(repository: repo)
         #expect(throws: TernError.self) {

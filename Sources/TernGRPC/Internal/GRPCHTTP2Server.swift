@@ -290,7 +290,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
             guard !handler.requestEnded, !handler.finished else { return }
             // Trailers end the call; the call no longer counts as active, so a client that
             // leaves the stream open lets the connection's idle timeout close it.
-            handler.fail(GRPCStatus(code: 4, message: "the call's request stopped arriving for \(timeout)"), context: context)
+            handler.fail(GRPCStatus(code: .deadlineExceeded, message: "the call's request stopped arriving for \(timeout)"), context: context)
         }
     }
 
@@ -318,10 +318,10 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
                 let inference = path.hasPrefix(KServeGRPCDispatcher.servicePrefix)
                 extensionCall = inference ? nil : dispatcher.extensionMethod(path)
                 guard inference || extensionCall != nil else {
-                    return fail(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(path)"), context: context)
+                    return fail(GRPCStatus(code: .unimplemented, message: "Method not found: \(path)"), context: context)
                 }
                 guard (headers.headers.first(name: "content-type") ?? "").hasPrefix("application/grpc") else {
-                    return fail(GRPCStatus(code: 3, message: "content-type must be application/grpc"), context: context)
+                    return fail(GRPCStatus(code: .invalidArgument, message: "content-type must be application/grpc"), context: context)
                 }
                 let name = extensionCall?.1 ?? String(path.dropFirst(KServeGRPCDispatcher.servicePrefix.count))
                 if let refusal = dispatcher.refusal(method: name, extension: extensionCall?.0, headers: headers.headers) {
@@ -358,10 +358,10 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
             let compressed = buffer.getInteger(at: start, as: UInt8.self)!
             let length = Int(buffer.getInteger(at: start + 1, as: UInt32.self)!)
             guard compressed == 0 else {
-                return fail(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "compressed messages are not supported"), context: context)
+                return fail(GRPCStatus(code: .unimplemented, message: "compressed messages are not supported"), context: context)
             }
             guard length <= maxMessageSize else {
-                return fail(GRPCStatus(code: 8, message: "message of \(length) bytes exceeds the limit of \(maxMessageSize)"), context: context)
+                return fail(GRPCStatus(code: .resourceExhausted, message: "message of \(length) bytes exceeds the limit of \(maxMessageSize)"), context: context)
             }
             guard buffer.readableBytes >= 5 + length else { return }
             buffer.moveReaderIndex(forwardBy: 5)
@@ -371,7 +371,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
             } else if unaryMessage == nil {
                 unaryMessage = message
             } else {
-                return fail(GRPCStatus(code: 3, message: "a unary call carried more than one message"), context: context)
+                return fail(GRPCStatus(code: .invalidArgument, message: "a unary call carried more than one message"), context: context)
             }
         }
         buffer.discardReadBytes()
@@ -414,12 +414,12 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             (tail ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in
                 let (handler, context) = bound.value
-                handler.finish(GRPCStatus(code: 0, message: ""), context: context)
+                handler.finish(GRPCStatus.ok, context: context)
             }
             return
         }
         guard let message = unaryMessage else {
-            return fail(GRPCStatus(code: 13, message: "the request carried no message"), context: context)
+            return fail(GRPCStatus(code: .internal, message: "the request carried no message"), context: context)
         }
         let outcome: EventLoopFuture<Result<[UInt8], GRPCStatus>>
         // With other calls waiting on this connection, its event loop keeps reading them while the
@@ -446,7 +446,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         case .success(let bytes):
             // The message and the trailers leave in one flush (one write on the socket).
             writeMessage(bytes, context: context, flush: false)
-            finish(GRPCStatus(code: 0, message: ""), context: context)
+            finish(GRPCStatus.ok, context: context)
         case .failure(let status):
             fail(status, context: context)
         }
@@ -476,7 +476,7 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         finished = true
         uncount()
         var trailers: HPACKHeaders = sentHeaders ? [:] : [":status": "200", "content-type": "application/grpc"]
-        trailers.add(name: "grpc-status", value: String(status.code))
+        trailers.add(name: "grpc-status", value: String(status.code.rawValue))
         if !status.message.isEmpty { trailers.add(name: "grpc-message", value: Self.percentEncoded(status.message)) }
         context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
     }

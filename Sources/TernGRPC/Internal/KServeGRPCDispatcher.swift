@@ -5,31 +5,42 @@ import SwiftProtobuf
 import TernCore
 import TernRuntime
 
-/// A gRPC status other than OK, with Triton's codes.
+/// gRPC's status codes (the numbers the `grpc-status` trailer carries).
+enum GRPCCode: Int, Sendable {
+    case ok = 0, cancelled, unknown, invalidArgument, deadlineExceeded, notFound, alreadyExists, permissionDenied
+    case resourceExhausted, failedPrecondition, aborted, outOfRange, unimplemented, `internal`, unavailable, dataLoss
+    case unauthenticated
+
+    /// The code a `TernError` becomes, Triton's mapping (one place for every gRPC service here).
+    init(_ code: TernError.Code) {
+        switch code {
+        case .invalidArgument: self = .invalidArgument
+        case .notFound: self = .notFound
+        case .alreadyExists: self = .alreadyExists
+        case .failedPrecondition: self = .failedPrecondition
+        case .unimplemented: self = .unimplemented
+        case .permissionDenied: self = .permissionDenied
+        case .unavailable: self = .unavailable
+        default: self = .internal
+        }
+    }
+}
+
+/// A gRPC call's final status.
 struct GRPCStatus: Error, Sendable {
-    var code: Int
+    var code: GRPCCode
     var message: String
 
-    static let unimplementedCode = 12
+    static let ok = GRPCStatus(code: .ok, message: "")
 
-    init(code: Int, message: String) {
+    init(code: GRPCCode, message: String) {
         self.code = code
         self.message = message
     }
 
     init(_ error: TernError) {
         self.message = error.message
-        self.code =
-            switch error.code {
-            case .invalidArgument: 3
-            case .notFound: 5
-            case .alreadyExists: 6
-            case .failedPrecondition: 9
-            case .unimplemented: 12
-            case .permissionDenied: 7
-            case .unavailable: 14
-            default: 13
-            }
+        self.code = GRPCCode(error.code)
     }
 }
 
@@ -259,7 +270,7 @@ struct KServeGRPCDispatcher: Sendable {
                 }
             }
         default:
-            return .now(.failure(GRPCStatus(code: GRPCStatus.unimplementedCode, message: "Method not found: \(method)")))
+            return .now(.failure(GRPCStatus(code: .unimplemented, message: "Method not found: \(method)")))
         }
     }
 
