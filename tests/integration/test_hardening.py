@@ -738,3 +738,17 @@ def test_a_declared_shape_larger_than_the_request_limit_is_refused_before_decodi
         assert_serving(s)
     finally:
         s.stop()
+
+
+def test_the_device_group_guards_device_stats_on_the_metrics_port(tmp_path_factory):
+    s = started(tmp_path_factory, "device-restricted", "--http-restricted-api", "device:device-key=env:TERN_DEVICE_KEY",
+                env={"TERN_DEVICE_KEY": "D"})
+    try:
+        url = f"http://127.0.0.1:{s.metrics_port}"
+        refused = requests.get(f"{url}/device/stats", timeout=5)
+        assert refused.status_code == 403 and "'device'" in refused.json()["error"], refused.text
+        assert requests.get(f"{url}/device/stats", headers={"device-key": "D"}, timeout=5).status_code == 200
+        assert requests.get(f"{url}/metrics", timeout=5).status_code == 200  # Prometheus scrapes stay open
+        assert requests.post(f"{url}/metrics", timeout=5).status_code == 405
+    finally:
+        s.stop()
