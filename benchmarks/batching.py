@@ -117,7 +117,9 @@ def main():
     timing = ["--warmup-seconds", "1", "--measurement-seconds", str(args.seconds)]
     h, g, m = free_port(), free_port(), free_port()
     server = Server("tern", [tern, "serve", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(h),
-                             "--grpc-port", str(g), "--metrics-port", str(m)], h, g)
+                             "--grpc-port", str(g), "--metrics-port", str(m),
+                             # tern perf --shared-memory registers regions: the server must allow it.
+                             *(["--allow-client-shm"] if args.shared_memory == "system" else [])], h, g)
     rows, saturated = [], {}
     measured = [m for m in MODELS if m in args.models.split(",")]
     shm = ["--shared-memory", "system"] if args.shared_memory == "system" else []
