@@ -16,8 +16,8 @@ public enum NumpyFile {
     /// A `.npy` file's bytes as a tensor; `source` names the file in errors. Every length in the
     /// file is checked against the bytes there are, and the data must fill the shape exactly.
     public static func decode(_ data: Data, source: String, name: String) throws(TernError) -> Tensor {
-        let bytes = [UInt8](data)
-        guard bytes.count >= 10, bytes.prefix(6) == [0x93] + Array("NUMPY".utf8) else {
+        let bytes = data.startIndex == 0 ? data : Data(data)  // indexed from 0 below
+        guard bytes.count >= 10, bytes.prefix(6).elementsEqual([0x93] + Array("NUMPY".utf8)) else {
             throw TernError.invalidArgument("\(source) is not a .npy file")
         }
         let major = bytes[6]

@@ -50,7 +50,7 @@ struct KServeHTTPAPI: HTTPResponder {
             let route: Route
             do throws(TernError) {
                 route = try self.route(request, method: request.method)
-            } catch where error.code == .notFound && !error.message.hasPrefix("model version") {
+            } catch where error.code == .notFound {
                 // A path served for another method: 405 with the methods it takes.
                 let allowed = [HTTPMethod.GET, .POST].filter { $0 != request.method && (try? self.route(request, method: $0)) != nil }
                 if !allowed.isEmpty { return .now(.methodNotAllowed(allow: allowed.map(\.rawValue).joined(separator: ", "))) }

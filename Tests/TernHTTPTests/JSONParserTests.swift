@@ -17,6 +17,19 @@ import TernCore
         #expect(numbers[8].int == nil && numbers[8].uint == nil && numbers[8].double == 18446744073709551616)
     }
 
+    /// A request nested deeper than any tensor needs is refused, not followed down the stack.
+    @Test func nestingBeyondTheLimitIsRefused() throws {
+        _ = try parse(String(repeating: "[", count: 500) + String(repeating: "]", count: 500))
+        for bracket in ["[", "{\"a\":"] {
+            do {
+                _ = try parse(String(repeating: bracket, count: 100_000))
+                Issue.record("100 000 levels of \(bracket) were accepted")
+            } catch let error as TernError {
+                #expect(error.message.contains("nesting too deep"), "\(error.message)")
+            }
+        }
+    }
+
     @Test func parsesStringsWithEscapes() throws {
         let value = try parse(#"{"a": "q\"\\\/\n\t\u00e9\ud83d\ude00", "b": [true, false, null], "c": {}}"#)
         #expect(value["a"]?.stringValue == "q\"\\/\n\té😀")

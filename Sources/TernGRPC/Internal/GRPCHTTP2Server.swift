@@ -187,9 +187,8 @@ private final class GRPCConnectionGuard: ChannelInboundHandler {
     private func arm(context: ChannelHandlerContext) {
         timer?.cancel()
         let timeout = limits.idleTimeout
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+        timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.nanoseconds))) {
             let (handler, context) = loopBound.value
             if handler.load.activeCalls == 0 { context.close(promise: nil) }
         }
@@ -282,9 +281,8 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         requestDeadline = nil
         guard !requestEnded, !finished else { return }
         let timeout = streaming ? limits.idleTimeout : limits.bodyTimeout
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        requestDeadline = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+        requestDeadline = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.nanoseconds))) {
             let (handler, context) = loopBound.value
             handler.requestDeadline = nil
             guard !handler.requestEnded, !handler.finished else { return }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import TernCore
 import TernRuntime
 import TernTLS
 
@@ -192,9 +193,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
         case .head: delay = limits.headerTimeout
         case .body, .stalled: delay = limits.bodyTimeout
         }
-        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let task = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+        let task = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay.nanoseconds))) {
             let (handler, context) = loopBound.value
             handler.timedOut(wanted, context: context)
         }
@@ -449,8 +449,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
             timer?.task.cancel()
             timer = nil
             let deadline = closeWithin ?? limits.bodyTimeout
-            let nanoseconds = deadline.components.seconds * 1_000_000_000 + deadline.components.attoseconds / 1_000_000_000
-            let forced = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { context.close(promise: nil) }
+            let forced = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(deadline.nanoseconds))) { context.close(promise: nil) }
             written.whenComplete { _ in
                 forced.cancel()
                 context.close(promise: nil)

@@ -49,14 +49,16 @@ struct ModelRepository: Sendable {
 
     /// Offset of the first byte at which `data` stops being valid UTF-8.
     static func firstInvalidUTF8(_ data: Data) -> Int {
-        var low = 0, high = data.count
-        // The longest valid prefix, by bisection (a valid prefix stays valid when shortened,
-        // except inside a multi-byte character, which the final step below allows for).
-        while low < high {
-            let middle = (low + high + 1) / 2
-            if String(validating: data.prefix(middle), as: UTF8.self) != nil { low = middle } else { high = middle - 1 }
+        var parser = Unicode.UTF8.ForwardParser()
+        var bytes = data.makeIterator()
+        var offset = 0
+        while true {
+            switch parser.parseScalar(from: &bytes) {
+            case .valid(let encoded): offset += encoded.count
+            case .error: return min(offset, data.count - 1)
+            case .emptyInput: return max(data.count - 1, 0)
+            }
         }
-        return min(low, data.count - 1)
     }
 
     /// Version numbers present as folders, ascending.
