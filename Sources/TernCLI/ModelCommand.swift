@@ -88,16 +88,31 @@ struct ModelCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Serving, pinned and previous versions, memory and the last swap.")
+        static let configuration = CommandConfiguration(
+            abstract: "Phase, serving, pinned, previous and rejected versions, memory and the last swap; of every model without MODEL.")
         @OptionGroup var server: Server
-        @Argument var model: String
+        @Argument(help: "The model (default: a table of every model).") var model: String?
         func run() async throws {
+            guard let model else {
+                let data = try await server.call(.GET, "/v2/repository/status")
+                if server.json { return print(String(decoding: data, as: UTF8.self)) }
+                let all = try server.decode([ModelLifecycleStatus].self, data)
+                let width = max(5, all.map(\.model.count).max() ?? 0)
+                func pad(_ text: String, _ count: Int) -> String { text.padding(toLength: max(count, text.count), withPad: " ", startingAt: 0) }
+                print(pad("MODEL", width) + "  " + pad("STATE", 11) + "  " + pad("PHASE", 11) + "  " + pad("SERVING", 9) + "  PINNED")
+                for status in all {
+                    print(pad(status.model, width) + "  " + pad(status.state, 11) + "  " + pad(status.phase, 11) + "  "
+                        + pad(versions(status.servingVersions), 9) + "  " + (status.pinnedVersions.map(versions) ?? "-"))
+                }
+                return
+            }
             let data = try await server.call(.GET, "/v2/repository/models/\(model)/status")
             if server.json { return print(String(decoding: data, as: UTF8.self)) }
             let status = try server.decode(ModelLifecycleStatus.self, data)
-            print("model     \(status.model) (\(status.state))")
+            print("model     \(status.model) (\(status.state), \(status.phase))")
             print("serving   \(versions(status.servingVersions))" + (status.pinnedVersions != nil ? " (pinned)" : ""))
             print("previous  \(versions(status.previousVersions))" + (status.previousWarm ? " (warm: instant rollback)" : ""))
+            if !status.rejectedVersions.isEmpty { print("rejected  \(versions(status.rejectedVersions)) (by the gates; not retried from the same files)") }
             if let bytes = status.memoryBytes { print("memory    \(bytes >> 20) MB") }
             if let swap = status.lastSwap { print("last swap " + summary(swap)) }
         }

@@ -80,10 +80,13 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("device-state-dir"), help: "Where the clocks and power mode before the policy's first change are kept.")
     var deviceStateDirectory: String = "/var/lib/tern"
 
-    @Option(name: .customLong("history-db"), help: "SQLite file of the model lifecycle history (default: ~/.local/state/tern/history.sqlite; 'none' keeps it in memory).")
+    @Option(name: .customLong("history-db"), help: "SQLite file of the model lifecycle history and the pins and rejections that outlive a restart (default: history.sqlite in the repository's folder under --state-dir, <repository>-<digest>/; 'none' keeps it in memory).")
     var historyDatabase: String?
 
-    @Option(name: .customLong("experiments-db"), help: "SQLite file of the A/B experiments' metrics (default: ~/.local/state/tern/experiments.sqlite; 'none' keeps it in memory).")
+    @Option(name: .customLong("state-dir"), help: "Where the default history and experiments databases go, in a folder per model repository (default: $XDG_STATE_HOME/tern or ~/.local/state/tern).")
+    var stateDir: String?
+
+    @Option(name: .customLong("experiments-db"), help: "SQLite file of the A/B experiments' metrics (default: experiments.sqlite in the repository's state folder; 'none' keeps it in memory).")
     var experimentsDatabase: String?
 
     @Option(name: .customLong("experiments-buffer"), help: "Experiment records held before the writer catches up (a quarter in each of 4 shards); beyond it records are dropped and counted, never delaying requests.")
@@ -118,6 +121,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("idle-timeout"), help: "Seconds a connection with no request in progress stays open.")
     var idleTimeout: Double = 300
+
+    @Option(name: .customLong("exit-timeout-secs"), help: "On SIGTERM or SIGINT, how long the accepted requests (in progress and queued) may take to finish before the process exits anyway (as Triton's).")
+    var exitTimeoutSeconds: Double = 30
 
     @Option(name: .customLong("grpc-max-concurrent-streams"), help: "gRPC calls one connection may have in progress at once.")
     var grpcMaxConcurrentStreams: Int = 128
@@ -162,6 +168,20 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("--\(port)-use-ssl: \(error.message)")
         }
+    }
+
+    /// Where a server keeps its state by default: one folder per model repository,
+    /// `<state dir>/<folder name>-<digest of its absolute path>`, so servers of one user on
+    /// different repositories never mix their histories, pins or experiments. The state dir is
+    /// `--state-dir`, else `$XDG_STATE_HOME/tern`, else `$HOME/.local/state/tern`.
+    func stateDirectory() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        let base = stateDir
+            ?? environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 + "/tern" }
+            ?? (environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? FileManager.default.homeDirectoryForCurrentUser.path) + "/.local/state/tern"
+        let absolute = URL(fileURLWithPath: modelRepository).standardizedFileURL.resolvingSymlinksInPath().path
+        let name = URL(fileURLWithPath: absolute).lastPathComponent.filter { $0.isLetter || $0.isNumber || "-_.".contains($0) }
+        return base + "/\(name.isEmpty ? "repository" : name)-\(StableDigest.hex(absolute))"
     }
 
     /// The connection limits the options describe.
@@ -247,6 +267,10 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--model-repository \(modelRepository): no such folder")
         }
         let limits = try connectionLimits()
+        guard exitTimeoutSeconds >= 0, exitTimeoutSeconds <= 3600 else {
+            throw ValidationError("--exit-timeout-secs must be between 0 and 3600 seconds, not \(exitTimeoutSeconds)")
+        }
+        let exitTimeout = Duration.milliseconds(Int64(exitTimeoutSeconds * 1000))
         let httpAccess: APIAccessPolicy, grpcAccess: APIAccessPolicy
         do {
             httpAccess = try APIAccessPolicy.parse(httpRestrictedAPIs, option: "--http-restricted-api")
@@ -289,7 +313,7 @@ struct ServeCommand: AsyncParsableCommand {
         if historyDatabase == "none" {
             history = InMemoryLifecycleHistory()
         } else {
-            let path = historyDatabase ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/state/tern/history.sqlite")
+            let path = historyDatabase ?? stateDirectory() + "/history.sqlite"
             do {
                 history = try SQLiteLifecycleHistory(path: path, logger: logger)
             } catch where historyDatabase == nil {
@@ -312,7 +336,7 @@ struct ServeCommand: AsyncParsableCommand {
         if experimentsDatabase == "none" {
             experimentStore = try ExperimentStore(path: nil)
         } else {
-            let path = experimentsDatabase ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/state/tern/experiments.sqlite")
+            let path = experimentsDatabase ?? stateDirectory() + "/experiments.sqlite"
             do {
                 experimentStore = try ExperimentStore(path: path)
             } catch where experimentsDatabase == nil {
@@ -343,7 +367,8 @@ struct ServeCommand: AsyncParsableCommand {
             exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, limits: limits, access: httpAccess, tls: metricsTLS, logger: logger)
         let grpc = try GRPCFrontend.server(
             engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, headerForwardPattern: grpcHeaderForwardPattern,
-            extensions: [ExperimentGRPC.service(experiments)], limits: limits, access: grpcAccess, tls: grpcTLS, logger: logger)
+            extensions: [ExperimentGRPC.service(experiments)], limits: limits, access: grpcAccess, tls: grpcTLS, drainGrace: exitTimeout,
+            logger: logger)
 
         // Every port is bound before the models load: a port already taken fails the start at
         // once, naming the port, instead of after a long load with the other ports serving.
@@ -368,7 +393,6 @@ struct ServeCommand: AsyncParsableCommand {
 
         let poller = RepositoryPoller(engine: engine)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: http), .init(service: metrics), .init(service: grpc),
             .init(service: poller, successTerminationBehavior: .ignore), .init(service: experiments, successTerminationBehavior: .ignore),
         ]
         if let monitor { services.append(.init(service: monitor, successTerminationBehavior: .ignore)) }
@@ -376,9 +400,11 @@ struct ServeCommand: AsyncParsableCommand {
         if !reloadable.isEmpty {
             services.append(.init(service: TLSReloader(contexts: reloadable, logger: logger), successTerminationBehavior: .ignore))
         }
+        // Last, so a shutdown drains the frontends first (see DrainedFrontends).
+        services.append(.init(service: DrainedFrontends(frontends: [http, grpc, metrics], engine: engine, exitTimeout: exitTimeout, logger: logger)))
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // A shutdown that stalls (a model call that never returns) still ends the process.
-        configuration.maximumGracefulShutdownDuration = .seconds(15)
+        configuration.maximumGracefulShutdownDuration = exitTimeout + .seconds(10)
         configuration.maximumCancellationDuration = .seconds(5)
         let group = ServiceGroup(configuration: configuration)
         let milliseconds = (ContinuousClock.now - started).milliseconds

@@ -18,7 +18,7 @@ public enum GRPCFrontend {
     public static func server(
         engine: InferenceServer, host: String, port: Int, maxMessageSize: Int = defaultMaxMessageSize, headerForwardPattern: String? = nil,
         extensions: [GRPCExtensionService] = [], limits: ConnectionLimits = ConnectionLimits(), access: APIAccessPolicy = .open, tls: ServerTLS? = nil,
-        logger: Logger
+        drainGrace: Duration = .seconds(30), logger: Logger
     ) throws -> GRPCServerService {
         var dispatcher = KServeGRPCDispatcher(server: engine, access: access)
         dispatcher.maxMessageSize = maxMessageSize
@@ -35,14 +35,20 @@ public enum GRPCFrontend {
                 throw TernError.invalidArgument("header forward pattern '\(headerForwardPattern)': \(error)")
             }
         }
-        return GRPCServerService(
-            server: GRPCHTTP2Server(host: host, port: port, maxMessageSize: maxMessageSize, limits: limits, tls: tls, dispatcher: dispatcher, logger: logger))
+        return GRPCServerService(server: GRPCHTTP2Server(
+            host: host, port: port, maxMessageSize: maxMessageSize, limits: limits, tls: tls, dispatcher: dispatcher, drainGrace: drainGrace, logger: logger))
     }
 }
 
-/// The gRPC server as a ServiceLifecycle `Service`.
-public struct GRPCServerService: Service {
+/// The gRPC server as a ServiceLifecycle `Service`. Its listener closes on graceful shutdown;
+/// `drainConnections` then lets the calls in progress finish (see `DrainableFrontend`).
+public struct GRPCServerService: Service, DrainableFrontend {
     let server: GRPCHTTP2Server
+
+    public var role: String { "gRPC" }
+
+    /// Every connection gets a GOAWAY, finishes the calls it has started and closes.
+    public func drainConnections(timeout: Duration) async -> Int { await server.connections.drain(timeout: timeout) }
 
     /// The bound port once listening (useful with port 0); nil if binding failed.
     public var listeningPort: Int? {

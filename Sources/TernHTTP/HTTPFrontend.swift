@@ -48,9 +48,16 @@ public enum HTTPFrontend {
     }
 }
 
-/// One of Tern's HTTP listeners as a ServiceLifecycle `Service`.
-public struct HTTPServerService: Service {
+/// One of Tern's HTTP listeners as a ServiceLifecycle `Service`. Its listener closes on graceful
+/// shutdown; `drainConnections` then lets the open connections finish (see `DrainableFrontend`).
+public struct HTTPServerService: Service, DrainableFrontend {
     let server: HTTPServer
+
+    public var role: String { server.role }
+
+    /// Every connection answers the requests it has read (the last answer says `Connection:
+    /// close`) and closes; idle ones close at once.
+    public func drainConnections(timeout: Duration) async -> Int { await server.connections.drain(timeout: timeout) }
 
     /// Opens the listening socket now (it is opened by `run` otherwise) and returns the bound
     /// port; throws naming the address when it is taken.

@@ -31,7 +31,7 @@ struct KServeHTTPAPI: HTTPResponder {
         case model(String, Int64?, ModelAction)
         case load(String), unload(String)
         /// Tern's lifecycle extension: hot-swap with gates, rollback, status and history.
-        case promote(String), rollback(String), lifecycleStatus(String), history(String?)
+        case promote(String), rollback(String), lifecycleStatus(String?), history(String?)
         /// The shared-memory extensions: system regions, and CUDA ones (refused: no CUDA memory here).
         case sharedMemory(SharedMemoryAction, region: String?, cuda: Bool)
     }
@@ -189,6 +189,7 @@ struct KServeHTTPAPI: HTTPResponder {
         case (5, true, _) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "status": return .lifecycleStatus(parts[3])
         case (5, true, _) where parts[1] == "repository" && parts[2] == "models" && parts[4] == "history": return .history(parts[3])
         case (3, true, _) where parts[1] == "repository" && parts[2] == "history": return .history(nil)
+        case (3, true, _) where parts[1] == "repository" && parts[2] == "status": return .lifecycleStatus(nil)
         default: break
         }
         if parts.count >= 3, parts[1] == "systemsharedmemory" || parts[1] == "cudasharedmemory" {
@@ -254,7 +255,8 @@ struct KServeHTTPAPI: HTTPResponder {
             case .stats: return try statistics(name, version)
             case .infer: throw .internalError("inference is not answered here")
             }
-        case .lifecycleStatus(let name): return try HTTPReply.encoded(try server.lifecycleStatus(model: name))
+        case .lifecycleStatus(let name?): return try HTTPReply.encoded(try server.lifecycleStatus(model: name))
+        case .lifecycleStatus(nil): return try HTTPReply.encoded(server.lifecycleStatuses())
         case .sharedMemory(let action, let region, let cuda): return try sharedMemory(action, region: region, cuda: cuda, request)
         case .history(let name):
             let limit = Self.queryItem("limit", in: request.path).flatMap { Int($0) } ?? 100

@@ -82,3 +82,12 @@ public final class ConnectionGate: Sendable {
     /// Connections refused since start.
     public var refused: Int { refusedCount.load(ordering: .relaxed) }
 }
+
+/// A frontend whose connections a drained shutdown empties after its listener has closed.
+public protocol DrainableFrontend: Sendable {
+    /// What the frontend serves, for the shutdown's log ("HTTP", "gRPC", "metrics").
+    var role: String { get }
+    /// Asks every open connection to finish the requests it has read and close; closes those still
+    /// open after `timeout`. Returns how many had to be closed.
+    func drainConnections(timeout: Duration) async -> Int
+}

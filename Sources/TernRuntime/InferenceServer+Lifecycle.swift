@@ -8,14 +8,36 @@ import TernCore
 /// running (or queued) finish on the versions they started on; the old versions stay warm for a
 /// grace period (`tern.swap.grace_seconds`, default 60) so a rollback is instant, and are then
 /// released.
+///
+/// The decisions live in `ModelLifecycle`, a value each model has under the registry lock; the
+/// methods here only perform what its transitions return (load off the concurrency pool, run the
+/// gates, wake callers, write history) outside that lock.
 extension InferenceServer {
-    /// Which versions a load serves.
-    enum VersionChoice {
-        /// Keep a pin set by promote/rollback; otherwise the version policy.
-        case keepPin
-        /// Back to the version policy (a plain load request clears pins).
-        case policy
-        case pin([Int64])
+    typealias Lifecycle = ModelLifecycle<LoadedModel>
+
+    /// The registry: each model's lifecycle, and the callers waiting for a model's turn.
+    struct Models: Sendable {
+        var lifecycles: [String: Lifecycle] = [:]
+        var waiting: [UInt64: CheckedContinuation<Wakeup, Never>] = [:]
+        var nextTicket: UInt64 = 1
+        /// Decisions read from the history at start, handed to a model's lifecycle when it is first seen.
+        var restored: [String: ModelDecisions] = [:]
+
+        /// The lifecycle of `name`, created (with its restored decisions) when first needed.
+        mutating func lifecycle(_ name: String) -> Lifecycle {
+            if let existing = lifecycles[name] { return existing }
+            let created = Lifecycle(name: name, decisions: restored.removeValue(forKey: name) ?? ModelDecisions())
+            lifecycles[name] = created
+            return created
+        }
+    }
+
+    /// How a waiting caller is resumed.
+    enum Wakeup: Sendable {
+        /// Its turn: it performs its request.
+        case perform(UInt64)
+        /// Another caller performed the same request; this is its result.
+        case finished(Result<SwapReport, TernError>)
     }
 
     /// Hot-swaps `name` to `version` (pinning it), or back to the version policy's choice when
@@ -23,52 +45,60 @@ extension InferenceServer {
     @discardableResult
     public func promote(model name: String, version: Int64? = nil) async throws(TernError) -> SwapReport {
         try checkLifecycleAllowed()
-        guard registry.withLock({ $0[name]?.loaded != nil }) else { throw Self.unknownModel(name) }
+        guard registry.withLock({ $0.lifecycles[name]?.served != nil }) else { throw Self.unknownModel(name) }
         return try await loadModel(name, configOverride: nil, versions: version.map { .pin([$0]) } ?? .policy, action: "promote")
     }
 
     /// Goes back to the versions served before the last swap (and pins them): at once when they
-    /// are still warm, otherwise by loading them again (no gates: they served before).
+    /// are still warm, otherwise by loading them again (no gates: they served before). A rollback
+    /// asked during a swap waits for the swap to end, then undoes the last swap that took place.
     @discardableResult
     public func rollback(model name: String) async throws(TernError) -> SwapReport {
         try checkLifecycleAllowed()
-        let started = ContinuousClock.now
-        let swapped: SwapReport? = registry.withLock { records in
-            guard var record = records[name], let current = record.loaded, let previous = record.previous else { return nil }
-            let from = current.runners.keys.sorted()
-            let to = previous.runners.keys.sorted()
-            record.loaded = previous
-            record.previous = nil
-            record.previousVersions = from
-            record.pinned = to
-            record.generation += 1
-            record.state = .ready
-            let report = SwapReport(model: name, fromVersions: from, toVersions: to, accepted: true, gates: [],
-                                    durationMs: Self.milliseconds(since: started), detail: "rolled back to the warm previous versions")
-            record.lastSwap = report
-            records[name] = record
-            return report
+        guard registry.withLock({ $0.lifecycles[name] != nil }) else {
+            throw TernError(.failedPrecondition, "cannot roll back '\(name)': no earlier versions were served")
         }
-        if let swapped {
-            history.record(LifecycleEvent(model: name, action: "rollback", fromVersions: swapped.fromVersions, toVersions: swapped.toVersions,
-                                          durationMs: swapped.durationMs, detail: swapped.detail))
-            logger.notice("model rolled back", metadata: ["model": .string(name), "to_versions": .string("\(swapped.toVersions)")])
-            return swapped
+        let ticket: UInt64
+        switch await takeTurn(name, .rollback, coalescible: true) {
+        case .finished(let result): return try result.get()
+        case .perform(let granted): ticket = granted
         }
-        let previousVersions = registry.withLock { $0[name]?.previousVersions ?? [] }
-        guard !previousVersions.isEmpty else {
-            throw TernError(.failedPrecondition, "cannot roll back '\(name)': no earlier versions were served since the server started")
+        let fingerprint = repository.fingerprint(of: name)
+        switch registry.withLock({ $0.lifecycles[name]!.beginRollback(ticket: ticket, fingerprint: fingerprint) }) {
+        case .done(let result, let actions):
+            perform(actions, model: name)
+            if case .success(let report) = result {
+                logger.notice("model rolled back", metadata: ["model": .string(name), "to_versions": .string("\(report.toVersions)")])
+            }
+            return try result.get()
+        case .load(let attempt):
+            return try await run(attempt, model: name, configOverride: nil, loader: loader)
         }
-        return try await loadModel(name, configOverride: nil, versions: .pin(previousVersions), gated: false, action: "rollback")
     }
 
     /// The lifecycle state of a model.
     public func lifecycleStatus(model name: String) throws(TernError) -> ModelLifecycleStatus {
-        guard let record = registry.withLock({ $0[name] }) else { throw Self.unknownModel(name) }
+        guard let lifecycle = registry.withLock({ $0.lifecycles[name] }), lifecycle.phase != .absent else { throw Self.unknownModel(name) }
         return ModelLifecycleStatus(
-            model: name, state: record.state.rawValue, servingVersions: record.loaded?.runners.keys.sorted() ?? [],
-            pinnedVersions: record.pinned, previousVersions: record.previousVersions, previousWarm: record.previous != nil,
-            memoryBytes: ledger.holding(name), lastSwap: record.lastSwap)
+            model: name, state: Self.readiness(lifecycle.phase), phase: lifecycle.phase.rawValue,
+            servingVersions: lifecycle.served?.versions ?? [], pinnedVersions: lifecycle.decisions.pinnedVersions,
+            previousVersions: lifecycle.decisions.rollbackVersions, previousWarm: lifecycle.warm != nil,
+            rejectedVersions: lifecycle.decisions.rejectedVersions, memoryBytes: ledger.holding(name), lastSwap: lifecycle.lastSwap)
+    }
+
+    /// The lifecycle state of every model the server has seen, by name.
+    public func lifecycleStatuses() -> [ModelLifecycleStatus] {
+        let names = registry.withLock { models in models.lifecycles.filter { $0.value.phase != .absent }.keys.sorted() }
+        return names.compactMap { try? lifecycleStatus(model: $0) }
+    }
+
+    /// Triton's model states: READY while anything serves (a swap or grace period included).
+    static func readiness(_ phase: Lifecycle.Phase) -> String {
+        switch phase {
+        case .loading: "LOADING"
+        case .serving, .swapping, .grace: "READY"
+        case .absent, .unavailable: "UNAVAILABLE"
+        }
     }
 
     func checkLifecycleAllowed() throws(TernError) {
@@ -77,150 +107,163 @@ extension InferenceServer {
         }
     }
 
+    // MARK: Turns
+
+    /// Waits for `name`'s turn for `request` (at once when nothing else loads it).
+    func takeTurn(_ name: String, _ request: Lifecycle.Request, coalescible: Bool) async -> Wakeup {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Wakeup, Never>) in
+            let granted: UInt64? = registry.withLock { models in
+                let ticket = models.nextTicket
+                models.nextTicket += 1
+                var lifecycle = models.lifecycle(name)
+                let admission = lifecycle.enqueue(request, coalescible: coalescible, ticket: ticket)
+                models.lifecycles[name] = lifecycle
+                if admission == .go { return ticket }
+                models.waiting[ticket] = continuation
+                return nil
+            }
+            if let granted { continuation.resume(returning: .perform(granted)) }
+        }
+    }
+
+    /// Performs what a transition returned, outside the registry lock.
+    func perform(_ actions: [LifecycleAction<LoadedModel>], model name: String) {
+        for action in actions {
+            switch action {
+            case .release:
+                break  // dropped with `actions`, here rather than under the lock
+            case .wake(let ticket):
+                registry.withLock { $0.waiting.removeValue(forKey: ticket) }?.resume(returning: .perform(ticket))
+            case .resume(let tickets, let result):
+                let continuations = registry.withLock { models in tickets.compactMap { models.waiting.removeValue(forKey: $0) } }
+                for continuation in continuations { continuation.resume(returning: .finished(result)) }
+            case .record(let event):
+                history.record(event)
+            case .persist(let decisions):
+                history.save(decisions, model: name)
+            case .forget:
+                history.save(nil, model: name)
+            case .expireWarm(let generation, let seconds):
+                DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + seconds) { [self] in
+                    let expired = registry.withLock { $0.lifecycles[name]?.warmExpired(generation: generation) ?? [] }
+                    perform(expired, model: name)
+                }
+            case .restore(let versions):
+                logger.warning("the gates rejected the versions to load and nothing serves: restoring the versions served before",
+                               metadata: ["model": .string(name), "versions": .string("\(versions)")])
+                Task { _ = try? await self.loadModel(name, configOverride: nil, versions: .exactly(versions), gated: false, action: "restore") }
+            }
+        }
+    }
+
     // MARK: Loading
 
-    /// Loads `name` beside whatever serves it now, gates it, and swaps it in.
+    /// Loads `name` beside whatever serves it now, gates it, and swaps it in, in its turn.
     @discardableResult
     func loadModel(
         _ name: String, configOverride: ModelConfig?, loader: ModelLoader? = nil, versions choice: VersionChoice = .keepPin,
         gated: Bool = true, action: String = "load"
     ) async throws(TernError) -> SwapReport {
-        let started = ContinuousClock.now
-        let (pinned, serving) = registry.withLock { records -> ([Int64]?, LoadedModel?) in
-            if records[name] == nil { records[name] = ModelRecord(state: .loading) }
-            let record = records[name]!
-            switch choice {
-            case .keepPin: return (record.pinned, record.loaded)
-            case .policy: return (nil, record.loaded)
-            case .pin(let versions): return (versions, record.loaded)
-            }
+        let request = Lifecycle.Request.load(choice, gated: gated, action: action)
+        let ticket: UInt64
+        switch await takeTurn(name, request, coalescible: configOverride == nil && loader == nil) {
+        case .finished(let result): return try result.get()
+        case .perform(let granted): ticket = granted
         }
-        let fromVersions = serving?.runners.keys.sorted() ?? []
         let fingerprint = repository.fingerprint(of: name)
-        let loader = loader ?? self.loader
-        let estimate = loader.estimateBytes(name, configOverride: configOverride, versions: pinned) ?? 0
-
-        func fail(_ error: TernError, gates: [GateResult] = [], candidate: [Int64]? = nil) -> TernError {
-            logger.error("failed to load model", metadata: ["model": .string(name), "error": .string(error.message)])
-            registry.withLock { records in
-                // A failed load or a rejected swap leaves a serving model in place.
-                if let current = records[name], current.loaded != nil, current.state == .ready {
-                    records[name]?.fingerprint = fingerprint
-                    return
-                }
-                records[name] = ModelRecord(state: .unavailable, reason: error.message, fingerprint: fingerprint)
-            }
-            let rejected = !gates.isEmpty
-            history.record(LifecycleEvent(
-                model: name, action: rejected ? "swap_rejected" : "load_failed", fromVersions: fromVersions,
-                toVersions: candidate ?? pinned ?? [], gates: gates, durationMs: Self.milliseconds(since: started), detail: error.message))
-            return TernError(error.code, rejected ? error.message : "failed to load '\(name)': \(error.message)")
+        let attempt = registry.withLock {
+            $0.lifecycles[name]!.beginLoad(ticket: ticket, choice: choice, gated: gated, action: action, fingerprint: fingerprint)
         }
+        return try await run(attempt, model: name, configOverride: configOverride, loader: loader ?? self.loader)
+    }
 
-        // Load beside the serving versions, off the Swift concurrency pool (session creation blocks).
-        let candidate: LoadedModel
-        var grown: UInt64 = 0
+    /// Performs one load attempt (load, composing models, gates) and hands its outcome to the lifecycle.
+    private func run(_ attempt: Lifecycle.Attempt, model name: String, configOverride: ModelConfig?, loader: ModelLoader) async throws(TernError) -> SwapReport {
+        let started = ContinuousClock.now
+        let serving = registry.withLock { $0.lifecycles[name]?.served }
+        let estimate = loader.estimateBytes(name, configOverride: configOverride, versions: attempt.versions) ?? 0
+        var reserved: UInt64 = 0
+        var holding: UInt64 = 0
+        var grace = 0.0
+        let outcome: Lifecycle.Outcome
         do throws(TernError) {
             try admit(estimate, for: name)
+            reserved = estimate
+            // Off the Swift concurrency pool: session creation blocks.
             let residentBefore = Self.residentBytes()
             let result: Result<LoadedModel, TernError> = await withCheckedContinuation { continuation in
                 DispatchQueue.global(qos: .userInitiated).async {
-                    continuation.resume(returning: Result { () throws(TernError) in try loader.load(name, configOverride: configOverride, versions: pinned) })
+                    continuation.resume(returning: Result { () throws(TernError) in
+                        try loader.load(name, configOverride: configOverride, versions: attempt.versions)
+                    })
                 }
             }
+            var grown: UInt64 = 0
             if let after = Self.residentBytes(), let before = residentBefore, after > before { grown = after - before }
-            candidate = try result.get()
+            let candidate = try result.get()
             guard !candidate.runners.isEmpty else {
                 throw TernError.invalidArgument(candidate.failures.sorted { $0.key < $1.key }.map { "version \($0.key): \($0.value)" }.joined(separator: "; "))
             }
-        } catch {
-            ledger.settle(name, reserved: estimate, holding: nil)
-            throw fail(error)
-        }
-        let toVersions = candidate.runners.keys.sorted()
-        if candidate.config.platform == "ensemble", configuration.controlMode == .explicit {
-            // As Triton: loading an ensemble loads the composing models that are not loaded yet.
-            if let plan = try? EnsemblePlan(config: candidate.config, file: name) {
-                // Models already loading (nested ensembles that refer to each other) are left alone.
-                for model in plan.composingModels where registry.withLock({ $0[model] == nil || $0[model]?.state == .unavailable }) {
-                    _ = try? await loadModel(model, configOverride: nil)
-                }
-            }
-        }
-
-        // Gates, before any traffic moves.
-        var gates: [GateResult] = []
-        if gated {
-            do throws(TernError) {
-                let settings = try SwapGates(config: candidate.config)
-                if !settings.isEmpty {
-                    let newest = candidate.runners[toVersions.last!]!
-                    let current = serving.flatMap { model in model.runners.keys.max().flatMap { model.runners[$0] } }
-                    gates = await settings.run(candidate: newest, current: current, grownBytes: grown, directory: loader.repository.modelDirectory(name))
-                }
-            } catch {
-                ledger.settle(name, reserved: estimate, holding: nil)
-                throw fail(error)
-            }
+            await loadComposingModels(of: candidate.config, file: name)
+            let gates = attempt.gated ? try await runGates(candidate, current: serving, grown: grown, loader: loader) : []
             let failed = gates.filter { !$0.passed }
-            if !failed.isEmpty {
-                ledger.settle(name, reserved: estimate, holding: nil)
-                let keeps = fromVersions.isEmpty ? "nothing is served" : "version \(fromVersions.map(String.init).joined(separator: ", ")) keeps serving"
+            if failed.isEmpty {
+                let scale = shaping.withLock { $0.batchScale }
+                if scale < 1 { for runner in candidate.runners.values { runner.scaleBatches(scale) } }
+                let detail = candidate.failures.isEmpty ? "" : "versions that failed to load: "
+                    + candidate.failures.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+                holding = max(estimate, grown)
+                grace = Self.graceSeconds(candidate.config)
+                outcome = .loaded(candidate, gates: gates, detail: detail)
+            } else {
+                let toVersions = candidate.versions
+                let from = attempt.fromVersions
+                let keeps = from.isEmpty ? "nothing is served" : "version \(from.map(String.init).joined(separator: ", ")) keeps serving"
                 let message = "hot-swap of '\(name)' to version \(toVersions.map(String.init).joined(separator: ", ")) rejected by its gates: "
                     + failed.map { "\($0.name): \($0.detail)" }.joined(separator: "; ") + "; \(keeps)"
-                let report = SwapReport(model: name, fromVersions: fromVersions, toVersions: toVersions, accepted: false, gates: gates,
-                                        durationMs: Self.milliseconds(since: started), detail: message)
-                registry.withLock { $0[name]?.lastSwap = report }
-                throw fail(TernError(.failedPrecondition, message), gates: gates, candidate: toVersions)
+                outcome = .rejected(versions: toVersions, gates: gates, message: message)
             }
+        } catch {
+            outcome = .failed(error)
         }
-
-        // The swap: one pointer change under the registry lock.
-        ledger.settle(name, reserved: estimate, holding: max(estimate, grown))
-        let scale = shaping.withLock { $0.batchScale }
-        if scale < 1 { for runner in candidate.runners.values { runner.scaleBatches(scale) } }
         let durationMs = Self.milliseconds(since: started)
-        let report = SwapReport(
-            model: name, fromVersions: fromVersions, toVersions: toVersions, accepted: true, gates: gates, durationMs: durationMs,
-            detail: candidate.failures.isEmpty ? "" : "versions that failed to load: " + candidate.failures.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; "))
-        let grace = Self.graceSeconds(candidate.config)
-        let generation: UInt64 = registry.withLock { records in
-            var record = records[name] ?? ModelRecord(state: .ready)
-            let old = record.state == .ready ? record.loaded : nil
-            record.state = .ready
-            record.reason = ""
-            record.loaded = candidate
-            record.fingerprint = fingerprint
-            record.generation += 1
-            record.lastSwap = report
-            switch choice {
-            case .keepPin: break
-            case .policy: record.pinned = nil
-            case .pin(let versions): record.pinned = versions
-            }
-            if let old {
-                record.previousVersions = old.runners.keys.sorted()
-                record.previous = grace > 0 ? old : nil
-            }
-            records[name] = record
-            return record.generation
+        let (result, actions) = registry.withLock {
+            $0.lifecycles[name]!.finish(attempt, outcome: outcome, durationMs: durationMs, graceSeconds: grace)
         }
-        history.record(LifecycleEvent(
-            model: name, action: serving == nil ? action : (action == "load" ? "swap" : action), fromVersions: fromVersions,
-            toVersions: toVersions, gates: gates, durationMs: durationMs, detail: report.detail))
-        logger.info("model serving", metadata: [
-            "model": .string(name), "versions": .string("\(toVersions)"), "from_versions": .string("\(fromVersions)"),
-            "load_to_serving_ms": .string(String(format: "%.1f", durationMs)),
-        ])
-        if serving != nil, grace > 0 {
-            // Dropping the last reference frees the old versions (LoadedModel.release trims).
-            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + grace) { [self] in
-                registry.withLock { records in
-                    if records[name]?.generation == generation { records[name]?.previous = nil }
-                }
-            }
+        let accepted = (try? result.get()) != nil
+        ledger.settle(name, reserved: reserved, holding: accepted ? holding : nil)
+        perform(actions, model: name)
+        switch result {
+        case .success(let report):
+            logger.info("model serving", metadata: [
+                "model": .string(name), "versions": .string("\(report.toVersions)"), "from_versions": .string("\(report.fromVersions)"),
+                "load_to_serving_ms": .string(String(format: "%.1f", durationMs)),
+            ])
+        case .failure(let error):
+            logger.error("failed to load model", metadata: ["model": .string(name), "error": .string(error.message)])
         }
-        return report
+        return try result.get()
+    }
+
+    /// As Triton in explicit mode: loading an ensemble loads the composing models not loaded yet.
+    /// Models already loading (nested ensembles that refer to each other) are left alone.
+    private func loadComposingModels(of config: ModelConfig, file name: String) async {
+        guard config.platform == "ensemble", configuration.controlMode == .explicit,
+            let plan = try? EnsemblePlan(config: config, file: name)
+        else { return }
+        for model in plan.composingModels {
+            let phase = registry.withLock { $0.lifecycles[model]?.phase }
+            guard phase == nil || phase == .absent || phase == .unavailable else { continue }
+            _ = try? await loadModel(model, configOverride: nil)
+        }
+    }
+
+    /// The model's validation gates on the newest candidate version, against the serving one.
+    private func runGates(_ candidate: LoadedModel, current: LoadedModel?, grown: UInt64, loader: ModelLoader) async throws(TernError) -> [GateResult] {
+        let settings = try SwapGates(config: candidate.config)
+        guard !settings.isEmpty, let newest = candidate.runners.keys.max().flatMap({ candidate.runners[$0] }) else { return [] }
+        let serving = current.flatMap { model in model.runners.keys.max().flatMap { model.runners[$0] } }
+        return await settings.run(candidate: newest, current: serving, grownBytes: grown, directory: loader.repository.modelDirectory(candidate.name))
     }
 
     /// `tern.swap.grace_seconds`: how long the replaced versions stay loaded for an instant rollback.
@@ -232,4 +275,8 @@ extension InferenceServer {
     static func milliseconds(since start: ContinuousClock.Instant) -> Double {
         (ContinuousClock.now - start).milliseconds
     }
+}
+
+extension LoadedModel: LifecycleModel {
+    var versions: [Int64] { runners.keys.sorted() }
 }

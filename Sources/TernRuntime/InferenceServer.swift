@@ -19,7 +19,8 @@ public final class InferenceServer: Sendable {
     public let logger: Logger
     let loader: ModelLoader
     let repository: ModelRepository
-    let registry = Mutex<[String: ModelRecord]>([:])
+    /// Each model's lifecycle (see `ModelLifecycle`) and the callers waiting for a turn.
+    let registry = Mutex(Models())
     private let started = Mutex(false)
     let ledger: MemoryLedger
     /// Where lifecycle events (loads, swaps, rejected swaps, rollbacks) are written.
@@ -32,28 +33,12 @@ public final class InferenceServer: Sendable {
     private let anyVirtual = Atomic(false)
     /// Regions of system shared memory registered by clients on this machine (both frontends).
     public let sharedMemory: SharedMemoryRegistry
+    /// Shared with every loaded model: the way back to the engine and the count of requests in progress.
+    let link: EngineLink
 
     struct Shaping {
         var batchScale = 1.0
         var paused: [String: String] = [:]
-    }
-
-    /// What the engine knows of one model of the repository.
-    struct ModelRecord {
-        enum State: String { case loading = "LOADING", ready = "READY", unavailable = "UNAVAILABLE" }
-        var state: State
-        var reason: String = ""
-        var loaded: LoadedModel?
-        var fingerprint: String = ""
-        /// Versions pinned by promote/rollback, served instead of the version policy's choice.
-        var pinned: [Int64]?
-        /// The versions served before the last swap, for rollback, and (during the grace period
-        /// after the swap) the model itself, still warm.
-        var previousVersions: [Int64] = []
-        var previous: LoadedModel?
-        /// Counts swaps; a grace-period timer only drops `previous` of its own generation.
-        var generation: UInt64 = 0
-        var lastSwap: SwapReport?
     }
 
     public init(configuration: ServerConfiguration, backends: [any Backend], history: any LifecycleHistory = InMemoryLifecycleHistory(), logger: Logger) {
@@ -64,12 +49,15 @@ public final class InferenceServer: Sendable {
         self.ledger = MemoryLedger(policy: configuration.memory)
         self.sharedMemory = SharedMemoryRegistry(allowsRegistration: configuration.allowClientSharedMemory)
         let link = EngineLink()
+        self.link = link
         self.loader = ModelLoader(
             repository: repository, backends: backends + [EnsembleBackend(link: link)], autoComplete: configuration.autoCompleteConfig,
             cpuCores: configuration.cpuCores, maxInstances: configuration.maxInstancesPerModel,
             rateLimiter: configuration.rateLimit ? RateLimiter(resources: configuration.rateLimitResources) : nil, logger: logger,
             link: link)
         link.server = self
+        let restored = history.savedDecisions()
+        registry.withLock { $0.restored = restored }
     }
 
     // MARK: Lifecycle
@@ -118,16 +106,27 @@ public final class InferenceServer: Sendable {
     /// One poll-mode scan of the repository.
     public func pollOnce() async {
         let present = Set(repository.modelNames())
-        let known = registry.withLock { $0.mapValues(\.fingerprint) }
+        let known = registry.withLock { models in models.lifecycles.filter { $0.value.phase != .absent }.mapValues(\.fingerprint) }
         for name in known.keys where !present.contains(name) {
-            _ = registry.withLock { $0.removeValue(forKey: name) }
-            ledger.release(name)
-            history.record(LifecycleEvent(model: name, action: "unload", detail: "removed from the repository (poll mode)"))
-            logger.info("model removed from repository; unloaded", metadata: ["model": .string(name)])
+            _ = remove(name, reason: "removed from the repository (poll mode)", action: "unload", forget: true)
         }
         for name in present.sorted() where known[name] != repository.fingerprint(of: name) {
             _ = try? await loadModel(name, configOverride: nil)
         }
+    }
+
+    /// Requests in progress in the models (queued or running), over every frontend and the Swift API.
+    public var requestsInFlight: Int { link.requestsInFlight }
+
+    /// Waits until no request is in progress, for at most `timeout`; returns how many still were.
+    /// A drained shutdown calls it after the frontends have stopped taking requests, so that no
+    /// model run is left racing the process's exit.
+    public func drain(timeout: Duration) async -> Int {
+        let deadline = ContinuousClock.now + timeout
+        while link.requestsInFlight > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return link.requestsInFlight
     }
 
     // MARK: Health and metadata
@@ -139,7 +138,7 @@ public final class InferenceServer: Sendable {
     /// failure is reported per model (model ready, repository index).
     public var isReady: Bool {
         guard started.withLock({ $0 }) else { return false }
-        return registry.withLock { records in records.values.allSatisfy { $0.state != .loading } }
+        return registry.withLock { models in !models.lifecycles.values.contains { $0.isFirstLoading } }
     }
 
     public var serverMetadata: ServerMetadata {
@@ -197,7 +196,7 @@ public final class InferenceServer: Sendable {
     /// Makes `virtual` answer its name. A name of the repository cannot be taken; registering a
     /// name again replaces the earlier one.
     public func register(virtual: any VirtualModel) throws(TernError) {
-        if registry.withLock({ $0[virtual.name] != nil }) || repository.modelNames().contains(virtual.name) {
+        if registry.withLock({ $0.lifecycles[virtual.name].map { $0.phase != .absent } ?? false }) || repository.modelNames().contains(virtual.name) {
             throw TernError(.alreadyExists, "'\(virtual.name)' is a model of the repository; an experiment needs a name of its own")
         }
         virtuals.withLock { virtuals in
@@ -288,7 +287,7 @@ public final class InferenceServer: Sendable {
     public func setBatchScale(_ scale: Double) {
         let clamped = min(max(scale, 0.0001), 1)
         shaping.withLock { $0.batchScale = clamped }
-        let runners = registry.withLock { records in records.values.flatMap { $0.loaded.map { Array($0.runners.values) } ?? [] } }
+        let runners = registry.withLock { models in models.lifecycles.values.flatMap { $0.served.map { Array($0.runners.values) } ?? [] } }
         for runner in runners { runner.scaleBatches(clamped) }
     }
 
@@ -328,11 +327,11 @@ public final class InferenceServer: Sendable {
     public func statistics(model name: String? = nil, version: Int64? = nil) throws(TernError) -> [ModelStatistics] {
         if let name {
             if let version { return [try runner(name, version: version).statistics.snapshot] }
-            let runners = registry.withLock { $0[name]?.loaded?.runners }
+            let runners = registry.withLock { $0.lifecycles[name]?.served?.runners }
             guard let runners, !runners.isEmpty else { throw Self.unknownModel(name) }
             return runners.keys.sorted().map { runners[$0]!.statistics.snapshot }
         }
-        let all = registry.withLock { records in records.values.compactMap(\.loaded) }
+        let all = registry.withLock { models in models.lifecycles.values.compactMap(\.served) }
         return all.sorted { $0.name < $1.name }.flatMap { model in
             model.runners.keys.sorted().map { model.runners[$0]!.statistics.snapshot }
         }
@@ -348,23 +347,23 @@ public final class InferenceServer: Sendable {
 
     /// Every model of the repository with the state of each version; `readyOnly` keeps the ready ones.
     public func repositoryIndex(readyOnly: Bool = false) -> [ModelIndexEntry] {
-        let records = registry.withLock { $0 }
+        let lifecycles = registry.withLock { models in models.lifecycles.filter { $0.value.phase != .absent } }
         var entries: [ModelIndexEntry] = []
-        for name in Set(repository.modelNames()).union(records.keys).sorted() {
-            guard let record = records[name] else {
+        for name in Set(repository.modelNames()).union(lifecycles.keys).sorted() {
+            guard let lifecycle = lifecycles[name] else {
                 if !readyOnly { entries.append(ModelIndexEntry(name: name, version: "", state: "", reason: "")) }
                 continue
             }
-            if let loaded = record.loaded {
-                let missing = record.state == .ready ? unreadyComposingModel(of: loaded.config) : nil
+            if let loaded = lifecycle.served {
+                let missing = unreadyComposingModel(of: loaded.config)
                 for version in Set(loaded.runners.keys).union(loaded.failures.keys).sorted() {
                     let failure = loaded.failures[version] ?? missing.map { "composing model '\($0)' is not ready" }
-                    let state = record.state == .loading ? "LOADING" : failure == nil ? "READY" : "UNAVAILABLE"
+                    let state = failure == nil ? "READY" : "UNAVAILABLE"
                     if readyOnly && state != "READY" { continue }
                     entries.append(ModelIndexEntry(name: name, version: String(version), state: state, reason: failure ?? ""))
                 }
             } else if !readyOnly {
-                entries.append(ModelIndexEntry(name: name, version: "", state: record.state.rawValue, reason: record.reason))
+                entries.append(ModelIndexEntry(name: name, version: "", state: Self.readiness(lifecycle.phase), reason: lifecycle.reason))
             }
         }
         return entries
@@ -431,19 +430,22 @@ public final class InferenceServer: Sendable {
         guard configuration.controlMode == .explicit else {
             throw TernError(.failedPrecondition, "explicit model load / unload is not allowed in model control mode '\(configuration.controlMode.rawValue)'; start with --model-control-mode explicit")
         }
-        guard remove(name, reason: "unloaded") else { throw .notFound("failed to unload '\(name)': the model is not loaded") }
+        guard remove(name, reason: "unloaded", action: "unload") else { throw .notFound("failed to unload '\(name)': the model is not loaded") }
     }
 
-    /// Drops a model's versions (requests already running finish first) and gives its memory back.
-    func remove(_ name: String, reason: String) -> Bool {
-        let found = registry.withLock { records -> Bool in
-            guard records[name] != nil else { return false }
-            records[name] = ModelRecord(state: .unavailable, reason: reason)
-            return true
+    /// Drops a model's versions (requests already running finish first) and gives its memory back;
+    /// a load in progress is abandoned. `forget` also drops its persisted decisions. False when
+    /// the model is not known.
+    func remove(_ name: String, reason: String, action: String, forget: Bool = false) -> Bool {
+        let actions = registry.withLock { models -> [LifecycleAction<LoadedModel>]? in
+            guard var lifecycle = models.lifecycles[name], lifecycle.phase != .absent else { return nil }
+            let actions = lifecycle.unload(reason: reason, action: action, forget: forget)
+            models.lifecycles[name] = lifecycle.isIdle ? nil : lifecycle
+            return actions
         }
-        guard found else { return false }
+        guard let actions else { return false }
         ledger.release(name)
-        history.record(LifecycleEvent(model: name, action: reason.hasPrefix("evicted") ? "evict" : "unload", detail: reason))
+        perform(actions, model: name)
         logger.info("model unloaded", metadata: ["model": .string(name), "reason": .string(reason)])
         return true  // the memory goes back once running requests let go of the model (LoadedModel.release)
     }
@@ -461,16 +463,16 @@ public final class InferenceServer: Sendable {
                 throw .unavailable("not enough memory to load '\(name)': it \(shortfall)\(note)")
             }
             logger.warning("evicting least recently used model to make room", metadata: ["model": .string(victim), "for": .string(name)])
-            _ = remove(victim, reason: "evicted to make room for '\(name)' (--model-eviction lru)")
+            _ = remove(victim, reason: "evicted to make room for '\(name)' (--model-eviction lru)", action: "evict")
             evicted.append(victim)
         }
     }
 
     /// The ready model, other than `name`, whose last inference is oldest (never used first).
     private func leastRecentlyUsed(excluding name: String) -> String? {
-        let candidates = registry.withLock { records in
-            records.compactMap { key, record -> (String, UInt64)? in
-                guard key != name, record.state == .ready, let loaded = record.loaded, !loaded.runners.isEmpty else { return nil }
+        let candidates = registry.withLock { models in
+            models.lifecycles.compactMap { key, lifecycle -> (String, UInt64)? in
+                guard key != name, let loaded = lifecycle.served, !loaded.runners.isEmpty else { return nil }
                 return (key, loaded.runners.values.map(\.statistics.snapshot.lastInference).max() ?? 0)
             }
         }
@@ -486,19 +488,20 @@ public final class InferenceServer: Sendable {
     }
 
     func runner(_ name: String, version: Int64?) throws(TernError) -> ModelVersionRunner {
-        let record = registry.withLock { $0[name] }
-        guard let record, let loaded = record.loaded, !loaded.runners.isEmpty else { throw Self.unknownModel(name) }
-        if let version {
-            guard let runner = loaded.runners[version] else {
-                throw .notFound("Request for unknown model: '\(name)' version \(version) is not at ready state")
-            }
-            return runner
+        // Only the runner leaves the lock: no copy of the model's tables per request.
+        let found: ModelVersionRunner?? = registry.withLock { models in
+            guard let loaded = models.lifecycles[name]?.served, let newest = loaded.runners.keys.max() else { return nil }
+            return .some(loaded.runners[version ?? newest])
         }
-        return loaded.runners[loaded.runners.keys.max()!]!
+        guard let found else { throw Self.unknownModel(name) }
+        guard let runner = found else {
+            throw .notFound("Request for unknown model: '\(name)' version \(version ?? 0) is not at ready state")
+        }
+        return runner
     }
 
     private func readyVersions(_ name: String) -> [Int64] {
-        registry.withLock { $0[name]?.loaded?.runners.keys.sorted() ?? [] }
+        registry.withLock { $0.lifecycles[name]?.served?.versions ?? [] }
     }
 
     /// A model name must be one folder of the repository: no path separators, not "." or "..".

@@ -58,11 +58,30 @@ public protocol LifecycleHistory: Sendable {
     func record(_ event: LifecycleEvent)
     /// The newest `limit` events, oldest first; of one model, or of all when `model` is nil.
     func events(model: String?, limit: Int) -> [LifecycleEvent]
+    /// Keeps (or, with nil, forgets) the decisions about a model that must survive a restart:
+    /// pins, the rollback target, the versions last served and those the gates rejected.
+    func save(_ decisions: ModelDecisions?, model: String)
+    /// The decisions saved for every model, read once when the engine starts.
+    func savedDecisions() -> [String: ModelDecisions]
 }
 
-/// Keeps the last 1000 events in memory.
+extension LifecycleHistory {
+    /// A history that does not keep decisions: a restart starts from the version policies.
+    public func save(_ decisions: ModelDecisions?, model: String) {}
+    public func savedDecisions() -> [String: ModelDecisions] { [:] }
+}
+
+/// Keeps the last 1000 events, and the decisions, in memory (an engine restarted with the same
+/// instance restores them).
 public final class InMemoryLifecycleHistory: LifecycleHistory {
     private let stored = Mutex<[LifecycleEvent]>([])
+    private let decisions = Mutex<[String: ModelDecisions]>([:])
+
+    public func save(_ decisions: ModelDecisions?, model: String) {
+        self.decisions.withLock { $0[model] = decisions }
+    }
+
+    public func savedDecisions() -> [String: ModelDecisions] { decisions.withLock { $0 } }
 
     public init() {}
 
@@ -111,13 +130,19 @@ public struct SwapReport: Sendable, Codable, Equatable {
 /// A model's lifecycle state (`tern model status`).
 public struct ModelLifecycleStatus: Sendable, Codable, Equatable {
     public var model: String
+    /// READY, LOADING or UNAVAILABLE, as Triton's model states.
     public var state: String
+    /// The lifecycle phase: loading, serving, swapping, grace (the replaced versions are still
+    /// loaded for an instant rollback) or unavailable.
+    public var phase: String
     public var servingVersions: [Int64]
     /// Versions pinned by promote/rollback (nil: the version policy decides).
     public var pinnedVersions: [Int64]?
     /// What a rollback would go back to, and whether it is still loaded (instant rollback).
     public var previousVersions: [Int64]
     public var previousWarm: Bool
+    /// Versions the gates rejected (not tried again from the same files).
+    public var rejectedVersions: [Int64]
     public var memoryBytes: UInt64?
     public var lastSwap: SwapReport?
 }

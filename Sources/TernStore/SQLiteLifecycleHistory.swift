@@ -39,7 +39,52 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
         migrator.registerMigration("lifecycle_events_actor") { db in
             try db.alter(table: "lifecycle_events") { t in t.add(column: "actor", .text).notNull().defaults(to: "") }
         }
+        migrator.registerMigration("model_decisions") { db in
+            try db.create(table: "model_decisions") { t in
+                t.primaryKey("model", .text)
+                t.column("decisions", .text).notNull()
+                t.column("updated", .text).notNull()
+            }
+        }
         try migrator.migrate(database)
+    }
+
+    /// Pins, rollback target, served and rejected versions: one JSON row per model, replaced whole.
+    public func save(_ decisions: ModelDecisions?, model: String) {
+        do {
+            try database.write { db in
+                if let decisions {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO model_decisions (model, decisions, updated) VALUES (?, ?, ?)",
+                        arguments: [model, Self.json(decisions), LifecycleEvent.iso8601(Date())])
+                } else {
+                    try db.execute(sql: "DELETE FROM model_decisions WHERE model = ?", arguments: [model])
+                }
+            }
+        } catch {
+            // Logged, not thrown: the swap itself has happened. A restart then starts from the version policy.
+            logger.error("cannot save the model's lifecycle decisions", metadata: ["model": .string(model), "error": .string("\(error)")])
+        }
+    }
+
+    public func savedDecisions() -> [String: ModelDecisions] {
+        do {
+            return try database.read { db in
+                var saved: [String: ModelDecisions] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT model, decisions FROM model_decisions") {
+                    let model: String = row["model"]
+                    if let decisions: ModelDecisions = Self.decode(row["decisions"]) {
+                        saved[model] = decisions
+                    } else {
+                        logger.warning("ignoring unreadable lifecycle decisions", metadata: ["model": .string(model)])
+                    }
+                }
+                return saved
+            }
+        } catch {
+            logger.error("cannot read the saved lifecycle decisions", metadata: ["error": .string("\(error)")])
+            return [:]
+        }
     }
 
     public func record(_ event: LifecycleEvent) {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TernCore
 import TernTesting
@@ -123,6 +124,80 @@ import TernTesting
         try await server.load(model: "add_sub", configJSON: #"{"name":"add_sub","backend":"onnxruntime","max_batch_size":2}"#)
         #expect(try server.modelConfig("add_sub").maxBatchSize == 2)
         await #expect(throws: TernError.self) { try await server.infer(addSubRequest(batch: 3)) }
+    }
+
+    /// A repository with the `slow` fixture and ~50 ms warm-up runs: each load takes about a second.
+    static func slowRepository() throws -> URL {
+        let repo = try TestEnvironment.repository(with: ["slow"])
+        try TestEnvironment.writeConfig(
+            """
+            name: "slow"
+            backend: "onnxruntime"
+            max_batch_size: 1
+            input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+            output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+            model_warmup [ { name: "w" batch_size: 1 count: 20 inputs { key: "INPUT0" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]
+            """, model: "slow", in: repo)
+        return repo
+    }
+
+    /// Waits (up to 30 s) until the model's lifecycle is in `phase`.
+    static func waitFor(_ phase: ModelLifecycle<LoadedModel>.Phase, of model: String, on server: InferenceServer) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while server.registry.withLock({ $0.lifecycles[model]?.phase }) != phase, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(server.registry.withLock({ $0.lifecycles[model]?.phase }) == phase)
+    }
+
+    static func reload(_ model: String, on server: InferenceServer) async -> TernError? {
+        do throws(TernError) {
+            try await server.load(model: model)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// The engine's side of the lifecycle turns: fifteen reloads asked while one runs all succeed
+    /// and share one more load; the model answers throughout.
+    @Test func aReloadStormDuringALoadCostsOneMoreLoad() async throws {
+        let history = InMemoryLifecycleHistory()
+        let repo = try Self.slowRepository()
+        defer { try? FileManager.default.removeItem(at: repo) }
+        let server = InferenceServer(
+            configuration: ServerConfiguration(repositoryPath: repo, controlMode: .explicit, startupModels: ["slow"], cpuCores: 2),
+            backends: [try TestEnvironment.backend.get()], history: history, logger: TestEnvironment.logger)
+        await server.start()
+        let first = Task { await Self.reload("slow", on: server) }
+        try await Self.waitFor(.swapping, of: "slow", on: server)
+        let errors = await withTaskGroup(of: TernError?.self) { group in
+            for _ in 0..<15 { group.addTask { await Self.reload("slow", on: server) } }
+            var errors: [TernError] = []
+            for await error in group { if let error { errors.append(error) } }
+            return errors
+        }
+        #expect(await first.value == nil)
+        #expect(errors.isEmpty, "\(errors.map(\.message))")
+        let actions = history.events(model: "slow", limit: 100).map(\.action)
+        #expect(actions == ["load", "swap", "swap"], "\(actions)")
+        #expect(server.isModelReady("slow"))
+    }
+
+    /// An unload while a reload is still running: the reload is abandoned (it never serves) and
+    /// the model stays unloaded.
+    @Test func anUnloadDuringAReloadWins() async throws {
+        let repo = try Self.slowRepository()
+        defer { try? FileManager.default.removeItem(at: repo) }
+        let server = try await TestEnvironment.startedServer(repository: repo, mode: .explicit, startupModels: ["slow"])
+        #expect(server.isModelReady("slow"))
+        let reload = Task { await Self.reload("slow", on: server) }
+        try await Self.waitFor(.swapping, of: "slow", on: server)
+        try server.unload(model: "slow")
+        let error = await reload.value
+        #expect(error?.code == .unavailable, "\(String(describing: error))")
+        #expect(!server.isModelReady("slow"))
+        #expect(try server.lifecycleStatus(model: "slow").phase == "unavailable")
     }
 
     @Test func pollModePicksUpNewAndRemovedModels() async throws {

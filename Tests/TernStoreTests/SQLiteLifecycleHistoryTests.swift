@@ -35,6 +35,23 @@ import TernRuntime
         #expect(FileManager.default.fileExists(atPath: path + "-wal"))
     }
 
+    @Test func decisionsSurviveReopeningAndCanBeForgotten() throws {
+        let path = Self.path()
+        defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path) }
+        let pinned = ModelDecisions(pinnedVersions: [1], rollbackVersions: [3], servedVersions: [1])
+        let rejected = ModelDecisions(servedVersions: [4], rejectedVersions: [5], rejectedFingerprint: "9f")
+        do {
+            let history = try SQLiteLifecycleHistory(path: path, logger: Logger(label: "test"))
+            history.save(ModelDecisions(servedVersions: [2]), model: "digits")
+            history.save(pinned, model: "digits")  // replaced whole
+            history.save(rejected, model: "other")
+            history.save(ModelDecisions(), model: "gone")
+            history.save(nil, model: "gone")
+        }
+        let saved = try SQLiteLifecycleHistory(path: path, logger: Logger(label: "test")).savedDecisions()
+        #expect(saved == ["digits": pinned, "other": rejected])
+    }
+
     @Test func retentionKeepsTheNewestEvents() throws {
         let path = Self.path()
         defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path) }

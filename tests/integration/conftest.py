@@ -43,8 +43,8 @@ class TernServer:
             [binary, "serve", "--model-repository", repo, "--host", "127.0.0.1",
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
              "--metrics-port", str(self.metrics_port),
-             *([] if "--history-db" in extra_args else ["--history-db", os.path.join(repo, "..", f"history-{self.http_port}.sqlite")]),
-             *([] if "--experiments-db" in extra_args else ["--experiments-db", os.path.join(repo, "..", f"experiments-{self.http_port}.sqlite")]),
+             *([] if "--history-db" in extra_args or "--state-dir" in extra_args else ["--history-db", os.path.join(repo, "..", f"history-{self.http_port}.sqlite")]),
+             *([] if "--experiments-db" in extra_args or "--state-dir" in extra_args else ["--experiments-db", os.path.join(repo, "..", f"experiments-{self.http_port}.sqlite")]),
              *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **env} if env else None)
         deadline = time.time() + 60

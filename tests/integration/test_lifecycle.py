@@ -197,12 +197,64 @@ def test_a_failing_accuracy_gate_keeps_the_weak_candidate_away_and_rollback_rest
     with sqlite3.connect(history_db) as db:
         rows = db.execute("SELECT action, from_versions, to_versions FROM lifecycle_events ORDER BY id").fetchall()
     assert rows == [("load", "[]", "[1]"), ("swap_rejected", "[1]", "[2]"), ("promote", "[1]", "[3]"), ("rollback", "[3]", "[1]")]
+    # The rollback's pin survives the restart too: version 1 serves again, not the policy's
+    # newest version 3, and a rollback would still go back to 3.
     again = TernServer(str(repo), "--model-control-mode", "explicit", "--load-model", "digits", "--history-db", history_db)
     try:
         events = requests.get(f"{again.http_url}/v2/repository/models/digits/history").json()
-        assert [e["action"] for e in events][:4] == ["load", "swap_rejected", "promote", "rollback"]
+        assert [e["action"] for e in events] == ["load", "swap_rejected", "promote", "rollback", "load"]
+        assert events[-1]["toVersions"] == [1]
+        client = httpclient.InferenceServerClient(again.http_address)
+        assert client.infer("digits", digits_rows()).get_response()["model_version"] == "1"
+        status = requests.get(f"{again.http_url}/v2/repository/models/digits/status").json()
+        assert status["pinnedVersions"] == [1] and status["previousVersions"] == [3] and status["phase"] == "serving"
     finally:
         again.stop()
+
+
+def test_a_restart_serves_the_last_good_version_instead_of_one_the_gates_rejected(tmp_path):
+    """Version 2 fails its gates while version 1 serves. A restart must not pick version 2 by the
+    version policy, fail it again and serve nothing: it serves version 1 (ungated: it passed before)
+    until version 2's files change; then version 2 gets its chance again."""
+    repo = tmp_path / "models"
+    os.makedirs(repo / "digits" / "1")
+    shutil.copy(os.path.join(EXAMPLES, "digits_mlp", "1", "model.onnx"), repo / "digits" / "1" / "model.onnx")
+    shutil.copytree(os.path.join(FIXTURES, "digits_validation"), repo / "digits" / "validation")
+    (repo / "digits" / "config.pbtxt").write_text(DIGITS_CONFIG)
+    history_db = str(tmp_path / "history.sqlite")
+    flags = ("--model-control-mode", "explicit", "--load-model", "digits", "--history-db", history_db)
+    server = TernServer(str(repo), *flags)
+    try:
+        place_version(str(repo / "digits"), 2, os.path.join(FIXTURES, "digits_weak", "1", "model.onnx"))
+        with pytest.raises(InferenceServerException, match="rejected by its gates"):
+            httpclient.InferenceServerClient(server.http_address).load_model("digits")
+    finally:
+        server.stop()
+
+    server = TernServer(str(repo), *flags)
+    try:
+        client = httpclient.InferenceServerClient(server.http_address)
+        assert client.is_model_ready("digits")
+        assert client.infer("digits", digits_rows()).get_response()["model_version"] == "1"
+        status = requests.get(f"{server.http_url}/v2/repository/models/digits/status").json()
+        assert status["servingVersions"] == [1] and status["rejectedVersions"] == [2] and status.get("pinnedVersions") is None
+        events = requests.get(f"{server.http_url}/v2/repository/models/digits/history").json()
+        assert [e["action"] for e in events] == ["load", "swap_rejected", "restore"] and events[-1]["toVersions"] == [1]
+    finally:
+        server.stop()
+
+    # A better version 2 replaces the rejected files: the next start tries it, and it passes.
+    tmp = repo / "digits" / "2" / "model.onnx.tmp"
+    shutil.copy(os.path.join(EXAMPLES, "digits_logreg", "1", "model.onnx"), tmp)
+    os.replace(tmp, repo / "digits" / "2" / "model.onnx")
+    server = TernServer(str(repo), *flags)
+    try:
+        client = httpclient.InferenceServerClient(server.http_address)
+        assert client.infer("digits", digits_rows()).get_response()["model_version"] == "2"
+        status = requests.get(f"{server.http_url}/v2/repository/models/digits/status").json()
+        assert status["rejectedVersions"] == []
+    finally:
+        server.stop()
 
 
 def test_rollback_without_history_and_promote_of_a_missing_version_are_clear_errors(tmp_path):
@@ -289,3 +341,48 @@ def test_a_long_load_does_not_block_inference_on_other_models(tmp_path):
         assert client.is_model_ready("heavy")
     finally:
         server.stop()
+
+
+# ---- status of every model, and one state folder per repository --------------------------------
+
+def test_model_status_lists_every_model_and_each_repository_keeps_its_own_history(tmp_path):
+    """`tern model status` without a model prints a table of all of them. Two servers on two
+    repositories, both with the default history database, keep apart: a pin made on one does not
+    reach the other's model of the same name."""
+    state = tmp_path / "state"
+    flags = ("--model-control-mode", "explicit", "--state-dir", str(state))
+    first = add_sub_repository(tmp_path / "a", "swap")
+    os.makedirs(first / "other" / "1")
+    shutil.copy(os.path.join(FIXTURES, "add_sub", "1", "model.onnx"), first / "other" / "1" / "model.onnx")
+    (first / "other" / "config.pbtxt").write_text(ADD_SUB_CONFIG.format(name="other"))
+    place_version(str(first / "swap"), 2, os.path.join(FIXTURES, "add_sub_swapped", "1", "model.onnx"))
+    second = add_sub_repository(tmp_path / "b", "swap")
+    place_version(str(second / "swap"), 2, os.path.join(FIXTURES, "add_sub_swapped", "1", "model.onnx"))
+
+    server = TernServer(str(first), *flags, "--load-model", "*")
+    try:
+        out = subprocess.run([BINARY, "model", "status", "--http-port", str(server.http_port)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0].split() == ["MODEL", "STATE", "PHASE", "SERVING", "PINNED"]
+        assert [line.split() for line in lines[1:]] == [["other", "READY", "serving", "1", "-"], ["swap", "READY", "serving", "2", "-"]]
+        out = subprocess.run([BINARY, "model", "promote", "swap", "--version", "1", "--http-port", str(server.http_port)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    finally:
+        server.stop()
+    other = TernServer(str(second), *flags, "--load-model", "swap")
+    try:
+        status = requests.get(f"{other.http_url}/v2/repository/models/swap/status").json()
+        assert status["servingVersions"] == [2] and status.get("pinnedVersions") is None, status
+    finally:
+        other.stop()
+    again = TernServer(str(first), *flags, "--load-model", "swap")
+    try:
+        status = requests.get(f"{again.http_url}/v2/repository/models/swap/status").json()
+        assert status["servingVersions"] == [1] and status["pinnedVersions"] == [1], status
+    finally:
+        again.stop()
+    folders = sorted(os.listdir(state))
+    assert len(folders) == 2 and all(f.startswith("models-") for f in folders), folders
+    assert all({"history.sqlite", "experiments.sqlite"} <= set(os.listdir(state / f)) for f in folders)

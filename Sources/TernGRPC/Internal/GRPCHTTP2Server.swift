@@ -28,7 +28,11 @@ final class GRPCHTTP2Server: Service, Sendable {
     let logger: Logger
     private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int?, Never>], finished: Bool)>((nil, [], false))
 
-    init(host: String, port: Int, maxMessageSize: Int, limits: ConnectionLimits, tls: ServerTLS? = nil, dispatcher: KServeGRPCDispatcher, logger: Logger) {
+    init(
+        host: String, port: Int, maxMessageSize: Int, limits: ConnectionLimits, tls: ServerTLS? = nil, dispatcher: KServeGRPCDispatcher,
+        drainGrace: Duration = .seconds(30), logger: Logger
+    ) {
+        self.drainGrace = drainGrace
         self.host = host
         self.port = port
         self.maxMessageSize = maxMessageSize
@@ -63,6 +67,10 @@ final class GRPCHTTP2Server: Service, Sendable {
     }
 
     private let listener = Mutex<(any Channel)?>(nil)
+    /// The open connections, for a drained shutdown.
+    let connections = ChannelSet()
+    /// Longest a draining connection's calls may take after its GOAWAY (`--exit-timeout-secs`).
+    let drainGrace: Duration
 
     /// Opens the listening socket (once) and returns the bound port; throws naming the address
     /// when it is taken.
@@ -73,6 +81,8 @@ final class GRPCHTTP2Server: Service, Sendable {
         let maxMessageSize = self.maxMessageSize
         let limits = self.limits
         let tls = self.tls
+        let connections = self.connections
+        let grace = TimeAmount.nanoseconds(Int64(drainGrace.nanoseconds))
         let channel: any Channel
         do {
             channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -81,6 +91,7 @@ final class GRPCHTTP2Server: Service, Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        connections.insert(channel)
                         let load = ConnectionLoad()
                         // The connection gate and the idle timeout come first: a refused
                         // connection is closed before any HTTP/2 state is built for it.
@@ -96,14 +107,23 @@ final class GRPCHTTP2Server: Service, Sendable {
                         connection.targetWindowSize = 16 << 20
                         var stream = NIOHTTP2Handler.StreamConfiguration()
                         stream.targetWindowSize = 16 << 20
+                        // Graceful close on ChannelShouldQuiesceEvent (a drained shutdown): GOAWAY,
+                        // a PING to learn the last stream the client opened, a second GOAWAY
+                        // naming it, and the close once those streams are done (it learns of
+                        // streams through the stream delegate). Idle time is GRPCConnectionGuard's;
+                        // no keep-alive pings.
+                        let manager = NIOHTTP2ServerConnectionManagementHandler(
+                            eventLoop: channel.eventLoop, configuration: .init(maxIdleTime: nil, maxAge: nil, maxGraceTime: grace, keepalive: nil))
                         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                            mode: .server, connectionConfiguration: connection, streamConfiguration: stream
+                            mode: .server, connectionConfiguration: connection, streamConfiguration: stream,
+                            streamDelegate: manager.http2StreamDelegate
                         ) { streamChannel in
                             streamChannel.eventLoop.makeCompletedFuture {
                                 try streamChannel.pipeline.syncOperations.addHandler(
                                     GRPCStreamHandler(dispatcher: dispatcher, maxMessageSize: maxMessageSize, limits: limits, load: load))
                             }
                         }
+                        try channel.pipeline.syncOperations.addHandler(manager)
                     }
                 }
                 .bind(host: host, port: port).get()

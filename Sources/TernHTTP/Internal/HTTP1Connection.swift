@@ -47,6 +47,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
     /// A request is being answered off the event loop; parsing waits for its reply.
     private var busy = false
     private var closing = false
+    /// The server is shutting down: answer what has arrived, then close.
+    private var draining = false
 
     private struct Head {
         var method: HTTPMethod
@@ -118,6 +120,19 @@ final class HTTP1Connection: ChannelDuplexHandler {
         if current != nil { timer?.task.cancel(); timer = nil }  // body bytes arrived: the body timeout starts again
         process(context: context)
         updateTimer(context: context)
+    }
+
+    /// A drained shutdown (`ChannelShouldQuiesceEvent`): an idle connection closes now; a busy one
+    /// answers the requests it has read, the last with `Connection: close`, then closes.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
+        draining = true
+        if !busy, current == nil, (pending?.readableBytes ?? 0) == 0, !closing {
+            closing = true
+            timer?.task.cancel()
+            timer = nil
+            context.close(promise: nil)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -413,6 +428,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
     private func write(
         _ reply: HTTPReply, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext, closeWithin: Duration? = nil
     ) {
+        // Draining: this is the last answer unless more requests have arrived behind it.
+        let keepAlive = keepAlive && !(draining && (pending?.readableBytes ?? 0) == 0)
         let bodyBytes = reply.body.readableBytes
         // Small bodies travel in the head's buffer: one write of one buffer.
         let inline = bodyBytes <= 16 << 10

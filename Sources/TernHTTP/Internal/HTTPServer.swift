@@ -76,6 +76,8 @@ final class HTTPServer: Service, Sendable {
 
     /// The listening channel once `bind` has run.
     private let listener = Mutex<(any Channel)?>(nil)
+    /// The open connections, for a drained shutdown.
+    let connections = ChannelSet()
 
     /// Opens the listening socket (once) and returns the bound port; `tern serve` binds every
     /// port before it says "ready", so a port already taken fails the start, named.
@@ -107,6 +109,7 @@ final class HTTPServer: Service, Sendable {
 
     private func bootstrap(responder: any HTTPResponder, maxBodySize: Int, limits: ConnectionLimits) -> ServerBootstrap {
         let tls = self.tls
+        let connections = self.connections
         return ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -114,6 +117,7 @@ final class HTTPServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    connections.insert(channel)
                     try tls?.addHandler(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addHandler(HTTP1Connection(responder: responder, maxBodySize: maxBodySize, limits: limits))
                 }

@@ -72,17 +72,6 @@ struct EnsemblePlan: Sendable {
     var composingModels: [String] { Array(Set(steps.map(\.model))).sorted() }
 }
 
-/// Lets ensemble instances reach the engine that owns them without keeping it alive.
-final class EngineLink: Sendable {
-    private struct Box { weak var server: InferenceServer? }
-    private let box = Mutex(Box())
-
-    var server: InferenceServer? {
-        get { box.withLock { $0.server } }
-        set { box.withLock { $0.server = newValue } }
-    }
-}
-
 /// The engine's own backend for `platform: "ensemble"`: an instance runs the DAG by sending each
 /// step to its composing model through the engine, as soon as the step's inputs exist, so
 /// independent branches run in parallel on their models' instances. Intermediate tensors are

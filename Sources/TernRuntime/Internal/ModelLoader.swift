@@ -221,7 +221,7 @@ struct ModelLoader: Sendable {
         let labels = try Self.readLabels(completed, directory: repository.modelDirectory(name))
         let runner = try ModelVersionRunner(
             name: name, version: version, config: completed, instances: instances, labels: labels,
-            modelDirectory: repository.modelDirectory(name), rateLimiter: rateLimiter)
+            modelDirectory: repository.modelDirectory(name), rateLimiter: rateLimiter, link: link)
         logger.info("model version ready", metadata: [
             "model": .string(name), "version": .stringConvertible(version), "instances": .stringConvertible(instances.count),
         ])

@@ -19,7 +19,8 @@ final class ModelVersionRunner: Sendable {
     private let metrics: InferenceMetrics
     /// Class labels per output name, from `label_filename`.
     private let labels: [String: [String]]
-    /// A model that answers whole requests (`RequestBackend`), and the engine it calls.
+    /// A model that answers whole requests (`RequestBackend`), and the engine: what such a model
+    /// calls, and where requests in progress are counted.
     private let handler: (any RequestHandler)?
     private let link: EngineLink?
 
@@ -94,6 +95,7 @@ final class ModelVersionRunner: Sendable {
     ) {
         let start = ContinuousClock.now
         metrics.pending.increment()
+        link?.requestBegan()
         do throws(TernError) {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
@@ -104,6 +106,7 @@ final class ModelVersionRunner: Sendable {
             }
             let done: BatchScheduler.Completion = { [self] result in
                 metrics.pending.decrement()
+                defer { link?.requestEnded() }
                 do throws(TernError) {
                     completion(.success(try finish(request, batchSize: batchSize, outcome: result.get(), start: start, prepared: preparedAt)))
                 } catch {
@@ -125,6 +128,7 @@ final class ModelVersionRunner: Sendable {
             }
         } catch {
             metrics.pending.decrement()
+            link?.requestEnded()
             recordFailure(error, since: start)
             completion(.failure(error))
         }
@@ -137,6 +141,8 @@ final class ModelVersionRunner: Sendable {
     func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
         guard sequencer == nil, handler == nil else { return nil }
         let start = ContinuousClock.now
+        link?.requestBegan()
+        defer { link?.requestEnded() }
         do throws(TernError) {
             let prepared = try validator.prepare(request)
             let preparedAt = ContinuousClock.now
@@ -233,6 +239,7 @@ final class ModelVersionRunner: Sendable {
         guard let engine = link?.server else { throw .unavailable("model '\(name)': the server is shutting down") }
         handler.handle(request, engine: engine) { [self] result in
             metrics.pending.decrement()
+            defer { link?.requestEnded() }
             switch result {
             case .success(var response):
                 let done = ContinuousClock.now
