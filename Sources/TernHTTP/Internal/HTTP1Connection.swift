@@ -41,14 +41,41 @@ final class HTTP1Connection: ChannelDuplexHandler {
     private var headScanned = 0
     /// Bytes received and not yet parsed.
     private var pending: ByteBuffer?
-    /// The request whose body is being read.
-    private var current: Head?
+    /// The body of the request being read.
     private var body = ByteBuffer()
-    /// A request is being answered off the event loop; parsing waits for its reply.
-    private var busy = false
-    private var closing = false
+    /// Where the connection is in its request cycle; changed only by the transitions below.
+    private var state = State.awaitingHead
     /// The server is shutting down: answer what has arrived, then close.
     private var draining = false
+
+    /// One enum for the connection's progress, as swift-nio's `HTTPServerPipelineHandler` keeps
+    /// it. `pending` (bytes not parsed yet) and `draining` are data beside it, not states.
+    private enum State {
+        /// Waiting for a request head; `pending` may hold its first bytes.
+        case awaitingHead
+        /// A head has arrived; its body is being read.
+        case readingBody(Head)
+        /// A request is being answered off the event loop; the next waits in `pending`.
+        case answering
+        /// Nothing more is read or answered: the connection closes once its last answer is written.
+        case closing
+    }
+
+    private var isClosing: Bool {
+        if case .closing = state { return true }
+        return false
+    }
+
+    private var isAnswering: Bool {
+        if case .answering = state { return true }
+        return false
+    }
+
+    /// The head whose body is being read.
+    private var currentHead: Head? {
+        if case .readingBody(let head) = state { return head }
+        return nil
+    }
 
     private struct Head {
         var method: HTTPMethod
@@ -83,9 +110,9 @@ final class HTTP1Connection: ChannelDuplexHandler {
 
     /// Takes a place in the connection gate, or answers 503 and closes when every place is held.
     private func admit(context: ChannelHandlerContext) {
-        guard !admitted, !closing else { return }
+        guard !admitted, !isClosing else { return }
         guard limits.gate.enter() else {
-            closing = true
+            state = .closing
             var body = ByteBuffer()
             body.writeString("{\"error\":\"the server holds its limit of \(limits.gate.limit) connections; try again later\"}")
             write(HTTPReply(status: .serviceUnavailable, headers: [("Content-Type", "application/json"), ("Retry-After", "1")], body: body),
@@ -111,13 +138,13 @@ final class HTTP1Connection: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        guard !closing else { return }
+        guard !isClosing else { return }
         if pending == nil || pending!.readableBytes == 0 {
             pending = bytes
         } else {
             pending!.writeBuffer(&bytes)
         }
-        if current != nil { timer?.task.cancel(); timer = nil }  // body bytes arrived: the body timeout starts again
+        if currentHead != nil { timer?.task.cancel(); timer = nil }  // body bytes arrived: the body timeout starts again
         process(context: context)
         updateTimer(context: context)
     }
@@ -127,8 +154,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
         draining = true
-        if !busy, current == nil, (pending?.readableBytes ?? 0) == 0, !closing {
-            closing = true
+        if case .awaitingHead = state, (pending?.readableBytes ?? 0) == 0 {
+            state = .closing
             timer?.task.cancel()
             timer = nil
             context.close(promise: nil)
@@ -136,24 +163,24 @@ final class HTTP1Connection: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        closing = true
+        state = .closing
         pending = nil
         release()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        closing = true
+        state = .closing
         context.close(promise: nil)
     }
 
     /// Whether reading must wait: an answer is being computed or cannot be written yet, and
     /// enough of the next requests is buffered already.
     private func paused(_ context: ChannelHandlerContext) -> Bool {
-        guard !closing else { return false }
+        guard !isClosing else { return false }
         let buffered = pending?.readableBytes ?? 0
         if !context.channel.isWritable { return true }
-        return busy && buffered >= limits.maxBufferedRequestBytes
+        return isAnswering && buffered >= limits.maxBufferedRequestBytes
     }
 
     func read(context: ChannelHandlerContext) {
@@ -185,13 +212,13 @@ final class HTTP1Connection: ChannelDuplexHandler {
     /// while a body is read (restarted by each piece) and while answers wait for a client that
     /// does not read them (restarted whenever it reads enough); none while an answer is computed.
     private func updateTimer(context: ChannelHandlerContext) {
-        guard admitted, !closing else { return }
+        guard admitted, !isClosing else { return }
         let wanted: TimerKind?
         if !context.channel.isWritable {
             wanted = .stalled  // the client does not read its answers
-        } else if busy {
+        } else if isAnswering {
             wanted = nil
-        } else if current != nil {
+        } else if currentHead != nil {
             wanted = .body
         } else if let pending, pending.readableBytes > 0 {
             wanted = .head
@@ -217,26 +244,26 @@ final class HTTP1Connection: ChannelDuplexHandler {
     }
 
     private func timedOut(_ kind: TimerKind, context: ChannelHandlerContext) {
-        guard timer?.kind == kind, !closing else { return }
+        guard timer?.kind == kind, !isClosing else { return }
         timer = nil
         switch kind {
         case .idle, .stalled:
-            closing = true
+            state = .closing
             context.close(promise: nil)
         case .head:
             pending = nil
             reject(.requestTimeout, "the request head did not arrive within \(limits.headerTimeout)", version: .http1_1, context: context)
         case .body:
             pending = nil
-            reject(.requestTimeout, "no request body bytes arrived for \(limits.bodyTimeout)", version: current?.version ?? .http1_1, context: context)
+            reject(.requestTimeout, "no request body bytes arrived for \(limits.bodyTimeout)", version: currentHead?.version ?? .http1_1, context: context)
         }
     }
 
     /// Parses and answers as many complete requests as the buffer holds.
     private func process(context: ChannelHandlerContext) {
-        while !busy, !closing, context.channel.isWritable, var buffer = pending, buffer.readableBytes > 0 || current != nil {
+        while !isAnswering, !isClosing, context.channel.isWritable, var buffer = pending, buffer.readableBytes > 0 || currentHead != nil {
             do {
-                if current == nil {
+                if currentHead == nil {
                     if let refusal = Self.foreignProtocol(buffer) {
                         pending = nil
                         return reject(.badRequest, refusal, version: .http1_1, context: context)
@@ -252,21 +279,21 @@ final class HTTP1Connection: ChannelDuplexHandler {
                     if let expect = head.headers.first(name: "Expect"), expect.lowercased() == "100-continue" {
                         context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
                     }
-                    current = head
+                    state = .readingBody(head)
                     body = ByteBuffer()
                 }
                 let complete = try readBody(&buffer)
                 pending = buffer
                 if body.readableBytes > maxBodySize {
                     pending = nil
-                    return reject(.payloadTooLarge, "request body larger than the limit of \(maxBodySize) bytes", version: current!.version, context: context)
+                    return reject(.payloadTooLarge, "request body larger than the limit of \(maxBodySize) bytes", version: currentHead!.version, context: context)
                 }
-                guard complete, let head = current else { return }
-                current = nil
+                guard complete, let head = currentHead else { return }
+                state = .awaitingHead
                 dispatch(head, context: context)
             } catch ParseError.bad(let status, let message) {
                 pending = nil
-                return reject(status, message, version: current?.version ?? .http1_1, context: context)
+                return reject(status, message, version: currentHead?.version ?? .http1_1, context: context)
             } catch {
                 pending = nil
                 return reject(.badRequest, "\(error)", version: .http1_1, context: context)
@@ -293,10 +320,10 @@ final class HTTP1Connection: ChannelDuplexHandler {
         return buffer
     }
 
-    /// Reads body bytes of `current` from `buffer`; true once the body is complete.
+    /// Reads body bytes of the head being read from `buffer`; true once the body is complete.
     private func readBody(_ buffer: inout ByteBuffer) throws -> Bool {
-        guard var head = current else { return true }
-        defer { current = head }
+        guard var head = currentHead else { return true }
+        defer { state = .readingBody(head) }
         if !head.chunked {
             let wanted = head.contentLength - body.readableBytes
             if wanted == 0 { return true }
@@ -381,7 +408,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
         case .now(let reply):
             write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
         case .later, .callback:
-            busy = true
+            state = .answering
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let reply: EventLoopFuture<HTTPReply>
             switch answer {
@@ -396,8 +423,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
             }
             reply.whenSuccess { reply in
                 let (handler, context) = loopBound.value
-                handler.busy = false
-                guard !handler.closing else { return }
+                guard handler.isAnswering else { return }  // closed meanwhile
+                handler.state = .awaitingHead
                 handler.write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
                 handler.process(context: context)
                 handler.resumeReading(context: context)
@@ -418,7 +445,6 @@ final class HTTP1Connection: ChannelDuplexHandler {
             }
         }
         body.writeString("\"}")
-        current = nil
         write(HTTPReply(status: status, headers: [("Content-Type", "application/json")], body: body), keepAlive: false, version: version, context: context)
     }
 
@@ -461,7 +487,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
             written = context.writeAndFlush(wrapOutboundOut(reply.body))
         }
         if !keepAlive {
-            closing = true
+            state = .closing
             pending = nil
             timer?.task.cancel()
             timer = nil
