@@ -148,7 +148,6 @@ private func reportingErrors<T>(_ body: () throws(DeviceError) -> T) throws -> T
     do {
         return try body()
     } catch {
-        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-        throw ExitCode.failure
+        throw CommandFailure(error.description)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import NIOHTTP1
 import TernCore
 import TernGRPC
@@ -12,7 +13,7 @@ struct InferCommand: AsyncParsableCommand {
         abstract: "Send one inference request and print the outputs.",
         discussion: """
             Inputs are NAME=FILE.npy, or NAME=FILE.json holding {"shape": [...], "datatype": "FP32", "data": [...]}.
-            Example: tern infer -m digits_mlp --input X=digit.npy --protocol grpc
+            Example (with `make serve` running): tern infer -m digits_mlp --input X=examples/inputs/digit.json --classification 3
             """)
 
     @Option(name: [.customShort("m"), .customLong("model")]) var model: String
@@ -40,9 +41,16 @@ struct InferCommand: AsyncParsableCommand {
                 tensors.append(try KServeHTTPEncoding.tensor(name: name, dataType: type, shape: shape.map(\.int64Value), json: data))
             }
         }
+        guard classes >= 0 else { throw ValidationError("--classification must be 0 or more") }
+        guard ["grpc", "http", "http-json"].contains(transport) else { throw ValidationError("--protocol must be http, http-json or grpc") }
+        var wanted = outputs
+        if classes > 0, wanted.isEmpty {
+            // Classification is asked per output: without --output, ask it of every output.
+            wanted = try await outputNames()
+        }
         let request = InferenceRequest(
             modelName: model, modelVersion: version, inputs: tensors,
-            outputs: outputs.map { RequestedOutput(name: $0, classificationCount: classes) })
+            outputs: wanted.map { RequestedOutput(name: $0, classificationCount: classes) })
         let response: InferenceResponse
         switch transport {
         case "grpc":
@@ -64,5 +72,20 @@ struct InferCommand: AsyncParsableCommand {
         }
         let json = try JSONSerialization.data(withJSONObject: ["model_name": response.modelName, "model_version": String(response.modelVersion), "outputs": printed], options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: json, as: UTF8.self))
+    }
+
+    /// The model's output names, from its metadata.
+    func outputNames() async throws -> [String] {
+        if transport == "grpc" {
+            return try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.modelOutputs(model) }
+        }
+        let path = "/v2/models/\(model)\(version.map { "/versions/\($0)" } ?? "")"
+        let reply = try await HTTPConnection.with(host: host, port: httpPort) { try await $0.send(.GET, path) }
+        let object = try? JSONSerialization.jsonObject(with: Data(reply.body.readableBytesView)) as? [String: Any]
+        guard reply.status == .ok, let outputs = object?["outputs"] as? [[String: Any]] else {
+            let reason = (object?["error"] as? String) ?? "no metadata for model '\(model)'"
+            throw CommandFailure("\(reason) (HTTP \(reply.status.code))")
+        }
+        return outputs.compactMap { $0["name"] as? String }
     }
 }

@@ -27,8 +27,7 @@ struct ModelCommand: AsyncParsableCommand {
             guard (200..<300).contains(response.status.code) else {
                 let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
                     ?? String(decoding: data, as: UTF8.self)
-                FileHandle.standardError.write(Data("error: \(message) (HTTP \(response.status.code))\n".utf8))
-                throw ExitCode.failure
+                throw CommandFailure("\(message) (HTTP \(response.status.code))")
             }
             return data
         }

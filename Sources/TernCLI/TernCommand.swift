@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TernRuntime
 
 /// `tern`: the command-line entry point; each subcommand lives in its own file.
@@ -11,6 +12,40 @@ public struct TernCommand: AsyncParsableCommand {
 
     public init() {}
 
-    /// Parses the process arguments and runs the chosen subcommand.
-    public static func start() async { await main() }
+    /// Parses the process arguments and runs the chosen subcommand; a failure is printed as one
+    /// `Error:` line (see `CommandErrors`) with a non-zero status.
+    public static func start() async {
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as ValidationError {
+            // A usage error found while running: point at the subcommand's own help, not tern's.
+            FileHandle.standardError.write(Data("Error: \(error.message)\n  See '\(commandPath()) --help' for more information.\n".utf8))
+            Foundation.exit(exitCode(for: error).rawValue)
+        } catch {
+            exit(withError: CommandErrors.friendly(error))
+        }
+    }
+
+    /// `tern model promote` for `tern model promote x --version 3`: the subcommands named by the
+    /// process arguments.
+    static func commandPath() -> String {
+        var path = [configuration.commandName ?? "tern"]
+        var level: [any ParsableCommand.Type] = configuration.subcommands
+        for argument in CommandLine.arguments.dropFirst() {
+            guard let next = level.first(where: { $0.configuration.commandName == argument }) else { break }
+            path.append(argument)
+            level = next.configuration.subcommands
+        }
+        return path.joined(separator: " ")
+    }
 }

@@ -25,6 +25,36 @@ def test_tern_infer_prints_the_outputs(server, tmp_path):
         assert result["outputs"][0]["data"] == [int(v) for v in y[:3]]
 
 
+def test_the_shipped_sample_input_and_classification_without_output(server):
+    """`tern infer --help`'s own example works with the shipped input; `--classification` without
+    `--output` classifies every output instead of being ignored."""
+    sample = os.path.join(ROOT, "examples", "inputs", "digit.json")
+    help_text = subprocess.run([BINARY, "infer", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "examples/inputs/digit.json" in help_text
+    for protocol, port in (("http", ["--http-port", str(server.http_port)]), ("grpc", ["--grpc-port", str(server.grpc_port)])):
+        out = subprocess.run([BINARY, "infer", "-m", "digits_mlp", "--input", f"X={sample}", "--classification", "2",
+                              "--protocol", protocol, *port], capture_output=True, text=True, check=True).stdout
+        outputs = {o["name"]: o for o in json.loads(out)["outputs"]}
+        assert set(outputs) == {"label", "probabilities"}
+        top = outputs["probabilities"]
+        assert top["datatype"] == "BYTES" and top["shape"] == [1, 2], top
+        assert top["data"][0].endswith(":0:0") or top["data"][0].split(":")[1] == "0", top  # the sample is a zero
+
+
+def test_cli_errors_are_one_clear_line(server):
+    """A refused connection names the address and asks whether a server runs there; a usage error
+    found while running points at the subcommand's help; every message starts with `Error:`."""
+    for args in (["infer", "-m", "x", "--http-port", "1"], ["infer", "-m", "x", "--protocol", "grpc", "--grpc-port", "1"],
+                 ["model", "status", "--http-port", "1"], ["perf", "-m", "x", "--http-port", "1"]):
+        out = subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0
+        assert out.stderr.strip().splitlines()[-1] == "Error: cannot connect to 127.0.0.1:1 (Connection refused) — is `tern serve` running there?", out.stderr
+    out = subprocess.run([BINARY, "infer", "-m", "x", "--protocol", "smoke-signals"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 64 and "See 'tern infer --help'" in out.stderr and out.stderr.startswith("Error: "), out.stderr
+    out = subprocess.run([BINARY, "model", "status", "nope", "--http-port", str(server.http_port)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and "(HTTP 404)" in out.stderr, out.stderr
+
+
 def test_tern_perf_measures_every_protocol(server, tmp_path):
     csv = tmp_path / "perf.csv"
     out = subprocess.run([BINARY, "perf", "-m", "add_sub", "--model-repository", server.repo, "--host", "127.0.0.1",
