@@ -296,8 +296,11 @@ public final class ExperimentManager: Service, Sendable {
         store.addEvent(spec.name, kind: "canary_step", detail: "\(candidate) weight \(String(format: "%g", weight)) → \(String(format: "%g", next))")
     }
 
-    /// Evaluates once a second until shutdown; then writes the buffered records.
+    /// Starts the record writer and the shadow thread, evaluates once a second until shutdown,
+    /// then writes the buffered records.
     public func run() async throws {
+        recorder.start()
+        shadows.start()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
             await evaluate()

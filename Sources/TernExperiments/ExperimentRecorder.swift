@@ -6,7 +6,7 @@ import Synchronization
 import TernCore
 
 /// Takes experiment records on the request path and writes them to the store in batches on its
-/// own thread. The buffer is bounded: when the store falls behind and it is full, records are
+/// own thread (started by `start`, never by the initializer). The buffer is bounded: when the store falls behind and it is full, records are
 /// dropped and counted (`tern_ab_records_dropped_total`) — requests are never slowed. A crash
 /// loses at most what the buffer held (at most `flushInterval` worth of records).
 ///
@@ -28,6 +28,7 @@ public final class ExperimentRecorder: Sendable {
     private let observer = Mutex<(@Sendable (_ experiment: String, _ records: ArraySlice<ExperimentRecord>) -> Void)?>(nil)
     private let wake = DispatchSemaphore(value: 0)
     private let stopping = Atomic(false)
+    private let started = Atomic(false)
     private let finished = DispatchSemaphore(value: 0)
     private let droppedCount = Atomic(0)
     private let logger: Logger
@@ -41,6 +42,12 @@ public final class ExperimentRecorder: Sendable {
         self.logger = logger
         shards = (0..<Self.shardCount).map { _ in Shard() }
         dropped = Counter(label: "tern_ab_records_dropped_total")
+    }
+
+    /// Starts the writer thread (once; `ExperimentManager.run` does). Until then, and without it,
+    /// records wait for `flush` or `shutdown`.
+    public func start() {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
         let thread = Thread { [self] in run() }
         thread.name = "tern-ab-recorder"
         thread.start()
@@ -104,9 +111,10 @@ public final class ExperimentRecorder: Sendable {
         }
     }
 
-    /// Writes what is left and stops the writer thread.
+    /// Writes what is left and stops the writer thread (if it was started).
     public func shutdown() {
         guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        guard started.load(ordering: .relaxed) else { return flush() }
         wake.signal()
         finished.wait()
     }

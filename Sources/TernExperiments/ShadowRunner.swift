@@ -32,6 +32,7 @@ final class ShadowRunner: Sendable {
     private let ready = DispatchSemaphore(value: 0)
     private let dropped = Counter(label: "tern_ab_shadow_dropped_total")
     private let stopping = Atomic(false)
+    private let started = Atomic(false)
     private let wakeUps = Atomic(0)
 
     init(engine: InferenceServer, capacity: Int = 1024, pollInterval: Duration = .milliseconds(1), idleAfter: Duration = .milliseconds(200)) {
@@ -39,6 +40,11 @@ final class ShadowRunner: Sendable {
         self.capacity = max(capacity, 1)
         self.pollInterval = pollInterval
         self.idleAfter = idleAfter
+    }
+
+    /// Starts the shadow thread (once; `ExperimentManager.run` does). Copies queued before wait.
+    func start() {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
         let thread = Thread { [self] in run() }
         thread.name = "tern-ab-shadow"
         thread.start()

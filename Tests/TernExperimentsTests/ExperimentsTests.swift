@@ -445,6 +445,7 @@ extension StoreTests {
     @Test func aSteadyStreamRunsWithoutWakeUpsAndAnIdleThreadIsWokenOnce() async throws {
         let engine = try await TestEnvironment.startedServer(repository: try TestEnvironment.repository(with: ["add_sub"]))
         let runner = ShadowRunner(engine: engine, pollInterval: .milliseconds(1), idleAfter: .milliseconds(100))
+        runner.start()
         defer { runner.stop() }
         let a = Tensor(name: "INPUT0", shape: [1, 16], values: [Float](repeating: 1, count: 16))
         var b = a
