@@ -2,8 +2,9 @@
 // Tern: an edge inference server that speaks Triton's KServe v2 protocol over HTTP and gRPC and runs
 // models with ONNX Runtime. The target layout and dependency direction follow shared/DESIGN.md:
 // tern → TernCLI → {TernHTTP, TernGRPC (both on TernTLS), TernMetrics, TernONNXRuntime, TernDevice, TernStore, TernHybrid,
-// TernExperiments} → TernRuntime → TernCore. TernHybrid also uses the frontends' clients (HTTP encoding,
-// the gRPC connection) for remote models.
+// TernExperiments} → {TernRuntime, TernClient} → TernCore. TernClient is the KServe v2 client (HTTP/1.1 and gRPC) with
+// the protocol's generated messages; the gRPC frontend imports it for those messages, no pattern imports a frontend.
+// See docs/architecture.md.
 // TernHTTP serves on SwiftNIO directly (see Sources/TernHTTP/Internal/HTTPServer.swift for why).
 import PackageDescription
 
@@ -29,6 +30,7 @@ let package = Package(
         .library(name: "TernExperiments", targets: ["TernExperiments"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
         .library(name: "TernTLS", targets: ["TernTLS"]),
+        .library(name: "TernClient", targets: ["TernClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
@@ -89,17 +91,33 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
-            name: "TernHybrid",
+            name: "TernClient",
             dependencies: [
-                "TernRuntime", "TernHTTP", "TernGRPC",
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Logging", package: "swift-log"),
+                "TernCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernHybrid",
+            dependencies: [
+                "TernRuntime", "TernClient",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ],
             swiftSettings: strict
@@ -137,7 +155,7 @@ let package = Package(
         .target(
             name: "TernHTTP",
             dependencies: [
-                "TernRuntime", "TernTLS",
+                "TernRuntime", "TernTLS", "TernClient",
                 "TernMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -151,10 +169,7 @@ let package = Package(
         .target(
             name: "TernGRPC",
             dependencies: [
-                "TernRuntime", "TernTLS",
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
-                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                "TernRuntime", "TernTLS", "TernClient",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -169,7 +184,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernTLS", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernTLS", "TernClient", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -184,7 +199,7 @@ let package = Package(
         .target(
             name: "TernTesting",
             dependencies: [
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernClient",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -195,14 +210,18 @@ let package = Package(
         .testTarget(
             name: "TernHTTPTests",
             dependencies: [
-                "TernHTTP", "TernTesting", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                "TernHTTP", "TernClient", "TernTesting", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .testTarget(
             name: "TernGRPCTests",
-            dependencies: ["TernGRPC", "TernTesting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: [
+                "TernGRPC", "TernClient", "TernTesting", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: strict),
+        .testTarget(name: "TernClientTests", dependencies: ["TernClient"], swiftSettings: strict),
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
         .testTarget(name: "TernHybridTests", dependencies: ["TernHybrid", "TernRuntime"], swiftSettings: strict),
         .testTarget(name: "TernStoreTests", dependencies: ["TernStore"], swiftSettings: strict),

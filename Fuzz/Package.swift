@@ -7,9 +7,9 @@ import PackageDescription
 let fuzzTargets: [(String, [Target.Dependency])] = [
     ("FuzzHTTPRequest", [.product(name: "TernHTTP", package: "tern"), .product(name: "TernRuntime", package: "tern"),
                          .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio")]),
-    ("FuzzInferJSON", [.product(name: "TernHTTP", package: "tern"), .product(name: "TernRuntime", package: "tern"),
+    ("FuzzInferJSON", [.product(name: "TernHTTP", package: "tern"), .product(name: "TernClient", package: "tern"), .product(name: "TernRuntime", package: "tern"),
                        .product(name: "TernCore", package: "tern"), .product(name: "NIOCore", package: "swift-nio")]),
-    ("FuzzGRPCInfer", [.product(name: "TernGRPC", package: "tern"), .product(name: "TernRuntime", package: "tern"),
+    ("FuzzGRPCInfer", [.product(name: "TernGRPC", package: "tern"), .product(name: "TernClient", package: "tern"), .product(name: "TernRuntime", package: "tern"),
                        .product(name: "TernCore", package: "tern")]),
     ("FuzzModelConfig", [.product(name: "TernCore", package: "tern")]),
     ("FuzzNumpy", [.product(name: "TernCore", package: "tern")]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the Swift code for Protos/*.proto and writes it under Sources/*/Generated/ (messages,
-# and the gRPC client used by `tern infer`/`tern perf`; the servers are Tern's own, on SwiftNIO HTTP/2).
+# Regenerates the Swift code for Protos/*.proto and writes it under Sources/*/Generated/: the model
+# config messages (TernCore), the KServe messages and gRPC client stubs (TernClient; the messages are
+# `package`, so the gRPC frontend, Tern's own server on SwiftNIO HTTP/2, uses the same ones).
 # The generated files are committed, so a normal build never runs this: run it after editing a
 # .proto. It needs Debian's `protoc` and builds the two protoc plugins from the pinned packages in
 # Tools/ (a few minutes the first time).
@@ -24,7 +25,7 @@ mapping {
 MAP
 
 core_out=Sources/TernCore/Generated
-grpc_out=Sources/TernGRPC/Generated
+grpc_out=Sources/TernClient/Generated
 cli_out=Sources/TernCLI/Generated
 mkdir -p "$core_out" "$grpc_out" "$cli_out"
 
@@ -36,7 +37,7 @@ protoc -I Protos \
 protoc -I Protos \
   --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
   --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" \
-  --swift_out="$grpc_out" --swift_opt=Visibility=Internal,ProtoPathModuleMappings="$mapping" \
+  --swift_out="$grpc_out" --swift_opt=Visibility=Package,ProtoPathModuleMappings="$mapping" \
   --grpc-swift-2_out="$grpc_out" \
   --grpc-swift-2_opt=Visibility=Internal,Server=false,Client=true,ProtoPathModuleMappings="$mapping" \
   grpc_service.proto

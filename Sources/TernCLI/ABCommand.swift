@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NIOHTTP1
+import TernClient
 import TernExperiments
 
 /// `tern ab`: A/B experiments, shadows and canaries on a running server.

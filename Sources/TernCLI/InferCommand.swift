@@ -3,8 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TernCore
-import TernGRPC
-import TernHTTP
+import TernClient
 
 /// `tern infer`: sends one request over HTTP or gRPC and prints the outputs as JSON.
 struct InferCommand: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import NIOHTTP1
+import TernClient
 import TernRuntime
 
 /// `tern model`: a running server's model lifecycle — load, unload, hot-swap (promote) with

@@ -7,6 +7,7 @@ import NIOFoundationCompat
 import NIOHTTP1
 import Synchronization
 import TernCore
+import TernClient
 import TernGRPC
 import TernHTTP
 import TernONNXRuntime

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import TernClient
 import TernCore
 import TernRuntime
 import TernTLS
@@ -8,7 +9,7 @@ import TernTLS
 /// Builds the gRPC server Tern serves: `inference.GRPCInferenceService` on SwiftNIO's HTTP/2.
 public enum GRPCFrontend {
     /// Default limit on one request message: large enough for a batch of camera frames.
-    public static let defaultMaxMessageSize = 256 << 20
+    public static let defaultMaxMessageSize = KServeGRPCClient.defaultMaxMessageSize
 
     /// `tls` serves gRPC over TLS (ALPN h2; mutual when its files say so). `limits` bound connections, streams and idle time; `access` names the restricted API groups
     /// and their keys (Triton's `--grpc-restricted-protocol`). Metadata keys whose whole name matches `headerForwardPattern` (a regular expression, as

@@ -3,6 +3,7 @@ import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
 import SwiftProtobuf
+import TernClient
 import TernCore
 import TernRuntime
 

@@ -8,8 +8,7 @@ import NIOHTTP1
 import NIOSSL
 import Synchronization
 import TernCore
-import TernGRPC
-import TernHTTP
+import TernClient
 
 /// A model served by a remote KServe v2 server (another Tern, or any Triton). config.pbtxt names
 /// it with `backend: "remote"` and parameters:
@@ -223,14 +222,14 @@ final class RemoteInstance: ModelInstance {
 /// instances call it from their own threads.
 final class RemoteKServeClient: Sendable {
     let settings: RemoteSettings
-    private let http: RemoteHTTPTransport?
+    private let http: KServeHTTPTransport?
     private let grpc: KServeGRPCConnection?
 
     init(settings: RemoteSettings) throws(TernError) {
         self.settings = settings
         switch settings.transport {
         case .http:
-            http = try RemoteHTTPTransport(host: settings.host, port: settings.port, timeout: settings.timeout, headers: settings.headers, tls: try settings.nioTLS())
+            http = try KServeHTTPTransport(host: settings.host, port: settings.port, timeout: settings.timeout, headers: settings.headers, tls: try settings.nioTLS())
             grpc = nil
         case .grpc:
             http = nil
@@ -244,7 +243,7 @@ final class RemoteKServeClient: Sendable {
 
     /// The remote model's inputs and outputs, from its metadata.
     func signature() throws(TernError) -> ModelSignature {
-        try withRetries { () throws(RemoteAttemptFailure) in
+        try withRetries { () throws(KServeAttemptFailure) in
             if let grpc {
                 let settings = self.settings
                 return try Self.waiting { () async throws(TernError) in
@@ -260,7 +259,7 @@ final class RemoteKServeClient: Sendable {
     func infer(_ request: InferenceRequest) throws(TernError) -> InferenceResponse {
         if let grpc {
             let timeout = settings.timeout
-            return try withRetries { () throws(RemoteAttemptFailure) in
+            return try withRetries { () throws(KServeAttemptFailure) in
                 try Self.waiting { () async throws(TernError) in try await grpc.infer(request, timeout: timeout) }
             }
         }
@@ -274,7 +273,7 @@ final class RemoteKServeClient: Sendable {
         }
         var extra = [("Content-Type", "application/octet-stream")]
         if let headerLength { extra.append(("Inference-Header-Content-Length", String(headerLength))) }
-        let reply = try withRetries { () throws(RemoteAttemptFailure) in
+        let reply = try withRetries { () throws(KServeAttemptFailure) in
             let reply = try http!.exchange(method: .POST, path: settings.modelPath + "/infer", body: body, extraHeaders: extra)
             try check(reply)
             return reply
@@ -290,16 +289,16 @@ final class RemoteKServeClient: Sendable {
     }
 
     /// Refuses a non-200 answer with the error it stands for; a 503 may be retried.
-    private func check(_ reply: RemoteHTTPReply) throws(RemoteAttemptFailure) {
+    private func check(_ reply: KServeHTTPReply) throws(KServeAttemptFailure) {
         guard reply.status != 200 else { return }
-        throw RemoteAttemptFailure(
+        throw KServeAttemptFailure(
             error: Self.error(status: reply.status, body: Data(reply.body.readableBytesView), model: settings.model),
             retryable: reply.status == 503)
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries are spent (waiting
     /// `backoff`, doubled each time). A kept-alive connection found closed is replaced at once.
-    private func withRetries<T>(_ attempt: () throws(RemoteAttemptFailure) -> T) throws(TernError) -> T {
+    private func withRetries<T>(_ attempt: () throws(KServeAttemptFailure) -> T) throws(TernError) -> T {
         var retries = 0
         var stale = 0
         var delay = settings.backoff
@@ -321,7 +320,7 @@ final class RemoteKServeClient: Sendable {
 
     /// Waits on this (model instance) thread for an async call; gRPC errors that say the remote
     /// could not answer may be retried.
-    private static func waiting<T: Sendable>(_ call: @escaping @Sendable () async throws(TernError) -> T) throws(RemoteAttemptFailure) -> T {
+    private static func waiting<T: Sendable>(_ call: @escaping @Sendable () async throws(TernError) -> T) throws(KServeAttemptFailure) -> T {
         let outcome = Mutex<Result<T, TernError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
@@ -337,19 +336,19 @@ final class RemoteKServeClient: Sendable {
         done.wait()
         switch outcome.withLock({ $0 })! {
         case .success(let value): return value
-        case .failure(let error): throw RemoteAttemptFailure(error: error, retryable: error.code == .unavailable)
+        case .failure(let error): throw KServeAttemptFailure(error: error, retryable: error.code == .unavailable)
         }
     }
 
-    static func signature(json: Data, model: String) throws(RemoteAttemptFailure) -> ModelSignature {
+    static func signature(json: Data, model: String) throws(KServeAttemptFailure) -> ModelSignature {
         guard let object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else {
-            throw RemoteAttemptFailure(error: .unavailable("remote model '\(model)': unreadable metadata"), retryable: false)
+            throw KServeAttemptFailure(error: .unavailable("remote model '\(model)': unreadable metadata"), retryable: false)
         }
-        func specs(_ key: String) throws(RemoteAttemptFailure) -> [TensorSpec] {
-            try ((object[key] as? [[String: Any]]) ?? []).map { entry throws(RemoteAttemptFailure) in
+        func specs(_ key: String) throws(KServeAttemptFailure) -> [TensorSpec] {
+            try ((object[key] as? [[String: Any]]) ?? []).map { entry throws(KServeAttemptFailure) in
                 guard let name = entry["name"] as? String, let type = (entry["datatype"] as? String).flatMap(DataType.init(protocolName:)),
                     let shape = entry["shape"] as? [NSNumber]
-                else { throw RemoteAttemptFailure(error: .unavailable("remote model '\(model)': malformed metadata entry \(entry)"), retryable: false) }
+                else { throw KServeAttemptFailure(error: .unavailable("remote model '\(model)': malformed metadata entry \(entry)"), retryable: false) }
                 return TensorSpec(name: name, dataType: type, shape: shape.map(\.int64Value))
             }
         }

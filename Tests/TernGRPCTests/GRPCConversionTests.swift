@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TernClient
 import TernCore
 @testable import TernGRPC
 

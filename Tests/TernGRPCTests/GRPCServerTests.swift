@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TernClient
 import TernCore
 import NIOCore
 import SwiftProtobuf

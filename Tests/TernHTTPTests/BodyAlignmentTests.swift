@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Testing
+import TernClient
 import TernCore
 import TernHTTP
 import TernRuntime

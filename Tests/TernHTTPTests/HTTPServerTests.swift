@@ -6,40 +6,19 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Testing
+import TernClient
 import TernCore
 import TernHTTP
 import TernTesting
 
 /// The HTTP frontend on a real socket (port 0), with raw HTTP/1.1 requests.
 @Suite struct HTTPServerTests {
-    /// Sends one request and returns status and body.
+    /// Sends one request (with TernClient's connection) and returns status, body and headers.
     func send(_ port: Int, _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: ByteBuffer? = nil) async throws -> (HTTPResponseStatus, ByteBuffer, HTTPHeaders) {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port) { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
-            }
+        let response = try await HTTPConnection.with(host: "127.0.0.1", port: port) { exchange in
+            try await exchange.send(method, path, headers: headers, body: body)
         }
-        return try await channel.executeThenClose { inbound, outbound in
-            var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-            head.headers.add(name: "Host", value: "localhost")
-            head.headers.add(name: "Content-Length", value: String(body?.readableBytes ?? 0))
-            for (name, value) in headers { head.headers.add(name: name, value: value) }
-            try await outbound.write(.head(head))
-            if let body { try await outbound.write(.body(.byteBuffer(body))) }
-            try await outbound.write(.end(nil))
-            var status = HTTPResponseStatus.imATeapot
-            var headers = HTTPHeaders()
-            var collected = ByteBuffer()
-            for try await part in inbound {
-                switch part {
-                case .head(let head): status = head.status; headers = head.headers
-                case .body(var chunk): collected.writeBuffer(&chunk)
-                case .end: return (status, collected, headers)
-                }
-            }
-            return (status, collected, headers)
-        }
+        return (response.status, response.body, response.headers)
     }
 
     @Test func servesTheKServeRoutes() async throws {

@@ -1,6 +1,7 @@
 import FuzzDriver
 import Foundation
 import TernCore
+@testable import TernClient
 @testable import TernGRPC
 import TernRuntime
 

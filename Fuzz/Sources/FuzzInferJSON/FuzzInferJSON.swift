@@ -1,6 +1,7 @@
 import FuzzDriver
 import NIOCore
 import TernCore
+@testable import TernClient
 @testable import TernHTTP
 import TernRuntime
 

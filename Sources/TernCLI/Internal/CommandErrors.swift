@@ -4,7 +4,7 @@ import GRPCCore
 import NIOCore
 import NIOPosix
 import TernCore
-import TernHTTP
+import TernClient
 
 /// A command's failure, printed as `Error: <description>` with exit status 1.
 struct CommandFailure: Error, CustomStringConvertible {

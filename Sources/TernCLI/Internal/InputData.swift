@@ -1,6 +1,6 @@
 import Foundation
 import TernCore
-import TernHTTP
+import TernClient
 
 /// Request inputs for `tern perf`: random or zero data of the model's shapes, or tensors read from
 /// a JSON file `{"INPUT": {"shape": [...], "data": [...]}}` or a `.npy` file per input.

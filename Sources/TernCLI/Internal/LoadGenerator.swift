@@ -1,4 +1,4 @@
-import TernHTTP
+import TernClient
 import Foundation
 import Histogram
 import Synchronization

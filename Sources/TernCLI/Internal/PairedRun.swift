@@ -1,6 +1,6 @@
 import Foundation
 import Histogram
-import TernHTTP
+import TernClient
 import Synchronization
 
 /// Served calls and direct ONNX Runtime calls in alternating short slices, in one process, so

@@ -1,4 +1,5 @@
 import Foundation
+import TernClient
 import TernCore
 import TernRuntime
 
@@ -115,7 +116,7 @@ enum GRPCConversions {
         message.modelName = response.modelName
         message.modelVersion = String(response.modelVersion)
         message.id = response.id
-        if !response.parameters.isEmpty { message.parameters = protocolParameters(response.parameters) }
+        if !response.parameters.isEmpty { message.parameters = KServeGRPCCodec.protocolParameters(response.parameters) }
         message.outputs = response.outputs.map { tensor in
             var output = Inference_ModelInferResponse.InferOutputTensor()
             output.name = tensor.name

@@ -2,6 +2,7 @@ import Foundation
 import NIOHPACK
 import NIOCore
 import SwiftProtobuf
+import TernClient
 import TernCore
 import TernRuntime
 

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOFoundationCompat
+import TernClient
 import TernCore
 import TernRuntime
 
@@ -251,13 +252,6 @@ enum InferHTTPCodec {
         json.endArray()
     }
 
-    static func jsonBytes(_ object: Any) throws(TernError) -> Data {
-        do {
-            return try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])
-        } catch {
-            throw .internalError("cannot encode the response as JSON: \(error)")
-        }
-    }
 }
 
 /// Where each output goes: into a shared-memory region the request names, else as binary data

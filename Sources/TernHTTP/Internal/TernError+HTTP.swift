@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import TernClient
 import TernCore
 
 extension TernError.Code {
@@ -30,7 +31,7 @@ extension HTTPReply {
     }
 
     static func json(_ object: Any, status: HTTPResponseStatus = .ok) throws(TernError) -> HTTPReply {
-        HTTPReply(status: status, headers: [("Content-Type", "application/json")], body: ByteBuffer(data: try InferHTTPCodec.jsonBytes(object)))
+        HTTPReply(status: status, headers: [("Content-Type", "application/json")], body: ByteBuffer(data: try JSONTensorCodec.jsonBytes(object)))
     }
 
     static func empty(_ status: HTTPResponseStatus) -> HTTPReply { HTTPReply(status: status) }

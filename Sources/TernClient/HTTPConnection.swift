@@ -4,15 +4,15 @@ import NIOPosix
 
 /// One keep-alive HTTP/1.1 connection for Tern's own clients (`tern infer`, `tern perf`): a request
 /// is written and its response read before the next, with no pooling or redirects in the way.
-struct HTTPConnection {
-    struct Response {
-        var status: HTTPResponseStatus
-        var headers: HTTPHeaders
-        var body: ByteBuffer
+package struct HTTPConnection {
+    package struct Response {
+        package var status: HTTPResponseStatus
+        package var headers: HTTPHeaders
+        package var body: ByteBuffer
     }
 
     /// Opens a connection and runs `body` with it; the connection is closed afterwards.
-    static func with<T: Sendable>(
+    package static func with<T: Sendable>(
         host: String, port: Int, _ body: (inout Exchange) async throws -> T
     ) async throws -> T {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -30,12 +30,12 @@ struct HTTPConnection {
     }
 
     /// Sends requests and reads their responses on one connection.
-    struct Exchange {
+    package struct Exchange {
         let host: String
         var inbound: NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator
         let outbound: NIOAsyncChannelOutboundWriter<HTTPClientRequestPart>
 
-        mutating func send(
+        package mutating func send(
             _ method: HTTPMethod, _ path: String, headers extra: [(String, String)] = [], body: ByteBuffer? = nil
         ) async throws -> Response {
             var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
@@ -58,7 +58,7 @@ struct HTTPConnection {
     }
 }
 
-enum HTTPConnectionError: Error, CustomStringConvertible {
+package enum HTTPConnectionError: Error, CustomStringConvertible {
     case closed
-    var description: String { "the server closed the connection" }
+    package var description: String { "the server closed the connection" }
 }

@@ -39,12 +39,12 @@ public final class KServeGRPCConnection: Sendable {
     public func close() { client.beginGracefulShutdown() }
 
     private func options(_ timeout: Duration?) -> CallOptions {
-        KServeGRPCClient.options(GRPCFrontend.defaultMaxMessageSize, timeout: timeout)
+        KServeGRPCClient.options(KServeGRPCClient.defaultMaxMessageSize, timeout: timeout)
     }
 
     /// One inference; tensors travel as raw contents.
     public func infer(_ request: InferenceRequest, timeout: Duration?) async throws(TernError) -> InferenceResponse {
-        let message = GRPCConversions.message(request)
+        let message = KServeGRPCCodec.message(request)
         let reply: Inference_ModelInferResponse
         do {
             reply = try await service.modelInfer(message, metadata: metadata, options: options(timeout))
@@ -52,7 +52,7 @@ public final class KServeGRPCConnection: Sendable {
             throw Self.ternError(error, model: request.modelName)
         }
         do {
-            return try GRPCConversions.response(reply)
+            return try KServeGRPCCodec.response(reply)
         } catch {
             throw .unavailable("remote model '\(request.modelName)': unreadable response: \(error)")
         }

@@ -34,161 +34,161 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-nonisolated struct Inference_ServerLiveRequest: Sendable {
+package nonisolated struct Inference_ServerLiveRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ServerLiveResponse: Sendable {
+package nonisolated struct Inference_ServerLiveResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var live: Bool = false
+  package var live: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ServerReadyRequest: Sendable {
+package nonisolated struct Inference_ServerReadyRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ServerReadyResponse: Sendable {
+package nonisolated struct Inference_ServerReadyResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var ready: Bool = false
+  package var ready: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelReadyRequest: Sendable {
+package nonisolated struct Inference_ModelReadyRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var version: String = String()
+  package var version: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelReadyResponse: Sendable {
+package nonisolated struct Inference_ModelReadyResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var ready: Bool = false
+  package var ready: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ServerMetadataRequest: Sendable {
+package nonisolated struct Inference_ServerMetadataRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ServerMetadataResponse: Sendable {
+package nonisolated struct Inference_ServerMetadataResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var version: String = String()
+  package var version: String = String()
 
-  var extensions: [String] = []
+  package var extensions: [String] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelMetadataRequest: Sendable {
+package nonisolated struct Inference_ModelMetadataRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var version: String = String()
+  package var version: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelMetadataResponse: Sendable {
+package nonisolated struct Inference_ModelMetadataResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var versions: [String] = []
+  package var versions: [String] = []
 
-  var platform: String = String()
+  package var platform: String = String()
 
-  var inputs: [Inference_ModelMetadataResponse.TensorMetadata] = []
+  package var inputs: [Inference_ModelMetadataResponse.TensorMetadata] = []
 
-  var outputs: [Inference_ModelMetadataResponse.TensorMetadata] = []
+  package var outputs: [Inference_ModelMetadataResponse.TensorMetadata] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated struct TensorMetadata: Sendable {
+  package nonisolated struct TensorMetadata: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    var name: String = String()
+    package var name: String = String()
 
-    var datatype: String = String()
+    package var datatype: String = String()
 
-    var shape: [Int64] = []
+    package var shape: [Int64] = []
 
-    var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    init() {}
+    package init() {}
   }
 
-  init() {}
+  package init() {}
 }
 
 /// A request or tensor parameter: exactly one of the values is set.
-nonisolated struct Inference_InferParameter: Sendable {
+package nonisolated struct Inference_InferParameter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var parameterChoice: Inference_InferParameter.OneOf_ParameterChoice? = nil
+  package var parameterChoice: Inference_InferParameter.OneOf_ParameterChoice? = nil
 
-  var boolParam: Bool {
+  package var boolParam: Bool {
     get {
       if case .boolParam(let v)? = parameterChoice {return v}
       return false
@@ -196,7 +196,7 @@ nonisolated struct Inference_InferParameter: Sendable {
     set {parameterChoice = .boolParam(newValue)}
   }
 
-  var int64Param: Int64 {
+  package var int64Param: Int64 {
     get {
       if case .int64Param(let v)? = parameterChoice {return v}
       return 0
@@ -204,7 +204,7 @@ nonisolated struct Inference_InferParameter: Sendable {
     set {parameterChoice = .int64Param(newValue)}
   }
 
-  var stringParam: String {
+  package var stringParam: String {
     get {
       if case .stringParam(let v)? = parameterChoice {return v}
       return String()
@@ -212,7 +212,7 @@ nonisolated struct Inference_InferParameter: Sendable {
     set {parameterChoice = .stringParam(newValue)}
   }
 
-  var doubleParam: Double {
+  package var doubleParam: Double {
     get {
       if case .doubleParam(let v)? = parameterChoice {return v}
       return 0
@@ -220,7 +220,7 @@ nonisolated struct Inference_InferParameter: Sendable {
     set {parameterChoice = .doubleParam(newValue)}
   }
 
-  var uint64Param: UInt64 {
+  package var uint64Param: UInt64 {
     get {
       if case .uint64Param(let v)? = parameterChoice {return v}
       return 0
@@ -228,9 +228,9 @@ nonisolated struct Inference_InferParameter: Sendable {
     set {parameterChoice = .uint64Param(newValue)}
   }
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated enum OneOf_ParameterChoice: Equatable, Sendable {
+  package nonisolated enum OneOf_ParameterChoice: Equatable, Sendable {
     case boolParam(Bool)
     case int64Param(Int64)
     case stringParam(String)
@@ -239,321 +239,321 @@ nonisolated struct Inference_InferParameter: Sendable {
 
   }
 
-  init() {}
+  package init() {}
 }
 
 /// Tensor data as typed repeated fields; the alternative to raw_input_contents.
-nonisolated struct Inference_InferTensorContents: Sendable {
+package nonisolated struct Inference_InferTensorContents: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var boolContents: [Bool] = []
+  package var boolContents: [Bool] = []
 
-  var intContents: [Int32] = []
+  package var intContents: [Int32] = []
 
-  var int64Contents: [Int64] = []
+  package var int64Contents: [Int64] = []
 
-  var uintContents: [UInt32] = []
+  package var uintContents: [UInt32] = []
 
-  var uint64Contents: [UInt64] = []
+  package var uint64Contents: [UInt64] = []
 
-  var fp32Contents: [Float] = []
+  package var fp32Contents: [Float] = []
 
-  var fp64Contents: [Double] = []
+  package var fp64Contents: [Double] = []
 
-  var bytesContents: [Data] = []
+  package var bytesContents: [Data] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelInferRequest: Sendable {
+package nonisolated struct Inference_ModelInferRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var modelName: String = String()
+  package var modelName: String = String()
 
-  var modelVersion: String = String()
+  package var modelVersion: String = String()
 
-  var id: String = String()
+  package var id: String = String()
 
-  var parameters: Dictionary<String,Inference_InferParameter> = [:]
+  package var parameters: Dictionary<String,Inference_InferParameter> = [:]
 
-  var inputs: [Inference_ModelInferRequest.InferInputTensor] = []
+  package var inputs: [Inference_ModelInferRequest.InferInputTensor] = []
 
-  var outputs: [Inference_ModelInferRequest.InferRequestedOutputTensor] = []
+  package var outputs: [Inference_ModelInferRequest.InferRequestedOutputTensor] = []
 
-  var rawInputContents: [Data] = []
+  package var rawInputContents: [Data] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated struct InferInputTensor: Sendable {
+  package nonisolated struct InferInputTensor: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    var name: String = String()
+    package var name: String = String()
 
-    var datatype: String = String()
+    package var datatype: String = String()
 
-    var shape: [Int64] = []
+    package var shape: [Int64] = []
 
-    var parameters: Dictionary<String,Inference_InferParameter> = [:]
+    package var parameters: Dictionary<String,Inference_InferParameter> = [:]
 
-    var contents: Inference_InferTensorContents {
+    package var contents: Inference_InferTensorContents {
       get {_contents ?? Inference_InferTensorContents()}
       set {_contents = newValue}
     }
     /// Returns true if `contents` has been explicitly set.
-    var hasContents: Bool {self._contents != nil}
+    package var hasContents: Bool {self._contents != nil}
     /// Clears the value of `contents`. Subsequent reads from it will return its default value.
-    mutating func clearContents() {self._contents = nil}
+    package mutating func clearContents() {self._contents = nil}
 
-    var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    init() {}
+    package init() {}
 
     fileprivate var _contents: Inference_InferTensorContents? = nil
   }
 
-  nonisolated struct InferRequestedOutputTensor: Sendable {
+  package nonisolated struct InferRequestedOutputTensor: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    var name: String = String()
+    package var name: String = String()
 
-    var parameters: Dictionary<String,Inference_InferParameter> = [:]
+    package var parameters: Dictionary<String,Inference_InferParameter> = [:]
 
-    var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    init() {}
+    package init() {}
   }
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelInferResponse: Sendable {
+package nonisolated struct Inference_ModelInferResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var modelName: String = String()
+  package var modelName: String = String()
 
-  var modelVersion: String = String()
+  package var modelVersion: String = String()
 
-  var id: String = String()
+  package var id: String = String()
 
-  var parameters: Dictionary<String,Inference_InferParameter> = [:]
+  package var parameters: Dictionary<String,Inference_InferParameter> = [:]
 
-  var outputs: [Inference_ModelInferResponse.InferOutputTensor] = []
+  package var outputs: [Inference_ModelInferResponse.InferOutputTensor] = []
 
-  var rawOutputContents: [Data] = []
+  package var rawOutputContents: [Data] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated struct InferOutputTensor: Sendable {
+  package nonisolated struct InferOutputTensor: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    var name: String = String()
+    package var name: String = String()
 
-    var datatype: String = String()
+    package var datatype: String = String()
 
-    var shape: [Int64] = []
+    package var shape: [Int64] = []
 
-    var parameters: Dictionary<String,Inference_InferParameter> = [:]
+    package var parameters: Dictionary<String,Inference_InferParameter> = [:]
 
-    var contents: Inference_InferTensorContents {
+    package var contents: Inference_InferTensorContents {
       get {_contents ?? Inference_InferTensorContents()}
       set {_contents = newValue}
     }
     /// Returns true if `contents` has been explicitly set.
-    var hasContents: Bool {self._contents != nil}
+    package var hasContents: Bool {self._contents != nil}
     /// Clears the value of `contents`. Subsequent reads from it will return its default value.
-    mutating func clearContents() {self._contents = nil}
+    package mutating func clearContents() {self._contents = nil}
 
-    var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    init() {}
+    package init() {}
 
     fileprivate var _contents: Inference_InferTensorContents? = nil
   }
 
-  init() {}
+  package init() {}
 }
 
 /// One message of the bidirectional stream: a response, or the error that ended its request.
-nonisolated struct Inference_ModelStreamInferResponse: Sendable {
+package nonisolated struct Inference_ModelStreamInferResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var errorMessage: String = String()
+  package var errorMessage: String = String()
 
-  var inferResponse: Inference_ModelInferResponse {
+  package var inferResponse: Inference_ModelInferResponse {
     get {_inferResponse ?? Inference_ModelInferResponse()}
     set {_inferResponse = newValue}
   }
   /// Returns true if `inferResponse` has been explicitly set.
-  var hasInferResponse: Bool {self._inferResponse != nil}
+  package var hasInferResponse: Bool {self._inferResponse != nil}
   /// Clears the value of `inferResponse`. Subsequent reads from it will return its default value.
-  mutating func clearInferResponse() {self._inferResponse = nil}
+  package mutating func clearInferResponse() {self._inferResponse = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 
   fileprivate var _inferResponse: Inference_ModelInferResponse? = nil
 }
 
-nonisolated struct Inference_ModelConfigRequest: Sendable {
+package nonisolated struct Inference_ModelConfigRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var version: String = String()
+  package var version: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelConfigResponse: Sendable {
+package nonisolated struct Inference_ModelConfigResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var config: TernCore.Inference_ModelConfig {
+  package var config: TernCore.Inference_ModelConfig {
     get {_config ?? TernCore.Inference_ModelConfig()}
     set {_config = newValue}
   }
   /// Returns true if `config` has been explicitly set.
-  var hasConfig: Bool {self._config != nil}
+  package var hasConfig: Bool {self._config != nil}
   /// Clears the value of `config`. Subsequent reads from it will return its default value.
-  mutating func clearConfig() {self._config = nil}
+  package mutating func clearConfig() {self._config = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 
   fileprivate var _config: TernCore.Inference_ModelConfig? = nil
 }
 
-nonisolated struct Inference_ModelStatisticsRequest: Sendable {
+package nonisolated struct Inference_ModelStatisticsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var version: String = String()
+  package var version: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_StatisticDuration: Sendable {
+package nonisolated struct Inference_StatisticDuration: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var count: UInt64 = 0
+  package var count: UInt64 = 0
 
-  var ns: UInt64 = 0
+  package var ns: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_InferStatistics: Sendable {
+package nonisolated struct Inference_InferStatistics: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var success: Inference_StatisticDuration {
+  package var success: Inference_StatisticDuration {
     get {_success ?? Inference_StatisticDuration()}
     set {_success = newValue}
   }
   /// Returns true if `success` has been explicitly set.
-  var hasSuccess: Bool {self._success != nil}
+  package var hasSuccess: Bool {self._success != nil}
   /// Clears the value of `success`. Subsequent reads from it will return its default value.
-  mutating func clearSuccess() {self._success = nil}
+  package mutating func clearSuccess() {self._success = nil}
 
-  var fail: Inference_StatisticDuration {
+  package var fail: Inference_StatisticDuration {
     get {_fail ?? Inference_StatisticDuration()}
     set {_fail = newValue}
   }
   /// Returns true if `fail` has been explicitly set.
-  var hasFail: Bool {self._fail != nil}
+  package var hasFail: Bool {self._fail != nil}
   /// Clears the value of `fail`. Subsequent reads from it will return its default value.
-  mutating func clearFail() {self._fail = nil}
+  package mutating func clearFail() {self._fail = nil}
 
-  var queue: Inference_StatisticDuration {
+  package var queue: Inference_StatisticDuration {
     get {_queue ?? Inference_StatisticDuration()}
     set {_queue = newValue}
   }
   /// Returns true if `queue` has been explicitly set.
-  var hasQueue: Bool {self._queue != nil}
+  package var hasQueue: Bool {self._queue != nil}
   /// Clears the value of `queue`. Subsequent reads from it will return its default value.
-  mutating func clearQueue() {self._queue = nil}
+  package mutating func clearQueue() {self._queue = nil}
 
-  var computeInput: Inference_StatisticDuration {
+  package var computeInput: Inference_StatisticDuration {
     get {_computeInput ?? Inference_StatisticDuration()}
     set {_computeInput = newValue}
   }
   /// Returns true if `computeInput` has been explicitly set.
-  var hasComputeInput: Bool {self._computeInput != nil}
+  package var hasComputeInput: Bool {self._computeInput != nil}
   /// Clears the value of `computeInput`. Subsequent reads from it will return its default value.
-  mutating func clearComputeInput() {self._computeInput = nil}
+  package mutating func clearComputeInput() {self._computeInput = nil}
 
-  var computeInfer: Inference_StatisticDuration {
+  package var computeInfer: Inference_StatisticDuration {
     get {_computeInfer ?? Inference_StatisticDuration()}
     set {_computeInfer = newValue}
   }
   /// Returns true if `computeInfer` has been explicitly set.
-  var hasComputeInfer: Bool {self._computeInfer != nil}
+  package var hasComputeInfer: Bool {self._computeInfer != nil}
   /// Clears the value of `computeInfer`. Subsequent reads from it will return its default value.
-  mutating func clearComputeInfer() {self._computeInfer = nil}
+  package mutating func clearComputeInfer() {self._computeInfer = nil}
 
-  var computeOutput: Inference_StatisticDuration {
+  package var computeOutput: Inference_StatisticDuration {
     get {_computeOutput ?? Inference_StatisticDuration()}
     set {_computeOutput = newValue}
   }
   /// Returns true if `computeOutput` has been explicitly set.
-  var hasComputeOutput: Bool {self._computeOutput != nil}
+  package var hasComputeOutput: Bool {self._computeOutput != nil}
   /// Clears the value of `computeOutput`. Subsequent reads from it will return its default value.
-  mutating func clearComputeOutput() {self._computeOutput = nil}
+  package mutating func clearComputeOutput() {self._computeOutput = nil}
 
-  var cacheHit: Inference_StatisticDuration {
+  package var cacheHit: Inference_StatisticDuration {
     get {_cacheHit ?? Inference_StatisticDuration()}
     set {_cacheHit = newValue}
   }
   /// Returns true if `cacheHit` has been explicitly set.
-  var hasCacheHit: Bool {self._cacheHit != nil}
+  package var hasCacheHit: Bool {self._cacheHit != nil}
   /// Clears the value of `cacheHit`. Subsequent reads from it will return its default value.
-  mutating func clearCacheHit() {self._cacheHit = nil}
+  package mutating func clearCacheHit() {self._cacheHit = nil}
 
-  var cacheMiss: Inference_StatisticDuration {
+  package var cacheMiss: Inference_StatisticDuration {
     get {_cacheMiss ?? Inference_StatisticDuration()}
     set {_cacheMiss = newValue}
   }
   /// Returns true if `cacheMiss` has been explicitly set.
-  var hasCacheMiss: Bool {self._cacheMiss != nil}
+  package var hasCacheMiss: Bool {self._cacheMiss != nil}
   /// Clears the value of `cacheMiss`. Subsequent reads from it will return its default value.
-  mutating func clearCacheMiss() {self._cacheMiss = nil}
+  package mutating func clearCacheMiss() {self._cacheMiss = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 
   fileprivate var _success: Inference_StatisticDuration? = nil
   fileprivate var _fail: Inference_StatisticDuration? = nil
@@ -565,68 +565,68 @@ nonisolated struct Inference_InferStatistics: Sendable {
   fileprivate var _cacheMiss: Inference_StatisticDuration? = nil
 }
 
-nonisolated struct Inference_InferResponseStatistics: Sendable {
+package nonisolated struct Inference_InferResponseStatistics: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var computeInfer: Inference_StatisticDuration {
+  package var computeInfer: Inference_StatisticDuration {
     get {_computeInfer ?? Inference_StatisticDuration()}
     set {_computeInfer = newValue}
   }
   /// Returns true if `computeInfer` has been explicitly set.
-  var hasComputeInfer: Bool {self._computeInfer != nil}
+  package var hasComputeInfer: Bool {self._computeInfer != nil}
   /// Clears the value of `computeInfer`. Subsequent reads from it will return its default value.
-  mutating func clearComputeInfer() {self._computeInfer = nil}
+  package mutating func clearComputeInfer() {self._computeInfer = nil}
 
-  var computeOutput: Inference_StatisticDuration {
+  package var computeOutput: Inference_StatisticDuration {
     get {_computeOutput ?? Inference_StatisticDuration()}
     set {_computeOutput = newValue}
   }
   /// Returns true if `computeOutput` has been explicitly set.
-  var hasComputeOutput: Bool {self._computeOutput != nil}
+  package var hasComputeOutput: Bool {self._computeOutput != nil}
   /// Clears the value of `computeOutput`. Subsequent reads from it will return its default value.
-  mutating func clearComputeOutput() {self._computeOutput = nil}
+  package mutating func clearComputeOutput() {self._computeOutput = nil}
 
-  var success: Inference_StatisticDuration {
+  package var success: Inference_StatisticDuration {
     get {_success ?? Inference_StatisticDuration()}
     set {_success = newValue}
   }
   /// Returns true if `success` has been explicitly set.
-  var hasSuccess: Bool {self._success != nil}
+  package var hasSuccess: Bool {self._success != nil}
   /// Clears the value of `success`. Subsequent reads from it will return its default value.
-  mutating func clearSuccess() {self._success = nil}
+  package mutating func clearSuccess() {self._success = nil}
 
-  var fail: Inference_StatisticDuration {
+  package var fail: Inference_StatisticDuration {
     get {_fail ?? Inference_StatisticDuration()}
     set {_fail = newValue}
   }
   /// Returns true if `fail` has been explicitly set.
-  var hasFail: Bool {self._fail != nil}
+  package var hasFail: Bool {self._fail != nil}
   /// Clears the value of `fail`. Subsequent reads from it will return its default value.
-  mutating func clearFail() {self._fail = nil}
+  package mutating func clearFail() {self._fail = nil}
 
-  var emptyResponse: Inference_StatisticDuration {
+  package var emptyResponse: Inference_StatisticDuration {
     get {_emptyResponse ?? Inference_StatisticDuration()}
     set {_emptyResponse = newValue}
   }
   /// Returns true if `emptyResponse` has been explicitly set.
-  var hasEmptyResponse: Bool {self._emptyResponse != nil}
+  package var hasEmptyResponse: Bool {self._emptyResponse != nil}
   /// Clears the value of `emptyResponse`. Subsequent reads from it will return its default value.
-  mutating func clearEmptyResponse() {self._emptyResponse = nil}
+  package mutating func clearEmptyResponse() {self._emptyResponse = nil}
 
-  var cancel: Inference_StatisticDuration {
+  package var cancel: Inference_StatisticDuration {
     get {_cancel ?? Inference_StatisticDuration()}
     set {_cancel = newValue}
   }
   /// Returns true if `cancel` has been explicitly set.
-  var hasCancel: Bool {self._cancel != nil}
+  package var hasCancel: Bool {self._cancel != nil}
   /// Clears the value of `cancel`. Subsequent reads from it will return its default value.
-  mutating func clearCancel() {self._cancel = nil}
+  package mutating func clearCancel() {self._cancel = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 
   fileprivate var _computeInfer: Inference_StatisticDuration? = nil
   fileprivate var _computeOutput: Inference_StatisticDuration? = nil
@@ -636,146 +636,146 @@ nonisolated struct Inference_InferResponseStatistics: Sendable {
   fileprivate var _cancel: Inference_StatisticDuration? = nil
 }
 
-nonisolated struct Inference_InferBatchStatistics: Sendable {
+package nonisolated struct Inference_InferBatchStatistics: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var batchSize: UInt64 = 0
+  package var batchSize: UInt64 = 0
 
-  var computeInput: Inference_StatisticDuration {
+  package var computeInput: Inference_StatisticDuration {
     get {_computeInput ?? Inference_StatisticDuration()}
     set {_computeInput = newValue}
   }
   /// Returns true if `computeInput` has been explicitly set.
-  var hasComputeInput: Bool {self._computeInput != nil}
+  package var hasComputeInput: Bool {self._computeInput != nil}
   /// Clears the value of `computeInput`. Subsequent reads from it will return its default value.
-  mutating func clearComputeInput() {self._computeInput = nil}
+  package mutating func clearComputeInput() {self._computeInput = nil}
 
-  var computeInfer: Inference_StatisticDuration {
+  package var computeInfer: Inference_StatisticDuration {
     get {_computeInfer ?? Inference_StatisticDuration()}
     set {_computeInfer = newValue}
   }
   /// Returns true if `computeInfer` has been explicitly set.
-  var hasComputeInfer: Bool {self._computeInfer != nil}
+  package var hasComputeInfer: Bool {self._computeInfer != nil}
   /// Clears the value of `computeInfer`. Subsequent reads from it will return its default value.
-  mutating func clearComputeInfer() {self._computeInfer = nil}
+  package mutating func clearComputeInfer() {self._computeInfer = nil}
 
-  var computeOutput: Inference_StatisticDuration {
+  package var computeOutput: Inference_StatisticDuration {
     get {_computeOutput ?? Inference_StatisticDuration()}
     set {_computeOutput = newValue}
   }
   /// Returns true if `computeOutput` has been explicitly set.
-  var hasComputeOutput: Bool {self._computeOutput != nil}
+  package var hasComputeOutput: Bool {self._computeOutput != nil}
   /// Clears the value of `computeOutput`. Subsequent reads from it will return its default value.
-  mutating func clearComputeOutput() {self._computeOutput = nil}
+  package mutating func clearComputeOutput() {self._computeOutput = nil}
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 
   fileprivate var _computeInput: Inference_StatisticDuration? = nil
   fileprivate var _computeInfer: Inference_StatisticDuration? = nil
   fileprivate var _computeOutput: Inference_StatisticDuration? = nil
 }
 
-nonisolated struct Inference_MemoryUsage: Sendable {
+package nonisolated struct Inference_MemoryUsage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var type: String = String()
+  package var type: String = String()
 
-  var id: Int64 = 0
+  package var id: Int64 = 0
 
-  var byteSize: UInt64 = 0
+  package var byteSize: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelStatistics: @unchecked Sendable {
+package nonisolated struct Inference_ModelStatistics: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String {
+  package var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
   }
 
-  var version: String {
+  package var version: String {
     get {_storage._version}
     set {_uniqueStorage()._version = newValue}
   }
 
-  var lastInference: UInt64 {
+  package var lastInference: UInt64 {
     get {_storage._lastInference}
     set {_uniqueStorage()._lastInference = newValue}
   }
 
-  var inferenceCount: UInt64 {
+  package var inferenceCount: UInt64 {
     get {_storage._inferenceCount}
     set {_uniqueStorage()._inferenceCount = newValue}
   }
 
-  var executionCount: UInt64 {
+  package var executionCount: UInt64 {
     get {_storage._executionCount}
     set {_uniqueStorage()._executionCount = newValue}
   }
 
-  var inferenceStats: Inference_InferStatistics {
+  package var inferenceStats: Inference_InferStatistics {
     get {_storage._inferenceStats ?? Inference_InferStatistics()}
     set {_uniqueStorage()._inferenceStats = newValue}
   }
   /// Returns true if `inferenceStats` has been explicitly set.
-  var hasInferenceStats: Bool {_storage._inferenceStats != nil}
+  package var hasInferenceStats: Bool {_storage._inferenceStats != nil}
   /// Clears the value of `inferenceStats`. Subsequent reads from it will return its default value.
-  mutating func clearInferenceStats() {_uniqueStorage()._inferenceStats = nil}
+  package mutating func clearInferenceStats() {_uniqueStorage()._inferenceStats = nil}
 
-  var batchStats: [Inference_InferBatchStatistics] {
+  package var batchStats: [Inference_InferBatchStatistics] {
     get {_storage._batchStats}
     set {_uniqueStorage()._batchStats = newValue}
   }
 
-  var memoryUsage: [Inference_MemoryUsage] {
+  package var memoryUsage: [Inference_MemoryUsage] {
     get {_storage._memoryUsage}
     set {_uniqueStorage()._memoryUsage = newValue}
   }
 
-  var responseStats: Dictionary<String,Inference_InferResponseStatistics> {
+  package var responseStats: Dictionary<String,Inference_InferResponseStatistics> {
     get {_storage._responseStats}
     set {_uniqueStorage()._responseStats = newValue}
   }
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-nonisolated struct Inference_ModelStatisticsResponse: Sendable {
+package nonisolated struct Inference_ModelStatisticsResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var modelStats: [Inference_ModelStatistics] = []
+  package var modelStats: [Inference_ModelStatistics] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_ModelRepositoryParameter: Sendable {
+package nonisolated struct Inference_ModelRepositoryParameter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var parameterChoice: Inference_ModelRepositoryParameter.OneOf_ParameterChoice? = nil
+  package var parameterChoice: Inference_ModelRepositoryParameter.OneOf_ParameterChoice? = nil
 
-  var boolParam: Bool {
+  package var boolParam: Bool {
     get {
       if case .boolParam(let v)? = parameterChoice {return v}
       return false
@@ -783,7 +783,7 @@ nonisolated struct Inference_ModelRepositoryParameter: Sendable {
     set {parameterChoice = .boolParam(newValue)}
   }
 
-  var int64Param: Int64 {
+  package var int64Param: Int64 {
     get {
       if case .int64Param(let v)? = parameterChoice {return v}
       return 0
@@ -791,7 +791,7 @@ nonisolated struct Inference_ModelRepositoryParameter: Sendable {
     set {parameterChoice = .int64Param(newValue)}
   }
 
-  var stringParam: String {
+  package var stringParam: String {
     get {
       if case .stringParam(let v)? = parameterChoice {return v}
       return String()
@@ -799,7 +799,7 @@ nonisolated struct Inference_ModelRepositoryParameter: Sendable {
     set {parameterChoice = .stringParam(newValue)}
   }
 
-  var bytesParam: Data {
+  package var bytesParam: Data {
     get {
       if case .bytesParam(let v)? = parameterChoice {return v}
       return Data()
@@ -807,9 +807,9 @@ nonisolated struct Inference_ModelRepositoryParameter: Sendable {
     set {parameterChoice = .bytesParam(newValue)}
   }
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated enum OneOf_ParameterChoice: Equatable, Sendable {
+  package nonisolated enum OneOf_ParameterChoice: Equatable, Sendable {
     case boolParam(Bool)
     case int64Param(Int64)
     case stringParam(String)
@@ -817,289 +817,289 @@ nonisolated struct Inference_ModelRepositoryParameter: Sendable {
 
   }
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_RepositoryIndexRequest: Sendable {
+package nonisolated struct Inference_RepositoryIndexRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var repositoryName: String = String()
+  package var repositoryName: String = String()
 
-  var ready: Bool = false
+  package var ready: Bool = false
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_RepositoryIndexResponse: Sendable {
+package nonisolated struct Inference_RepositoryIndexResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var models: [Inference_RepositoryIndexResponse.ModelIndex] = []
+  package var models: [Inference_RepositoryIndexResponse.ModelIndex] = []
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated struct ModelIndex: Sendable {
+  package nonisolated struct ModelIndex: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    var name: String = String()
+    package var name: String = String()
 
-    var version: String = String()
+    package var version: String = String()
 
-    var state: String = String()
+    package var state: String = String()
 
-    var reason: String = String()
+    package var reason: String = String()
 
-    var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    init() {}
+    package init() {}
   }
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_RepositoryModelLoadRequest: Sendable {
+package nonisolated struct Inference_RepositoryModelLoadRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var repositoryName: String = String()
+  package var repositoryName: String = String()
 
-  var modelName: String = String()
+  package var modelName: String = String()
 
-  var parameters: Dictionary<String,Inference_ModelRepositoryParameter> = [:]
+  package var parameters: Dictionary<String,Inference_ModelRepositoryParameter> = [:]
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_RepositoryModelLoadResponse: Sendable {
+package nonisolated struct Inference_RepositoryModelLoadResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_RepositoryModelUnloadRequest: Sendable {
+package nonisolated struct Inference_RepositoryModelUnloadRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var repositoryName: String = String()
+  package var repositoryName: String = String()
 
-  var modelName: String = String()
+  package var modelName: String = String()
 
-  var parameters: Dictionary<String,Inference_ModelRepositoryParameter> = [:]
+  package var parameters: Dictionary<String,Inference_ModelRepositoryParameter> = [:]
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_RepositoryModelUnloadResponse: Sendable {
+package nonisolated struct Inference_RepositoryModelUnloadResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
 /// System shared memory: a POSIX shared-memory object (shm_open key) the client registers under a
 /// name, then names in a tensor's parameters instead of sending its bytes.
-nonisolated struct Inference_SystemSharedMemoryStatusRequest: Sendable {
+package nonisolated struct Inference_SystemSharedMemoryStatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Empty asks for every registered region.
-  var name: String = String()
+  package var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_SystemSharedMemoryStatusResponse: Sendable {
+package nonisolated struct Inference_SystemSharedMemoryStatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var regions: Dictionary<String,Inference_SystemSharedMemoryStatusResponse.RegionStatus> = [:]
+  package var regions: Dictionary<String,Inference_SystemSharedMemoryStatusResponse.RegionStatus> = [:]
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated struct RegionStatus: Sendable {
+  package nonisolated struct RegionStatus: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    var name: String = String()
+    package var name: String = String()
 
-    var key: String = String()
+    package var key: String = String()
 
-    var offset: UInt64 = 0
+    package var offset: UInt64 = 0
 
-    var byteSize: UInt64 = 0
+    package var byteSize: UInt64 = 0
 
-    var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    init() {}
+    package init() {}
   }
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_SystemSharedMemoryRegisterRequest: Sendable {
+package nonisolated struct Inference_SystemSharedMemoryRegisterRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var key: String = String()
+  package var key: String = String()
 
-  var offset: UInt64 = 0
+  package var offset: UInt64 = 0
 
-  var byteSize: UInt64 = 0
+  package var byteSize: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_SystemSharedMemoryRegisterResponse: Sendable {
+package nonisolated struct Inference_SystemSharedMemoryRegisterResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_SystemSharedMemoryUnregisterRequest: Sendable {
+package nonisolated struct Inference_SystemSharedMemoryUnregisterRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Empty unregisters every region.
-  var name: String = String()
+  package var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_SystemSharedMemoryUnregisterResponse: Sendable {
+package nonisolated struct Inference_SystemSharedMemoryUnregisterResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_CudaSharedMemoryStatusRequest: Sendable {
+package nonisolated struct Inference_CudaSharedMemoryStatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_CudaSharedMemoryStatusResponse: Sendable {
+package nonisolated struct Inference_CudaSharedMemoryStatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var regions: Dictionary<String,Inference_CudaSharedMemoryStatusResponse.RegionStatus> = [:]
+  package var regions: Dictionary<String,Inference_CudaSharedMemoryStatusResponse.RegionStatus> = [:]
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  nonisolated struct RegionStatus: Sendable {
+  package nonisolated struct RegionStatus: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
-    var name: String = String()
+    package var name: String = String()
 
-    var deviceID: UInt64 = 0
+    package var deviceID: UInt64 = 0
 
-    var byteSize: UInt64 = 0
+    package var byteSize: UInt64 = 0
 
-    var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    init() {}
+    package init() {}
   }
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_CudaSharedMemoryRegisterRequest: Sendable {
+package nonisolated struct Inference_CudaSharedMemoryRegisterRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var rawHandle: Data = Data()
+  package var rawHandle: Data = Data()
 
-  var deviceID: Int64 = 0
+  package var deviceID: Int64 = 0
 
-  var byteSize: UInt64 = 0
+  package var byteSize: UInt64 = 0
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_CudaSharedMemoryRegisterResponse: Sendable {
+package nonisolated struct Inference_CudaSharedMemoryRegisterResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_CudaSharedMemoryUnregisterRequest: Sendable {
+package nonisolated struct Inference_CudaSharedMemoryUnregisterRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var name: String = String()
+  package var name: String = String()
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
-nonisolated struct Inference_CudaSharedMemoryUnregisterResponse: Sendable {
+package nonisolated struct Inference_CudaSharedMemoryUnregisterResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  init() {}
+  package init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -1107,29 +1107,29 @@ nonisolated struct Inference_CudaSharedMemoryUnregisterResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "inference"
 
 nonisolated extension Inference_ServerLiveRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ServerLiveRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".ServerLiveRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ServerLiveRequest, rhs: Inference_ServerLiveRequest) -> Bool {
+  package static func ==(lhs: Inference_ServerLiveRequest, rhs: Inference_ServerLiveRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_ServerLiveResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ServerLiveResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}live\0")
+  package static let protoMessageName: String = _protobuf_package + ".ServerLiveResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}live\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1141,14 +1141,14 @@ nonisolated extension Inference_ServerLiveResponse: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.live != false {
       try visitor.visitSingularBoolField(value: self.live, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ServerLiveResponse, rhs: Inference_ServerLiveResponse) -> Bool {
+  package static func ==(lhs: Inference_ServerLiveResponse, rhs: Inference_ServerLiveResponse) -> Bool {
     if lhs.live != rhs.live {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1156,29 +1156,29 @@ nonisolated extension Inference_ServerLiveResponse: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Inference_ServerReadyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ServerReadyRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".ServerReadyRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ServerReadyRequest, rhs: Inference_ServerReadyRequest) -> Bool {
+  package static func ==(lhs: Inference_ServerReadyRequest, rhs: Inference_ServerReadyRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_ServerReadyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ServerReadyResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ready\0")
+  package static let protoMessageName: String = _protobuf_package + ".ServerReadyResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ready\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1190,14 +1190,14 @@ nonisolated extension Inference_ServerReadyResponse: SwiftProtobuf.Message, Swif
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.ready != false {
       try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ServerReadyResponse, rhs: Inference_ServerReadyResponse) -> Bool {
+  package static func ==(lhs: Inference_ServerReadyResponse, rhs: Inference_ServerReadyResponse) -> Bool {
     if lhs.ready != rhs.ready {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1205,10 +1205,10 @@ nonisolated extension Inference_ServerReadyResponse: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Inference_ModelReadyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelReadyRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelReadyRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1221,7 +1221,7 @@ nonisolated extension Inference_ModelReadyRequest: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1231,7 +1231,7 @@ nonisolated extension Inference_ModelReadyRequest: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelReadyRequest, rhs: Inference_ModelReadyRequest) -> Bool {
+  package static func ==(lhs: Inference_ModelReadyRequest, rhs: Inference_ModelReadyRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1240,10 +1240,10 @@ nonisolated extension Inference_ModelReadyRequest: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Inference_ModelReadyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelReadyResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ready\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelReadyResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ready\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1255,14 +1255,14 @@ nonisolated extension Inference_ModelReadyResponse: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.ready != false {
       try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelReadyResponse, rhs: Inference_ModelReadyResponse) -> Bool {
+  package static func ==(lhs: Inference_ModelReadyResponse, rhs: Inference_ModelReadyResponse) -> Bool {
     if lhs.ready != rhs.ready {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1270,29 +1270,29 @@ nonisolated extension Inference_ModelReadyResponse: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Inference_ServerMetadataRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ServerMetadataRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".ServerMetadataRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ServerMetadataRequest, rhs: Inference_ServerMetadataRequest) -> Bool {
+  package static func ==(lhs: Inference_ServerMetadataRequest, rhs: Inference_ServerMetadataRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_ServerMetadataResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ServerMetadataResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}extensions\0")
+  package static let protoMessageName: String = _protobuf_package + ".ServerMetadataResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}extensions\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1306,7 +1306,7 @@ nonisolated extension Inference_ServerMetadataResponse: SwiftProtobuf.Message, S
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1319,7 +1319,7 @@ nonisolated extension Inference_ServerMetadataResponse: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ServerMetadataResponse, rhs: Inference_ServerMetadataResponse) -> Bool {
+  package static func ==(lhs: Inference_ServerMetadataResponse, rhs: Inference_ServerMetadataResponse) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
     if lhs.extensions != rhs.extensions {return false}
@@ -1329,10 +1329,10 @@ nonisolated extension Inference_ServerMetadataResponse: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Inference_ModelMetadataRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelMetadataRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelMetadataRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1345,7 +1345,7 @@ nonisolated extension Inference_ModelMetadataRequest: SwiftProtobuf.Message, Swi
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1355,7 +1355,7 @@ nonisolated extension Inference_ModelMetadataRequest: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelMetadataRequest, rhs: Inference_ModelMetadataRequest) -> Bool {
+  package static func ==(lhs: Inference_ModelMetadataRequest, rhs: Inference_ModelMetadataRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1364,10 +1364,10 @@ nonisolated extension Inference_ModelMetadataRequest: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Inference_ModelMetadataResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelMetadataResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}versions\0\u{1}platform\0\u{1}inputs\0\u{1}outputs\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelMetadataResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}versions\0\u{1}platform\0\u{1}inputs\0\u{1}outputs\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1383,7 +1383,7 @@ nonisolated extension Inference_ModelMetadataResponse: SwiftProtobuf.Message, Sw
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1402,7 +1402,7 @@ nonisolated extension Inference_ModelMetadataResponse: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelMetadataResponse, rhs: Inference_ModelMetadataResponse) -> Bool {
+  package static func ==(lhs: Inference_ModelMetadataResponse, rhs: Inference_ModelMetadataResponse) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.versions != rhs.versions {return false}
     if lhs.platform != rhs.platform {return false}
@@ -1414,10 +1414,10 @@ nonisolated extension Inference_ModelMetadataResponse: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Inference_ModelMetadataResponse.TensorMetadata: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = Inference_ModelMetadataResponse.protoMessageName + ".TensorMetadata"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}datatype\0\u{1}shape\0")
+  package static let protoMessageName: String = Inference_ModelMetadataResponse.protoMessageName + ".TensorMetadata"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}datatype\0\u{1}shape\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1431,7 +1431,7 @@ nonisolated extension Inference_ModelMetadataResponse.TensorMetadata: SwiftProto
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1444,7 +1444,7 @@ nonisolated extension Inference_ModelMetadataResponse.TensorMetadata: SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelMetadataResponse.TensorMetadata, rhs: Inference_ModelMetadataResponse.TensorMetadata) -> Bool {
+  package static func ==(lhs: Inference_ModelMetadataResponse.TensorMetadata, rhs: Inference_ModelMetadataResponse.TensorMetadata) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.datatype != rhs.datatype {return false}
     if lhs.shape != rhs.shape {return false}
@@ -1454,10 +1454,10 @@ nonisolated extension Inference_ModelMetadataResponse.TensorMetadata: SwiftProto
 }
 
 nonisolated extension Inference_InferParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".InferParameter"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bool_param\0\u{3}int64_param\0\u{3}string_param\0\u{3}double_param\0\u{3}uint64_param\0")
+  package static let protoMessageName: String = _protobuf_package + ".InferParameter"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bool_param\0\u{3}int64_param\0\u{3}string_param\0\u{3}double_param\0\u{3}uint64_param\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1508,7 +1508,7 @@ nonisolated extension Inference_InferParameter: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1539,7 +1539,7 @@ nonisolated extension Inference_InferParameter: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_InferParameter, rhs: Inference_InferParameter) -> Bool {
+  package static func ==(lhs: Inference_InferParameter, rhs: Inference_InferParameter) -> Bool {
     if lhs.parameterChoice != rhs.parameterChoice {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1547,10 +1547,10 @@ nonisolated extension Inference_InferParameter: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Inference_InferTensorContents: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".InferTensorContents"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bool_contents\0\u{3}int_contents\0\u{3}int64_contents\0\u{3}uint_contents\0\u{3}uint64_contents\0\u{3}fp32_contents\0\u{3}fp64_contents\0\u{3}bytes_contents\0")
+  package static let protoMessageName: String = _protobuf_package + ".InferTensorContents"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bool_contents\0\u{3}int_contents\0\u{3}int64_contents\0\u{3}uint_contents\0\u{3}uint64_contents\0\u{3}fp32_contents\0\u{3}fp64_contents\0\u{3}bytes_contents\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1569,7 +1569,7 @@ nonisolated extension Inference_InferTensorContents: SwiftProtobuf.Message, Swif
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.boolContents.isEmpty {
       try visitor.visitPackedBoolField(value: self.boolContents, fieldNumber: 1)
     }
@@ -1597,7 +1597,7 @@ nonisolated extension Inference_InferTensorContents: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_InferTensorContents, rhs: Inference_InferTensorContents) -> Bool {
+  package static func ==(lhs: Inference_InferTensorContents, rhs: Inference_InferTensorContents) -> Bool {
     if lhs.boolContents != rhs.boolContents {return false}
     if lhs.intContents != rhs.intContents {return false}
     if lhs.int64Contents != rhs.int64Contents {return false}
@@ -1612,10 +1612,10 @@ nonisolated extension Inference_InferTensorContents: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Inference_ModelInferRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelInferRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{3}model_version\0\u{1}id\0\u{1}parameters\0\u{1}inputs\0\u{1}outputs\0\u{3}raw_input_contents\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelInferRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{3}model_version\0\u{1}id\0\u{1}parameters\0\u{1}inputs\0\u{1}outputs\0\u{3}raw_input_contents\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1633,7 +1633,7 @@ nonisolated extension Inference_ModelInferRequest: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.modelName.isEmpty {
       try visitor.visitSingularStringField(value: self.modelName, fieldNumber: 1)
     }
@@ -1658,7 +1658,7 @@ nonisolated extension Inference_ModelInferRequest: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelInferRequest, rhs: Inference_ModelInferRequest) -> Bool {
+  package static func ==(lhs: Inference_ModelInferRequest, rhs: Inference_ModelInferRequest) -> Bool {
     if lhs.modelName != rhs.modelName {return false}
     if lhs.modelVersion != rhs.modelVersion {return false}
     if lhs.id != rhs.id {return false}
@@ -1672,10 +1672,10 @@ nonisolated extension Inference_ModelInferRequest: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Inference_ModelInferRequest.InferInputTensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = Inference_ModelInferRequest.protoMessageName + ".InferInputTensor"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}datatype\0\u{1}shape\0\u{1}parameters\0\u{1}contents\0")
+  package static let protoMessageName: String = Inference_ModelInferRequest.protoMessageName + ".InferInputTensor"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}datatype\0\u{1}shape\0\u{1}parameters\0\u{1}contents\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1691,7 +1691,7 @@ nonisolated extension Inference_ModelInferRequest.InferInputTensor: SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1714,7 +1714,7 @@ nonisolated extension Inference_ModelInferRequest.InferInputTensor: SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelInferRequest.InferInputTensor, rhs: Inference_ModelInferRequest.InferInputTensor) -> Bool {
+  package static func ==(lhs: Inference_ModelInferRequest.InferInputTensor, rhs: Inference_ModelInferRequest.InferInputTensor) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.datatype != rhs.datatype {return false}
     if lhs.shape != rhs.shape {return false}
@@ -1726,10 +1726,10 @@ nonisolated extension Inference_ModelInferRequest.InferInputTensor: SwiftProtobu
 }
 
 nonisolated extension Inference_ModelInferRequest.InferRequestedOutputTensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = Inference_ModelInferRequest.protoMessageName + ".InferRequestedOutputTensor"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}parameters\0")
+  package static let protoMessageName: String = Inference_ModelInferRequest.protoMessageName + ".InferRequestedOutputTensor"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}parameters\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1742,7 +1742,7 @@ nonisolated extension Inference_ModelInferRequest.InferRequestedOutputTensor: Sw
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1752,7 +1752,7 @@ nonisolated extension Inference_ModelInferRequest.InferRequestedOutputTensor: Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelInferRequest.InferRequestedOutputTensor, rhs: Inference_ModelInferRequest.InferRequestedOutputTensor) -> Bool {
+  package static func ==(lhs: Inference_ModelInferRequest.InferRequestedOutputTensor, rhs: Inference_ModelInferRequest.InferRequestedOutputTensor) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.parameters != rhs.parameters {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1761,10 +1761,10 @@ nonisolated extension Inference_ModelInferRequest.InferRequestedOutputTensor: Sw
 }
 
 nonisolated extension Inference_ModelInferResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelInferResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{3}model_version\0\u{1}id\0\u{1}parameters\0\u{1}outputs\0\u{3}raw_output_contents\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelInferResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{3}model_version\0\u{1}id\0\u{1}parameters\0\u{1}outputs\0\u{3}raw_output_contents\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1781,7 +1781,7 @@ nonisolated extension Inference_ModelInferResponse: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.modelName.isEmpty {
       try visitor.visitSingularStringField(value: self.modelName, fieldNumber: 1)
     }
@@ -1803,7 +1803,7 @@ nonisolated extension Inference_ModelInferResponse: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelInferResponse, rhs: Inference_ModelInferResponse) -> Bool {
+  package static func ==(lhs: Inference_ModelInferResponse, rhs: Inference_ModelInferResponse) -> Bool {
     if lhs.modelName != rhs.modelName {return false}
     if lhs.modelVersion != rhs.modelVersion {return false}
     if lhs.id != rhs.id {return false}
@@ -1816,10 +1816,10 @@ nonisolated extension Inference_ModelInferResponse: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Inference_ModelInferResponse.InferOutputTensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = Inference_ModelInferResponse.protoMessageName + ".InferOutputTensor"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}datatype\0\u{1}shape\0\u{1}parameters\0\u{1}contents\0")
+  package static let protoMessageName: String = Inference_ModelInferResponse.protoMessageName + ".InferOutputTensor"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}datatype\0\u{1}shape\0\u{1}parameters\0\u{1}contents\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1835,7 +1835,7 @@ nonisolated extension Inference_ModelInferResponse.InferOutputTensor: SwiftProto
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1858,7 +1858,7 @@ nonisolated extension Inference_ModelInferResponse.InferOutputTensor: SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelInferResponse.InferOutputTensor, rhs: Inference_ModelInferResponse.InferOutputTensor) -> Bool {
+  package static func ==(lhs: Inference_ModelInferResponse.InferOutputTensor, rhs: Inference_ModelInferResponse.InferOutputTensor) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.datatype != rhs.datatype {return false}
     if lhs.shape != rhs.shape {return false}
@@ -1870,10 +1870,10 @@ nonisolated extension Inference_ModelInferResponse.InferOutputTensor: SwiftProto
 }
 
 nonisolated extension Inference_ModelStreamInferResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelStreamInferResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}error_message\0\u{3}infer_response\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelStreamInferResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}error_message\0\u{3}infer_response\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1886,7 +1886,7 @@ nonisolated extension Inference_ModelStreamInferResponse: SwiftProtobuf.Message,
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1900,7 +1900,7 @@ nonisolated extension Inference_ModelStreamInferResponse: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelStreamInferResponse, rhs: Inference_ModelStreamInferResponse) -> Bool {
+  package static func ==(lhs: Inference_ModelStreamInferResponse, rhs: Inference_ModelStreamInferResponse) -> Bool {
     if lhs.errorMessage != rhs.errorMessage {return false}
     if lhs._inferResponse != rhs._inferResponse {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1909,10 +1909,10 @@ nonisolated extension Inference_ModelStreamInferResponse: SwiftProtobuf.Message,
 }
 
 nonisolated extension Inference_ModelConfigRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelConfigRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelConfigRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1925,7 +1925,7 @@ nonisolated extension Inference_ModelConfigRequest: SwiftProtobuf.Message, Swift
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1935,7 +1935,7 @@ nonisolated extension Inference_ModelConfigRequest: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelConfigRequest, rhs: Inference_ModelConfigRequest) -> Bool {
+  package static func ==(lhs: Inference_ModelConfigRequest, rhs: Inference_ModelConfigRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1944,10 +1944,10 @@ nonisolated extension Inference_ModelConfigRequest: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Inference_ModelConfigResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelConfigResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}config\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelConfigResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}config\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1959,7 +1959,7 @@ nonisolated extension Inference_ModelConfigResponse: SwiftProtobuf.Message, Swif
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1970,7 +1970,7 @@ nonisolated extension Inference_ModelConfigResponse: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelConfigResponse, rhs: Inference_ModelConfigResponse) -> Bool {
+  package static func ==(lhs: Inference_ModelConfigResponse, rhs: Inference_ModelConfigResponse) -> Bool {
     if lhs._config != rhs._config {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1978,10 +1978,10 @@ nonisolated extension Inference_ModelConfigResponse: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Inference_ModelStatisticsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelStatisticsRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelStatisticsRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1994,7 +1994,7 @@ nonisolated extension Inference_ModelStatisticsRequest: SwiftProtobuf.Message, S
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -2004,7 +2004,7 @@ nonisolated extension Inference_ModelStatisticsRequest: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelStatisticsRequest, rhs: Inference_ModelStatisticsRequest) -> Bool {
+  package static func ==(lhs: Inference_ModelStatisticsRequest, rhs: Inference_ModelStatisticsRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -2013,10 +2013,10 @@ nonisolated extension Inference_ModelStatisticsRequest: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Inference_StatisticDuration: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".StatisticDuration"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}ns\0")
+  package static let protoMessageName: String = _protobuf_package + ".StatisticDuration"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}ns\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2029,7 +2029,7 @@ nonisolated extension Inference_StatisticDuration: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.count != 0 {
       try visitor.visitSingularUInt64Field(value: self.count, fieldNumber: 1)
     }
@@ -2039,7 +2039,7 @@ nonisolated extension Inference_StatisticDuration: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_StatisticDuration, rhs: Inference_StatisticDuration) -> Bool {
+  package static func ==(lhs: Inference_StatisticDuration, rhs: Inference_StatisticDuration) -> Bool {
     if lhs.count != rhs.count {return false}
     if lhs.ns != rhs.ns {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -2048,10 +2048,10 @@ nonisolated extension Inference_StatisticDuration: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Inference_InferStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".InferStatistics"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}success\0\u{1}fail\0\u{1}queue\0\u{3}compute_input\0\u{3}compute_infer\0\u{3}compute_output\0\u{3}cache_hit\0\u{3}cache_miss\0")
+  package static let protoMessageName: String = _protobuf_package + ".InferStatistics"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}success\0\u{1}fail\0\u{1}queue\0\u{3}compute_input\0\u{3}compute_infer\0\u{3}compute_output\0\u{3}cache_hit\0\u{3}cache_miss\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2070,7 +2070,7 @@ nonisolated extension Inference_InferStatistics: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -2102,7 +2102,7 @@ nonisolated extension Inference_InferStatistics: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_InferStatistics, rhs: Inference_InferStatistics) -> Bool {
+  package static func ==(lhs: Inference_InferStatistics, rhs: Inference_InferStatistics) -> Bool {
     if lhs._success != rhs._success {return false}
     if lhs._fail != rhs._fail {return false}
     if lhs._queue != rhs._queue {return false}
@@ -2117,10 +2117,10 @@ nonisolated extension Inference_InferStatistics: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Inference_InferResponseStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".InferResponseStatistics"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}compute_infer\0\u{3}compute_output\0\u{1}success\0\u{1}fail\0\u{3}empty_response\0\u{1}cancel\0")
+  package static let protoMessageName: String = _protobuf_package + ".InferResponseStatistics"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}compute_infer\0\u{3}compute_output\0\u{1}success\0\u{1}fail\0\u{3}empty_response\0\u{1}cancel\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2137,7 +2137,7 @@ nonisolated extension Inference_InferResponseStatistics: SwiftProtobuf.Message, 
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -2163,7 +2163,7 @@ nonisolated extension Inference_InferResponseStatistics: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_InferResponseStatistics, rhs: Inference_InferResponseStatistics) -> Bool {
+  package static func ==(lhs: Inference_InferResponseStatistics, rhs: Inference_InferResponseStatistics) -> Bool {
     if lhs._computeInfer != rhs._computeInfer {return false}
     if lhs._computeOutput != rhs._computeOutput {return false}
     if lhs._success != rhs._success {return false}
@@ -2176,10 +2176,10 @@ nonisolated extension Inference_InferResponseStatistics: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Inference_InferBatchStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".InferBatchStatistics"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}batch_size\0\u{3}compute_input\0\u{3}compute_infer\0\u{3}compute_output\0")
+  package static let protoMessageName: String = _protobuf_package + ".InferBatchStatistics"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}batch_size\0\u{3}compute_input\0\u{3}compute_infer\0\u{3}compute_output\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2194,7 +2194,7 @@ nonisolated extension Inference_InferBatchStatistics: SwiftProtobuf.Message, Swi
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -2214,7 +2214,7 @@ nonisolated extension Inference_InferBatchStatistics: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_InferBatchStatistics, rhs: Inference_InferBatchStatistics) -> Bool {
+  package static func ==(lhs: Inference_InferBatchStatistics, rhs: Inference_InferBatchStatistics) -> Bool {
     if lhs.batchSize != rhs.batchSize {return false}
     if lhs._computeInput != rhs._computeInput {return false}
     if lhs._computeInfer != rhs._computeInfer {return false}
@@ -2225,10 +2225,10 @@ nonisolated extension Inference_InferBatchStatistics: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Inference_MemoryUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".MemoryUsage"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}id\0\u{3}byte_size\0")
+  package static let protoMessageName: String = _protobuf_package + ".MemoryUsage"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}id\0\u{3}byte_size\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2242,7 +2242,7 @@ nonisolated extension Inference_MemoryUsage: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.type.isEmpty {
       try visitor.visitSingularStringField(value: self.type, fieldNumber: 1)
     }
@@ -2255,7 +2255,7 @@ nonisolated extension Inference_MemoryUsage: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_MemoryUsage, rhs: Inference_MemoryUsage) -> Bool {
+  package static func ==(lhs: Inference_MemoryUsage, rhs: Inference_MemoryUsage) -> Bool {
     if lhs.type != rhs.type {return false}
     if lhs.id != rhs.id {return false}
     if lhs.byteSize != rhs.byteSize {return false}
@@ -2265,8 +2265,8 @@ nonisolated extension Inference_MemoryUsage: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Inference_ModelStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelStatistics"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}last_inference\0\u{3}inference_count\0\u{3}execution_count\0\u{3}inference_stats\0\u{3}batch_stats\0\u{3}memory_usage\0\u{3}response_stats\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelStatistics"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}last_inference\0\u{3}inference_count\0\u{3}execution_count\0\u{3}inference_stats\0\u{3}batch_stats\0\u{3}memory_usage\0\u{3}response_stats\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2307,7 +2307,7 @@ nonisolated extension Inference_ModelStatistics: SwiftProtobuf.Message, SwiftPro
     return _storage
   }
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2330,7 +2330,7 @@ nonisolated extension Inference_ModelStatistics: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -2367,7 +2367,7 @@ nonisolated extension Inference_ModelStatistics: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelStatistics, rhs: Inference_ModelStatistics) -> Bool {
+  package static func ==(lhs: Inference_ModelStatistics, rhs: Inference_ModelStatistics) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -2391,10 +2391,10 @@ nonisolated extension Inference_ModelStatistics: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Inference_ModelStatisticsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelStatisticsResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_stats\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelStatisticsResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_stats\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2406,14 +2406,14 @@ nonisolated extension Inference_ModelStatisticsResponse: SwiftProtobuf.Message, 
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.modelStats.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.modelStats, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelStatisticsResponse, rhs: Inference_ModelStatisticsResponse) -> Bool {
+  package static func ==(lhs: Inference_ModelStatisticsResponse, rhs: Inference_ModelStatisticsResponse) -> Bool {
     if lhs.modelStats != rhs.modelStats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2421,10 +2421,10 @@ nonisolated extension Inference_ModelStatisticsResponse: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Inference_ModelRepositoryParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".ModelRepositoryParameter"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bool_param\0\u{3}int64_param\0\u{3}string_param\0\u{3}bytes_param\0")
+  package static let protoMessageName: String = _protobuf_package + ".ModelRepositoryParameter"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bool_param\0\u{3}int64_param\0\u{3}string_param\0\u{3}bytes_param\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2467,7 +2467,7 @@ nonisolated extension Inference_ModelRepositoryParameter: SwiftProtobuf.Message,
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -2494,7 +2494,7 @@ nonisolated extension Inference_ModelRepositoryParameter: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_ModelRepositoryParameter, rhs: Inference_ModelRepositoryParameter) -> Bool {
+  package static func ==(lhs: Inference_ModelRepositoryParameter, rhs: Inference_ModelRepositoryParameter) -> Bool {
     if lhs.parameterChoice != rhs.parameterChoice {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2502,10 +2502,10 @@ nonisolated extension Inference_ModelRepositoryParameter: SwiftProtobuf.Message,
 }
 
 nonisolated extension Inference_RepositoryIndexRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RepositoryIndexRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}repository_name\0\u{1}ready\0")
+  package static let protoMessageName: String = _protobuf_package + ".RepositoryIndexRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}repository_name\0\u{1}ready\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2518,7 +2518,7 @@ nonisolated extension Inference_RepositoryIndexRequest: SwiftProtobuf.Message, S
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.repositoryName.isEmpty {
       try visitor.visitSingularStringField(value: self.repositoryName, fieldNumber: 1)
     }
@@ -2528,7 +2528,7 @@ nonisolated extension Inference_RepositoryIndexRequest: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_RepositoryIndexRequest, rhs: Inference_RepositoryIndexRequest) -> Bool {
+  package static func ==(lhs: Inference_RepositoryIndexRequest, rhs: Inference_RepositoryIndexRequest) -> Bool {
     if lhs.repositoryName != rhs.repositoryName {return false}
     if lhs.ready != rhs.ready {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -2537,10 +2537,10 @@ nonisolated extension Inference_RepositoryIndexRequest: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Inference_RepositoryIndexResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RepositoryIndexResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}models\0")
+  package static let protoMessageName: String = _protobuf_package + ".RepositoryIndexResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}models\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2552,14 +2552,14 @@ nonisolated extension Inference_RepositoryIndexResponse: SwiftProtobuf.Message, 
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.models.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.models, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_RepositoryIndexResponse, rhs: Inference_RepositoryIndexResponse) -> Bool {
+  package static func ==(lhs: Inference_RepositoryIndexResponse, rhs: Inference_RepositoryIndexResponse) -> Bool {
     if lhs.models != rhs.models {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2567,10 +2567,10 @@ nonisolated extension Inference_RepositoryIndexResponse: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Inference_RepositoryIndexResponse.ModelIndex: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = Inference_RepositoryIndexResponse.protoMessageName + ".ModelIndex"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}state\0\u{1}reason\0")
+  package static let protoMessageName: String = Inference_RepositoryIndexResponse.protoMessageName + ".ModelIndex"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}state\0\u{1}reason\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2585,7 +2585,7 @@ nonisolated extension Inference_RepositoryIndexResponse.ModelIndex: SwiftProtobu
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -2601,7 +2601,7 @@ nonisolated extension Inference_RepositoryIndexResponse.ModelIndex: SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_RepositoryIndexResponse.ModelIndex, rhs: Inference_RepositoryIndexResponse.ModelIndex) -> Bool {
+  package static func ==(lhs: Inference_RepositoryIndexResponse.ModelIndex, rhs: Inference_RepositoryIndexResponse.ModelIndex) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
     if lhs.state != rhs.state {return false}
@@ -2612,10 +2612,10 @@ nonisolated extension Inference_RepositoryIndexResponse.ModelIndex: SwiftProtobu
 }
 
 nonisolated extension Inference_RepositoryModelLoadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RepositoryModelLoadRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}repository_name\0\u{3}model_name\0\u{1}parameters\0")
+  package static let protoMessageName: String = _protobuf_package + ".RepositoryModelLoadRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}repository_name\0\u{3}model_name\0\u{1}parameters\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2629,7 +2629,7 @@ nonisolated extension Inference_RepositoryModelLoadRequest: SwiftProtobuf.Messag
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.repositoryName.isEmpty {
       try visitor.visitSingularStringField(value: self.repositoryName, fieldNumber: 1)
     }
@@ -2642,7 +2642,7 @@ nonisolated extension Inference_RepositoryModelLoadRequest: SwiftProtobuf.Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_RepositoryModelLoadRequest, rhs: Inference_RepositoryModelLoadRequest) -> Bool {
+  package static func ==(lhs: Inference_RepositoryModelLoadRequest, rhs: Inference_RepositoryModelLoadRequest) -> Bool {
     if lhs.repositoryName != rhs.repositoryName {return false}
     if lhs.modelName != rhs.modelName {return false}
     if lhs.parameters != rhs.parameters {return false}
@@ -2652,29 +2652,29 @@ nonisolated extension Inference_RepositoryModelLoadRequest: SwiftProtobuf.Messag
 }
 
 nonisolated extension Inference_RepositoryModelLoadResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RepositoryModelLoadResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".RepositoryModelLoadResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_RepositoryModelLoadResponse, rhs: Inference_RepositoryModelLoadResponse) -> Bool {
+  package static func ==(lhs: Inference_RepositoryModelLoadResponse, rhs: Inference_RepositoryModelLoadResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_RepositoryModelUnloadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RepositoryModelUnloadRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}repository_name\0\u{3}model_name\0\u{1}parameters\0")
+  package static let protoMessageName: String = _protobuf_package + ".RepositoryModelUnloadRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}repository_name\0\u{3}model_name\0\u{1}parameters\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2688,7 +2688,7 @@ nonisolated extension Inference_RepositoryModelUnloadRequest: SwiftProtobuf.Mess
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.repositoryName.isEmpty {
       try visitor.visitSingularStringField(value: self.repositoryName, fieldNumber: 1)
     }
@@ -2701,7 +2701,7 @@ nonisolated extension Inference_RepositoryModelUnloadRequest: SwiftProtobuf.Mess
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_RepositoryModelUnloadRequest, rhs: Inference_RepositoryModelUnloadRequest) -> Bool {
+  package static func ==(lhs: Inference_RepositoryModelUnloadRequest, rhs: Inference_RepositoryModelUnloadRequest) -> Bool {
     if lhs.repositoryName != rhs.repositoryName {return false}
     if lhs.modelName != rhs.modelName {return false}
     if lhs.parameters != rhs.parameters {return false}
@@ -2711,29 +2711,29 @@ nonisolated extension Inference_RepositoryModelUnloadRequest: SwiftProtobuf.Mess
 }
 
 nonisolated extension Inference_RepositoryModelUnloadResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".RepositoryModelUnloadResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".RepositoryModelUnloadResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_RepositoryModelUnloadResponse, rhs: Inference_RepositoryModelUnloadResponse) -> Bool {
+  package static func ==(lhs: Inference_RepositoryModelUnloadResponse, rhs: Inference_RepositoryModelUnloadResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_SystemSharedMemoryStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryStatusRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+  package static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryStatusRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2745,14 +2745,14 @@ nonisolated extension Inference_SystemSharedMemoryStatusRequest: SwiftProtobuf.M
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_SystemSharedMemoryStatusRequest, rhs: Inference_SystemSharedMemoryStatusRequest) -> Bool {
+  package static func ==(lhs: Inference_SystemSharedMemoryStatusRequest, rhs: Inference_SystemSharedMemoryStatusRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2760,10 +2760,10 @@ nonisolated extension Inference_SystemSharedMemoryStatusRequest: SwiftProtobuf.M
 }
 
 nonisolated extension Inference_SystemSharedMemoryStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryStatusResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}regions\0")
+  package static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryStatusResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}regions\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2775,14 +2775,14 @@ nonisolated extension Inference_SystemSharedMemoryStatusResponse: SwiftProtobuf.
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.regions.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Inference_SystemSharedMemoryStatusResponse.RegionStatus>.self, value: self.regions, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_SystemSharedMemoryStatusResponse, rhs: Inference_SystemSharedMemoryStatusResponse) -> Bool {
+  package static func ==(lhs: Inference_SystemSharedMemoryStatusResponse, rhs: Inference_SystemSharedMemoryStatusResponse) -> Bool {
     if lhs.regions != rhs.regions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2790,10 +2790,10 @@ nonisolated extension Inference_SystemSharedMemoryStatusResponse: SwiftProtobuf.
 }
 
 nonisolated extension Inference_SystemSharedMemoryStatusResponse.RegionStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = Inference_SystemSharedMemoryStatusResponse.protoMessageName + ".RegionStatus"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}key\0\u{1}offset\0\u{3}byte_size\0")
+  package static let protoMessageName: String = Inference_SystemSharedMemoryStatusResponse.protoMessageName + ".RegionStatus"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}key\0\u{1}offset\0\u{3}byte_size\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2808,7 +2808,7 @@ nonisolated extension Inference_SystemSharedMemoryStatusResponse.RegionStatus: S
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -2824,7 +2824,7 @@ nonisolated extension Inference_SystemSharedMemoryStatusResponse.RegionStatus: S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_SystemSharedMemoryStatusResponse.RegionStatus, rhs: Inference_SystemSharedMemoryStatusResponse.RegionStatus) -> Bool {
+  package static func ==(lhs: Inference_SystemSharedMemoryStatusResponse.RegionStatus, rhs: Inference_SystemSharedMemoryStatusResponse.RegionStatus) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.key != rhs.key {return false}
     if lhs.offset != rhs.offset {return false}
@@ -2835,10 +2835,10 @@ nonisolated extension Inference_SystemSharedMemoryStatusResponse.RegionStatus: S
 }
 
 nonisolated extension Inference_SystemSharedMemoryRegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryRegisterRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}key\0\u{1}offset\0\u{3}byte_size\0")
+  package static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryRegisterRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}key\0\u{1}offset\0\u{3}byte_size\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2853,7 +2853,7 @@ nonisolated extension Inference_SystemSharedMemoryRegisterRequest: SwiftProtobuf
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -2869,7 +2869,7 @@ nonisolated extension Inference_SystemSharedMemoryRegisterRequest: SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_SystemSharedMemoryRegisterRequest, rhs: Inference_SystemSharedMemoryRegisterRequest) -> Bool {
+  package static func ==(lhs: Inference_SystemSharedMemoryRegisterRequest, rhs: Inference_SystemSharedMemoryRegisterRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.key != rhs.key {return false}
     if lhs.offset != rhs.offset {return false}
@@ -2880,29 +2880,29 @@ nonisolated extension Inference_SystemSharedMemoryRegisterRequest: SwiftProtobuf
 }
 
 nonisolated extension Inference_SystemSharedMemoryRegisterResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryRegisterResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryRegisterResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_SystemSharedMemoryRegisterResponse, rhs: Inference_SystemSharedMemoryRegisterResponse) -> Bool {
+  package static func ==(lhs: Inference_SystemSharedMemoryRegisterResponse, rhs: Inference_SystemSharedMemoryRegisterResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_SystemSharedMemoryUnregisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryUnregisterRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+  package static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryUnregisterRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2914,14 +2914,14 @@ nonisolated extension Inference_SystemSharedMemoryUnregisterRequest: SwiftProtob
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_SystemSharedMemoryUnregisterRequest, rhs: Inference_SystemSharedMemoryUnregisterRequest) -> Bool {
+  package static func ==(lhs: Inference_SystemSharedMemoryUnregisterRequest, rhs: Inference_SystemSharedMemoryUnregisterRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2929,29 +2929,29 @@ nonisolated extension Inference_SystemSharedMemoryUnregisterRequest: SwiftProtob
 }
 
 nonisolated extension Inference_SystemSharedMemoryUnregisterResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryUnregisterResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".SystemSharedMemoryUnregisterResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_SystemSharedMemoryUnregisterResponse, rhs: Inference_SystemSharedMemoryUnregisterResponse) -> Bool {
+  package static func ==(lhs: Inference_SystemSharedMemoryUnregisterResponse, rhs: Inference_SystemSharedMemoryUnregisterResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_CudaSharedMemoryStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryStatusRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+  package static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryStatusRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2963,14 +2963,14 @@ nonisolated extension Inference_CudaSharedMemoryStatusRequest: SwiftProtobuf.Mes
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_CudaSharedMemoryStatusRequest, rhs: Inference_CudaSharedMemoryStatusRequest) -> Bool {
+  package static func ==(lhs: Inference_CudaSharedMemoryStatusRequest, rhs: Inference_CudaSharedMemoryStatusRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -2978,10 +2978,10 @@ nonisolated extension Inference_CudaSharedMemoryStatusRequest: SwiftProtobuf.Mes
 }
 
 nonisolated extension Inference_CudaSharedMemoryStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryStatusResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}regions\0")
+  package static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryStatusResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}regions\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -2993,14 +2993,14 @@ nonisolated extension Inference_CudaSharedMemoryStatusResponse: SwiftProtobuf.Me
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.regions.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Inference_CudaSharedMemoryStatusResponse.RegionStatus>.self, value: self.regions, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_CudaSharedMemoryStatusResponse, rhs: Inference_CudaSharedMemoryStatusResponse) -> Bool {
+  package static func ==(lhs: Inference_CudaSharedMemoryStatusResponse, rhs: Inference_CudaSharedMemoryStatusResponse) -> Bool {
     if lhs.regions != rhs.regions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -3008,10 +3008,10 @@ nonisolated extension Inference_CudaSharedMemoryStatusResponse: SwiftProtobuf.Me
 }
 
 nonisolated extension Inference_CudaSharedMemoryStatusResponse.RegionStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = Inference_CudaSharedMemoryStatusResponse.protoMessageName + ".RegionStatus"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}device_id\0\u{3}byte_size\0")
+  package static let protoMessageName: String = Inference_CudaSharedMemoryStatusResponse.protoMessageName + ".RegionStatus"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}device_id\0\u{3}byte_size\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -3025,7 +3025,7 @@ nonisolated extension Inference_CudaSharedMemoryStatusResponse.RegionStatus: Swi
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -3038,7 +3038,7 @@ nonisolated extension Inference_CudaSharedMemoryStatusResponse.RegionStatus: Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_CudaSharedMemoryStatusResponse.RegionStatus, rhs: Inference_CudaSharedMemoryStatusResponse.RegionStatus) -> Bool {
+  package static func ==(lhs: Inference_CudaSharedMemoryStatusResponse.RegionStatus, rhs: Inference_CudaSharedMemoryStatusResponse.RegionStatus) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.deviceID != rhs.deviceID {return false}
     if lhs.byteSize != rhs.byteSize {return false}
@@ -3048,10 +3048,10 @@ nonisolated extension Inference_CudaSharedMemoryStatusResponse.RegionStatus: Swi
 }
 
 nonisolated extension Inference_CudaSharedMemoryRegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryRegisterRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}raw_handle\0\u{3}device_id\0\u{3}byte_size\0")
+  package static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryRegisterRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}raw_handle\0\u{3}device_id\0\u{3}byte_size\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -3066,7 +3066,7 @@ nonisolated extension Inference_CudaSharedMemoryRegisterRequest: SwiftProtobuf.M
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -3082,7 +3082,7 @@ nonisolated extension Inference_CudaSharedMemoryRegisterRequest: SwiftProtobuf.M
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_CudaSharedMemoryRegisterRequest, rhs: Inference_CudaSharedMemoryRegisterRequest) -> Bool {
+  package static func ==(lhs: Inference_CudaSharedMemoryRegisterRequest, rhs: Inference_CudaSharedMemoryRegisterRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.rawHandle != rhs.rawHandle {return false}
     if lhs.deviceID != rhs.deviceID {return false}
@@ -3093,29 +3093,29 @@ nonisolated extension Inference_CudaSharedMemoryRegisterRequest: SwiftProtobuf.M
 }
 
 nonisolated extension Inference_CudaSharedMemoryRegisterResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryRegisterResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryRegisterResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_CudaSharedMemoryRegisterResponse, rhs: Inference_CudaSharedMemoryRegisterResponse) -> Bool {
+  package static func ==(lhs: Inference_CudaSharedMemoryRegisterResponse, rhs: Inference_CudaSharedMemoryRegisterResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Inference_CudaSharedMemoryUnregisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryUnregisterRequest"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+  package static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryUnregisterRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -3127,14 +3127,14 @@ nonisolated extension Inference_CudaSharedMemoryUnregisterRequest: SwiftProtobuf
     }
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_CudaSharedMemoryUnregisterRequest, rhs: Inference_CudaSharedMemoryUnregisterRequest) -> Bool {
+  package static func ==(lhs: Inference_CudaSharedMemoryUnregisterRequest, rhs: Inference_CudaSharedMemoryUnregisterRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -3142,19 +3142,19 @@ nonisolated extension Inference_CudaSharedMemoryUnregisterRequest: SwiftProtobuf
 }
 
 nonisolated extension Inference_CudaSharedMemoryUnregisterResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryUnregisterResponse"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".CudaSharedMemoryUnregisterResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Inference_CudaSharedMemoryUnregisterResponse, rhs: Inference_CudaSharedMemoryUnregisterResponse) -> Bool {
+  package static func ==(lhs: Inference_CudaSharedMemoryUnregisterResponse, rhs: Inference_CudaSharedMemoryUnregisterResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

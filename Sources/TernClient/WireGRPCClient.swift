@@ -1,4 +1,3 @@
-import TernHTTP
 import Foundation
 import NIOCore
 import NIOHPACK
@@ -9,7 +8,7 @@ import NIOHPACK
 /// its message needs. Several calls may be in flight on the connection (`start`/`next`), as
 /// h2load's `-m` does. Honours the server's settings and flow-control windows, answers PING and
 /// SETTINGS, and reports a non-zero `grpc-status`.
-final class WireGRPCClient {
+package final class WireGRPCClient {
     private enum FrameType: UInt8 {
         case data = 0, headers = 1, priority = 2, rstStream = 3, settings = 4, pushPromise = 5
         case ping = 6, goAway = 7, windowUpdate = 8, continuation = 9
@@ -35,7 +34,7 @@ final class WireGRPCClient {
 
     /// `method` is the full path, e.g. `/inference.GRPCInferenceService/ModelInfer`; `message` the
     /// serialized protobuf request.
-    init(host: String, port: Int, method: String, message: [UInt8]) throws {
+    package init(host: String, port: Int, method: String, message: [UInt8]) throws {
         socket = try BlockingSocket(host: host, port: port)
         var block: [UInt8] = [0x83, 0x86]  // :method POST, :scheme http (static table 3 and 6)
         Self.literal(nameIndex: 4, value: method, into: &block)  // :path
@@ -58,7 +57,7 @@ final class WireGRPCClient {
     }
 
     /// One unary call; throws when the call does not end with grpc-status 0.
-    func call() throws {
+    package func call() throws {
         let stream = try start()
         while true {
             let (id, error) = try next()
@@ -70,7 +69,7 @@ final class WireGRPCClient {
     }
 
     /// Sends one call without waiting for its answer; returns its stream id (see `next`).
-    func start() throws -> UInt32 {
+    package func start() throws -> UInt32 {
         let stream = nextStream
         nextStream += 2
         streams[stream] = (peerInitialWindow, nil, "")
@@ -109,7 +108,7 @@ final class WireGRPCClient {
     }
 
     /// Waits for the next call to end; returns its stream id and its error, if any.
-    func next() throws -> (UInt32, (any Error)?) {
+    package func next() throws -> (UInt32, (any Error)?) {
         while ended.isEmpty { try readFrame() }
         if unacknowledgedData > 1 << 24 {
             try socket.write(Self.frameBytes(.windowUpdate, flags: 0, stream: 0, payload: withUnsafeBytes(of: UInt32(unacknowledgedData).bigEndian, Array.init)))

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import TernCore
-@testable import TernHTTP
+@testable import TernClient
 
 @Suite struct JSONParserTests {
     func parse(_ text: String) throws -> JSONValue { try JSONParser.parse(Data(text.utf8)) }

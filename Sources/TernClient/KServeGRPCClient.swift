@@ -6,11 +6,14 @@ import TernCore
 
 /// A small KServe v2 gRPC client over grpc-swift, used by `tern infer` and `tern perf`.
 public struct KServeGRPCClient: Sendable {
+    /// Largest message sent or received by default: the gRPC frontend's default limit too.
+    public static let defaultMaxMessageSize = 256 << 20
+
     private let service: Inference_GRPCInferenceService.Client<HTTP2ClientTransport.Posix>
 
     /// Connects to `host:port`, runs `body`, then closes the connection.
     public static func with<T: Sendable>(
-        host: String, port: Int, maxMessageSize: Int = GRPCFrontend.defaultMaxMessageSize,
+        host: String, port: Int, maxMessageSize: Int = Self.defaultMaxMessageSize,
         _ body: (KServeGRPCClient) async throws -> T
     ) async throws -> T {
         let transport = try HTTP2ClientTransport.Posix(
@@ -40,18 +43,18 @@ public struct KServeGRPCClient: Sendable {
 
     /// Sends a prepared ModelInfer message (perf reuses one message for every call).
     func infer(message: Inference_ModelInferRequest) async throws -> Inference_ModelInferResponse {
-        try await service.modelInfer(message, options: Self.options(GRPCFrontend.defaultMaxMessageSize))
+        try await service.modelInfer(message, options: Self.options(Self.defaultMaxMessageSize))
     }
 
     /// Runs one inference; tensors travel in raw_input_contents / raw_output_contents.
     public func infer(_ request: InferenceRequest) async throws -> InferenceResponse {
-        let response = try await infer(message: GRPCConversions.message(request))
-        return try GRPCConversions.response(response)
+        let response = try await infer(message: KServeGRPCCodec.message(request))
+        return try KServeGRPCCodec.response(response)
     }
 
     /// A reusable closure that sends the same request again and again (for load generation).
     public func repeater(for request: InferenceRequest) -> @Sendable () async throws -> Void {
-        let message = GRPCConversions.message(request)
+        let message = KServeGRPCCodec.message(request)
         return { _ = try await self.infer(message: message) }
     }
 
@@ -60,7 +63,7 @@ public struct KServeGRPCClient: Sendable {
     public static func serializedInferRequest(
         _ request: InferenceRequest, sharedMemoryInputs: [String: SharedMemoryReference] = [:]
     ) throws -> [UInt8] {
-        try GRPCConversions.message(request, sharedMemoryInputs: sharedMemoryInputs).serializedBytes()
+        try KServeGRPCCodec.message(request, sharedMemoryInputs: sharedMemoryInputs).serializedBytes()
     }
 
     /// Registers a POSIX shared-memory object with the server (system shared-memory extension).
@@ -91,10 +94,12 @@ public struct KServeGRPCClient: Sendable {
     }
 }
 
-extension GRPCConversions {
+/// The client's direction of the gRPC codec: engine requests to ModelInferRequest messages and
+/// ModelInferResponse messages back (the server's direction is TernGRPC's `GRPCConversions`).
+package enum KServeGRPCCodec {
     /// An engine request as a ModelInferRequest with raw_input_contents (but for the inputs in
     /// shared memory, which carry their place as parameters).
-    static func message(_ request: InferenceRequest, sharedMemoryInputs: [String: SharedMemoryReference] = [:]) -> Inference_ModelInferRequest {
+    package static func message(_ request: InferenceRequest, sharedMemoryInputs: [String: SharedMemoryReference] = [:]) -> Inference_ModelInferRequest {
         var message = Inference_ModelInferRequest()
         message.modelName = request.modelName
         message.modelVersion = request.modelVersion.map(String.init) ?? ""
@@ -122,7 +127,7 @@ extension GRPCConversions {
         return message
     }
 
-    static func protocolParameters(_ parameters: [String: InferParameter]) -> [String: Inference_InferParameter] {
+    package static func protocolParameters(_ parameters: [String: InferParameter]) -> [String: Inference_InferParameter] {
         parameters.mapValues { value in
             var parameter = Inference_InferParameter()
             switch value {
@@ -137,7 +142,7 @@ extension GRPCConversions {
     }
 
     /// A ModelInferResponse as an engine response.
-    static func response(_ message: Inference_ModelInferResponse) throws -> InferenceResponse {
+    package static func response(_ message: Inference_ModelInferResponse) throws -> InferenceResponse {
         guard message.rawOutputContents.count == message.outputs.count else {
             throw TernError.internalError("the response has \(message.outputs.count) outputs but \(message.rawOutputContents.count) raw contents")
         }

@@ -1,8 +1,7 @@
-import TernHTTP
 
 /// `tern perf`'s HTTP/1.1 worker: the request (head and body) is encoded once and written with one
 /// call per repetition; the response's status line and Content-Length are parsed, the body skipped.
-final class WireHTTPClient {
+package final class WireHTTPClient {
     private let socket: BlockingSocket
     private var request: [UInt8]
     /// Where the request's id lies when each call gets a fresh one (`idPlaceholder` was encoded).
@@ -10,10 +9,10 @@ final class WireHTTPClient {
     private var random = SystemRandomNumberGenerator()
 
     /// An id that a request is encoded with when every call should carry a random one of its length.
-    static let idPlaceholder = "tern-perf-request-id-placeholder"
+    package static let idPlaceholder = "tern-perf-request-id-placeholder"
 
     /// `freshIDs`: the body was encoded with `idPlaceholder` as the request's id; each call replaces it.
-    init(host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8], freshIDs: Bool = false) throws {
+    package init(host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8], freshIDs: Bool = false) throws {
         socket = try BlockingSocket(host: host, port: port)
         var head = "POST \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Length: \(body.count)\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
@@ -27,7 +26,7 @@ final class WireHTTPClient {
 
     /// Sends the request once; returns the status code and the body (kept only on an error status).
     @discardableResult
-    func roundTrip() throws -> (status: Int, errorBody: String?) {
+    package func roundTrip() throws -> (status: Int, errorBody: String?) {
         if let idOffset {
             // 32 random hex digits in place of the placeholder (lengths, and so headers, unchanged).
             let hex: StaticString = "0123456789abcdef"

@@ -4,7 +4,7 @@ import TernCore
 /// A parsed JSON value. The KServe REST API carries tensors as JSON arrays of up to millions of
 /// numbers; Foundation's JSONSerialization boxes each one in an NSNumber (hundreds of milliseconds
 /// for one 224×224 image), so requests are parsed by `JSONParser` into this unboxed form instead.
-enum JSONValue {
+package enum JSONValue {
     case null
     case bool(Bool)
     case number(JSONNumber)
@@ -12,19 +12,19 @@ enum JSONValue {
     case array([JSONValue])
     case object(JSONObject)
 
-    subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         if case .object(let members) = self { return members[key] }
         return nil
     }
 
-    var stringValue: String? { if case .string(let s) = self { return s }; return nil }
-    var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
-    var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
-    var objectValue: JSONObject? { if case .object(let o) = self { return o }; return nil }
-    var numberValue: JSONNumber? { if case .number(let n) = self { return n }; return nil }
+    package var stringValue: String? { if case .string(let s) = self { return s }; return nil }
+    package var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
+    package var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    package var objectValue: JSONObject? { if case .object(let o) = self { return o }; return nil }
+    package var numberValue: JSONNumber? { if case .number(let n) = self { return n }; return nil }
 
     /// Appends the leaves of nested arrays in row-major order.
-    func flatten(into out: inout [JSONValue]) {
+    package func flatten(into out: inout [JSONValue]) {
         if case .array(let items) = self {
             for item in items { item.flatten(into: &out) }
         } else {
@@ -33,7 +33,7 @@ enum JSONValue {
     }
 
     /// Converts what JSONSerialization produced (for the CLI's input files).
-    init(foundation value: Any) {
+    package init(foundation value: Any) {
         switch value {
         case let string as String: self = .string(string)
         case let array as [Any]: self = .array(array.map(JSONValue.init(foundation:)))
@@ -50,7 +50,7 @@ enum JSONValue {
         }
     }
 
-    var description: String {
+    package var description: String {
         switch self {
         case .null: "null"
         case .bool(let b): String(b)
@@ -65,21 +65,21 @@ enum JSONValue {
 /// The members of a JSON object in document order. Request objects have a handful of members:
 /// a linear search is cheaper than hashing every key into a dictionary. A repeated name resolves
 /// to its last value, as with a dictionary.
-struct JSONObject: Sequence, ExpressibleByDictionaryLiteral {
+package struct JSONObject: Sequence, ExpressibleByDictionaryLiteral {
     private(set) var members: [(String, JSONValue)]
 
-    init(_ members: [(String, JSONValue)] = []) { self.members = members }
-    init(dictionaryLiteral elements: (String, JSONValue)...) { members = elements }
+    package init(_ members: [(String, JSONValue)] = []) { self.members = members }
+    package init(dictionaryLiteral elements: (String, JSONValue)...) { members = elements }
 
-    subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         for (name, value) in members.reversed() where name == key { return value }
         return nil
     }
 
-    mutating func append(_ key: String, _ value: JSONValue) { members.append((key, value)) }
+    package mutating func append(_ key: String, _ value: JSONValue) { members.append((key, value)) }
 
     /// Each name once (its last value), in document order.
-    func makeIterator() -> some IteratorProtocol<(key: String, value: JSONValue)> {
+    package func makeIterator() -> some IteratorProtocol<(key: String, value: JSONValue)> {
         var seen = Set<String>()
         let unique = members.reversed().filter { seen.insert($0.0).inserted }.reversed().map { (key: $0.0, value: $0.1) }
         return unique.makeIterator()
@@ -87,23 +87,23 @@ struct JSONObject: Sequence, ExpressibleByDictionaryLiteral {
 }
 
 /// A JSON number, with its exact integer value when the literal was an integer.
-struct JSONNumber {
-    var double: Double
+package struct JSONNumber {
+    package var double: Double
     /// Set for integer literals that fit Int64.
-    var int: Int64?
+    package var int: Int64?
     /// Set for integer literals that fit UInt64.
-    var uint: UInt64?
+    package var uint: UInt64?
 
-    var description: String { int.map(String.init) ?? uint.map(String.init) ?? String(double) }
+    package var description: String { int.map(String.init) ?? uint.map(String.init) ?? String(double) }
 }
 
 /// A strict RFC 8259 parser over raw bytes.
-struct JSONParser {
+package struct JSONParser {
     private let bytes: UnsafeRawBufferPointer
     private var index = 0
     private var depth = 0
 
-    static func parse(_ bytes: UnsafeRawBufferPointer) throws(TernError) -> JSONValue {
+    package static func parse(_ bytes: UnsafeRawBufferPointer) throws(TernError) -> JSONValue {
         var parser = JSONParser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue()
@@ -112,7 +112,7 @@ struct JSONParser {
         return value
     }
 
-    static func parse(_ data: Data) throws(TernError) -> JSONValue {
+    package static func parse(_ data: Data) throws(TernError) -> JSONValue {
         var result: Result<JSONValue, TernError> = .success(.null)
         data.withUnsafeBytes { raw in result = Result { () throws(TernError) in try parse(raw) } }
         return try result.get()

@@ -37,7 +37,7 @@ public enum KServeHTTPEncoding {
                 return ["name": output.name, "parameters": parameters]
             }
         }
-        let json = try InferHTTPCodec.jsonBytes(object)
+        let json = try JSONTensorCodec.jsonBytes(object)
         var buffer = ByteBuffer(data: json)
         guard binary else { return (buffer, nil) }
         for tensor in request.inputs where sharedMemoryInputs[tensor.name] == nil { buffer.writeData(tensor.data) }

@@ -2,16 +2,16 @@ import Foundation
 import TernCore
 
 /// JSON tensor data of the KServe v2 REST protocol: `data` as a flat or nested row-major array.
-enum JSONTensorCodec {
+package enum JSONTensorCodec {
     /// Whether a value JSONSerialization produced is a JSON `true`/`false`. On Linux every JSON
     /// number also casts to Bool, so the cast alone cannot tell.
-    static func isBool(_ value: Any) -> Bool {
+    package static func isBool(_ value: Any) -> Bool {
         guard let number = value as? NSNumber else { return value is Bool }
         return String(cString: number.objCType) == "c"
     }
 
     /// Packs JSON values (already flattened) into the tensor's byte layout.
-    static func pack(_ values: [JSONValue], as type: DataType, name: String) throws(TernError) -> Data {
+    package static func pack(_ values: [JSONValue], as type: DataType, name: String) throws(TernError) -> Data {
         func number(_ value: JSONValue) throws(TernError) -> JSONNumber {
             guard let number = value.numberValue else {
                 throw .invalidArgument("input '\(name)': expected \(type.protocolName) numbers in 'data', found \(value.description)")
@@ -81,14 +81,14 @@ enum JSONTensorCodec {
     }
 
     /// Flattens nested JSON arrays in row-major order.
-    static func flatten(_ value: JSONValue) -> [JSONValue] {
+    package static func flatten(_ value: JSONValue) -> [JSONValue] {
         var out: [JSONValue] = []
         value.flatten(into: &out)
         return out
     }
 
     /// The tensor's elements as JSON values.
-    static func unpack(_ tensor: Tensor) throws(TernError) -> [Any] {
+    package static func unpack(_ tensor: Tensor) throws(TernError) -> [Any] {
         switch tensor.dataType {
         case .bool: return tensor.data.map { $0 != 0 }
         case .uint8: return try tensor.values(as: UInt8.self).map { Int($0) }
@@ -107,6 +107,15 @@ enum JSONTensorCodec {
             return raw.map { Double(Float(bitPattern: UInt32($0) << 16)) }
         case .bytes:
             return try tensor.strings().map { String(decoding: $0, as: UTF8.self) }
+        }
+    }
+
+    /// `object` (Foundation JSON values) as JSON bytes, slashes unescaped.
+    package static func jsonBytes(_ object: Any) throws(TernError) -> Data {
+        do {
+            return try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])
+        } catch {
+            throw .internalError("cannot encode the response as JSON: \(error)")
         }
     }
 }

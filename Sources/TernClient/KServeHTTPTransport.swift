@@ -8,28 +8,34 @@ import Synchronization
 import TernCore
 
 /// One HTTP/1.1 exchange's answer.
-struct RemoteHTTPReply: Sendable {
-    var status: Int
-    var headers: HTTPHeaders
-    var body: ByteBuffer
+package struct KServeHTTPReply: Sendable {
+    package var status: Int
+    package var headers: HTTPHeaders
+    package var body: ByteBuffer
 }
 
 /// Why one attempt failed, and whether another attempt may succeed.
-struct RemoteAttemptFailure: Error {
-    var error: TernError
-    var retryable: Bool
+package struct KServeAttemptFailure: Error {
+    package var error: TernError
+    package var retryable: Bool
     /// The failure happened on a kept-alive connection before anything was read: the server most
     /// likely closed it while idle, so a new connection is tried at once.
-    var staleConnection = false
+    package var staleConnection = false
+
+    package init(error: TernError, retryable: Bool, staleConnection: Bool = false) {
+        self.error = error
+        self.retryable = retryable
+        self.staleConnection = staleConnection
+    }
 }
 
 /// KServe v2 over HTTP/1.1 (plain or TLS) on SwiftNIO, with kept-alive connections. Called from
 /// model instances' own threads, which wait for the answer.
-final class RemoteHTTPTransport: Sendable {
-    let host: String
-    let port: Int
-    let timeout: Duration
-    let headers: [(String, String)]
+package final class KServeHTTPTransport: Sendable {
+    package let host: String
+    package let port: Int
+    package let timeout: Duration
+    package let headers: [(String, String)]
     private let tls: NIOSSLContext?
     private let serverName: String?
     /// Whether a client certificate is configured (if not, a TLS server that closes the connection
@@ -38,7 +44,7 @@ final class RemoteHTTPTransport: Sendable {
     private let idle = Mutex<[RemoteConnection]>([])
     private let group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
-    init(host: String, port: Int, timeout: Duration, headers: [(String, String)], tls: TLSConfiguration?) throws(TernError) {
+    package init(host: String, port: Int, timeout: Duration, headers: [(String, String)], tls: TLSConfiguration?) throws(TernError) {
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -62,7 +68,7 @@ final class RemoteHTTPTransport: Sendable {
     }
 
     /// One exchange on a kept-alive connection (or a new one).
-    func exchange(method: HTTPMethod, path: String, body: ByteBuffer?, extraHeaders: [(String, String)]) throws(RemoteAttemptFailure) -> RemoteHTTPReply {
+    package func exchange(method: HTTPMethod, path: String, body: ByteBuffer?, extraHeaders: [(String, String)]) throws(KServeAttemptFailure) -> KServeHTTPReply {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "Host", value: "\(host):\(port)")
         head.headers.add(name: "Content-Length", value: String(body?.readableBytes ?? 0))
@@ -81,7 +87,7 @@ final class RemoteHTTPTransport: Sendable {
             connection = try connect()
         }
         let channel = connection.channel
-        let promise = channel.eventLoop.makePromise(of: RemoteHTTPReply.self)
+        let promise = channel.eventLoop.makePromise(of: KServeHTTPReply.self)
         let timedOut = Atomic(false)
         let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.nanoseconds))) {
             timedOut.store(true, ordering: .relaxed)
@@ -94,7 +100,7 @@ final class RemoteHTTPTransport: Sendable {
         channel.writeAndFlush(RemoteHTTPCall(head: head, body: body, reply: promise)).whenFailure { error in
             promise.fail(RemoteHTTPExchangeError(reason: connection.closeReason ?? "\(error)", receivedNothing: true))
         }
-        let reply: RemoteHTTPReply
+        let reply: KServeHTTPReply
         do {
             reply = try promise.futureResult.wait()
             timer.cancel()
@@ -102,7 +108,7 @@ final class RemoteHTTPTransport: Sendable {
             timer.cancel()
             channel.close(promise: nil)
             if timedOut.load(ordering: .relaxed) {
-                throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port) timed out after \(timeout)"), retryable: true)
+                throw KServeAttemptFailure(error: .unavailable("remote \(host):\(port) timed out after \(timeout)"), retryable: true)
             }
             let receivedNothing = (error as? RemoteHTTPExchangeError)?.receivedNothing == true
             var reason = "remote \(host):\(port): \(error)"
@@ -111,7 +117,7 @@ final class RemoteHTTPTransport: Sendable {
                 // handshake done: a refusal shows up as a connection closed before any answer.
                 reason += " (the server closed the new TLS connection before answering; if it requires a client certificate, set tern.remote.tls_cert_file and tern.remote.tls_key_file)"
             }
-            throw RemoteAttemptFailure(error: .unavailable(reason), retryable: true, staleConnection: reused != nil && receivedNothing)
+            throw KServeAttemptFailure(error: .unavailable(reason), retryable: true, staleConnection: reused != nil && receivedNothing)
         }
         if reply.headers["connection"].contains(where: { $0.lowercased() == "close" }) {
             channel.close(promise: nil)
@@ -122,7 +128,7 @@ final class RemoteHTTPTransport: Sendable {
     }
 
     /// A new connection, TLS handshake done (so that a refused certificate is reported as such).
-    private func connect() throws(RemoteAttemptFailure) -> RemoteConnection {
+    private func connect() throws(KServeAttemptFailure) -> RemoteConnection {
         let tls = self.tls
         let serverName = self.serverName
         let loop = group.next()
@@ -145,7 +151,7 @@ final class RemoteHTTPTransport: Sendable {
             channel = try bootstrap.connect(host: host, port: port).wait()
         } catch {
             ready.fail(error)
-            throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port) is unreachable: \(error)"), retryable: true)
+            throw KServeAttemptFailure(error: .unavailable("remote \(host):\(port) is unreachable: \(error)"), retryable: true)
         }
         let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.nanoseconds))) {
             ready.fail(RemoteHTTPExchangeError(reason: "the TLS handshake timed out", receivedNothing: true))
@@ -157,7 +163,7 @@ final class RemoteHTTPTransport: Sendable {
         } catch {
             timer.cancel()
             channel.close(promise: nil)
-            throw RemoteAttemptFailure(error: .unavailable("remote \(host):\(port): TLS handshake failed: \(error)"), retryable: true)
+            throw KServeAttemptFailure(error: .unavailable("remote \(host):\(port): TLS handshake failed: \(error)"), retryable: true)
         }
     }
 }
@@ -180,7 +186,7 @@ struct RemoteConnection: Sendable {
 struct RemoteHTTPCall: Sendable {
     var head: HTTPRequestHead
     var body: ByteBuffer?
-    var reply: EventLoopPromise<RemoteHTTPReply>
+    var reply: EventLoopPromise<KServeHTTPReply>
 }
 
 struct RemoteHTTPExchangeError: Error, CustomStringConvertible {
@@ -196,7 +202,7 @@ final class RemoteHTTPExchangeHandler: ChannelDuplexHandler {
     typealias OutboundIn = RemoteHTTPCall
     typealias OutboundOut = HTTPClientRequestPart
 
-    private var pending: EventLoopPromise<RemoteHTTPReply>?
+    private var pending: EventLoopPromise<KServeHTTPReply>?
     private var head: HTTPResponseHead?
     private var body: ByteBuffer?
     /// Completed when the connection can carry requests: at once, or after the TLS handshake.
@@ -241,7 +247,7 @@ final class RemoteHTTPExchangeHandler: ChannelDuplexHandler {
         case .end:
             guard let promise = pending, let head else { return }
             pending = nil
-            promise.succeed(RemoteHTTPReply(status: Int(head.status.code), headers: head.headers, body: body ?? ByteBuffer()))
+            promise.succeed(KServeHTTPReply(status: Int(head.status.code), headers: head.headers, body: body ?? ByteBuffer()))
             self.head = nil
             body = nil
         }
