@@ -88,6 +88,14 @@ import TernCore
         #expect(Self.released(actions) == [[1]] && lifecycle.phase == .serving)
     }
 
+    @Test func aReloadOfTheSameVersionsKeepsTheRollbackTarget() throws {
+        var lifecycle = Lifecycle(name: "m")
+        Self.load(&lifecycle, Fake(versions: [1]), ticket: 1, grace: 0)
+        Self.load(&lifecycle, Fake(versions: [2]), ticket: 2, grace: 0)
+        Self.load(&lifecycle, Fake(versions: [2], tag: "new files"), ticket: 3, grace: 0)
+        #expect(lifecycle.decisions.rollbackVersions == [1])
+    }
+
     @Test func aSwapThatFailsItsGatesLeavesTheServingVersionsAndRemembersTheRejection() throws {
         var lifecycle = Lifecycle(name: "m")
         Self.load(&lifecycle, Fake(versions: [1]), ticket: 1)
@@ -211,6 +219,18 @@ import TernCore
         #expect(Self.released(actions) == [[2]])
         #expect(lifecycle.phase == .unavailable && lifecycle.served == nil)
         #expect(Self.woken(actions) == [5])
+    }
+
+    @Test func anUnloadBeforeAGrantedLoadBeginsAbandonsIt() throws {
+        var lifecycle = Lifecycle(name: "m")
+        Self.load(&lifecycle, Fake(versions: [1]), ticket: 1)
+        #expect(lifecycle.enqueue(.load(.policy, gated: true, action: "load"), coalescible: true, ticket: 2) == .go)
+        _ = lifecycle.unload(reason: "unloaded", action: "unload")
+        let attempt = lifecycle.beginLoad(ticket: 2, choice: .policy, gated: true, action: "load", fingerprint: "f")
+        #expect(attempt.abandoned != nil)
+        let (result, actions) = lifecycle.finish(attempt, outcome: .loaded(Fake(versions: [1]), gates: [], detail: ""), durationMs: 1, graceSeconds: 0)
+        #expect((try? result.get()) == nil && Self.released(actions) == [[1]])
+        #expect(lifecycle.phase == .unavailable && lifecycle.served == nil)
     }
 
     @Test func aReloadStormCostsOneLoadBeyondTheRunningOne() throws {

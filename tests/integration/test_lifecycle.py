@@ -139,12 +139,18 @@ def digits_rows():
     return [inp]
 
 
-def test_a_failing_accuracy_gate_keeps_the_weak_candidate_away_and_rollback_restores_outputs(tmp_path):
+def digits_repository(tmp_path):
+    """A repository with the digits MLP as version 1 of `digits`, gated on its validation set."""
     repo = tmp_path / "models"
     os.makedirs(repo / "digits" / "1")
     shutil.copy(os.path.join(EXAMPLES, "digits_mlp", "1", "model.onnx"), repo / "digits" / "1" / "model.onnx")
     shutil.copytree(os.path.join(FIXTURES, "digits_validation"), repo / "digits" / "validation")
     (repo / "digits" / "config.pbtxt").write_text(DIGITS_CONFIG)
+    return repo
+
+
+def test_a_failing_accuracy_gate_keeps_the_weak_candidate_away_and_rollback_restores_outputs(tmp_path):
+    repo = digits_repository(tmp_path)
     history_db = str(tmp_path / "history.sqlite")
     server = TernServer(str(repo), "--model-control-mode", "explicit", "--load-model", "digits", "--history-db", history_db)
     try:
@@ -216,11 +222,7 @@ def test_a_restart_serves_the_last_good_version_instead_of_one_the_gates_rejecte
     """Version 2 fails its gates while version 1 serves. A restart must not pick version 2 by the
     version policy, fail it again and serve nothing: it serves version 1 (ungated: it passed before)
     until version 2's files change; then version 2 gets its chance again."""
-    repo = tmp_path / "models"
-    os.makedirs(repo / "digits" / "1")
-    shutil.copy(os.path.join(EXAMPLES, "digits_mlp", "1", "model.onnx"), repo / "digits" / "1" / "model.onnx")
-    shutil.copytree(os.path.join(FIXTURES, "digits_validation"), repo / "digits" / "validation")
-    (repo / "digits" / "config.pbtxt").write_text(DIGITS_CONFIG)
+    repo = digits_repository(tmp_path)
     history_db = str(tmp_path / "history.sqlite")
     flags = ("--model-control-mode", "explicit", "--load-model", "digits", "--history-db", history_db)
     server = TernServer(str(repo), *flags)

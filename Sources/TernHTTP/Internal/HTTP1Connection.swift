@@ -47,6 +47,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
     private var state = State.awaitingHead
     /// The server is shutting down: answer what has arrived, then close.
     private var draining = false
+    /// The last answer's write, which a drain lets finish before it closes.
+    private var lastWrite: EventLoopFuture<Void>?
 
     /// One enum for the connection's progress, as swift-nio's `HTTPServerPipelineHandler` keeps
     /// it. `pending` (bytes not parsed yet) and `draining` are data beside it, not states.
@@ -158,7 +160,8 @@ final class HTTP1Connection: ChannelDuplexHandler {
             state = .closing
             timer?.task.cancel()
             timer = nil
-            context.close(promise: nil)
+            // An answer a slow reader has not taken yet is still delivered.
+            if let lastWrite { lastWrite.whenComplete { _ in context.close(promise: nil) } } else { context.close(promise: nil) }
         }
     }
 
@@ -486,6 +489,7 @@ final class HTTP1Connection: ChannelDuplexHandler {
             context.write(wrapOutboundOut(out), promise: nil)
             written = context.writeAndFlush(wrapOutboundOut(reply.body))
         }
+        lastWrite = written
         if !keepAlive {
             state = .closing
             pending = nil

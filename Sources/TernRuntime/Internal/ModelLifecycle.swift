@@ -68,8 +68,8 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
     }
 
     enum Turn: Sendable {
-        /// Given to a woken caller that has not begun yet.
-        case reserved(UInt64)
+        /// Given to a caller that has not begun yet; `abandoned` says why an unload overtook it.
+        case reserved(UInt64, abandoned: String? = nil)
         case loading(Attempt)
     }
 
@@ -148,7 +148,7 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
     /// A caller asks for a turn. Equal coalescible requests waiting in the queue share one turn.
     mutating func enqueue(_ request: Request, coalescible: Bool, ticket: UInt64) -> Admission {
         guard turn != nil || !queue.isEmpty else {
-            turn = .reserved(ticket)
+            turn = .reserved(ticket, abandoned: nil)
             return .go
         }
         if coalescible, let index = queue.lastIndex(where: { $0.request == request && $0.coalescible }), index == queue.count - 1 {
@@ -182,9 +182,10 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
                 action = "restore"
             }
         }
-        let attempt = Attempt(
+        var attempt = Attempt(
             id: ticket, versions: versions, choice: choice, gated: gated, action: action, fingerprint: fingerprint,
             fromVersions: served?.versions ?? [])
+        if case .reserved(_, let abandoned?)? = turn { attempt.abandoned = abandoned }
         self.fingerprint = fingerprint
         turn = .loading(attempt)
         return attempt
@@ -197,7 +198,7 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
     }
 
     private func isReserved(_ ticket: UInt64) -> Bool {
-        if case .reserved(ticket)? = turn { return true }
+        if case .reserved(ticket, _)? = turn { return true }
         return false
     }
 
@@ -206,7 +207,7 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
         turn = nil
         guard !queue.isEmpty else { return }
         let next = queue.removeFirst()
-        turn = .reserved(next.leader)
+        turn = .reserved(next.leader, abandoned: nil)
         actions.append(.wake(next.leader))
         if !next.followers.isEmpty {
             // Followers wait for the leader's result; remember them under its ticket.
@@ -266,7 +267,8 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
                     state = .serving(Served(model: model, generation: generation), warm: nil)
                     actions.append(.release(old.model))
                 }
-                decisions.rollbackVersions = old.model.versions
+                // A reload of the same versions (changed files) keeps the earlier rollback target.
+                if old.model.versions != toVersions { decisions.rollbackVersions = old.model.versions }
             case .absent, .unavailable:
                 state = .serving(Served(model: model, generation: generation), warm: nil)
             }
@@ -330,6 +332,11 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
     mutating func beginRollback(ticket: UInt64, fingerprint: String) -> RollbackStart {
         precondition(isReserved(ticket), "beginRollback without the turn")
         var actions: [LifecycleAction<Model>] = []
+        if case .reserved(_, let why?)? = turn {
+            let error = TernError(.unavailable, "the rollback of '\(name)' was abandoned: \(why)")
+            finishTurn(ticket: ticket, result: .failure(error), &actions)
+            return .done(.failure(error), actions)
+        }
         if case .serving(let current, let warm?) = state {
             generation += 1
             let from = current.model.versions
@@ -379,9 +386,15 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
         }
         state = forget ? .absent : .unavailable(reason: reason)
         generation += 1
-        if case .loading(var attempt)? = turn {
+        // A load in progress, or one whose caller has its turn but has not begun, never serves.
+        switch turn {
+        case .loading(var attempt)?:
             attempt.abandoned = "the model was \(reason) while it loaded"
             turn = .loading(attempt)
+        case .reserved(let ticket, _)?:
+            turn = .reserved(ticket, abandoned: "the model was \(reason) before the load began")
+        case nil:
+            break
         }
         let error = TernError(.unavailable, "'\(name)' was \(reason) before this request's turn came")
         let waiting = queue.flatMap { [$0.leader] + $0.followers }
