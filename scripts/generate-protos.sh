@@ -26,8 +26,8 @@ MAP
 
 core_out=Sources/TernCore/Generated
 grpc_out=Sources/TernClient/Generated
-cli_out=Sources/TernCLI/Generated
-mkdir -p "$core_out" "$grpc_out" "$cli_out"
+experiments_out=Sources/TernExperiments/Generated
+mkdir -p "$core_out" "$grpc_out" "$experiments_out"
 
 protoc -I Protos \
   --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
@@ -42,10 +42,10 @@ protoc -I Protos \
   --grpc-swift-2_opt=Visibility=Internal,Server=false,Client=true,ProtoPathModuleMappings="$mapping" \
   grpc_service.proto
 
-# The experiments service's messages (the service itself is served by TernCLI on Tern's gRPC server).
+# The experiments service's messages (TernExperiments serves the service as a pattern on Tern's gRPC server).
 protoc -I Protos \
   --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
-  --swift_out="$cli_out" --swift_opt=Visibility=Internal \
+  --swift_out="$experiments_out" --swift_opt=Visibility=Internal \
   experiments.proto
 
-echo "generated:"; ls -1 "$core_out" "$grpc_out" "$cli_out"
+echo "generated:"; ls -1 "$core_out" "$grpc_out" "$experiments_out"

@@ -55,13 +55,7 @@ struct InferCommand: AsyncParsableCommand {
         case "grpc":
             response = try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.infer(request) }
         case "http", "http-json":
-            let (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: transport == "http")
-            let path = "/v2/models/\(model)\(version.map { "/versions/\($0)" } ?? "")/infer"
-            let reply = try await HTTPConnection.with(host: host, port: httpPort) { exchange in
-                try await exchange.send(.POST, path, headers: headerLength.map { [("Inference-Header-Content-Length", String($0))] } ?? [], body: body)
-            }
-            let jsonLength = reply.headers.first(name: "Inference-Header-Content-Length").flatMap(Int.init)
-            response = try KServeHTTPEncoding.response(body: reply.body, headerLength: jsonLength)
+            response = try await KServeHTTPClient(host: host, port: httpPort).infer(request, binary: transport == "http")
         default:
             throw ValidationError("--protocol must be http, http-json or grpc")
         }
@@ -76,15 +70,8 @@ struct InferCommand: AsyncParsableCommand {
     /// The model's output names, from its metadata.
     func outputNames() async throws -> [String] {
         if transport == "grpc" {
-            return try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.modelOutputs(model) }
+            return try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.signature(model: model, version: version) }.outputs.map(\.name)
         }
-        let path = "/v2/models/\(model)\(version.map { "/versions/\($0)" } ?? "")"
-        let reply = try await HTTPConnection.with(host: host, port: httpPort) { try await $0.send(.GET, path) }
-        let object = try? JSONSerialization.jsonObject(with: Data(reply.body.readableBytesView)) as? [String: Any]
-        guard reply.status == .ok, let outputs = object?["outputs"] as? [[String: Any]] else {
-            let reason = (object?["error"] as? String) ?? "no metadata for model '\(model)'"
-            throw CommandFailure("\(reason) (HTTP \(reply.status.code))")
-        }
-        return outputs.compactMap { $0["name"] as? String }
+        return try await KServeHTTPClient(host: host, port: httpPort).signature(model: model, version: version).outputs.map(\.name)
     }
 }

@@ -19,18 +19,10 @@ struct ModelCommand: AsyncParsableCommand {
 
         /// Sends one request; a non-2xx answer becomes the server's error message and status 1.
         func call(_ method: HTTPMethod, _ path: String, body: String? = nil) async throws -> Data {
-            let response = try await HTTPConnection.with(host: host, port: httpPort) { exchange in
-                try await exchange.send(
-                    method, path, headers: body == nil ? [] : [("Content-Type", "application/json")],
-                    body: body.map { ByteBuffer(string: $0) })
-            }
-            let data = Data(response.body.readableBytesView)
-            guard (200..<300).contains(response.status.code) else {
-                let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
-                    ?? String(decoding: data, as: UTF8.self)
-                throw CommandFailure("\(message) (HTTP \(response.status.code))")
-            }
-            return data
+            let reply = try await KServeHTTPClient(host: host, port: httpPort).send(
+                method, path, headers: body == nil ? [] : [("Content-Type", "application/json")], body: body.map { ByteBuffer(string: $0) })
+            guard (200..<300).contains(reply.status) else { throw CommandFailure("\(reply.errorMessage) (HTTP \(reply.status))") }
+            return Data(reply.body.readableBytesView)
         }
 
         func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {

@@ -122,7 +122,7 @@ struct PerfCommand: AsyncParsableCommand {
         default: inputs = try InputData.fromJSONFile(inputData, specs: specs)
         }
         var request = InferenceRequest(modelName: model, inputs: inputs)
-        if requestIDs == "random" { request.id = WireHTTPClient.idPlaceholder }
+        if requestIDs == "random" { request.id = KServeHTTPClient.BlockingCaller.idPlaceholder }
         let warmup = Duration.milliseconds(Int64(warmupSeconds * 1000))
         let measure = Duration.milliseconds(Int64(measurementSeconds * 1000))
 
@@ -154,7 +154,7 @@ struct PerfCommand: AsyncParsableCommand {
                             concurrency: concurrency, connections: grpcConnections, warmup: warmup, measure: measure
                         ) {
                             let bytes = try placed.map { try $0.grpcMessage(slot: slots.next()) } ?? message
-                            return try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: bytes)
+                            return try KServeGRPCClient.BlockingCaller(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: bytes)
                         }
                     } else if let blocking {
                         result = try await LoadGenerator.blocking(
@@ -283,23 +283,14 @@ struct PerfCommand: AsyncParsableCommand {
             return (config.input.map { TensorSpec(name: $0.name, dataType: DataType(configType: $0.dataType)!, shape: batch + $0.dims) }, Int(config.maxBatchSize))
         }
         if overGRPC {
-            return try await KServeGRPCClient.with(host: host, port: grpcPort) { try await $0.modelMetadata(model) }
+            return try await KServeGRPCClient.with(host: host, port: grpcPort) { client in
+                (try await client.signature(model: model).inputs, try await client.maxBatchSize(model: model))
+            }
         }
-        let (metadata, config) = try await HTTPConnection.with(host: host, port: httpPort) { exchange in
-            (try await exchange.send(.GET, "/v2/models/\(model)"), try await exchange.send(.GET, "/v2/models/\(model)/config"))
-        }
-        guard metadata.status == .ok, config.status == .ok,
-            let meta = try JSONSerialization.jsonObject(with: Data(buffer: metadata.body)) as? [String: Any],
-            let inputs = meta["inputs"] as? [[String: Any]],
-            let configObject = try JSONSerialization.jsonObject(with: Data(buffer: config.body)) as? [String: Any]
-        else { throw TernError.notFound("cannot read the metadata of '\(model)' from \(host):\(httpPort)") }
-        let specs = try inputs.map { input -> TensorSpec in
-            guard let name = input["name"] as? String, let typeName = input["datatype"] as? String,
-                let type = DataType(protocolName: typeName), let shape = input["shape"] as? [NSNumber]
-            else { throw TernError.internalError("malformed metadata of '\(model)'") }
-            return TensorSpec(name: name, dataType: type, shape: shape.map(\.int64Value))
-        }
-        return (specs, (configObject["max_batch_size"] as? NSNumber)?.intValue ?? 0)
+        let client = try KServeHTTPClient(host: host, port: httpPort)
+        let inputs = try await client.signature(model: model).inputs
+        let config = try await client.config(model: model)
+        return (inputs, (config["max_batch_size"] as? NSNumber)?.intValue ?? 0)
     }
 
     private func workerScope(_ mode: Mode, request: InferenceRequest, local: LocalModel?) throws -> LoadGenerator.WorkerScope {
@@ -340,7 +331,7 @@ struct PerfCommand: AsyncParsableCommand {
             let port = httpPort
             return {
                 let (bytes, headers) = try placed.map { try encode($0.request(slot: slots.next()), $0.inputs) } ?? (bytes, headers)
-                let client = try WireHTTPClient(host: host, port: port, path: path, headers: headers, body: bytes, freshIDs: request.id == WireHTTPClient.idPlaceholder)
+                let client = try KServeHTTPClient.BlockingCaller(host: host, port: port, path: path, headers: headers, body: bytes, freshIDs: request.id == KServeHTTPClient.BlockingCaller.idPlaceholder)
                 return {
                     let (status, errorBody) = try client.roundTrip()
                     guard status == 200 else { throw WireCallError("HTTP \(status): \(errorBody ?? "")") }
@@ -351,7 +342,7 @@ struct PerfCommand: AsyncParsableCommand {
             let port = grpcPort
             return {
                 let bytes = try placed.map { try $0.grpcMessage(slot: slots.next()) } ?? message
-                let client = try WireGRPCClient(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: bytes)
+                let client = try KServeGRPCClient.BlockingCaller(host: host, port: port, method: "/inference.GRPCInferenceService/ModelInfer", message: bytes)
                 return { try client.call() }
             }
         }
@@ -457,11 +448,10 @@ struct PerfSharedMemory: Sendable {
             return
         }
         let body = ByteBuffer(data: try JSONSerialization.data(withJSONObject: ["key": region.key, "offset": 0, "byte_size": region.bytes.count]))
-        let response = try await HTTPConnection.with(host: host, port: port) { exchange in
-            try await exchange.send(.POST, "/v2/systemsharedmemory/region/\(name)/register", headers: [("Content-Type", "application/json")], body: body)
-        }
-        guard response.status == .ok else {
-            throw TernError.invalidArgument("registering shared memory '\(name)' failed: HTTP \(response.status.code) \(String(buffer: response.body))")
+        let reply = try await KServeHTTPClient(host: host, port: port).send(
+            .POST, "/v2/systemsharedmemory/region/\(name)/register", headers: [("Content-Type", "application/json")], body: body)
+        guard reply.status == 200 else {
+            throw TernError.invalidArgument("registering shared memory '\(name)' failed: HTTP \(reply.status) \(reply.text)")
         }
     }
 
@@ -471,19 +461,15 @@ struct PerfSharedMemory: Sendable {
             if mode == .grpc {
                 try? await KServeGRPCClient.with(host: host, port: port) { try await $0.unregisterSystemSharedMemory(name: name) }
             } else {
-                _ = try? await HTTPConnection.with(host: host, port: port) { try await $0.send(.POST, "/v2/systemsharedmemory/region/\(name)/unregister") }
+                _ = try? await KServeHTTPClient(host: host, port: port).send(.POST, "/v2/systemsharedmemory/region/\(name)/unregister")
             }
         }
     }
 
     private static func outputNames(mode: PerfCommand.Mode, host: String, port: Int, model: String) async throws -> [String] {
         if mode == .grpc {
-            return try await KServeGRPCClient.with(host: host, port: port) { try await $0.modelOutputs(model) }
+            return try await KServeGRPCClient.with(host: host, port: port) { try await $0.signature(model: model) }.outputs.map(\.name)
         }
-        let response = try await HTTPConnection.with(host: host, port: port) { try await $0.send(.GET, "/v2/models/\(model)") }
-        guard response.status == .ok, let object = try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any],
-            let outputs = object["outputs"] as? [[String: Any]]
-        else { throw TernError.notFound("cannot read the outputs of '\(model)' from \(host):\(port)") }
-        return outputs.compactMap { $0["name"] as? String }
+        return try await KServeHTTPClient(host: host, port: port).signature(model: model).outputs.map(\.name)
     }
 }

@@ -68,38 +68,17 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("model-eviction"), help: "none | lru: what a load that does not fit the memory budget does.")
     var modelEviction: String = "none"
 
-    @Option(name: .customLong("device-interval"), help: "Seconds between device telemetry readings (metrics, /device/stats, policy); 0 turns them off.")
-    var deviceInterval: Double = 2
-
-    @Option(name: .customLong("device-policy"), help: "JSON file with the thermal/power policy's settings (see README); none: telemetry only.")
-    var devicePolicy: String?
-
-    @Option(name: .customLong("nvpmodel-conf"), help: "The board's nvpmodel configuration, for the policy's power modes.")
-    var nvpmodelConfiguration: String = "/etc/nvpmodel.conf"
-
-    @Option(name: .customLong("device-state-dir"), help: "Where the clocks and power mode before the policy's first change are kept.")
-    var deviceStateDirectory: String = "/var/lib/tern"
-
     @Option(name: .customLong("history-db"), help: "SQLite file of the model lifecycle history and the pins and rejections that outlive a restart (default: history.sqlite in the repository's folder under --state-dir, <repository>-<digest>/; 'none' keeps it in memory).")
     var historyDatabase: String?
 
     @Option(name: .customLong("state-dir"), help: "Where the default history and experiments databases go, in a folder per model repository (default: $XDG_STATE_HOME/tern or ~/.local/state/tern).")
     var stateDir: String?
 
-    @Option(name: .customLong("experiments-db"), help: "SQLite file of the A/B experiments' metrics (default: experiments.sqlite in the repository's state folder; 'none' keeps it in memory).")
-    var experimentsDatabase: String?
-
-    @Option(name: .customLong("experiments-buffer"), help: "Experiment records held before the writer catches up (a quarter in each of 4 shards); beyond it records are dropped and counted, never delaying requests.")
-    var experimentsBuffer: Int = 16_384
-
     @Option(name: .customLong("http-header-forward-pattern"), help: "Request headers whose whole name matches this regular expression reach the model as request parameters (as Triton's option; e.g. for an experiment's routing_key: header:x-device-id).")
     var httpHeaderForwardPattern: String?
 
     @Option(name: .customLong("grpc-header-forward-pattern"), help: "The same for gRPC metadata keys.")
     var grpcHeaderForwardPattern: String?
-
-    @Option(name: .customLong("device-root"), help: ArgumentHelp("Filesystem root of sysfs/procfs (for recorded trees).", visibility: .hidden))
-    var deviceRoot: String = "/"
 
     @Flag(name: .customLong("allow-client-shm"), help: "Let clients register system shared memory (off by default: a region gives a client read and write access to memory the server maps).")
     var allowClientSharedMemory = false
@@ -153,6 +132,14 @@ struct ServeCommand: AsyncParsableCommand {
     var httpRootCert: String?
     @Option(name: .customLong("metrics-use-ssl"), help: "true: HTTPS on the metrics port with the HTTP port's certificate, key and client verification.")
     var metricsUseSSL = false
+
+    // The patterns' own options, one group each (see ServePlugin).
+    @OptionGroup(title: "Edge-cloud hybrid") var hybrid: HybridServeOptions
+    @OptionGroup(title: "A/B experiments") var experiments: ExperimentsServeOptions
+    @OptionGroup(title: "Device telemetry and thermal policy") var device: DeviceServeOptions
+
+    /// The patterns `tern serve` composes, in the order their services start.
+    var plugins: [any ServePlugin] { [hybrid, experiments, device] }
 
     /// A port's TLS from its options (nil: plain). SIGHUP re-reads the files.
     static func tls(
@@ -219,22 +206,6 @@ struct ServeCommand: AsyncParsableCommand {
             availableBytes: { telemetry.availableMemoryBytes() }, eviction: eviction)
     }
 
-    func policySettings() throws -> ThermalPolicy.Settings? {
-        guard let devicePolicy else { return nil }
-        guard let data = FileManager.default.contents(atPath: devicePolicy) else {
-            throw ValidationError("--device-policy \(devicePolicy): cannot read the file")
-        }
-        do {
-            let settings = try JSONDecoder().decode(ThermalPolicy.Settings.self, from: data)
-            try settings.validate()
-            return settings
-        } catch let error as DeviceError {
-            throw ValidationError("--device-policy \(devicePolicy): \(error.description)")
-        } catch {
-            throw ValidationError("--device-policy \(devicePolicy): not valid policy JSON: \(error)")
-        }
-    }
-
     /// `--rate-limit-resource` values as sizes by name (one device: a device suffix is accepted and ignored).
     func resourceSizes() throws -> [String: Int] {
         var sizes: [String: Int] = [:]
@@ -286,12 +257,7 @@ struct ServeCommand: AsyncParsableCommand {
         let metricsTLS = metricsUseSSL ? httpTLS : nil
         if let maxInstancesPerModel, maxInstancesPerModel < 1 { throw ValidationError("--max-instances-per-model must be at least 1") }
         let resources = try resourceSizes()
-        let telemetry = SystemTelemetry(root: deviceRoot)
-        let memory = try memoryPolicy(telemetry: telemetry)
-        let policy = try policySettings()
-        guard deviceInterval >= 0, policy == nil || deviceInterval > 0 else {
-            throw ValidationError("--device-interval must be positive (a --device-policy needs readings)")
-        }
+        let memory = try memoryPolicy(telemetry: device.telemetry())
         let level: Logger.Level = logVerbose >= 2 ? .trace : logVerbose == 1 ? .debug : .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -309,21 +275,17 @@ struct ServeCommand: AsyncParsableCommand {
             logger.critical("\(error.message)")
             throw ExitCode.failure
         }
-        let history: any LifecycleHistory
-        if historyDatabase == "none" {
-            history = InMemoryLifecycleHistory()
-        } else {
-            let path = historyDatabase ?? stateDirectory() + "/history.sqlite"
-            do {
-                history = try SQLiteLifecycleHistory(path: path, logger: logger)
-            } catch where historyDatabase == nil {
-                // The default place is not writable (a read-only home on a device): keep serving.
-                logger.warning("lifecycle history kept in memory only: cannot open \(path): \(error) (set --history-db PATH)")
-                history = InMemoryLifecycleHistory()
-            } catch {
-                logger.critical("cannot open the lifecycle history \(path): \(error) (use --history-db PATH or none)")
-                throw ExitCode.failure
-            }
+        let history = try openHistory(logger: logger)
+
+        // The patterns: their backends first (the engine needs them), then the patterns themselves.
+        let context = ServeContext(
+            logger: logger, metricsFactory: exporter.factory, stateDirectory: stateDirectory(), repositoryPath: URL(fileURLWithPath: modelRepository))
+        let prepared: [PreparedPattern]
+        do {
+            prepared = try plugins.map { try $0.prepare(context) }
+        } catch let failure as CommandFailure {
+            logger.critical("\(failure.description)")
+            throw ExitCode.failure
         }
         let engine = InferenceServer(
             configuration: ServerConfiguration(
@@ -331,43 +293,19 @@ struct ServeCommand: AsyncParsableCommand {
                 autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds),
                 rateLimit: rateLimit == "execution_count", rateLimitResources: resources, memory: memory,
                 allowClientSharedMemory: allowClientSharedMemory, maxInstancesPerModel: maxInstancesPerModel),
-            backends: [backend, RemoteBackend(), HybridBackend()], history: history, logger: logger)
-        let experimentStore: ExperimentStore
-        if experimentsDatabase == "none" {
-            experimentStore = try ExperimentStore(path: nil)
-        } else {
-            let path = experimentsDatabase ?? stateDirectory() + "/experiments.sqlite"
-            do {
-                experimentStore = try ExperimentStore(path: path)
-            } catch where experimentsDatabase == nil {
-                logger.warning("experiment metrics kept in memory only: cannot open \(path): \(error) (set --experiments-db PATH)")
-                experimentStore = try ExperimentStore(path: nil)
-            } catch {
-                logger.critical("cannot open the experiments database \(path): \(error) (use --experiments-db PATH or none)")
-                throw ExitCode.failure
-            }
-        }
-        let experiments = ExperimentManager(
-            engine: engine, recorder: ExperimentRecorder(store: experimentStore, capacity: experimentsBuffer, logger: logger),
-            repositoryPath: URL(fileURLWithPath: modelRepository), logger: logger)
-        let monitor = deviceInterval > 0
-            ? DeviceMonitor(
-                interval: .milliseconds(Int(deviceInterval * 1000)), read: { telemetry.read() }, engine: engine, policy: policy,
-                powerModes: policy?.powerModes.isEmpty == false
-                    ? PowerModeManager(configurationPath: nvpmodelConfiguration, stateDirectory: deviceStateDirectory) : nil,
-                metricsFactory: exporter.factory, logger: logger)
-            : nil
+            backends: [backend] + prepared.flatMap(\.backends), history: history, logger: logger)
+        let patterns = try prepared.compactMap { try $0.make(engine) }
 
         let http = try HTTPFrontend.server(
-            engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, extensions: [ExperimentRoutes.routes(experiments)],
+            engine: engine, host: host, port: httpPort, maxBodySize: maxRequestSize, extensions: patterns.flatMap(\.httpRoutes),
             headerForwardPattern: httpHeaderForwardPattern, limits: limits, access: httpAccess, tls: httpTLS, logger: logger)
-        var routes: [String: (group: String, answer: @Sendable () -> String)] = [:]
-        if let monitor { routes["/device/stats"] = ("device", { monitor.snapshotJSON() }) }
+        var pages: [String: (group: String, answer: @Sendable () -> String)] = [:]
+        for page in patterns.flatMap(\.metricsPages) { pages[page.path] = (page.group, page.render) }
         let metrics = HTTPFrontend.metricsServer(
-            exporter: exporter, host: host, port: metricsPort, jsonRoutes: routes, limits: limits, access: httpAccess, tls: metricsTLS, logger: logger)
+            exporter: exporter, host: host, port: metricsPort, jsonRoutes: pages, limits: limits, access: httpAccess, tls: metricsTLS, logger: logger)
         let grpc = try GRPCFrontend.server(
             engine: engine, host: host, port: grpcPort, maxMessageSize: maxRequestSize, headerForwardPattern: grpcHeaderForwardPattern,
-            extensions: [ExperimentGRPC.service(experiments)], limits: limits, access: grpcAccess, tls: grpcTLS, drainGrace: exitTimeout,
+            extensions: patterns.flatMap(\.grpcServices), limits: limits, access: grpcAccess, tls: grpcTLS, drainGrace: exitTimeout,
             logger: logger)
 
         // Every port is bound before the models load: a port already taken fails the start at
@@ -382,34 +320,51 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ExitCode.failure
             }
         }
-        await engine.start()
-        for entry in engine.repositoryIndex() {
-            logger.info("model", metadata: [
-                "name": .string(entry.name), "version": .string(entry.version),
-                "state": .string(entry.state.isEmpty ? "NOT LOADED" : entry.state), "reason": .string(entry.reason),
-            ])
-        }
-        experiments.loadAll()
 
-        let poller = RepositoryPoller(engine: engine)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: poller, successTerminationBehavior: .ignore), .init(service: experiments, successTerminationBehavior: .ignore),
-        ]
-        if let monitor { services.append(.init(service: monitor, successTerminationBehavior: .ignore)) }
+        // The patterns' services run from the start (a remote model's connection is needed to
+        // load it); the frontends start serving once the models have loaded.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: RepositoryPoller(engine: engine), successTerminationBehavior: .ignore)]
+        services += patterns.flatMap(\.services).map { .init(service: $0, successTerminationBehavior: .ignore) }
         let reloadable = [httpTLS, grpcTLS].compactMap { $0 }
         if !reloadable.isEmpty {
             services.append(.init(service: TLSReloader(contexts: reloadable, logger: logger), successTerminationBehavior: .ignore))
         }
+        let startup: @Sendable () async -> Void = {
+            await engine.start()
+            for entry in engine.repositoryIndex() {
+                logger.info("model", metadata: [
+                    "name": .string(entry.name), "version": .string(entry.version),
+                    "state": .string(entry.state.isEmpty ? "NOT LOADED" : entry.state), "reason": .string(entry.reason),
+                ])
+            }
+            for pattern in patterns { await pattern.modelsLoaded() }
+            let milliseconds = (ContinuousClock.now - started).milliseconds
+            logger.info("server ready", metadata: ["start_to_ready_ms": .string(String(format: "%.1f", milliseconds))])
+        }
         // Last, so a shutdown drains the frontends first (see DrainedFrontends).
-        services.append(.init(service: DrainedFrontends(frontends: [http, grpc, metrics], engine: engine, exitTimeout: exitTimeout, logger: logger)))
+        services.append(.init(service: DrainedFrontends(
+            frontends: [http, grpc, metrics], engine: engine, exitTimeout: exitTimeout, startup: startup, logger: logger)))
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // A shutdown that stalls (a model call that never returns) still ends the process.
         configuration.maximumGracefulShutdownDuration = exitTimeout + .seconds(10)
         configuration.maximumCancellationDuration = .seconds(5)
-        let group = ServiceGroup(configuration: configuration)
-        let milliseconds = (ContinuousClock.now - started).milliseconds
-        logger.info("server ready", metadata: ["start_to_ready_ms": .string(String(format: "%.1f", milliseconds))])
-        try await group.run()
+        try await ServiceGroup(configuration: configuration).run()
+    }
+
+    /// The lifecycle history the options name (SQLite by default, in memory with `none`).
+    private func openHistory(logger: Logger) throws -> any LifecycleHistory {
+        if historyDatabase == "none" { return InMemoryLifecycleHistory() }
+        let path = historyDatabase ?? stateDirectory() + "/history.sqlite"
+        do {
+            return try SQLiteLifecycleHistory(path: path, logger: logger)
+        } catch where historyDatabase == nil {
+            // The default place is not writable (a read-only home on a device): keep serving.
+            logger.warning("lifecycle history kept in memory only: cannot open \(path): \(error) (set --history-db PATH)")
+            return InMemoryLifecycleHistory()
+        } catch {
+            logger.critical("cannot open the lifecycle history \(path): \(error) (use --history-db PATH or none)")
+            throw ExitCode.failure
+        }
     }
 }
 

@@ -1,25 +1,84 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import ServiceLifecycle
 import SwiftProtobuf
 import TernCore
 
-/// A small KServe v2 gRPC client over grpc-swift, used by `tern infer` and `tern perf`.
-public struct KServeGRPCClient: Sendable {
+/// Tern's one KServe v2 client over gRPC (plaintext or TLS), on grpc-swift 2.
+///
+/// Calls from any task share one HTTP/2 connection, which grpc-swift re-establishes when it
+/// drops. The connection runs while `run()` runs: as a `Service` in a `ServiceGroup` (the hybrid
+/// remote backend), or scoped with `KServeGRPCClient.with(...)` (the CLI, tests). Nothing starts
+/// in the initializer. Failures arrive as `TernError`s with the server's verdict kept (invalid
+/// argument, not found, permission denied) and "unavailable" for anything it could not answer.
+///
+/// For load generation there is also a blocking mode (`blockingCaller`): unary calls written
+/// by hand on a plain socket, see `KServeGRPCClient.BlockingCaller`.
+public final class KServeGRPCClient: Service, Sendable {
     /// Largest message sent or received by default: the gRPC frontend's default limit too.
     public static let defaultMaxMessageSize = 256 << 20
 
+    /// The server's host name or address.
+    public let host: String
+    /// The server's port.
+    public let port: Int
+    private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let service: Inference_GRPCInferenceService.Client<HTTP2ClientTransport.Posix>
+    private let metadata: Metadata
+    private let maxMessageSize: Int
+    private let timeout: Duration?
 
-    /// Connects to `host:port`, runs `body`, then closes the connection.
+    /// A client for `host:port`. `security`: `.plaintext` or `.tls(...)` (trust roots, client
+    /// certificate, verification); `headers` go with every call as metadata (e.g.
+    /// `authorization`); `timeout` limits each call (none when nil). Connects once `run()` runs.
+    public init(
+        host: String, port: Int, security: HTTP2ClientTransport.Posix.TransportSecurity = .plaintext, headers: [(String, String)] = [],
+        maxMessageSize: Int = KServeGRPCClient.defaultMaxMessageSize, timeout: Duration? = nil
+    ) throws(TernError) {
+        self.host = host
+        self.port = port
+        self.maxMessageSize = maxMessageSize
+        self.timeout = timeout
+        let name = host == "localhost" ? "127.0.0.1" : host
+        let isAddress = name.split(separator: ".").count == 4 && name.split(separator: ".").allSatisfy { UInt8($0) != nil }
+        let target: any ResolvableTarget = isAddress ? .ipv4(address: name, port: port) : .dns(host: name, port: port)
+        do {
+            let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: Self.transportConfig)
+            client = GRPCClient(transport: transport)
+        } catch {
+            throw .invalidArgument("cannot set up a gRPC connection to \(host):\(port): \(error)")
+        }
+        service = Inference_GRPCInferenceService.Client(wrapping: client)
+        var metadata = Metadata()
+        for (name, value) in headers { metadata.addString(value, forKey: name.lowercased()) }
+        self.metadata = metadata
+    }
+
+    /// Runs the connection until `close()` or the service group's graceful shutdown; calls in
+    /// flight then finish.
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await client.runConnections()
+        } onGracefulShutdown: {
+            self.client.beginGracefulShutdown()
+        }
+    }
+
+    /// Stops taking calls; calls in flight finish and `run()` returns.
+    public func close() { client.beginGracefulShutdown() }
+
+    /// Connects to `host:port`, runs `body` with the client, then closes the connection.
     public static func with<T: Sendable>(
-        host: String, port: Int, maxMessageSize: Int = Self.defaultMaxMessageSize,
+        host: String, port: Int, security: HTTP2ClientTransport.Posix.TransportSecurity = .plaintext, headers: [(String, String)] = [],
+        maxMessageSize: Int = KServeGRPCClient.defaultMaxMessageSize, timeout: Duration? = nil,
         _ body: (KServeGRPCClient) async throws -> T
     ) async throws -> T {
-        let transport = try HTTP2ClientTransport.Posix(
-            target: .ipv4(address: host == "localhost" ? "127.0.0.1" : host, port: port), transportSecurity: .plaintext, config: transportConfig)
-        return try await withGRPCClient(transport: transport) { client in
-            try await body(KServeGRPCClient(service: Inference_GRPCInferenceService.Client(wrapping: client)))
+        let client = try KServeGRPCClient(host: host, port: port, security: security, headers: headers, maxMessageSize: maxMessageSize, timeout: timeout)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await client.run() }
+            defer { client.close() }
+            return try await body(client)
         }
     }
 
@@ -33,29 +92,34 @@ public struct KServeGRPCClient: Sendable {
         return config
     }
 
-    static func options(_ maxMessageSize: Int, timeout: Duration? = nil) -> CallOptions {
+    private func options(_ timeout: Duration?) -> CallOptions {
         var options = CallOptions.defaults
         options.maxResponseMessageBytes = maxMessageSize
         options.maxRequestMessageBytes = maxMessageSize
-        options.timeout = timeout
+        options.timeout = timeout ?? self.timeout
         return options
     }
 
-    /// Sends a prepared ModelInfer message (perf reuses one message for every call).
-    func infer(message: Inference_ModelInferRequest) async throws -> Inference_ModelInferResponse {
-        try await service.modelInfer(message, options: Self.options(Self.defaultMaxMessageSize))
+    /// Runs `call`, turning what grpc-swift throws into a `TernError`.
+    private func calling<T>(_ call: () async throws -> T) async throws(TernError) -> T {
+        do {
+            return try await call()
+        } catch {
+            throw Self.ternError(error)
+        }
     }
+
+    // MARK: Calls
 
     /// Runs one inference; tensors travel in raw_input_contents / raw_output_contents.
-    public func infer(_ request: InferenceRequest) async throws -> InferenceResponse {
-        let response = try await infer(message: KServeGRPCCodec.message(request))
-        return try KServeGRPCCodec.response(response)
-    }
-
-    /// A reusable closure that sends the same request again and again (for load generation).
-    public func repeater(for request: InferenceRequest) -> @Sendable () async throws -> Void {
+    public func infer(_ request: InferenceRequest, timeout: Duration? = nil) async throws(TernError) -> InferenceResponse {
         let message = KServeGRPCCodec.message(request)
-        return { _ = try await self.infer(message: message) }
+        let reply = try await calling { try await service.modelInfer(message, metadata: metadata, options: options(timeout)) }
+        do {
+            return try KServeGRPCCodec.response(reply)
+        } catch {
+            throw .unavailable("unreadable response from \(host):\(port): \(error)")
+        }
     }
 
     /// The ModelInferRequest message for `request`, serialized (for clients that frame it themselves).
@@ -66,90 +130,83 @@ public struct KServeGRPCClient: Sendable {
         try KServeGRPCCodec.message(request, sharedMemoryInputs: sharedMemoryInputs).serializedBytes()
     }
 
+    /// A model's inputs and outputs, from its metadata.
+    public func signature(model: String, version: Int64? = nil, timeout: Duration? = nil) async throws(TernError) -> ModelSignature {
+        let message = Inference_ModelMetadataRequest.with {
+            $0.name = model
+            $0.version = version.map(String.init) ?? ""
+        }
+        let reply = try await calling { try await service.modelMetadata(message, metadata: metadata, options: options(timeout)) }
+        func specs(_ tensors: [Inference_ModelMetadataResponse.TensorMetadata]) throws(TernError) -> [TensorSpec] {
+            try tensors.map { tensor throws(TernError) in
+                guard let type = DataType(protocolName: tensor.datatype) else {
+                    throw .unavailable("model '\(model)' at \(host):\(port): unknown datatype \(tensor.datatype) in its metadata")
+                }
+                return TensorSpec(name: tensor.name, dataType: type, shape: tensor.shape)
+            }
+        }
+        return ModelSignature(inputs: try specs(reply.inputs), outputs: try specs(reply.outputs))
+    }
+
+    /// A model's `max_batch_size`, from its configuration.
+    public func maxBatchSize(model: String) async throws(TernError) -> Int {
+        let reply = try await calling { try await service.modelConfig(.with { $0.name = model }, metadata: metadata, options: options(nil)) }
+        return Int(reply.config.maxBatchSize)
+    }
+
     /// Registers a POSIX shared-memory object with the server (system shared-memory extension).
-    public func registerSystemSharedMemory(name: String, key: String, offset: UInt64 = 0, byteSize: UInt64) async throws {
-        _ = try await service.systemSharedMemoryRegister(.with {
+    public func registerSystemSharedMemory(name: String, key: String, offset: UInt64 = 0, byteSize: UInt64) async throws(TernError) {
+        let message = Inference_SystemSharedMemoryRegisterRequest.with {
             $0.name = name; $0.key = key; $0.offset = offset; $0.byteSize = byteSize
-        })
+        }
+        _ = try await calling { try await service.systemSharedMemoryRegister(message, metadata: metadata, options: options(nil)) }
     }
 
     /// Unregisters a region (every region when `name` is empty).
-    public func unregisterSystemSharedMemory(name: String) async throws {
-        _ = try await service.systemSharedMemoryUnregister(.with { $0.name = name })
-    }
-
-    /// The model's outputs (names).
-    public func modelOutputs(_ name: String) async throws -> [String] {
-        try await service.modelMetadata(.with { $0.name = name }).outputs.map(\.name)
-    }
-
-    public func modelMetadata(_ name: String) async throws -> (inputs: [TensorSpec], maxBatchSize: Int) {
-        let metadata = try await service.modelMetadata(.with { $0.name = name })
-        let config = try await service.modelConfig(.with { $0.name = name })
-        let inputs = try metadata.inputs.map { input -> TensorSpec in
-            guard let type = DataType(protocolName: input.datatype) else { throw TernError.invalidArgument("unknown datatype \(input.datatype)") }
-            return TensorSpec(name: input.name, dataType: type, shape: input.shape)
-        }
-        return (inputs, Int(config.config.maxBatchSize))
-    }
-}
-
-/// The client's direction of the gRPC codec: engine requests to ModelInferRequest messages and
-/// ModelInferResponse messages back (the server's direction is TernGRPC's `GRPCConversions`).
-package enum KServeGRPCCodec {
-    /// An engine request as a ModelInferRequest with raw_input_contents (but for the inputs in
-    /// shared memory, which carry their place as parameters).
-    package static func message(_ request: InferenceRequest, sharedMemoryInputs: [String: SharedMemoryReference] = [:]) -> Inference_ModelInferRequest {
-        var message = Inference_ModelInferRequest()
-        message.modelName = request.modelName
-        message.modelVersion = request.modelVersion.map(String.init) ?? ""
-        message.id = request.id
-        message.inputs = request.inputs.map { tensor in
-            var input = Inference_ModelInferRequest.InferInputTensor()
-            input.name = tensor.name
-            input.datatype = tensor.dataType.protocolName
-            input.shape = tensor.shape
-            if let place = sharedMemoryInputs[tensor.name] { input.parameters = protocolParameters(place.parameters) }
-            return input
-        }
-        message.rawInputContents = request.inputs.filter { sharedMemoryInputs[$0.name] == nil }.map(\.data)
-        message.outputs = request.outputs.map { output in
-            var requested = Inference_ModelInferRequest.InferRequestedOutputTensor()
-            requested.name = output.name
-            requested.parameters = protocolParameters(output.parameters)
-            if output.classificationCount > 0 {
-                var count = Inference_InferParameter()
-                count.int64Param = Int64(output.classificationCount)
-                requested.parameters["classification"] = count
-            }
-            return requested
-        }
-        return message
-    }
-
-    package static func protocolParameters(_ parameters: [String: InferParameter]) -> [String: Inference_InferParameter] {
-        parameters.mapValues { value in
-            var parameter = Inference_InferParameter()
-            switch value {
-            case .bool(let v): parameter.parameterChoice = .boolParam(v)
-            case .int64(let v): parameter.parameterChoice = .int64Param(v)
-            case .uint64(let v): parameter.parameterChoice = .uint64Param(v)
-            case .double(let v): parameter.parameterChoice = .doubleParam(v)
-            case .string(let v): parameter.parameterChoice = .stringParam(v)
-            }
-            return parameter
+    public func unregisterSystemSharedMemory(name: String) async throws(TernError) {
+        _ = try await calling {
+            try await service.systemSharedMemoryUnregister(.with { $0.name = name }, metadata: metadata, options: options(nil))
         }
     }
 
-    /// A ModelInferResponse as an engine response.
-    package static func response(_ message: Inference_ModelInferResponse) throws -> InferenceResponse {
-        guard message.rawOutputContents.count == message.outputs.count else {
-            throw TernError.internalError("the response has \(message.outputs.count) outputs but \(message.rawOutputContents.count) raw contents")
+    // MARK: Errors
+
+    /// gRPC status → Tern error: the server's own verdict on the request keeps its meaning
+    /// (invalid argument, not found, permission denied); anything the server could not answer,
+    /// a connection that cannot be made included, is "unavailable".
+    public static func ternError(_ error: any Error) -> TernError {
+        if let error = error as? TernError { return error }
+        guard let rpc = error as? RPCError else { return .unavailable("\(error)") }
+        if rpc.code == .unavailable, let range = rpc.message.range(of: "connection to ") {
+            // grpc-swift: "Could not establish a connection to [ipv4]127.0.0.1:8001."
+            let address = rpc.message[range.upperBound...].trimmingCharacters(in: CharacterSet(charactersIn: ". "))
+                .replacingOccurrences(of: "[ipv4]", with: "").replacingOccurrences(of: "[ipv6]", with: "")
+            let cause = rpc.cause.map { " (\(Self.reason($0)))" } ?? ""
+            return .unavailable("cannot connect to \(address)\(cause)")
         }
-        let outputs = try zip(message.outputs, message.rawOutputContents).map { output, data -> Tensor in
-            guard let type = DataType(protocolName: output.datatype) else { throw TernError.internalError("unknown datatype \(output.datatype)") }
-            return Tensor(name: output.name, dataType: type, shape: output.shape, data: data)
+        // The cause says what the message does not (e.g. which TLS check failed).
+        let text = rpc.message + (rpc.cause.map { " (\(Self.reason($0)))" } ?? "")
+        switch rpc.code {
+        case .invalidArgument, .outOfRange: return .invalidArgument(text)
+        case .notFound: return .notFound(text)
+        case .alreadyExists: return TernError(.alreadyExists, text)
+        case .failedPrecondition: return TernError(.failedPrecondition, text)
+        case .permissionDenied: return .permissionDenied(text)
+        case .unimplemented: return TernError(.unimplemented, text)
+        case .deadlineExceeded: return .unavailable(text + " (timed out)")
+        case .unauthenticated: return .unavailable(text + " (unauthenticated, check the credentials)")
+        default: return .unavailable(text + " (gRPC \(rpc.code))")
         }
-        return InferenceResponse(modelName: message.modelName, modelVersion: Int64(message.modelVersion) ?? 0, id: message.id, outputs: outputs)
+    }
+
+    static func reason(_ error: any Error) -> String { KServeHTTPClient.reason(error) }
+
+    // MARK: Blocking mode
+
+    /// A blocking caller that repeats one unary call of `method` (the full path, e.g.
+    /// `/inference.GRPCInferenceService/ModelInfer`) with the serialized `message` on its own
+    /// plaintext connection (see `BlockingCaller`).
+    public func blockingCaller(method: String, message: [UInt8]) throws -> BlockingCaller {
+        try BlockingCaller(host: host, port: port, method: method, message: message)
     }
 }

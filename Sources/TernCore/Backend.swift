@@ -4,10 +4,14 @@ import Logging
 /// Name, element type and shape of one model input or output as the model file declares it;
 /// -1 marks a dimension of any size.
 public struct TensorSpec: Sendable, Hashable {
+    /// The tensor's name in the model file.
     public var name: String
+    /// The element type the model declares.
     public var dataType: DataType
+    /// The declared dimensions, -1 where any size is accepted.
     public var shape: [Int64]
 
+    /// Makes a spec from a tensor's name, element type and declared shape.
     public init(name: String, dataType: DataType, shape: [Int64]) {
         self.name = name
         self.dataType = dataType
@@ -17,9 +21,12 @@ public struct TensorSpec: Sendable, Hashable {
 
 /// The inputs and outputs a model file declares.
 public struct ModelSignature: Sendable, Hashable {
+    /// The model's declared inputs, in file order.
     public var inputs: [TensorSpec]
+    /// The model's declared outputs, in file order.
     public var outputs: [TensorSpec]
 
+    /// Makes a signature from the declared inputs and outputs.
     public init(inputs: [TensorSpec], outputs: [TensorSpec]) {
         self.inputs = inputs
         self.outputs = outputs
@@ -48,18 +55,22 @@ public protocol Backend: Sendable {
 }
 
 extension Backend {
+    /// By default a backend leaves the instance count to Triton's rule (nil).
     public var defaultInstanceCount: Int? { nil }
 }
 
 /// Where and how an instance runs, as its instance group says.
 public struct InstancePlacement: Sendable, Hashable {
+    /// The processor an instance runs on: the CPU, or the GPU with the given device id.
     public enum Kind: Sendable, Hashable { case cpu, gpu(deviceID: Int) }
+    /// Whether the instance runs on the CPU or on which GPU.
     public var kind: Kind
     /// Index of this instance among all instances of the model version.
     public var index: Int
     /// Threads ONNX Runtime may use inside one operator for this instance (0 = backend default).
     public var intraOpThreads: Int
 
+    /// Makes a placement from the processor kind, the instance's index and its intra-op thread count.
     public init(kind: Kind, index: Int, intraOpThreads: Int) {
         self.kind = kind
         self.index = index
@@ -83,5 +94,6 @@ public protocol ModelInstance: AnyObject, Sendable {
 }
 
 extension ModelInstance {
+    /// By default an instance may run on a caller's thread.
     public var mayRunOnCallerThread: Bool { true }
 }

@@ -16,6 +16,7 @@ public enum InferParameter: Sendable, Hashable {
         }
     }
 
+    /// The value when it is a bool, nil for every other kind.
     public var boolValue: Bool? {
         if case .bool(let v) = self { return v }
         return nil
@@ -32,6 +33,7 @@ public enum InferParameter: Sendable, Hashable {
         }
     }
 
+    /// The value when it is a string, nil for every other kind (numbers are not converted).
     public var stringValue: String? {
         if case .string(let v) = self { return v }
         return nil

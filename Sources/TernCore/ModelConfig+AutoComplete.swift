@@ -4,9 +4,6 @@ extension ModelConfig {
     /// Batch size Triton's onnxruntime backend sets when a model can batch and the config is silent.
     public static let defaultMaxBatchSize: Int32 = 4
 
-    /// Fills what the config leaves out from the model's declared inputs and outputs: missing
-    /// inputs/outputs, their types and dims, and `max_batch_size` when every input and output has
-    /// a variable first dimension (and the config sets no inputs or outputs of its own).
     /// Inputs the server feeds itself: sequence control inputs and implicit state inputs.
     public var serverSuppliedInputs: Set<String> {
         guard case .sequenceBatching(let sequencing)? = schedulingChoice else { return [] }
@@ -19,6 +16,9 @@ extension ModelConfig {
         return Set(sequencing.state.map(\.outputName))
     }
 
+    /// Fills what the config leaves out from the model's declared inputs and outputs: missing
+    /// inputs/outputs, their types and dims, and `max_batch_size` when every input and output has
+    /// a variable first dimension (and the config sets no inputs or outputs of its own).
     public mutating func autoComplete(from signature: ModelSignature) {
         let supplied = serverSuppliedInputs, kept = stateOutputs
         let canBatch = !signature.inputs.isEmpty

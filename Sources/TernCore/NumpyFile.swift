@@ -3,6 +3,8 @@ import Foundation
 /// Reads `.npy` files (format 1.0-3.0, little-endian, C order) into tensors: `tern infer` inputs
 /// and the validation sets of hot-swap gates.
 public enum NumpyFile {
+    /// Reads the `.npy` file at `path` into a tensor called `name`, throwing an invalid-argument error when the file
+    /// cannot be read or decoded.
     public static func read(_ path: String, name: String) throws(TernError) -> Tensor {
         let data: Data
         do {

@@ -1,10 +1,14 @@
 /// A tensor's place in a registered region, from its `shared_memory_region`,
 /// `shared_memory_byte_size` and `shared_memory_offset` parameters.
 public struct SharedMemoryReference: Sendable, Hashable {
+    /// Name of the registered shared-memory region the tensor lives in.
     public var region: String
+    /// Length of the tensor's bytes in the region.
     public var byteSize: Int
+    /// Byte offset of the tensor's first byte from the start of the region.
     public var offset: Int
 
+    /// Makes a reference to `byteSize` bytes at `offset` in the region named `region`.
     public init(region: String, byteSize: Int, offset: Int = 0) {
         self.region = region
         self.byteSize = byteSize

@@ -2,6 +2,7 @@
 /// for names derived from paths and for remembering which files a decision was made from. Not
 /// for security.
 public enum StableDigest {
+    /// The FNV-1a 64-bit hash of the text's UTF-8 bytes, as lowercase hex without leading zeros.
     public static func hex(_ text: String) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in text.utf8 {

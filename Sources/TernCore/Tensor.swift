@@ -7,11 +7,16 @@ import Foundation
 /// memory owned by a frontend's request buffer or by a backend's output value: no copy is made when
 /// a tensor moves between layers.
 public struct Tensor: Sendable {
+    /// The input or output name the tensor is bound to.
     public var name: String
+    /// The element type, which decides how `data` is laid out.
     public var dataType: DataType
+    /// Dimensions, outermost first (empty for a scalar).
     public var shape: [Int64]
+    /// The elements as little-endian bytes in row-major order (the KServe length-prefixed layout for BYTES).
     public var data: Data
 
+    /// Makes a tensor from its name, element type, shape and raw bytes, without checking that they agree.
     public init(name: String, dataType: DataType, shape: [Int64], data: Data) {
         self.name = name
         self.dataType = dataType

@@ -7,10 +7,12 @@ import CoreMetrics
 public struct DeviceMetrics: Sendable {
     let factory: any MetricsFactory
 
+    /// Makes a recorder that creates its gauges with `factory` (the process's metrics system by default).
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         self.factory = factory
     }
 
+    /// Sets the `tern_device_*` gauges (and `nv_gpu_utilization`) from one reading, skipping what it does not hold.
     public func record(_ stats: DeviceStats) {
         for core in stats.cpus {
             let labels = [("core", String(core.index))]

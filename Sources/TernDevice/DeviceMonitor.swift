@@ -11,25 +11,39 @@ import TernRuntime
 public final class DeviceMonitor: Service, Sendable {
     /// What the monitor knows now; served as JSON on the metrics port (`/device/stats`).
     public struct Snapshot: Sendable, Codable {
+        /// The latest telemetry reading, nil before the first sample.
         public var stats: DeviceStats?
+        /// The thermal controller's state and recent decisions, nil when the monitor runs without a policy.
         public var policy: PolicyStatus?
     }
 
     /// The controller's state, and its recent decisions.
     public struct PolicyStatus: Sendable, Codable, Equatable {
+        /// The throttling step in force: 0 is normal service, above 0 throttled, below 0 boosted.
         public var step: Int
+        /// The hottest watched sensor at the latest reading, in °C (nil when none reported a temperature).
         public var watchedCelsius: Double?
+        /// The factor the engine applies to every dynamic batcher's `max_batch_size` (1 = as configured).
         public var batchScale: Double
+        /// Models the policy has paused, sorted by name.
         public var pausedModels: [String]
+        /// The power mode the monitor last set, nil until it changes one.
         public var powerMode: String?
+        /// The last 50 decisions, oldest first.
         public var decisions: [LoggedDecision]
     }
 
+    /// One step change the controller made, as kept for `/device/stats` with what was done about it.
     public struct LoggedDecision: Sendable, Codable, Equatable {
+        /// When the decision was taken, as ISO 8601 text.
         public var time: String
+        /// The throttling step before the change.
         public var fromStep: Int
+        /// The throttling step after the change.
         public var toStep: Int
+        /// The controller's sentence for why the step changed, e.g. "throttle: 86.0 °C ≥ 85.0 °C".
         public var reason: String
+        /// The actions attempted, in words (e.g. "power mode 15W", "batch scale 0.5").
         public var actions: [String]
         /// Actions that could not be carried out, and why.
         public var failures: [String]
@@ -46,6 +60,7 @@ public final class DeviceMonitor: Service, Sendable {
         var previousInferences: UInt64?
     }
 
+    /// Time between two samples.
     public let interval: Duration
     private let read: @Sendable () -> DeviceStats
     private let engine: InferenceServer?
@@ -76,6 +91,7 @@ public final class DeviceMonitor: Service, Sendable {
         }
     }
 
+    /// Samples every `interval` until the task is cancelled or a graceful shutdown begins.
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
@@ -107,6 +123,7 @@ public final class DeviceMonitor: Service, Sendable {
         return decision
     }
 
+    /// The latest reading and the controller's state, as `/device/stats` serves them.
     public var snapshot: Snapshot {
         state.withLock { s in
             Snapshot(stats: s.stats, policy: s.policy.map { policy in

@@ -3,9 +3,12 @@ import Foundation
 /// A power mode of a Jetson board as `/etc/nvpmodel.conf` defines it. Ids differ per board and
 /// JetPack release, so Tern always looks them up by name in the board's own file.
 public struct PowerMode: Sendable, Equatable, Codable {
+    /// The mode's number in this board's nvpmodel.conf (what `nvpmodel -m` takes).
     public var id: Int
+    /// The mode's name in nvpmodel.conf, e.g. "MAXN" or "15W".
     public var name: String
 
+    /// Makes a mode from its nvpmodel id and name.
     public init(id: Int, name: String) {
         self.id = id
         self.name = name
@@ -14,7 +17,9 @@ public struct PowerMode: Sendable, Equatable, Codable {
 
 /// The modes of an `nvpmodel.conf`, and its default.
 public struct NVPModelConfiguration: Sendable, Equatable {
+    /// The modes in the order the file defines them.
     public var modes: [PowerMode]
+    /// The id of the default mode (`PM_CONFIG DEFAULT`), nil when the file names none.
     public var defaultID: Int?
 
     /// Reads `< POWER_MODEL ID=n NAME=name >` headers and `< PM_CONFIG DEFAULT=n >`.
@@ -55,11 +60,15 @@ public struct NVPModelConfiguration: Sendable, Equatable {
 /// saving the clocks with `jetson_clocks --store` before the first change so `restore` can undo
 /// every change Tern made (clocks with `jetson_clocks --restore`, then the original mode).
 public struct PowerModeManager: Sendable {
+    /// Runs `nvpmodel` and `jetson_clocks` (a fake one in tests).
     public var runner: any CommandRunner
+    /// Path of the board's nvpmodel.conf.
     public var configurationPath: String
     /// Where the clocks and the mode before Tern's first change are kept.
     public var stateDirectory: String
 
+    /// Makes a manager that runs tools with `runner`, reads modes from `configurationPath` and keeps its saved state in
+    /// `stateDirectory`.
     public init(runner: any CommandRunner = ProcessRunner(), configurationPath: String = "/etc/nvpmodel.conf",
                 stateDirectory: String = "/var/lib/tern") {
         self.runner = runner
@@ -70,6 +79,7 @@ public struct PowerModeManager: Sendable {
     var clocksFile: String { stateDirectory + "/jetson_clocks.conf" }
     var modeFile: String { stateDirectory + "/nvpmodel.original" }
 
+    /// The modes the board's nvpmodel.conf defines, or an error when the file cannot be read or holds no mode.
     public func configuration() throws(DeviceError) -> NVPModelConfiguration {
         guard let text = try? String(contentsOfFile: configurationPath, encoding: .utf8) else {
             throw DeviceError("cannot read \(configurationPath): not a Jetson, or nvpmodel is not installed")

@@ -9,6 +9,7 @@ import Synchronization
 /// not a Jetson the generic parts still work and the rest is listed in `unavailable`.
 /// CPU load is busy time between two readings: the first reading has none.
 public final class SystemTelemetry: Sendable {
+    /// The folder the sysfs and procfs paths are read under, ending in "/" ("/" on a live machine).
     public let root: String
     private let previousCPU = Mutex<[Int: CPUTimes]>([:])
 
@@ -17,10 +18,13 @@ public final class SystemTelemetry: Sendable {
         var total: UInt64
     }
 
+    /// Makes a reader of the files under `root` (a "/" is added when missing).
     public init(root: String = "/") {
         self.root = root.hasSuffix("/") ? root : root + "/"
     }
 
+    /// One reading of CPUs, memory, thermal zones, GPU and power rails; the CPU loads are busy time since the previous
+    /// call.
     public func read() -> DeviceStats {
         var stats = DeviceStats()
         readCPUs(into: &stats)

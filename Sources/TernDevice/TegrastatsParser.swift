@@ -10,12 +10,17 @@
 public enum TegrastatsParser {
     /// Why a line could not be parsed: `column` is the 1-based character position of the token.
     public struct ParseError: Error, Equatable, CustomStringConvertible, Sendable {
+        /// The 1-based character position in the line where the token starts.
         public var column: Int
+        /// The token that could not be read.
         public var token: String
+        /// What was expected instead, in words.
         public var reason: String
+        /// The error as "column N: reason ('token')".
         public var description: String { "column \(column): \(reason) ('\(token)')" }
     }
 
+    /// Parses one tegrastats line into a reading, throwing at the first token it does not recognise.
     public static func parse(_ line: String) throws(ParseError) -> DeviceStats {
         var tokens = Tokens(line)
         var stats = DeviceStats()

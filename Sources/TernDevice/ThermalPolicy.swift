@@ -17,7 +17,9 @@ import Foundation
 public struct ThermalPolicy: Sendable, Equatable {
     /// The policy's knobs (`--device-policy FILE` reads them as JSON with these names).
     public struct Settings: Sendable, Equatable, Codable {
+        /// The temperature at or above which the policy steps up, in °C.
         public var throttleAboveCelsius: Double = 85
+        /// The temperature at or below which readings count towards a step down, in °C.
         public var recoverBelowCelsius: Double = 75
         /// Whole-board power at or above which the policy throttles as if hot (mW), if set.
         public var powerBudgetMilliwatts: Double?
@@ -42,8 +44,11 @@ public struct ThermalPolicy: Sendable, Equatable {
         /// How far below `throttleAboveCelsius` the board must be to raise the power mode.
         public var boostHeadroomCelsius: Double = 10
 
+        /// Makes the default settings: throttle at 85 °C, recover at 75 °C, no power modes and batch scales of 0.5 then
+        /// 0.25.
         public init() {}
 
+        /// Decodes settings from JSON, taking the default for every field the JSON leaves out.
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             let d = Settings()
@@ -84,13 +89,17 @@ public struct ThermalPolicy: Sendable, Equatable {
 
     /// What the board looks like at one reading.
     public struct Input: Sendable, Equatable {
+        /// The hottest watched sensor, in °C (nil when none reported).
         public var celsius: Double?
+        /// The whole board's power draw, in milliwatts, if known.
         public var milliwatts: Double?
         /// Models that missed their latency target since the previous reading.
         public var modelsMissingTarget: [String]
         /// No request arrived since the previous reading.
         public var idle: Bool
 
+        /// Makes a reading from the watched temperature and optionally the power, the models missing their target and
+        /// whether traffic was idle.
         public init(celsius: Double?, milliwatts: Double? = nil, modelsMissingTarget: [String] = [], idle: Bool = false) {
             self.celsius = celsius
             self.milliwatts = milliwatts
@@ -110,17 +119,24 @@ public struct ThermalPolicy: Sendable, Equatable {
 
     /// A step change with its actions and a sentence for the log.
     public struct Decision: Sendable, Equatable {
+        /// The step before the change.
         public var fromStep: Int
+        /// The step after the change.
         public var toStep: Int
+        /// What the serving side should do to reach the new step, in order.
         public var actions: [Action]
+        /// Why the step changed, beginning with "throttle:", "recover:", "boost:" or "idle:".
         public var reason: String
     }
 
+    /// The knobs the policy was made with.
     public let settings: Settings
+    /// The current step: 0 is normal service, positive steps throttle, negative steps boost.
     public private(set) var step = 0
     private var coolReadings = 0
     private var idleReadings = 0
 
+    /// Makes a policy at step 0 with the given settings.
     public init(settings: Settings) {
         self.settings = settings
     }

@@ -10,8 +10,11 @@ import TernRuntime
 /// steps on a schedule (as a `Service`), and answers the API and CLI (create, list, status, stop,
 /// promote, report, feedback).
 public final class ExperimentManager: Service, Sendable {
+    /// The engine the experiments are registered with as virtual models.
     public let engine: InferenceServer
+    /// The batch writer that takes the experiments' records.
     public let recorder: ExperimentRecorder
+    /// The metrics store the recorder writes to, where reports and feedback are read and written.
     public var store: ExperimentStore { recorder.store }
     let repositoryPath: URL?
     let logger: Logger
@@ -20,6 +23,8 @@ public final class ExperimentManager: Service, Sendable {
     private let lastRetention = Mutex(0.0)
     private let shadows: ShadowRunner
 
+    /// Makes a manager for `engine` that records through `recorder` and reads experiment files under `repositoryPath`
+    /// (none when nil).
     public init(engine: InferenceServer, recorder: ExperimentRecorder, repositoryPath: URL?, logger: Logger) {
         self.engine = engine
         self.recorder = recorder
@@ -118,8 +123,10 @@ public final class ExperimentManager: Service, Sendable {
         try install(spec, state: nil, source: "api")
     }
 
+    /// Every experiment the manager runs, sorted by name.
     public var all: [Experiment] { experiments.withLock { $0.values.sorted { $0.name < $1.name } } }
 
+    /// The experiment called `name`, or a not-found error.
     public func experiment(_ name: String) throws(TernError) -> Experiment {
         guard let experiment = experiment(name, orNil: true) else { throw .notFound("no experiment '\(name)'") }
         return experiment

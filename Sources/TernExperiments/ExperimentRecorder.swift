@@ -15,11 +15,14 @@ import TernCore
 /// After each write, an observer (the experiments' in-memory tallies) sees the records, on the
 /// writer's thread: the request path does nothing more than queue one record.
 public final class ExperimentRecorder: Sendable {
+    /// The store the batches are written to.
     public let store: ExperimentStore
     /// Records the buffer holds at most, a `shardCount`th of them in each shard.
     public let capacity: Int
     private let shardCapacity: Int
+    /// The longest the writer thread waits between two writes.
     public let flushInterval: Duration
+    /// The number of shards the buffer is split into.
     public static let shardCount = 4
     private let shards: [Shard]
     /// The shards' buffers being written (held by one flush at a time): swapped with the full
@@ -34,6 +37,8 @@ public final class ExperimentRecorder: Sendable {
     private let logger: Logger
     private let dropped: Counter
 
+    /// Makes a recorder that buffers up to `capacity` records for `store` and writes them every `flushInterval` once
+    /// started.
     public init(store: ExperimentStore, capacity: Int = 16_384, flushInterval: Duration = .milliseconds(100), logger: Logger) {
         self.store = store
         self.capacity = max(capacity, 1)
@@ -81,6 +86,7 @@ public final class ExperimentRecorder: Sendable {
         return accepted
     }
 
+    /// Records dropped so far because the buffer was full or their write failed.
     public var droppedRecords: Int { droppedCount.load(ordering: .relaxed) }
 
     /// Writes what is buffered now, on the caller's thread.

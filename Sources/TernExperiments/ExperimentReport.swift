@@ -5,39 +5,69 @@ import Foundation
 /// two-proportion z-tests on error rate and accuracy, with effect sizes); the sample-ratio check;
 /// the guardrail verdict. `tern ab report` prints it, `/v2/experiments/{name}/report` serves it.
 public struct ExperimentReport: Codable, Sendable {
+    /// The experiment's name.
     public var experiment: String
+    /// Whether the experiment is running, stopped or promoted.
     public var status: ExperimentState.Status
+    /// Why it stopped or what its promotion did, if either happened.
     public var reason: String?
+    /// The promoted variant's name, if any.
     public var winner: String?
+    /// The routing key as written in the spec, e.g. "id" or "parameter:device_id".
     public var routingKey: String
+    /// When the report was made, in seconds since 1970.
     public var generatedAt: Double
+    /// One entry per variant, in the spec's order.
     public var variants: [VariantReport]
+    /// Each variant other than the control tested against the control.
     public var comparisons: [Comparison]
+    /// The sample-ratio check on the served variants since the weights last changed, nil when not running or not
+    /// computable.
     public var sampleRatio: SampleRatio?
+    /// What the guardrails conclude from this report.
     public var verdict: Verdict
+    /// The experiment's history, oldest first.
     public var events: [ExperimentEvent]
 
+    /// Summary of a variant's latencies, in milliseconds.
     public struct Latency: Codable, Sendable, Equatable {
+        /// The mean latency.
         public var mean: Double
+        /// The median latency.
         public var p50: Double
+        /// The 95th-percentile latency.
         public var p95: Double
+        /// The 99th-percentile latency.
         public var p99: Double
     }
 
+    /// One variant's numbers: traffic, errors, latency, confidence and accuracy.
     public struct VariantReport: Codable, Sendable {
+        /// The variant's name.
         public var name: String
+        /// The repository model the variant sends requests to.
         public var model: String
+        /// The model version it runs, nil for the highest ready one.
         public var version: Int64?
+        /// The variant's current weight.
         public var weight: Double
+        /// Whether the variant is a shadow.
         public var shadow: Bool
+        /// Requests recorded for the variant, answered and failed.
         public var requests: Int
+        /// Requests that failed.
         public var errors: Int
+        /// Failed requests as a fraction of all (0–1), nil without requests.
         public var errorRate: Double?
         /// Milliseconds, over answered requests.
         public var latencyMs: Latency?
+        /// Mean confidence of the answered requests that had one, nil when none had.
         public var meanConfidence: Double?
+        /// Answered requests that got a feedback label.
         public var labelled: Int
+        /// Fraction (0–1) of the labelled requests predicted right, nil without labels.
         public var accuracy: Double?
+        /// The accuracy's 95 % Wilson interval as [low, high], nil without labels.
         public var accuracyCI95: [Double]?
         /// Raw latencies for the plots of the HTML report (not encoded).
         var latencies: [Double] = []
@@ -47,29 +77,45 @@ public struct ExperimentReport: Codable, Sendable {
         }
     }
 
+    /// One variant tested against the control on latency, error rate and accuracy.
     public struct Comparison: Codable, Sendable {
+        /// The variant's name.
         public var variant: String
+        /// The control's name.
         public var control: String
         /// Mann-Whitney U on latency; P(superiority) > 0.5 means the variant tends to be slower.
         public var latency: Statistics.MannWhitney?
+        /// The variant's p99 latency divided by the control's, nil when either has none.
         public var p99Ratio: Double?
+        /// The error-rate test; its difference is the variant's rate minus the control's.
         public var errorRate: Statistics.TwoProportions?
+        /// The accuracy test on labelled requests; its difference is the variant's accuracy minus the control's.
         public var accuracy: Statistics.TwoProportions?
     }
 
+    /// The sample-ratio-mismatch check: whether the served variants got the traffic their weights ask for.
     public struct SampleRatio: Codable, Sendable {
+        /// Requests each served variant got since the weights last changed, by name.
         public var observed: [String: Int]
+        /// Each served variant's share of traffic by weight (0–1), by name.
         public var expectedShare: [String: Double]
+        /// The chi-square goodness-of-fit statistic.
         public var chiSquare: Double
+        /// The test's degrees of freedom.
         public var degrees: Int
+        /// The test's p-value.
         public var p: Double
         /// p below 0.001: the split is not what the weights say (a routing or logging bug).
         public var mismatch: Bool
     }
 
+    /// The guardrails' conclusion and the reasons for it.
     public struct Verdict: Codable, Sendable, Equatable {
+        /// Not enough requests to judge, every served variant within bounds, or one significantly worse.
         public enum Outcome: String, Codable, Sendable { case insufficientData = "insufficient_data", holding, failing }
+        /// The conclusion.
         public var outcome: Outcome
+        /// Sentences explaining a failing or insufficient-data outcome (empty when holding).
         public var reasons: [String]
     }
 
@@ -135,6 +181,8 @@ public struct ExperimentReport: Codable, Sendable {
 /// The guardrails' verdict on a report: a served variant is failing when it is significantly
 /// worse than the control by more than the allowed margin (error rate, latency, accuracy).
 public enum Guardrails {
+    /// Judges the report against the spec's guardrails (or the defaults): failing with a reason per breach, else
+    /// holding or insufficient data.
     public static func evaluate(_ report: ExperimentReport, spec: ExperimentSpec) -> ExperimentReport.Verdict {
         let rules = spec.guardrails ?? GuardrailSpec()
         let byName = Dictionary(uniqueKeysWithValues: report.variants.map { ($0.name, $0) })

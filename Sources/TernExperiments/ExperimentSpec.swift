@@ -20,11 +20,15 @@ import Yams
 /// retention: { max_rows: 1000000, max_days: 30 }
 /// ```
 public struct ExperimentSpec: Codable, Sendable, Equatable {
+    /// The experiment's name: the virtual model clients send requests to.
     public var name: String
+    /// Where each request's assignment key comes from (`routing_key`, default the request id).
     public var routingKey: RoutingKey
+    /// The hash function that buckets keys (`hash`, default murmur3).
     public var hash: SubjectHash
     /// Mixed into every hash so that two experiments split the same subjects independently.
     public var salt: String?
+    /// The arms in order: the first served one is the control, and shadows only get copies.
     public var variants: [VariantSpec]
     /// Output whose row maximum is recorded as the confidence (default: the first FP32 output
     /// with more than one value per row, if any).
@@ -32,10 +36,14 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     /// Output recorded as the prediction, compared with feedback labels (default: the first
     /// integer or BYTES output; else the arg-max of the confidence output).
     public var predictionOutput: String?
+    /// The guardrails that stop the experiment, nil for the defaults of `GuardrailSpec`.
     public var guardrails: GuardrailSpec?
+    /// The progressive rollout of the second served variant, nil for a fixed split.
     public var canary: CanarySpec?
+    /// Bounds on the records kept, nil to keep every record.
     public var retention: RetentionSpec?
 
+    /// Makes a spec from its name and variants; the other settings default as in a file that leaves them out.
     public init(
         name: String, routingKey: RoutingKey = .requestID, hash: SubjectHash = .murmur3, salt: String? = nil, variants: [VariantSpec],
         confidenceOutput: String? = nil, predictionOutput: String? = nil, guardrails: GuardrailSpec? = nil, canary: CanarySpec? = nil,
@@ -58,6 +66,8 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         case routingKey = "routing_key", confidenceOutput = "confidence_output", predictionOutput = "prediction_output"
     }
 
+    /// Decodes a spec from its snake_case keys, defaulting a missing name to "", the routing key to the request id and
+    /// the hash to murmur3.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
@@ -129,8 +139,11 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
 
     /// The control: the first served variant.
     public var control: VariantSpec { variants.first { !$0.shadow }! }
+    /// The variants that answer clients (not shadows), in order.
     public var served: [VariantSpec] { variants.filter { !$0.shadow } }
+    /// The shadow variants, which get copies of running traffic and never answer.
     public var shadows: [VariantSpec] { variants.filter(\.shadow) }
+    /// The salt the assigner hashes with: `salt` when set, else the experiment's name.
     public var effectiveSalt: String { salt ?? name }
 }
 
@@ -143,6 +156,7 @@ public enum RoutingKey: Sendable, Equatable, Codable, CustomStringConvertible {
     /// An HTTP header or gRPC metadata key, forwarded as a parameter of that (lowercased) name.
     case header(String)
 
+    /// Decodes a routing key from its text form (`id`, `parameter:<name>` or `header:<name>`).
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = RoutingKey(text) else {
@@ -151,6 +165,7 @@ public enum RoutingKey: Sendable, Equatable, Codable, CustomStringConvertible {
         self = value
     }
 
+    /// Parses `id`, `parameter:<name>` or `header:<name>` (the header name lowercased); nil for any other text.
     public init?(_ text: String) {
         if text == "id" { self = .requestID; return }
         if text.hasPrefix("parameter:"), text.count > 10 { self = .parameter(String(text.dropFirst(10))); return }
@@ -158,11 +173,13 @@ public enum RoutingKey: Sendable, Equatable, Codable, CustomStringConvertible {
         return nil
     }
 
+    /// Encodes the key as its text form, the same one `init(from:)` reads.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
     }
 
+    /// The key as written in a spec: `id`, `parameter:<name>` or `header:<name>`.
     public var description: String {
         switch self {
         case .requestID: "id"
@@ -174,12 +191,18 @@ public enum RoutingKey: Sendable, Equatable, Codable, CustomStringConvertible {
 
 /// One arm of an experiment: a model (and version) of the repository.
 public struct VariantSpec: Codable, Sendable, Equatable {
+    /// The variant's name, unique within the experiment, as reports and the `tern.variant` response parameter show it.
     public var name: String
+    /// Name of the repository model the variant's requests go to.
     public var model: String
+    /// The model version to run, nil for the highest ready version.
     public var version: Int64?
+    /// The variant's relative share of traffic (0 for a shadow).
     public var weight: Double
+    /// Whether the variant only gets copies of requests and never answers.
     public var shadow: Bool
 
+    /// Makes a variant sending to `model` (and `version`), with a weight or as a shadow.
     public init(name: String, model: String, version: Int64? = nil, weight: Double = 0, shadow: Bool = false) {
         self.name = name
         self.model = model
@@ -190,6 +213,7 @@ public struct VariantSpec: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey { case name, model, version, weight, shadow }
 
+    /// Decodes a variant; `name` and `model` are required, weight defaults to 0 and shadow to false.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
@@ -219,6 +243,7 @@ public struct GuardrailSpec: Codable, Sendable, Equatable {
     /// The latency test looks at the newest this many answered requests per variant.
     public var latencyWindow: Int = 20_000
 
+    /// Makes the default guardrails: α 0.01, 100 samples, error rate +1 point, accuracy −2 points, checked every 5 s.
     public init() {}
 
     enum CodingKeys: String, CodingKey {
@@ -228,6 +253,7 @@ public struct GuardrailSpec: Codable, Sendable, Equatable {
         case latencyWindow = "latency_window"
     }
 
+    /// Decodes guardrails from snake_case keys, taking the default for each one left out.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         alpha = try c.decodeIfPresent(Double.self, forKey: .alpha) ?? 0.01
@@ -245,11 +271,16 @@ public struct GuardrailSpec: Codable, Sendable, Equatable {
 /// grows by it every `interval_s` while the guardrails hold, up to `max_weight`; `threshold`
 /// failed checks send all traffic back to the stable variant.
 public struct CanarySpec: Codable, Sendable, Equatable {
+    /// Weight the canary starts at and gains at each step, in percent of traffic.
     public var stepWeight: Double = 10
+    /// The canary's highest weight, in percent; holding there gets it promoted.
     public var maxWeight: Double = 50
+    /// Seconds between two weight steps.
     public var intervalSeconds: Double = 30
+    /// Failed checks that roll the canary back to the stable variant.
     public var threshold: Int = 1
 
+    /// Makes a canary rollout from its step, maximum weight, step interval in seconds and failure threshold.
     public init(stepWeight: Double = 10, maxWeight: Double = 50, intervalSeconds: Double = 30, threshold: Int = 1) {
         self.stepWeight = stepWeight
         self.maxWeight = maxWeight
@@ -262,6 +293,7 @@ public struct CanarySpec: Codable, Sendable, Equatable {
         case stepWeight = "step_weight", maxWeight = "max_weight", intervalSeconds = "interval_s"
     }
 
+    /// Decodes a canary from snake_case keys, taking the default for each one left out.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         stepWeight = try c.decodeIfPresent(Double.self, forKey: .stepWeight) ?? 10
@@ -273,9 +305,12 @@ public struct CanarySpec: Codable, Sendable, Equatable {
 
 /// Bounds on the metrics an experiment keeps (a small device's disk).
 public struct RetentionSpec: Codable, Sendable, Equatable {
+    /// Records kept per experiment at most, the oldest deleted first; nil for no limit.
     public var maxRows: Int?
+    /// Days a record is kept at most; nil for no limit.
     public var maxDays: Double?
 
+    /// Makes retention bounds by row count and by age in days (nil for no bound).
     public init(maxRows: Int? = nil, maxDays: Double? = nil) {
         self.maxRows = maxRows
         self.maxDays = maxDays

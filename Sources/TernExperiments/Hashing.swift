@@ -7,11 +7,13 @@ public enum SubjectHash: String, Sendable, Codable, CaseIterable {
     /// FNV-1a, 32 bits.
     case fnv1a
 
+    /// The hash of the text's UTF-8 bytes (`seed` is used by murmur3 only).
     public func hash(_ text: String, seed: UInt32 = 0) -> UInt32 {
         var text = text
         return text.withUTF8 { hash(UnsafeRawBufferPointer($0), seed: seed) }
     }
 
+    /// The hash of `bytes` (`seed` is used by murmur3 only).
     public func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         switch self {
         case .murmur3: return Self.murmur3(bytes, seed: seed)
@@ -39,6 +41,7 @@ public enum SubjectHash: String, Sendable, Codable, CaseIterable {
         bytes.withUnsafeBytes { murmur3($0, seed: seed) }
     }
 
+    /// MurmurHash3_x86_32 of `bytes`, read in place.
     public static func murmur3(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         let c1: UInt32 = 0xcc9e_2d51, c2: UInt32 = 0x1b87_3593
         var h = seed
@@ -85,6 +88,7 @@ public enum SubjectHash: String, Sendable, Codable, CaseIterable {
         bytes.withUnsafeBytes { fnv1a($0) }
     }
 
+    /// FNV-1a 32 of `bytes`, read in place.
     public static func fnv1a(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var h: UInt32 = 0x811c_9dc5
         for byte in bytes {
@@ -110,8 +114,11 @@ public enum SubjectHash: String, Sendable, Codable, CaseIterable {
 /// Changing weights moves only the subjects whose bucket changes owner — for two variants, exactly
 /// the weight that moved.
 public struct Assigner: Sendable, Equatable {
+    /// The number of buckets keys are hashed into: 10 000, so a weight moves in steps of 0.01 %.
     public static let buckets: UInt32 = 10_000
+    /// The hash function keys are bucketed with.
     public let hash: SubjectHash
+    /// The text put before each key ("salt:key") before hashing, so experiments bucket independently.
     public let salt: String
     /// Upper bucket bound (exclusive) of each variant, in order.
     public let bounds: [UInt32]
@@ -133,6 +140,7 @@ public struct Assigner: Sendable, Equatable {
         Self.bucket(key, hash: hash, salt: salt)
     }
 
+    /// The bucket (0..<10 000) of `key` under `hash` and `salt`, without making an assigner.
     public static func bucket(_ key: String, hash: SubjectHash, salt: String) -> UInt32 {
         hash.hash(prefix: salt, key: key) % buckets
     }

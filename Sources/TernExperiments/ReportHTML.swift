@@ -4,6 +4,8 @@ import TernRuntime
 /// The report as one self-contained HTML page: the table, a latency chart (p50/p95/p99 per
 /// variant) and an accuracy chart with 95 % intervals, as inline SVG; no scripts, no requests.
 public enum ReportHTML {
+    /// The report as a complete HTML document: the variant and comparison tables, the latency and accuracy charts, and
+    /// the events.
     public static func render(_ report: ExperimentReport) -> String {
         var html = """
             <!DOCTYPE html>

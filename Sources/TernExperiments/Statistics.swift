@@ -63,10 +63,14 @@ public enum Statistics {
         return (max(0, centre - half), min(1, centre + half))
     }
 
+    /// The result of a Mann-Whitney U test comparing two samples, with its effect sizes.
     public struct MannWhitney: Sendable, Equatable, Codable {
         /// U of the first sample (the number of pairs where it is larger, ties counting ½).
         public var u: Double
+        /// The normal approximation's z score (continuity-corrected), positive when the first sample tends to be
+        /// larger.
         public var z: Double
+        /// The two-sided p-value.
         public var p: Double
         /// P(first > second) + ½ P(tie): 0.5 when neither tends to be larger.
         public var probabilityOfSuperiority: Double
@@ -107,10 +111,13 @@ public enum Statistics {
             rankBiserial: 2 * superiority - 1)
     }
 
+    /// The result of a two-proportion z-test, with Cohen's h as the effect size.
     public struct TwoProportions: Sendable, Equatable, Codable {
         /// Second minus first proportion.
         public var difference: Double
+        /// The z score of the difference, from the pooled standard error.
         public var z: Double
+        /// The two-sided p-value.
         public var p: Double
         /// Cohen's h = 2·asin√p₂ − 2·asin√p₁.
         public var cohensH: Double
@@ -129,9 +136,13 @@ public enum Statistics {
         return TwoProportions(difference: p2 - p1, z: z, p: twoSidedP(z), cohensH: h)
     }
 
+    /// The result of a chi-square goodness-of-fit test.
     public struct ChiSquare: Sendable, Equatable, Codable {
+        /// The chi-square statistic, the sum of (observed − expected)² / expected.
         public var statistic: Double
+        /// Degrees of freedom: the categories with a non-zero weight, minus one.
         public var degrees: Int
+        /// The probability of a statistic at least this large under the expected proportions.
         public var p: Double
     }
 

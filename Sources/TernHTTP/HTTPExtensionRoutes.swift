@@ -4,68 +4,6 @@ import NIOHTTP1
 import TernCore
 import TernRuntime
 
-/// Routes that a program embedding Tern adds to the KServe HTTP API under a path prefix of its own
-/// (the experiments API under `/v2/experiments`). The handler runs off the event loop.
-public struct HTTPExtensionRoutes: Sendable {
-    public let prefix: String
-    /// The API group the routes belong to (what `--http-restricted-api` names to guard them).
-    public let group: String
-    /// Further groups a request needs, by method and the path below the prefix (an experiment's
-    /// promote swaps a model, so it needs `lifecycle` too).
-    public let alsoRequire: @Sendable (_ method: String, _ path: Substring) -> [String]
-    public let handle: @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse
-
-    public init(
-        prefix: String, group: String, alsoRequire: @escaping @Sendable (_ method: String, _ path: Substring) -> [String] = { _, _ in [] },
-        handle: @escaping @Sendable (HTTPExtensionRequest) async -> HTTPExtensionResponse
-    ) {
-        self.prefix = prefix
-        self.group = group
-        self.alsoRequire = alsoRequire
-        self.handle = handle
-    }
-
-    /// Every group a request to these routes needs.
-    func groups(method: String, rest: Substring) -> [String] { [group] + alsoRequire(method, rest) }
-}
-
-/// A request to extension routes: the path below the prefix, split at '/', percent-decoded.
-public struct HTTPExtensionRequest: Sendable {
-    public let method: String
-    public let path: [String]
-    public let query: [String: String]
-    public let body: Data
-}
-
-public struct HTTPExtensionResponse: Sendable {
-    public var status: Int
-    public var contentType: String
-    public var body: Data
-
-    public init(status: Int = 200, contentType: String = "application/json", body: Data) {
-        self.status = status
-        self.contentType = contentType
-        self.body = body
-    }
-
-    /// JSON of an encodable value (200).
-    public static func json<T: Encodable>(_ value: T, status: Int = 200) -> HTTPExtensionResponse {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        do {
-            return HTTPExtensionResponse(status: status, body: try encoder.encode(value))
-        } catch {
-            return .error(.internalError("cannot encode the answer: \(error)"))
-        }
-    }
-
-    /// `{"error": message}` with the status Tern gives the error everywhere else.
-    public static func error(_ error: TernError) -> HTTPExtensionResponse {
-        let reply = HTTPReply.error(error)
-        return HTTPExtensionResponse(status: Int(reply.status.code), body: Data(reply.body.readableBytesView))
-    }
-}
-
 extension HTTPExtensionRoutes {
     /// The routes that own `path`, and the path below their prefix.
     static func match(_ routes: [HTTPExtensionRoutes], path: String) -> (HTTPExtensionRoutes, Substring)? {

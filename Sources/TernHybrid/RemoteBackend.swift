@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import GRPCNIOTransportHTTP2
 import Logging
@@ -6,6 +5,7 @@ import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
 import NIOSSL
+import ServiceLifecycle
 import Synchronization
 import TernCore
 import TernClient
@@ -32,20 +32,43 @@ import TernClient
 /// Connections are kept alive and reused. Remote errors keep their meaning: 400 / INVALID_ARGUMENT
 /// → invalid argument, 404 / NOT_FOUND → not found, anything the server cannot answer
 /// (unreachable, timeout, 5xx, other gRPC codes) → unavailable.
-public struct RemoteBackend: Backend {
-    public init() {}
+///
+/// Runs go out asynchronously: a batch waiting on the network holds no thread. The gRPC
+/// connections run in `connections`, a `Service` that `tern serve` runs in its service group
+/// (an embedder runs it too). Models with sequence batching or warm-up samples cannot be remote
+/// (both need synchronous runs).
+public struct RemoteBackend: AsynchronousBackend {
+    /// Runs the gRPC connections of remote models.
+    public let connections: RemoteConnections
+
+    /// A remote backend whose gRPC connections `connections` runs once it runs.
+    public init(connections: RemoteConnections = RemoteConnections()) {
+        self.connections = connections
+    }
+
+    /// The backend name config.pbtxt uses: `remote`.
     public var name: String { "remote" }
+    /// The platform name that also selects it: `kserve_remote`.
     public var platforms: [String] { ["kserve_remote"] }
+    /// Remote models have no model file.
     public var defaultModelFilename: String { "" }
     /// Remote calls mostly wait on the network: several at once per model.
     public var defaultInstanceCount: Int? { 8 }
 
-    public func makeInstance(modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger) throws -> any ModelInstance {
+    /// One instance of a remote model; its signature is read from the remote model's metadata
+    /// when the config leaves inputs or outputs out.
+    public func loadInstance(modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger) async throws -> any ModelInstance {
+        if config.schedulingChoice.map({ if case .sequenceBatching = $0 { true } else { false } }) == true {
+            throw TernError.invalidArgument("model '\(config.name)': a remote model cannot use sequence_batching (its runs are asynchronous)")
+        }
+        if !config.modelWarmup.isEmpty {
+            throw TernError.invalidArgument("model '\(config.name)': a remote model cannot have model_warmup samples (the remote server warms its own model)")
+        }
         let modelDirectory = modelPath.standardizedFileURL.deletingLastPathComponent()
         let settings = try RemoteSettings(config: config, modelDirectory: modelDirectory)
-        let client = try RemoteKServeClient(settings: settings)
+        let client = try RemoteKServeClient(settings: settings, connections: connections)
         let signature = config.input.isEmpty || config.output.isEmpty
-            ? try client.signature()
+            ? try await client.signature()
             : Self.signature(of: config)
         return RemoteInstance(client: client, signature: signature)
     }
@@ -60,6 +83,48 @@ public struct RemoteBackend: Backend {
             outputs: config.output.map {
                 TensorSpec(name: $0.name, dataType: DataType(configType: $0.dataType) ?? .fp32, shape: batch + ($0.hasReshape ? $0.reshape.shape : $0.dims))
             })
+    }
+}
+
+/// Runs the gRPC connections of remote models, as one `Service`: a client handed to `add` runs
+/// until it is closed (its model unloaded) or the service shuts down. Clients added before
+/// `run()` starts wait for it.
+public final class RemoteConnections: Service, Sendable {
+    private let clients: AsyncStream<KServeGRPCClient>
+    private let intake: AsyncStream<KServeGRPCClient>.Continuation
+    private let logger: Logger
+
+    /// A service with nothing to run yet; `logger` hears of connections that end with an error.
+    public init(logger: Logger = Logger(label: "tern.remote")) {
+        (clients, intake) = AsyncStream.makeStream(of: KServeGRPCClient.self)
+        self.logger = logger
+    }
+
+    /// Runs `client`'s connection while this service runs.
+    func add(_ client: KServeGRPCClient) {
+        intake.yield(client)
+    }
+
+    /// Runs every added client's connection until a graceful shutdown; then they finish their calls.
+    public func run() async throws {
+        let logger = self.logger
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await client in clients {
+                    group.addTask {
+                        do {
+                            try await client.run()
+                        } catch {
+                            logger.warning("a remote gRPC connection ended with an error", metadata: [
+                                "remote": .string("\(client.host):\(client.port)"), "error": .string("\(error)"),
+                            ])
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.intake.finish()
+        }
     }
 }
 
@@ -192,8 +257,8 @@ struct RemoteSettings: Sendable {
     }
 }
 
-/// One instance: forwards each batch as one remote call.
-final class RemoteInstance: ModelInstance {
+/// One instance: forwards each batch as one remote call, awaited.
+final class RemoteInstance: AsynchronousModelInstance {
     let client: RemoteKServeClient
     let signature: ModelSignature
 
@@ -202,11 +267,8 @@ final class RemoteInstance: ModelInstance {
         self.signature = signature
     }
 
-    /// A remote call waits on the network (and on SwiftNIO futures): never on an event loop.
-    var mayRunOnCallerThread: Bool { false }
-
-    func execute(inputs: [Tensor], outputNames: [String]) throws -> [Tensor] {
-        let response = try client.infer(InferenceRequest(
+    func run(inputs: [Tensor], outputNames: [String]) async throws(TernError) -> [Tensor] {
+        let response = try await client.infer(InferenceRequest(
             modelName: client.settings.model, modelVersion: client.settings.version, inputs: inputs,
             outputs: outputNames.map { RequestedOutput(name: $0) }))
         return try outputNames.map { name throws(TernError) in
@@ -218,151 +280,85 @@ final class RemoteInstance: ModelInstance {
     }
 }
 
-/// A blocking KServe v2 client (HTTP or gRPC, plain or TLS) with timeouts and retries; model
-/// instances call it from their own threads.
+/// A remote model's KServe v2 client (HTTP or gRPC, plain or TLS, from `TernClient`) with the
+/// model's timeout and retries; errors name the remote model.
 final class RemoteKServeClient: Sendable {
     let settings: RemoteSettings
-    private let http: KServeHTTPTransport?
-    private let grpc: KServeGRPCConnection?
+    private let http: KServeHTTPClient?
+    private let grpc: KServeGRPCClient?
 
-    init(settings: RemoteSettings) throws(TernError) {
+    init(settings: RemoteSettings, connections: RemoteConnections) throws(TernError) {
         self.settings = settings
+        let prefix = "model '\(settings.model)': "
         switch settings.transport {
         case .http:
-            http = try KServeHTTPTransport(host: settings.host, port: settings.port, timeout: settings.timeout, headers: settings.headers, tls: try settings.nioTLS())
+            let options = KServeHTTPClient.Options(
+                timeout: settings.timeout, retries: settings.retries, backoff: settings.backoff, headers: settings.headers, tls: try settings.nioTLS())
+            http = try Self.naming(prefix) { () throws(TernError) in try KServeHTTPClient(host: settings.host, port: settings.port, options: options) }
             grpc = nil
         case .grpc:
             http = nil
-            do {
-                grpc = try KServeGRPCConnection(host: settings.host, port: settings.port, security: settings.grpcSecurity(), headers: settings.headers)
-            } catch {
-                throw .invalidArgument("model '\(settings.model)': cannot set up the gRPC connection to \(settings.host):\(settings.port): \(error)")
+            let client = try Self.naming(prefix) { () throws(TernError) in
+                try KServeGRPCClient(host: settings.host, port: settings.port, security: settings.grpcSecurity(), headers: settings.headers, timeout: settings.timeout)
             }
+            connections.add(client)
+            grpc = client
         }
+    }
+
+    deinit {
+        grpc?.close()
+        http?.close()
     }
 
     /// The remote model's inputs and outputs, from its metadata.
-    func signature() throws(TernError) -> ModelSignature {
-        try withRetries { () throws(KServeAttemptFailure) in
-            if let grpc {
-                let settings = self.settings
-                return try Self.waiting { () async throws(TernError) in
-                    try await grpc.signature(model: settings.model, version: settings.version, timeout: settings.timeout)
-                }
-            }
-            let reply = try http!.exchange(method: .GET, path: settings.modelPath, body: nil, extraHeaders: [])
-            try check(reply)
-            return try Self.signature(json: Data(reply.body.readableBytesView), model: settings.model)
-        }
-    }
-
-    func infer(_ request: InferenceRequest) throws(TernError) -> InferenceResponse {
+    func signature() async throws(TernError) -> ModelSignature {
+        let settings = self.settings
         if let grpc {
-            let timeout = settings.timeout
-            return try withRetries { () throws(KServeAttemptFailure) in
-                try Self.waiting { () async throws(TernError) in try await grpc.infer(request, timeout: timeout) }
-            }
+            return try await retrying { () async throws(TernError) in try await grpc.signature(model: settings.model, version: settings.version) }
         }
-        let (body, headerLength): (ByteBuffer, Int?)
-        do {
-            (body, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: true)
-        } catch let error as TernError {
-            throw error
-        } catch {
-            throw .internalError("cannot encode the remote request: \(error)", cause: error)
-        }
-        var extra = [("Content-Type", "application/octet-stream")]
-        if let headerLength { extra.append(("Inference-Header-Content-Length", String(headerLength))) }
-        let reply = try withRetries { () throws(KServeAttemptFailure) in
-            let reply = try http!.exchange(method: .POST, path: settings.modelPath + "/infer", body: body, extraHeaders: extra)
-            try check(reply)
-            return reply
-        }
-        do {
-            let length = reply.headers["Inference-Header-Content-Length"].first.flatMap { Int($0) }
-            return try KServeHTTPEncoding.response(body: reply.body, headerLength: length)
-        } catch let error as TernError {
-            throw TernError(.unavailable, "remote model '\(settings.model)': \(error.message)")
-        } catch {
-            throw .unavailable("remote model '\(settings.model)': unreadable response: \(error)")
-        }
+        return try await remote { () async throws(TernError) in try await http!.signature(model: settings.model, version: settings.version) }
     }
 
-    /// Refuses a non-200 answer with the error it stands for; a 503 may be retried.
-    private func check(_ reply: KServeHTTPReply) throws(KServeAttemptFailure) {
-        guard reply.status != 200 else { return }
-        throw KServeAttemptFailure(
-            error: Self.error(status: reply.status, body: Data(reply.body.readableBytesView), model: settings.model),
-            retryable: reply.status == 503)
+    /// Forwards one request (the HTTP client retries by itself, over its kept-alive connections).
+    func infer(_ request: InferenceRequest) async throws(TernError) -> InferenceResponse {
+        if let grpc {
+            return try await retrying { () async throws(TernError) in try await grpc.infer(request) }
+        }
+        return try await remote { () async throws(TernError) in try await http!.infer(request) }
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the retries are spent (waiting
-    /// `backoff`, doubled each time). A kept-alive connection found closed is replaced at once.
-    private func withRetries<T>(_ attempt: () throws(KServeAttemptFailure) -> T) throws(TernError) -> T {
+    /// Runs `call`, retrying what the remote could not answer (UNAVAILABLE: unreachable, timed
+    /// out, overloaded) up to the model's retries, waiting its back-off, doubled each time.
+    private func retrying<T>(_ call: () async throws(TernError) -> T) async throws(TernError) -> T {
         var retries = 0
-        var stale = 0
         var delay = settings.backoff
         while true {
             do {
-                return try attempt()
+                return try await remote(call)
             } catch {
-                if error.staleConnection, stale < 4 {
-                    stale += 1
-                    continue
-                }
-                guard error.retryable, retries < settings.retries else { throw error.error }
+                guard error.code == .unavailable, retries < settings.retries else { throw error }
                 retries += 1
-                Thread.sleep(forTimeInterval: delay.seconds)
+                try? await Task.sleep(for: delay)
                 delay = delay * 2
             }
         }
     }
 
-    /// Waits on this (model instance) thread for an async call; gRPC errors that say the remote
-    /// could not answer may be retried.
-    private static func waiting<T: Sendable>(_ call: @escaping @Sendable () async throws(TernError) -> T) throws(KServeAttemptFailure) -> T {
-        let outcome = Mutex<Result<T, TernError>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            let result: Result<T, TernError>
-            do throws(TernError) {
-                result = .success(try await call())
-            } catch {
-                result = .failure(error)
-            }
-            outcome.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        switch outcome.withLock({ $0 })! {
-        case .success(let value): return value
-        case .failure(let error): throw KServeAttemptFailure(error: error, retryable: error.code == .unavailable)
+    /// Runs `call`; its error names the remote model.
+    private func remote<T>(_ call: () async throws(TernError) -> T) async throws(TernError) -> T {
+        do {
+            return try await call()
+        } catch {
+            throw TernError(error.code, "remote model '\(settings.model)': \(error.message)")
         }
     }
 
-    static func signature(json: Data, model: String) throws(KServeAttemptFailure) -> ModelSignature {
-        guard let object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else {
-            throw KServeAttemptFailure(error: .unavailable("remote model '\(model)': unreadable metadata"), retryable: false)
-        }
-        func specs(_ key: String) throws(KServeAttemptFailure) -> [TensorSpec] {
-            try ((object[key] as? [[String: Any]]) ?? []).map { entry throws(KServeAttemptFailure) in
-                guard let name = entry["name"] as? String, let type = (entry["datatype"] as? String).flatMap(DataType.init(protocolName:)),
-                    let shape = entry["shape"] as? [NSNumber]
-                else { throw KServeAttemptFailure(error: .unavailable("remote model '\(model)': malformed metadata entry \(entry)"), retryable: false) }
-                return TensorSpec(name: name, dataType: type, shape: shape.map(\.int64Value))
-            }
-        }
-        return ModelSignature(inputs: try specs("inputs"), outputs: try specs("outputs"))
-    }
-
-    static func error(status: Int, body: Data, model: String) -> TernError {
-        let message = ((try? JSONSerialization.jsonObject(with: body)) as? [String: Any])?["error"] as? String
-            ?? String(decoding: body.prefix(200), as: UTF8.self)
-        let text = "remote model '\(model)': \(message)"
-        switch status {
-        case 400: return .invalidArgument(text)
-        case 404: return .notFound(text)
-        default: return .unavailable(text + " (HTTP \(status))")
+    private static func naming<T>(_ prefix: String, _ body: () throws(TernError) -> T) throws(TernError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw TernError(error.code, prefix + error.message)
         }
     }
 }

@@ -5,12 +5,14 @@ import Prometheus
 /// Collects the engine's swift-metrics series in a Prometheus registry and renders them in the
 /// Prometheus text format, together with Triton's CPU and memory gauges (refreshed per scrape).
 public final class PrometheusExporter: Sendable {
+    /// The Prometheus registry that holds every series this exporter renders.
     public let registry: PrometheusCollectorRegistry
     private let cpuUtilization: CoreMetrics.Gauge
     private let memoryTotal: CoreMetrics.Gauge
     private let memoryUsed: CoreMetrics.Gauge
     private let cpuSampler = CPUSampler()
 
+    /// Makes an exporter on `registry` and registers Triton's CPU utilisation and memory gauges there.
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         let factory = PrometheusMetricsFactory(registry: registry)

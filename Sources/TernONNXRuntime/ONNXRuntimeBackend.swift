@@ -5,8 +5,11 @@ import TernCore
 /// Runs ONNX models with ONNX Runtime, loaded at run time through its C API (no link-time
 /// dependency: the same binary drives the pip CPU build, onnxruntime-gpu or a JetPack build).
 public final class ONNXRuntimeBackend: Backend, Sendable {
+    /// The `backend` name in config.pbtxt this backend serves.
     public let name = "onnxruntime"
+    /// The config.pbtxt `platform` name this backend also answers to.
     public let platforms = ["onnxruntime_onnx"]
+    /// The model file looked for in a version folder when the config names none.
     public let defaultModelFilename = "model.onnx"
 
     /// Path of the loaded library.
@@ -36,6 +39,8 @@ public final class ONNXRuntimeBackend: Backend, Sendable {
             ])
     }
 
+    /// Opens an ONNX Runtime session on the model file, with session options from the config and the instance's
+    /// placement.
     public func makeInstance(
         modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger
     ) throws -> any ModelInstance {

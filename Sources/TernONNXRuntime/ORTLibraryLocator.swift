@@ -5,11 +5,16 @@ import TernCore
 /// the pip-installed `onnxruntime` package, then system library paths. When none is found the
 /// error names every place that was tried.
 public struct ORTLibraryLocator: Sendable {
+    /// The environment variable that names the library's path, checked after an explicit path.
     public static let environmentVariable = "TERN_ONNXRUNTIME_LIBRARY"
 
+    /// A path given on the command line (`--onnxruntime-library`); when set it must exist, and nothing else is tried.
     public var explicitPath: String?
+    /// The environment read for `TERN_ONNXRUNTIME_LIBRARY` and for the Python package paths (`VIRTUAL_ENV`, `HOME`,
+    /// `PYENV_ROOT`).
     public var environment: [String: String]
 
+    /// Makes a locator from an optional explicit library path and the environment to search (the process's by default).
     public init(explicitPath: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.explicitPath = explicitPath
         self.environment = environment

@@ -66,6 +66,7 @@ extension InferenceServer {
         let fingerprint = repository.fingerprint(of: name)
         switch registry.withLock({ $0.lifecycles[name]!.beginRollback(ticket: ticket, fingerprint: fingerprint) }) {
         case .done(let result, let actions):
+            if case .success = result { ledger.rolledBackToWarm(name) }
             perform(actions, model: name)
             if case .success(let report) = result {
                 logger.notice("model rolled back", metadata: ["model": .string(name), "to_versions": .string("\(report.toVersions)")])
@@ -139,21 +140,39 @@ extension InferenceServer {
                 for continuation in continuations { continuation.resume(returning: .finished(result)) }
             case .record(let event):
                 history.record(event)
-            case .persist(let decisions):
-                history.save(decisions, model: name)
-            case .forget:
-                history.save(nil, model: name)
+            case .persist, .forget:
+                persistDecisions(of: name)
             case .expireWarm(let generation, let seconds):
-                DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + seconds) { [self] in
+                DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + seconds) { [weak self] in
+                    guard let self else { return }
                     let expired = registry.withLock { $0.lifecycles[name]?.warmExpired(generation: generation) ?? [] }
+                    if !expired.isEmpty { ledger.releaseWarm(name) }
                     perform(expired, model: name)
                 }
-            case .restore(let versions):
+            case .restore(let versions, let generation):
                 logger.warning("the gates rejected the versions to load and nothing serves: restoring the versions served before",
                                metadata: ["model": .string(name), "versions": .string("\(versions)")])
-                Task { _ = try? await self.loadModel(name, configOverride: nil, versions: .exactly(versions), gated: false, action: "restore") }
+                Task {
+                    _ = try? await self.loadModel(
+                        name, configOverride: nil, versions: .exactly(versions), gated: false, action: "restore", ifGeneration: generation)
+                }
             }
         }
+    }
+
+    /// Writes `name`'s decisions as they stand now. Writes happen one at a time and each reads
+    /// the current decisions under the writer's lock, so the last write is never older than the
+    /// last transition, whatever order the threads performing the actions run in.
+    func persistDecisions(of name: String) {
+        decisionWriter.withLock { _ in
+            let decisions = registry.withLock { $0.lifecycles[name]?.decisions } ?? ModelDecisions()
+            history.save(decisions == ModelDecisions() ? nil : decisions, model: name)
+        }
+    }
+
+    /// Drops `name`'s lifecycle when nothing is loaded, loading or waiting (a forgotten model).
+    static func dropIfIdle(_ name: String, in models: inout Models) {
+        if models.lifecycles[name]?.isIdle == true { models.lifecycles[name] = nil }
     }
 
     // MARK: Loading
@@ -162,7 +181,7 @@ extension InferenceServer {
     @discardableResult
     func loadModel(
         _ name: String, configOverride: ModelConfig?, loader: ModelLoader? = nil, versions choice: VersionChoice = .keepPin,
-        gated: Bool = true, action: String = "load"
+        gated: Bool = true, action: String = "load", ifGeneration: UInt64? = nil
     ) async throws(TernError) -> SwapReport {
         let request = Lifecycle.Request.load(choice, gated: gated, action: action)
         let ticket: UInt64
@@ -172,7 +191,8 @@ extension InferenceServer {
         }
         let fingerprint = repository.fingerprint(of: name)
         let attempt = registry.withLock {
-            $0.lifecycles[name]!.beginLoad(ticket: ticket, choice: choice, gated: gated, action: action, fingerprint: fingerprint)
+            $0.lifecycles[name]!.beginLoad(
+                ticket: ticket, choice: choice, gated: gated, action: action, fingerprint: fingerprint, ifGeneration: ifGeneration)
         }
         return try await run(attempt, model: name, configOverride: configOverride, loader: loader ?? self.loader)
     }
@@ -187,20 +207,13 @@ extension InferenceServer {
         var grace = 0.0
         let outcome: Lifecycle.Outcome
         do throws(TernError) {
+            if let why = attempt.abandoned { throw TernError.unavailable(why) }  // began abandoned: load nothing
             try admit(estimate, for: name)
             reserved = estimate
-            // Off the Swift concurrency pool: session creation blocks.
             let residentBefore = Self.residentBytes()
-            let result: Result<LoadedModel, TernError> = await withCheckedContinuation { continuation in
-                DispatchQueue.global(qos: .userInitiated).async {
-                    continuation.resume(returning: Result { () throws(TernError) in
-                        try loader.load(name, configOverride: configOverride, versions: attempt.versions)
-                    })
-                }
-            }
+            let candidate = try await loader.load(name, configOverride: configOverride, versions: attempt.versions)
             var grown: UInt64 = 0
             if let after = Self.residentBytes(), let before = residentBefore, after > before { grown = after - before }
-            let candidate = try result.get()
             guard !candidate.runners.isEmpty else {
                 throw TernError.invalidArgument(candidate.failures.sorted { $0.key < $1.key }.map { "version \($0.key): \($0.value)" }.joined(separator: "; "))
             }
@@ -227,11 +240,14 @@ extension InferenceServer {
             outcome = .failed(error)
         }
         let durationMs = Self.milliseconds(since: started)
-        let (result, actions) = registry.withLock {
-            $0.lifecycles[name]!.finish(attempt, outcome: outcome, durationMs: durationMs, graceSeconds: grace)
+        let (result, actions, keepsWarm) = registry.withLock { models in
+            let (result, actions) = models.lifecycles[name]!.finish(attempt, outcome: outcome, durationMs: durationMs, graceSeconds: grace)
+            let keepsWarm = models.lifecycles[name]!.warm != nil
+            Self.dropIfIdle(name, in: &models)
+            return (result, actions, keepsWarm)
         }
         let accepted = (try? result.get()) != nil
-        ledger.settle(name, reserved: reserved, holding: accepted ? holding : nil)
+        ledger.settle(name, reserved: reserved, holding: accepted ? holding : nil, keepsWarm: keepsWarm)
         perform(actions, model: name)
         switch result {
         case .success(let report):

@@ -21,6 +21,8 @@ public final class InferenceServer: Sendable {
     let repository: ModelRepository
     /// Each model's lifecycle (see `ModelLifecycle`) and the callers waiting for a turn.
     let registry = Mutex(Models())
+    /// Held while decisions are written, so writes of one model never overtake each other.
+    let decisionWriter = Mutex(())
     private let started = Mutex(false)
     let ledger: MemoryLedger
     /// Where lifecycle events (loads, swaps, rejected swaps, rollbacks) are written.
@@ -287,7 +289,10 @@ public final class InferenceServer: Sendable {
     public func setBatchScale(_ scale: Double) {
         let clamped = min(max(scale, 0.0001), 1)
         shaping.withLock { $0.batchScale = clamped }
-        let runners = registry.withLock { models in models.lifecycles.values.flatMap { $0.served.map { Array($0.runners.values) } ?? [] } }
+        // The warm set too: a rollback puts it back in service.
+        let runners = registry.withLock { models in
+            models.lifecycles.values.flatMap { lifecycle in [lifecycle.served, lifecycle.warm].compactMap { $0 }.flatMap { $0.runners.values } }
+        }
         for runner in runners { runner.scaleBatches(clamped) }
     }
 

@@ -14,6 +14,8 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
     private let retainedEvents: Int
     private let logger: Logger
 
+    /// Opens (creating it and its folder if needed) the history database at `path`, keeping the newest `retainedEvents`
+    /// events and logging write failures to `logger`.
     public init(path: String, retainedEvents: Int = 10_000, logger: Logger) throws {
         try FileManager.default.createDirectory(
             at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -67,6 +69,8 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
         }
     }
 
+    /// Every model's saved decisions, by model name; unreadable rows are skipped with a warning, and a read failure
+    /// gives none.
     public func savedDecisions() -> [String: ModelDecisions] {
         do {
             return try database.read { db in
@@ -87,6 +91,7 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
         }
     }
 
+    /// Appends an event and deletes those beyond the newest `retainedEvents`; a write failure is logged, not thrown.
     public func record(_ event: LifecycleEvent) {
         do {
             try database.write { db in
@@ -109,6 +114,7 @@ public final class SQLiteLifecycleHistory: LifecycleHistory {
         }
     }
 
+    /// The newest `limit` events of `model` (of every model when nil), oldest first; empty when the read fails.
     public func events(model: String?, limit: Int) -> [LifecycleEvent] {
         do {
             return try database.read { db in

@@ -7,13 +7,16 @@ import TernCore
 /// Where a listener's certificate, key and (for mutual TLS) client CA live, as Triton's
 /// `--grpc-server-cert`, `--grpc-server-key`, `--grpc-root-cert` and `--grpc-use-ssl-mutual` name them.
 public struct TLSFiles: Sendable, Hashable {
+    /// Path of the PEM file with the server's certificate chain, leaf first.
     public var certificateChain: String
+    /// Path of the PEM file with the private key of the leaf certificate.
     public var privateKey: String
     /// CA bundle that client certificates must chain to (mutual TLS).
     public var rootCertificates: String?
     /// Whether clients must present a certificate signed by `rootCertificates`.
     public var mutual: Bool
 
+    /// Makes the file set from the certificate and key paths, and for mutual TLS the client CA bundle.
     public init(certificateChain: String, privateKey: String, rootCertificates: String? = nil, mutual: Bool = false) {
         self.certificateChain = certificateChain
         self.privateKey = privateKey
@@ -26,6 +29,7 @@ public struct TLSFiles: Sendable, Hashable {
 /// reads the files again; connections already open keep the context they started with, so
 /// renewing a certificate drops none of them.
 public final class ServerTLS: Sendable {
+    /// The certificate, key and CA paths that `reload()` reads again.
     public let files: TLSFiles
     /// What ALPN offers ("h2" for gRPC, "http/1.1" for the HTTP ports).
     public let applicationProtocols: [String]

@@ -26,6 +26,7 @@ public enum TestEnvironment {
         return packageRoot.appendingPathComponent("examples/models")
     }
 
+    /// The tests' logger: warnings and worse only.
     public static let logger: Logger = {
         var logger = Logger(label: "tern-tests")
         logger.logLevel = .warning

@@ -4,6 +4,7 @@ import TernClient
 import TernCore
 import NIOCore
 import SwiftProtobuf
+import TernRuntime
 import TernTesting
 @testable import TernGRPC
 
@@ -11,9 +12,8 @@ import TernTesting
 @Suite struct GRPCServerTests {
     @Test func infersOverARealSocket() async throws {
         let repo = try TestEnvironment.repository(with: ["add_sub", "identity_bytes"])
-        let server = try await TestServer.start(engine: try await TestEnvironment.startedServer(repository: repo))
-        defer { Task { await server.stop() } }
-        try await KServeGRPCClient.with(host: "127.0.0.1", port: server.grpcPort) { client in
+        try await withTestServer(repo) { server in
+            let client = server.grpc
             let a = Tensor(name: "INPUT0", shape: [1, 16], values: [Float](repeating: 2, count: 16))
             var b = a
             b.name = "INPUT1"
@@ -23,7 +23,13 @@ import TernTesting
             let strings = Tensor(name: "INPUT0", shape: [1, 2], strings: [Data("a".utf8), Data("bc".utf8)])
             let echoed = try await client.infer(InferenceRequest(modelName: "identity_bytes", inputs: [strings]))
             #expect(try echoed.outputs[0].strings() == [Data("a".utf8), Data("bc".utf8)])
-            await #expect(throws: (any Error).self) { try await client.infer(InferenceRequest(modelName: "nope", inputs: [a])) }
+            // The server's verdict arrives as a TernError: an unknown model is "not found".
+            await #expect(throws: TernError.self) { try await client.infer(InferenceRequest(modelName: "nope", inputs: [a])) }
+            do {
+                _ = try await client.infer(InferenceRequest(modelName: "nope", inputs: [a]))
+            } catch {
+                #expect((error as? TernError)?.code == .notFound)
+            }
         }
     }
 }

@@ -49,20 +49,20 @@ struct AddressProbeBackend: Backend {
             configuration: ServerConfiguration(repositoryPath: root, controlMode: .none, cpuCores: 2),
             backends: [AddressProbeBackend()], logger: TestEnvironment.logger)
         await engine.start()
-        let server = try await TestServer.start(engine: engine)
-        defer { Task { await server.stop() } }
+        try await withTestServer(engine: engine) { server in
 
-        let count = 200_000  // 800 kB: many reads
-        for idLength in [0, 1, 2, 3] {  // header lengths of every residue modulo 4
-            var request = InferenceRequest(modelName: "probe", inputs: [Tensor(name: "X", shape: [Int64(count)], values: [Float](repeating: 1, count: count))])
-            request.id = String(repeating: "x", count: idLength)
-            let (payload, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: true)
-            let (status, reply, headers) = try await HTTPServerTests().send(
-                server.httpPort, .POST, "/v2/models/probe/infer",
-                headers: [("Inference-Header-Content-Length", String(headerLength!))], body: payload)
-            #expect(status == .ok)
-            let response = try KServeHTTPEncoding.response(body: reply, headerLength: headers.first(name: "Inference-Header-Content-Length").flatMap(Int.init))
-            #expect(try response.output(named: "OFFSET")?.values(as: Int64.self) == [0], "header of \(headerLength!) bytes")
+            let count = 200_000  // 800 kB: many reads
+            for idLength in [0, 1, 2, 3] {  // header lengths of every residue modulo 4
+                var request = InferenceRequest(modelName: "probe", inputs: [Tensor(name: "X", shape: [Int64(count)], values: [Float](repeating: 1, count: count))])
+                request.id = String(repeating: "x", count: idLength)
+                let (payload, headerLength) = try KServeHTTPEncoding.requestBody(request, binary: true)
+                let (status, reply, headers) = try await HTTPServerTests().send(
+                    server.httpPort, .POST, "/v2/models/probe/infer",
+                    headers: [("Inference-Header-Content-Length", String(headerLength!))], body: payload)
+                #expect(status == .ok)
+                let response = try KServeHTTPEncoding.response(body: reply, headerLength: headers.first(name: "Inference-Header-Content-Length").flatMap(Int.init))
+                #expect(try response.output(named: "OFFSET")?.values(as: Int64.self) == [0], "header of \(headerLength!) bytes")
+            }
         }
     }
 }

@@ -207,7 +207,8 @@ import TernCore
         #expect(Self.released(unloaded) == [[1]])
         #expect(Set(Self.resumed(unloaded)) == [3, 4])
         #expect(Self.events(unloaded) == ["unload"])
-        #expect(lifecycle.phase == .loading && lifecycle.served == nil)  // the abandoned load still runs
+        // The abandoned load still runs, but no longer counts as loading (readiness, status).
+        #expect(lifecycle.phase == .unavailable && lifecycle.served == nil && lifecycle.attempt?.abandoned != nil)
         // A load asked after the unload waits for the abandoned one, then runs.
         #expect(lifecycle.enqueue(.load(.policy, gated: true, action: "load"), coalescible: true, ticket: 5) == .queued)
         let (result, actions) = lifecycle.finish(attempt, outcome: .loaded(Fake(versions: [2]), gates: [], detail: ""), durationMs: 5, graceSeconds: 60)
@@ -299,7 +300,34 @@ import TernCore
         let attempt = lifecycle.beginLoad(ticket: 1, choice: .keepPin, gated: true, action: "load", fingerprint: "f")
         let (_, actions) = lifecycle.finish(attempt, outcome: .rejected(versions: [4], gates: [], message: "no"), durationMs: 1, graceSeconds: 60)
         #expect(lifecycle.phase == .unavailable)
-        #expect(actions.contains { if case .restore([1]) = $0 { true } else { false } })
+        guard case .restore([1], let generation)? = actions.first(where: { if case .restore = $0 { true } else { false } }) else {
+            Issue.record("no restore asked")
+            return
+        }
+        // The restore runs only while nothing changed: here it begins normally...
+        var unchanged = lifecycle
+        _ = unchanged.enqueue(.load(.exactly([1]), gated: false, action: "restore"), coalescible: true, ticket: 2)
+        let restore = unchanged.beginLoad(ticket: 2, choice: .exactly([1]), gated: false, action: "restore", fingerprint: "f", ifGeneration: generation)
+        #expect(restore.abandoned == nil && restore.versions == [1] && unchanged.phase == .loading)
+        // ...but after an unload it begins abandoned, does not count as loading, and serves nothing.
+        _ = lifecycle.unload(reason: "unloaded", action: "unload")
+        _ = lifecycle.enqueue(.load(.exactly([1]), gated: false, action: "restore"), coalescible: true, ticket: 3)
+        let late = lifecycle.beginLoad(ticket: 3, choice: .exactly([1]), gated: false, action: "restore", fingerprint: "f", ifGeneration: generation)
+        #expect(late.abandoned != nil && lifecycle.phase == .unavailable && !lifecycle.isLoading)
+        let (result, after) = lifecycle.finish(late, outcome: .failed(.unavailable("skipped")), durationMs: 0, graceSeconds: 60)
+        #expect((try? result.get()) == nil && lifecycle.served == nil && Self.events(after).isEmpty)
+    }
+
+    @Test func aLoadAbandonedByForgettingLeavesTheModelAbsentAndThenIdle() throws {
+        var lifecycle = Lifecycle(name: "m")
+        Self.load(&lifecycle, Fake(versions: [1]), ticket: 1)
+        _ = lifecycle.enqueue(.load(.keepPin, gated: true, action: "load"), coalescible: true, ticket: 2)
+        let attempt = lifecycle.beginLoad(ticket: 2, choice: .keepPin, gated: true, action: "load", fingerprint: "f2")
+        _ = lifecycle.unload(reason: "removed from the repository", action: "unload", forget: true)
+        // Not loading any more as far as readiness and the repository poll are concerned.
+        #expect(lifecycle.phase == .absent && !lifecycle.isFirstLoading && !lifecycle.isIdle)
+        let (_, actions) = lifecycle.finish(attempt, outcome: .loaded(Fake(versions: [2]), gates: [], detail: ""), durationMs: 1, graceSeconds: 60)
+        #expect(Self.released(actions) == [[2]] && lifecycle.isIdle)
     }
 
     @Test func forgettingAModelDropsItsDecisions() throws {

@@ -37,6 +37,9 @@ enum CommandErrors {
             return CommandFailure("\(error.message) (gRPC \(error.code))")
         case let error as SocketError where error.description.hasPrefix("cannot connect"):
             return CommandFailure(error.description + hint)
+        case let error as TernError where error.message.hasPrefix("cannot connect to "):
+            // TernClient's words for a refused connection (both protocols).
+            return CommandFailure(error.message + hint)
         case let error as TernError:
             return CommandFailure(error.message)
         default:

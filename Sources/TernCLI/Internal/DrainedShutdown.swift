@@ -10,13 +10,18 @@ import TernRuntime
 /// requests finish, all within the exit timeout (`--exit-timeout-secs`, as Triton's). Placed last
 /// in the ServiceGroup, it is shut down first: the services it leaves running (experiment
 /// recording, device monitor) still see the drained requests.
+///
+/// It first runs `startup` (the start-up model loads): the listeners are bound already, but no
+/// connection is served before the models have loaded, while the other services already run.
 struct DrainedFrontends: Service {
     let frontends: [any DrainableFrontend & Service]
     let engine: InferenceServer
     let exitTimeout: Duration
+    let startup: @Sendable () async -> Void
     let logger: Logger
 
     func run() async throws {
+        await startup()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for frontend in frontends {
                 group.addTask { try await frontend.run() }

@@ -110,7 +110,7 @@ struct LoadGenerator {
     }
 
     /// A connection that carries several calls at once (HTTP/2 streams).
-    typealias MultiplexedWorker = @Sendable () throws -> WireGRPCClient
+    typealias MultiplexedWorker = @Sendable () throws -> KServeGRPCClient.BlockingCaller
 
     /// Closed loop over `connections` connections, each with its share of `concurrency` calls in
     /// flight (as h2load's `-c`/`-m`): each connection's thread sends a new call the moment one

@@ -91,7 +91,6 @@ final class GRPCHTTP2Server: Service, Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        connections.insert(channel)
                         let load = ConnectionLoad()
                         // The connection gate and the idle timeout come first: a refused
                         // connection is closed before any HTTP/2 state is built for it.
@@ -124,6 +123,7 @@ final class GRPCHTTP2Server: Service, Sendable {
                             }
                         }
                         try channel.pipeline.syncOperations.addHandler(manager)
+                        connections.insert(channel)
                     }
                 }
                 .bind(host: host, port: port).get()
@@ -156,6 +156,26 @@ final class ConnectionLoad: @unchecked Sendable {
     }
     /// Told when the last call ends (restarts the idle timeout).
     var becameIdle: (() -> Void)?
+    /// Set by a drained shutdown: streams end once they have answered what they read.
+    private(set) var quiescing = false
+    /// The open streaming calls, told when the connection quiesces.
+    private var streams: [ObjectIdentifier: () -> Void] = [:]
+
+    func addStream(_ key: ObjectIdentifier, onQuiesce: @escaping () -> Void) {
+        if quiescing { onQuiesce() } else { streams[key] = onQuiesce }
+    }
+
+    func removeStream(_ key: ObjectIdentifier) { streams[key] = nil }
+
+    /// The connection is asked to quiesce: every streaming call is told (HTTP/2's GOAWAY alone
+    /// would leave a bidirectional stream open until the grace time ran out).
+    func quiesce() {
+        guard !quiescing else { return }
+        quiescing = true
+        let waiting = streams
+        streams = [:]
+        for (_, tell) in waiting { tell() }
+    }
 }
 
 /// First handler of a gRPC connection: takes a place in the connection gate (closing the
@@ -202,6 +222,11 @@ private final class GRPCConnectionGuard: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if load.activeCalls == 0 { arm(context: context) } else { timer?.cancel(); timer = nil }
         context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent { load.quiesce() }
+        context.fireUserInboundEventTriggered(event)
     }
 
     private func arm(context: ChannelHandlerContext) {
@@ -268,6 +293,8 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     private var requestDeadline: Scheduled<Void>?
     /// Who the call is from, for the lifecycle history.
     private var by = ""
+    /// The stream was ended by a drained shutdown rather than by the client.
+    private var quiesced = false
 
     /// The connection's peer: "address" or "address, certificate CN=NAME" (mutual TLS).
     static func peer(_ context: ChannelHandlerContext) -> String {
@@ -293,7 +320,20 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         requestDeadline?.cancel()
         requestDeadline = nil
+        load.removeStream(ObjectIdentifier(self))
         uncount()
+    }
+
+    /// A drained shutdown: a streaming call answers every message it has read, then ends with
+    /// UNAVAILABLE, so the client knows later messages were not taken and can resend them to
+    /// another server. A client that already ended its side finishes as usual.
+    private func quiesce(context: ChannelHandlerContext) {
+        guard !finished, !requestEnded else { return }
+        quiesced = true
+        requestEnded = true
+        requestDeadline?.cancel()
+        requestDeadline = nil
+        endIfComplete(context: context)
     }
 
     private func armRequestDeadline(context: ChannelHandlerContext) {
@@ -353,12 +393,20 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
                     method = name
                     forwarded = dispatcher.forwardedHeaders(headers.headers)
                     streaming = name == KServeGRPCDispatcher.streamMethod
+                    if streaming {
+                        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                        load.addStream(ObjectIdentifier(self)) {
+                            let (handler, context) = bound.value
+                            handler.quiesce(context: context)
+                        }
+                    }
                 }
             }
             if headers.endStream { requestEnded = true }
             armRequestDeadline(context: context)
             endIfComplete(context: context)
         case .data(let frame):
+            guard !quiesced else { return }  // sent after the drain began: not read
             if case .byteBuffer(var bytes) = frame.data { buffer.writeBuffer(&bytes) }
             if frame.endStream { requestEnded = true }
             armRequestDeadline(context: context)
@@ -432,7 +480,9 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             (tail ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in
                 let (handler, context) = bound.value
-                handler.finish(GRPCStatus.ok, context: context)
+                handler.finish(handler.quiesced
+                    ? GRPCStatus(code: .unavailable, message: "the server is shutting down: messages sent after this point were not read")
+                    : GRPCStatus.ok, context: context)
             }
             return
         }

@@ -117,9 +117,9 @@ final class HTTPServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    connections.insert(channel)
                     try tls?.addHandler(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addHandler(HTTP1Connection(responder: responder, maxBodySize: maxBodySize, limits: limits))
+                    connections.insert(channel)
                 }
             }
     }

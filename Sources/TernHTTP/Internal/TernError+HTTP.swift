@@ -6,17 +6,8 @@ import TernClient
 import TernCore
 
 extension TernError.Code {
-    /// Triton's HTTP status for each kind of failure.
-    var httpStatus: HTTPResponseStatus {
-        switch self {
-        case .notFound: .notFound
-        case .invalidArgument, .failedPrecondition, .alreadyExists: .badRequest
-        case .unavailable: .serviceUnavailable
-        case .unimplemented: .notImplemented
-        case .permissionDenied: .forbidden
-        default: .internalServerError
-        }
-    }
+    /// Triton's HTTP status for each kind of failure (`httpStatusCode`).
+    var httpStatus: HTTPResponseStatus { HTTPResponseStatus(statusCode: httpStatusCode) }
 }
 
 extension HTTPReply {

@@ -175,13 +175,19 @@ final class BatchScheduler: Sendable {
         }
     }
 
+    /// The merged inputs of a batch and the outputs any of its jobs asked for.
+    private static func merge(_ jobs: [Job]) throws(TernError) -> (inputs: [Tensor], wanted: [String]) {
+        let inputs = try BatchAssembly.merge(jobs.map(\.inputs))
+        var wanted: [String] = []
+        for job in jobs { for name in job.outputs where !wanted.contains(name) { wanted.append(name) } }
+        return (inputs, wanted)
+    }
+
     /// Merges the jobs' inputs, runs them on `instance` and splits the outputs back; returns each
     /// job's outcome and the execution's own duration.
     private func run(_ jobs: [Job], instance index: Int, rows: Int, start: UInt64) -> (Result<[Outcome], TernError>, UInt64) {
         do throws(TernError) {
-            let inputs = try BatchAssembly.merge(jobs.map(\.inputs))
-            var wanted: [String] = []
-            for job in jobs { for name in job.outputs where !wanted.contains(name) { wanted.append(name) } }
+            let (inputs, wanted) = try Self.merge(jobs)
             let merged = Self.nowNs()
             let outputs: [Tensor]
             do {
@@ -193,6 +199,15 @@ final class BatchScheduler: Sendable {
             } catch {
                 throw .internalError("\(error)", cause: error)
             }
+            return (.success(try split(outputs, jobs: jobs, rows: rows, start: start, merged: merged)), Self.nowNs() - merged)
+        } catch {
+            return (.failure(error), 0)
+        }
+    }
+
+    /// Splits a batch's outputs back into each job's outcome and records the timings.
+    private func split(_ outputs: [Tensor], jobs: [Job], rows: Int, start: UInt64, merged: UInt64) throws(TernError) -> [Outcome] {
+        do {
             let executed = Self.nowNs()
             let parts = try BatchAssembly.split(outputs, rows: jobs.map(\.rows))
             let done = Self.nowNs()
@@ -200,15 +215,12 @@ final class BatchScheduler: Sendable {
             let old = averageNanoseconds.load(ordering: .relaxed)
             averageNanoseconds.store(old >= UInt64.max / 16 ? elapsed : (old * 7 + elapsed) / 8, ordering: .relaxed)
             observer(rows, merged - start, elapsed, done - executed)
-            let outcomes = zip(jobs, parts).map { job, tensors in
+            return zip(jobs, parts).map { job, tensors in
                 Outcome(
                     outputs: tensors.filter { job.outputs.contains($0.name) },
                     queueNs: start - min(start, job.arrivalNs),
                     computeInputNs: merged - start, computeInferNs: elapsed, computeOutputNs: done - executed, executionRows: rows)
             }
-            return (.success(outcomes), elapsed)
-        } catch {
-            return (.failure(error), 0)
         }
     }
 
@@ -233,11 +245,37 @@ final class BatchScheduler: Sendable {
         }
     }
 
-    /// Runs one batch on its instance and records each request's outcome.
+    /// Runs one batch on its instance and records each request's outcome. An asynchronous
+    /// instance (a remote model) is awaited in a task: the instance's queue is free meanwhile,
+    /// and the batcher gives the instance no other batch until this one finished.
     private func execute(_ batch: BatchQueue.Batch) {
         let start = Self.nowNs()
         let jobs = state.withLock { s in batch.tickets.map { s.jobs[$0]! } }
+        if let instance = instances[batch.instance] as? any AsynchronousModelInstance {
+            let prepared: (inputs: [Tensor], wanted: [String])
+            do throws(TernError) {
+                prepared = try Self.merge(jobs)
+            } catch {
+                return finished(batch, jobs: jobs, outcomes: .failure(error), executionNs: 0)
+            }
+            let merged = Self.nowNs()
+            Task {
+                do throws(TernError) {
+                    let outputs = try await instance.run(inputs: prepared.inputs, outputNames: prepared.wanted)
+                    let outcomes = try split(outputs, jobs: jobs, rows: batch.rows, start: start, merged: merged)
+                    finished(batch, jobs: jobs, outcomes: .success(outcomes), executionNs: Self.nowNs() - merged)
+                } catch {
+                    finished(batch, jobs: jobs, outcomes: .failure(error), executionNs: 0)
+                }
+            }
+            return
+        }
         let (outcomes, executionNs) = run(jobs, instance: batch.instance, rows: batch.rows, start: start)
+        finished(batch, jobs: jobs, outcomes: outcomes, executionNs: executionNs)
+    }
+
+    /// Records a batch's outcomes, lets the batcher know the instance is free, and delivers.
+    private func finished(_ batch: BatchQueue.Batch, jobs: [Job], outcomes: Result<[Outcome], TernError>, executionNs: UInt64) {
         let finishedAt = Self.nowNs()
         let actions = state.withLock { s in
             for (index, ticket) in batch.tickets.enumerated() {

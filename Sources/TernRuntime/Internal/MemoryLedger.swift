@@ -12,7 +12,9 @@ final class MemoryLedger: Sendable {
         var held: [String: UInt64] = [:]
         /// Bytes reserved by loads in progress, by model.
         var reserved: [String: UInt64] = [:]
-        var total: UInt64 { held.values.reduce(0, +) + reserved.values.reduce(0, +) }
+        /// Bytes of the sets a swap replaced, kept warm for an instant rollback, by model.
+        var warm: [String: UInt64] = [:]
+        var total: UInt64 { held.values.reduce(0, +) + reserved.values.reduce(0, +) + warm.values.reduce(0, +) }
     }
 
     init(policy: MemoryPolicy) {
@@ -37,18 +39,39 @@ final class MemoryLedger: Sendable {
     }
 
     /// A load finished: its reservation becomes the model's holding (or is dropped on failure).
-    func settle(_ model: String, reserved bytes: UInt64, holding: UInt64?) {
+    /// `keepsWarm`: the set it replaced stays loaded for the grace period, and on the books.
+    func settle(_ model: String, reserved bytes: UInt64, holding: UInt64?, keepsWarm: Bool = false) {
         books.withLock { books in
             let left = (books.reserved[model] ?? 0) - min(books.reserved[model] ?? 0, bytes)
             books.reserved[model] = left == 0 ? nil : left
-            if let holding { books.held[model] = holding }
+            guard let holding else { return }
+            books.warm[model] = keepsWarm ? books.held[model] : nil
+            books.held[model] = holding
         }
     }
 
-    /// The model was unloaded.
-    func release(_ model: String) {
-        _ = books.withLock { $0.held.removeValue(forKey: model) }
+    /// The grace period ended: the warm set was released.
+    func releaseWarm(_ model: String) {
+        _ = books.withLock { $0.warm.removeValue(forKey: model) }
     }
+
+    /// A rollback put the warm set back in service and released the one that served.
+    func rolledBackToWarm(_ model: String) {
+        books.withLock { books in
+            if let warm = books.warm.removeValue(forKey: model) { books.held[model] = warm }
+        }
+    }
+
+    /// The model was unloaded (with its warm set).
+    func release(_ model: String) {
+        books.withLock { books in
+            books.held[model] = nil
+            books.warm[model] = nil
+        }
+    }
+
+    /// Bytes of `model`'s warm set, if one is kept.
+    func warmHolding(_ model: String) -> UInt64? { books.withLock { $0.warm[model] } }
 
     func holding(_ model: String) -> UInt64? { books.withLock { $0.held[model] } }
 

@@ -109,8 +109,7 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
     // MARK: Reading
 
     var phase: Phase {
-        let loading: Bool
-        if case .loading? = turn { loading = true } else { loading = false }
+        let loading = isLoading
         switch state {
         case .absent: return loading ? .loading : .absent
         case .unavailable: return loading ? .loading : .unavailable
@@ -129,9 +128,15 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
         return nil
     }
 
+    /// True while a load runs whose result may be served (an abandoned one no longer counts).
+    var isLoading: Bool {
+        if case .loading(let attempt)? = turn { return attempt.abandoned == nil }
+        return false
+    }
+
     /// True while a load that has never served anything runs (the server is not ready yet).
     var isFirstLoading: Bool {
-        guard case .loading? = turn else { return false }
+        guard isLoading else { return false }
         if case .absent = state { return true }
         return false
     }
@@ -161,7 +166,12 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
 
     /// The caller holding the turn starts its load: the versions are chosen now, from the pins
     /// and decisions as they stand when its turn comes.
-    mutating func beginLoad(ticket: UInt64, choice: VersionChoice, gated: Bool, action: String, fingerprint: String) -> Attempt {
+    ///
+    /// `ifGeneration` makes the load conditional: when the served set has changed since that
+    /// generation (an unload, another load), the attempt begins abandoned and loads nothing.
+    mutating func beginLoad(
+        ticket: UInt64, choice: VersionChoice, gated: Bool, action: String, fingerprint: String, ifGeneration: UInt64? = nil
+    ) -> Attempt {
         precondition(isReserved(ticket), "beginLoad without the turn")
         var versions: [Int64]?
         var gated = gated
@@ -185,8 +195,12 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
         var attempt = Attempt(
             id: ticket, versions: versions, choice: choice, gated: gated, action: action, fingerprint: fingerprint,
             fromVersions: served?.versions ?? [])
-        if case .reserved(_, let abandoned?)? = turn { attempt.abandoned = abandoned }
-        self.fingerprint = fingerprint
+        if case .reserved(_, let abandoned?)? = turn {
+            attempt.abandoned = abandoned
+        } else if let expected = ifGeneration, expected != generation {
+            attempt.abandoned = "the model changed before the \(action) began"
+        }
+        if attempt.abandoned == nil { self.fingerprint = fingerprint }
         turn = .loading(attempt)
         return attempt
     }
@@ -310,7 +324,7 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
                 state = .unavailable(reason: message)
                 if !decisions.servedVersions.isEmpty, decisions.servedVersions != versions {
                     // Nothing serves: go back to what served before (it passed then).
-                    actions.append(.restore(decisions.servedVersions))
+                    actions.append(.restore(decisions.servedVersions, generation: generation))
                 }
             }
             result = .failure(TernError(.failedPrecondition, message))
@@ -429,14 +443,16 @@ enum LifecycleAction<Model: LifecycleModel>: Sendable {
     /// Answer these waiting callers with a result they share.
     case resume([UInt64], Result<SwapReport, TernError>)
     case record(LifecycleEvent)
-    /// Write the decisions that outlive a restart.
+    /// Write the decisions that outlive a restart. The owner writes the decisions current when it
+    /// writes (not these, which a later transition may have replaced), one write at a time.
     case persist(ModelDecisions)
     /// The decisions are gone (the model left the repository).
     case forget
     /// Call `warmExpired(generation:)` after this many seconds.
     case expireWarm(generation: UInt64, afterSeconds: Double)
-    /// A rejected first load left nothing serving: load these versions (ungated), as before.
-    case restore([Int64])
+    /// A rejected first load left nothing serving: load these versions (ungated), as before,
+    /// unless the served set has changed since `generation` (pass it to `beginLoad`).
+    case restore([Int64], generation: UInt64)
 }
 
 /// The decisions about a model that outlive a restart: pins from promote and rollback, what a

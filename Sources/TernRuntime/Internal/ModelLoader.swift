@@ -36,8 +36,9 @@ struct ModelLoader: Sendable {
     let link: EngineLink
 
     /// Loads `name`. Throws when the model as a whole cannot load (bad config, no versions, no
-    /// backend); a failing version only marks that version unavailable.
-    func load(_ name: String, configOverride: ModelConfig? = nil, versions pinned: [Int64]? = nil) throws(TernError) -> LoadedModel {
+    /// backend); a failing version only marks that version unavailable. What blocks (ONNX Runtime
+    /// session creation, warm-up runs) runs off the concurrency pool; asynchronous backends are awaited.
+    func load(_ name: String, configOverride: ModelConfig? = nil, versions pinned: [Int64]? = nil) async throws(TernError) -> LoadedModel {
         let (config, backend, configPath) = try resolve(name, configOverride: configOverride)
         let available = repository.versions(of: name)
         let selected = try Self.choose(available, pinned: pinned, policy: config.versionPolicy, model: name)
@@ -49,7 +50,7 @@ struct ModelLoader: Sendable {
         var finalConfig = config
         for version in selected {
             do {
-                let (runner, completed) = try loadVersion(version, config: config, backend: backend, configPath: configPath)
+                let (runner, completed) = try await loadVersion(version, config: config, backend: backend, configPath: configPath)
                 runners[version] = runner
                 finalConfig = completed
             } catch {
@@ -174,7 +175,7 @@ struct ModelLoader: Sendable {
 
     private func loadVersion(
         _ version: Int64, config: ModelConfig, backend: any Backend, configPath: String
-    ) throws(TernError) -> (ModelVersionRunner, ModelConfig) {
+    ) async throws(TernError) -> (ModelVersionRunner, ModelConfig) {
         let name = config.name
         let filename = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
         let modelFile = repository.modelDirectory(name).appendingPathComponent("\(version)/\(filename)")
@@ -194,7 +195,15 @@ struct ModelLoader: Sendable {
         for placement in placements {
             let instance: any ModelInstance
             do {
-                instance = try backend.makeInstance(modelPath: modelFile, config: completed, instance: placement, logger: logger)
+                let logger = self.logger
+                let completedSoFar = completed
+                if let asynchronous = backend as? any AsynchronousBackend {
+                    instance = try await asynchronous.loadInstance(modelPath: modelFile, config: completedSoFar, instance: placement, logger: logger)
+                } else {
+                    instance = try await Self.offPool {
+                        try backend.makeInstance(modelPath: modelFile, config: completedSoFar, instance: placement, logger: logger)
+                    }
+                }
             } catch let error as TernError {
                 throw TernError(error.code == .internalError ? .invalidArgument : error.code,
                                 "model '\(name)' version \(version): \(error.message)")
@@ -210,8 +219,16 @@ struct ModelLoader: Sendable {
         }
         if !completed.modelWarmup.isEmpty {
             let started = ContinuousClock.now
+            let directory = repository.modelDirectory(name)
             for instance in instances {
-                try ModelWarmup.run(on: instance, config: completed, directory: repository.modelDirectory(name))
+                let warmed = completed
+                do {
+                    try await Self.offPool { try ModelWarmup.run(on: instance, config: warmed, directory: directory) }
+                } catch let error as TernError {
+                    throw error
+                } catch {
+                    throw .internalError("model '\(name)' warm-up: \(error)", cause: error)
+                }
             }
             logger.info("model warm-up done", metadata: [
                 "model": .string(name), "version": .stringConvertible(version),
@@ -226,6 +243,13 @@ struct ModelLoader: Sendable {
             "model": .string(name), "version": .stringConvertible(version), "instances": .stringConvertible(instances.count),
         ])
         return (runner, completed)
+    }
+
+    /// Runs `body` on a Dispatch thread (it blocks: session creation, warm-up) and awaits it.
+    static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global(qos: .userInitiated).async { continuation.resume(with: Result { try body() }) }
+        }
     }
 
     /// A request-answering model version: its handler, checked against the config like a model file.

@@ -2,13 +2,14 @@ import Foundation
 import NIOCore
 import NIOHPACK
 
-/// `tern perf`'s gRPC worker: unary calls over one HTTP/2 connection written by hand on a blocking
+extension KServeGRPCClient {
+/// The gRPC client's blocking mode, `tern perf`'s gRPC worker: unary calls over one HTTP/2 connection written by hand on a blocking
 /// socket, so that the client adds as little as possible to what is measured. The request's
 /// header block and message are encoded once; every call writes one HEADERS and the DATA frames
 /// its message needs. Several calls may be in flight on the connection (`start`/`next`), as
 /// h2load's `-m` does. Honours the server's settings and flow-control windows, answers PING and
 /// SETTINGS, and reports a non-zero `grpc-status`.
-package final class WireGRPCClient {
+public final class BlockingCaller {
     private enum FrameType: UInt8 {
         case data = 0, headers = 1, priority = 2, rstStream = 3, settings = 4, pushPromise = 5
         case ping = 6, goAway = 7, windowUpdate = 8, continuation = 9
@@ -34,7 +35,7 @@ package final class WireGRPCClient {
 
     /// `method` is the full path, e.g. `/inference.GRPCInferenceService/ModelInfer`; `message` the
     /// serialized protobuf request.
-    package init(host: String, port: Int, method: String, message: [UInt8]) throws {
+    public init(host: String, port: Int, method: String, message: [UInt8]) throws {
         socket = try BlockingSocket(host: host, port: port)
         var block: [UInt8] = [0x83, 0x86]  // :method POST, :scheme http (static table 3 and 6)
         Self.literal(nameIndex: 4, value: method, into: &block)  // :path
@@ -57,7 +58,7 @@ package final class WireGRPCClient {
     }
 
     /// One unary call; throws when the call does not end with grpc-status 0.
-    package func call() throws {
+    public func call() throws {
         let stream = try start()
         while true {
             let (id, error) = try next()
@@ -69,7 +70,7 @@ package final class WireGRPCClient {
     }
 
     /// Sends one call without waiting for its answer; returns its stream id (see `next`).
-    package func start() throws -> UInt32 {
+    public func start() throws -> UInt32 {
         let stream = nextStream
         nextStream += 2
         streams[stream] = (peerInitialWindow, nil, "")
@@ -108,7 +109,7 @@ package final class WireGRPCClient {
     }
 
     /// Waits for the next call to end; returns its stream id and its error, if any.
-    package func next() throws -> (UInt32, (any Error)?) {
+    public func next() throws -> (UInt32, (any Error)?) {
         while ended.isEmpty { try readFrame() }
         if unacknowledgedData > 1 << 24 {
             try socket.write(Self.frameBytes(.windowUpdate, flags: 0, stream: 0, payload: withUnsafeBytes(of: UInt32(unacknowledgedData).bigEndian, Array.init)))
@@ -247,6 +248,7 @@ package final class WireGRPCClient {
         integer(bytes.count, prefixBits: 7, first: 0, into: &out)
         out += bytes
     }
+}
 }
 
 private extension String {

@@ -1,8 +1,7 @@
 import Foundation
 import SwiftProtobuf
 import TernCore
-import TernExperiments
-import TernGRPC
+import TernRuntime
 
 /// `tern.experiments.v1.ExperimentService` (Protos/experiments.proto): the experiments API of
 /// `ExperimentRoutes` over gRPC, served on the KServe gRPC port. Decode, call the manager, encode;

@@ -1,7 +1,6 @@
 import Foundation
 import TernCore
-import TernExperiments
-import TernHTTP
+import TernRuntime
 
 /// The experiments API under `/v2/experiments` (decode, call the manager, encode):
 ///
