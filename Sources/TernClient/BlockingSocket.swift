@@ -134,8 +134,11 @@ public final class BlockingSocket {
 
 /// The connection failed (and is not usable any more); `timedOut` when a timeout expired.
 public struct SocketError: Error, CustomStringConvertible {
+    /// What went wrong with the connection, in words.
     public let description: String
+    /// Whether the failure was a timeout expiring rather than another connection error.
     public let timedOut: Bool
+    /// Makes an error from its message, marked as a timeout when `timedOut` is true.
     public init(_ description: String, timedOut: Bool = false) {
         self.description = description
         self.timedOut = timedOut
@@ -144,13 +147,17 @@ public struct SocketError: Error, CustomStringConvertible {
 
 /// A call that reached the server and was answered with an error (the connection is fine).
 public struct WireCallError: Error, CustomStringConvertible {
+    /// What went wrong with the call, in words, e.g. the HTTP or gRPC status and the server's message.
     public let description: String
+    /// Makes an error from the message describing what went wrong with the call.
     public init(_ description: String) { self.description = description }
 }
 
 /// The status line and headers of an HTTP/1.1 response, read from a `BlockingSocket`.
 public struct HTTP1ResponseHead: Sendable {
+    /// The response's HTTP status code, e.g. 200.
     public var status: Int
+    /// The response's headers in the order received, each value with surrounding whitespace trimmed.
     public var headers: [(name: String, value: String)]
 
     /// The value of a header (case-insensitive name).

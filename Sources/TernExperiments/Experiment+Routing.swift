@@ -54,23 +54,6 @@ extension Experiment {
         }
     }
 
-    /// Answers at once when the assigned variant can answer without waiting, recording the outcome; nil (with nothing
-    /// recorded) when it cannot.
-    public func handleImmediately(_ request: InferenceRequest, engine: InferenceServer) throws(TernError) -> InferenceResponse? {
-        let routed = route(request)
-        let response: InferenceResponse?
-        do {
-            response = try engine.inferImmediately(onModel: routed.request)
-        } catch {
-            _ = finish(routed, .failure(error))
-            throw error
-        }
-        // Not at once: nothing was recorded, and `handle` routes it again (to the same variant
-        // when it has a key).
-        guard let response else { return nil }
-        return try finish(routed, .success(response)).get()
-    }
-
     /// Sends the request to its assigned variant and calls `completion` with the answer, labelled with the variant,
     /// once it is recorded.
     public func handle(_ request: InferenceRequest, engine: InferenceServer, completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void) {

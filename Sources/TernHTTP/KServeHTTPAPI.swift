@@ -65,9 +65,7 @@ struct KServeHTTPAPI: HTTPResponder {
             switch route {
             case .model(let name, let version, .infer):
                 let (inferenceRequest, binary) = try decodeInfer(request, name: name, version: version)
-                if let response = try server.inferImmediately(inferenceRequest) {
-                    return .now(try encode(response, binary: binary))
-                }
+                // Answered on this thread when the engine runs it inline (see Answer.run).
                 return .callback { [self] reply in
                     server.submit(inferenceRequest) { result in
                         do throws(TernError) {

@@ -32,11 +32,17 @@ import TernRuntime
 /// `tern_hybrid_request_duration_seconds{model,route}`, `tern_hybrid_offloaded_bytes_total{model}`,
 /// `tern_hybrid_breaker_open{model}`.
 public struct HybridBackend: RequestBackend {
+    /// Makes the hybrid backend, which has no settings of its own: each model's config carries them.
     public init() {}
+    /// The config `backend` name that selects this backend: "hybrid".
     public var name: String { "hybrid" }
+    /// The only `platform` name this backend answers to: "hybrid".
     public var platforms: [String] { ["hybrid"] }
+    /// Empty: a hybrid model's version folder holds no model file, so it has no weights to budget.
     public var defaultModelFilename: String { "" }
 
+    /// Makes the router for one hybrid model from its config's `tern.hybrid.*` parameters, throwing when they are
+    /// missing or invalid.
     public func makeHandler(config: ModelConfig, modelDirectory: URL, logger: Logger) throws -> any RequestHandler {
         HybridRouter(name: config.name, settings: try HybridSettings(config: config), signature: RemoteBackend.signature(of: config), logger: logger)
     }

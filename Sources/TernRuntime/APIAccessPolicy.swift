@@ -9,6 +9,7 @@ import TernCore
 public struct APIAccessPolicy: Sendable {
     /// One restriction: the groups it covers and the header that opens them.
     public struct Restriction: Sendable {
+        /// The API groups this restriction covers, e.g. `model-repository` or `shared-memory`.
         public var groups: Set<String>
         /// The header (lowercased) the request must carry.
         public var header: String
@@ -17,6 +18,7 @@ public struct APIAccessPolicy: Sendable {
         fileprivate var value: [UInt8]
     }
 
+    /// The restrictions in force, one per option value; no group is in more than one.
     public private(set) var restrictions: [Restriction]
     /// How a refusal names the header in its message ("header" for HTTP, "metadata" for gRPC).
     public var headerWord = "header"
@@ -30,8 +32,10 @@ public struct APIAccessPolicy: Sendable {
     ]
     /// Tern's own groups (its extensions and patterns).
     public static let ternGroups = ["experiments", "lifecycle", "device", "fl", "learning", "agent", "dashboard"]
+    /// Every API group a restriction may name: Triton's followed by Tern's.
     public static var allGroups: [String] { tritonGroups + ternGroups }
 
+    /// Makes a policy from the given restrictions (`parse` builds them from the command-line options).
     public init(restrictions: [Restriction]) {
         self.restrictions = restrictions
     }

@@ -26,6 +26,8 @@ public struct ConnectionLimits: Sendable {
     /// The counter every connection passes through.
     public let gate: ConnectionGate
 
+    /// Makes limits from the given counts and timeouts, raising connections and streams to at least 1 and the
+    /// pipelining buffer to at least 4096 bytes, with a fresh `ConnectionGate` sized to `maxConnections`.
     public init(
         maxConnections: Int = ConnectionLimits.defaultMaxConnections, headerTimeout: Duration = .seconds(30),
         bodyTimeout: Duration = .seconds(60), idleTimeout: Duration = .seconds(300), maxConcurrentStreams: Int = 128,
@@ -57,10 +59,12 @@ public struct ConnectionLimits: Sendable {
 
 /// Counts the connections open over every port, refusing entry beyond the limit.
 public final class ConnectionGate: Sendable {
+    /// The most connections the gate lets in at once.
     public let limit: Int
     private let open = Atomic<Int>(0)
     private let refusedCount = Atomic<Int>(0)
 
+    /// Makes a gate with no connections in that admits at most `limit` at once.
     public init(limit: Int) { self.limit = limit }
 
     /// Takes a place for a new connection; false (nothing taken) when all are held.

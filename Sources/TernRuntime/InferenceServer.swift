@@ -235,8 +235,10 @@ public final class InferenceServer: Sendable {
     }
 
     /// Runs the request and calls `completion` once with its outcome, on the thread that finishes
-    /// it (possibly this one, before `submit` returns, unless `allowInline` is false). For callers
-    /// that are not async, such as event-loop frontends: no task is created on the way.
+    /// it (possibly this one, before `submit` returns, unless `allowInline` is false: a fast model
+    /// with a free instance runs on the caller's thread). For callers that are not async, such as
+    /// event-loop frontends: no task is created on the way, and `Answer.run` tells an inline
+    /// answer from a later one. This is the one request path; `infer` awaits it.
     public func submit(
         _ request: InferenceRequest, allowInline: Bool = true,
         completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void
@@ -258,19 +260,6 @@ public final class InferenceServer: Sendable {
         } catch {
             completion(.failure(error))
         }
-    }
-
-    /// Runs the request on the caller's thread if it can finish without waiting: the model's
-    /// executions are short and an instance is free. Returns nil otherwise; then call `infer`.
-    /// An event-loop frontend uses this to answer small models without leaving its thread.
-    public func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        if let virtual = virtualModel(request.modelName) { return try virtual.handleImmediately(request, engine: self) }
-        return try inferImmediately(onModel: request)
-    }
-
-    /// As `inferImmediately`, on a model of the repository (see `submit(toModel:)`).
-    public func inferImmediately(onModel request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        try servingRunner(request).inferImmediately(request)
     }
 
     /// The runner for a request, unless a device policy has paused the model.

@@ -22,8 +22,11 @@ public struct MemoryPolicy: Sendable {
     /// Free RAM right now, in bytes. On Jetson boards the GPU allocates from the same RAM, so this
     /// is what a model can really get (TernDevice's `SystemTelemetry.availableMemoryBytes`).
     public var availableBytes: (@Sendable () -> UInt64?)?
+    /// What to do when a load does not fit: refuse it, or unload the least recently used other models.
     public var eviction: Eviction
 
+    /// Makes a policy from a budget in bytes (nil: none), a free-RAM reserve in bytes, a probe of free RAM and an
+    /// eviction choice; the defaults admit every load.
     public init(budgetBytes: UInt64? = nil, reserveBytes: UInt64 = 0, availableBytes: (@Sendable () -> UInt64?)? = nil, eviction: Eviction = .none) {
         self.budgetBytes = budgetBytes
         self.reserveBytes = reserveBytes

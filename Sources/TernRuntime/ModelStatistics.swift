@@ -3,9 +3,12 @@ import Synchronization
 
 /// Count and total time of one kind of event, as Triton's statistics extension reports it.
 public struct StatisticDuration: Sendable, Hashable {
+    /// How many events were counted.
     public var count: UInt64 = 0
+    /// The total time of those events, in nanoseconds.
     public var ns: UInt64 = 0
 
+    /// Makes a statistic from an event count and their total time in nanoseconds.
     public init(count: UInt64 = 0, ns: UInt64 = 0) {
         self.count = count
         self.ns = ns
@@ -19,30 +22,45 @@ public struct StatisticDuration: Sendable, Hashable {
 
 /// Statistics of executions of one batch size.
 public struct BatchStatistics: Sendable, Hashable {
+    /// The number of batch rows of each execution counted here.
     public var batchSize: UInt64
+    /// Executions of this batch size and the time spent assembling their inputs into the batch.
     public var computeInput = StatisticDuration()
+    /// Executions of this batch size and the time the model spent running them.
     public var computeInfer = StatisticDuration()
+    /// Executions of this batch size and the time spent splitting their outputs back into requests.
     public var computeOutput = StatisticDuration()
 }
 
 /// Triton's per model version statistics. `inferenceCount` counts batch rows, `executionCount`
 /// executions; the durations count requests.
 public struct ModelStatistics: Sendable, Hashable {
+    /// The name of the model these statistics describe.
     public var name: String
+    /// The model version they describe, as a decimal string.
     public var version: String
     /// Milliseconds since the epoch of the last inference; 0 if none yet.
     public var lastInference: UInt64 = 0
+    /// Batch rows inferred, summed over every execution.
     public var inferenceCount: UInt64 = 0
+    /// Batch executions run, however many requests each one merged.
     public var executionCount: UInt64 = 0
+    /// Requests answered successfully and their total time from arrival to response.
     public var success = StatisticDuration()
+    /// Requests that failed and their time from arrival to the failure.
     public var fail = StatisticDuration()
+    /// Successful requests and the time they waited in the scheduler queue before executing.
     public var queue = StatisticDuration()
+    /// Successful requests and the time spent validating their inputs and assembling them into a batch.
     public var computeInput = StatisticDuration()
+    /// Successful requests and the time the model spent executing their batches.
     public var computeInfer = StatisticDuration()
+    /// Successful requests and the time spent splitting their batches' outputs back out.
     public var computeOutput = StatisticDuration()
     /// Sorted by batch size.
     public var batchStats: [BatchStatistics] = []
 
+    /// Makes empty statistics for version `version` of model `name`.
     public init(name: String, version: String) {
         self.name = name
         self.version = version
@@ -56,10 +74,12 @@ public struct ModelOccupancy: Sendable, Hashable {
     public var queued: Int
     /// Instances executing a batch now.
     public var busyInstances: Int
+    /// Execution instances the version has loaded, busy or not.
     public var instances: Int
     /// The batch limit in force (1 for models without batching).
     public var maxBatchSize: Int
 
+    /// Makes an occupancy snapshot from the queue length, the busy and total instance counts and the batch limit.
     public init(queued: Int, busyInstances: Int, instances: Int, maxBatchSize: Int) {
         self.queued = queued
         self.busyInstances = busyInstances

@@ -20,6 +20,7 @@ public protocol RequestHandler: Sendable {
 }
 
 extension RequestBackend {
+    /// Always throws: a request-answering backend has no batch instances, so the engine never asks it for one.
     public func makeInstance(modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger) throws -> any ModelInstance {
         throw TernError.internalError("\(name) answers whole requests; it has no batch instances")
     }

@@ -12,12 +12,15 @@ public struct ServerConfiguration: Sendable {
         case poll
     }
 
+    /// The model repository's directory, holding one folder per model.
     public var repositoryPath: URL
+    /// How models are loaded and unloaded: all at start, on client request, or by polling the repository.
     public var controlMode: ModelControlMode
     /// Models loaded at start in explicit mode; ["*"] loads all.
     public var startupModels: [String]
     /// Complete missing or partial configs from the model file (Triton's auto-complete).
     public var autoCompleteConfig: Bool
+    /// How often poll mode rescans the repository for changed models (15 seconds by default).
     public var pollInterval: Duration
     /// CPU cores the ONNX Runtime thread budget is split over.
     public var cpuCores: Int
@@ -35,8 +38,11 @@ public struct ServerConfiguration: Sendable {
     public var maxInstancesPerModel: Int
     /// Reported by server metadata.
     public var serverName: String
+    /// The version string server metadata reports (Tern's own version by default).
     public var serverVersion: String
 
+    /// Makes a configuration from the repository path and the `serve` options, raising the core count and per-model
+    /// instance limit to at least 1; the limit defaults to `defaultMaxInstances(cpuCores:)`.
     public init(
         repositoryPath: URL, controlMode: ModelControlMode = .none, startupModels: [String] = [],
         autoCompleteConfig: Bool = true, pollInterval: Duration = .seconds(15),
@@ -69,5 +75,6 @@ extension ServerConfiguration {
 
 /// Tern's version.
 public enum TernVersion {
+    /// Tern's version string, shown by `tern --version` and reported as the default server version.
     public static let current = "0.1.0"
 }

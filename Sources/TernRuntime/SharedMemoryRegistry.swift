@@ -20,6 +20,7 @@ public final class SharedMemoryRegistry: Sendable {
     /// hosts keeps this off (Triton's default too).
     public let allowsRegistration: Bool
 
+    /// Makes an empty registry that accepts client registrations only when `allowsRegistration` is true.
     public init(allowsRegistration: Bool = true) {
         self.allowsRegistration = allowsRegistration
     }
@@ -34,9 +35,13 @@ public final class SharedMemoryRegistry: Sendable {
 
     /// What status reports of a region.
     public struct RegionStatus: Sendable, Hashable {
+        /// The name the client registered the region under.
         public var name: String
+        /// The `shm_open` key of the POSIX shared-memory object holding the region.
         public var key: String
+        /// Where the region starts in that object, in bytes.
         public var offset: UInt64
+        /// The region's length, in bytes.
         public var byteSize: UInt64
     }
 
@@ -94,6 +99,8 @@ public final class SharedMemoryRegistry: Sendable {
 
     // MARK: Registration
 
+    /// Maps `byteSize` bytes at `offset` of the shared-memory object `key` and registers them as `name`. Throws when
+    /// registration is off, the name or key is empty, the name is taken, or the object cannot be opened or mapped.
     public func register(name: String, key: String, offset: UInt64, byteSize: UInt64) throws(TernError) {
         guard allowsRegistration else { throw .permissionDenied(Self.registrationRefusal) }
         guard !name.isEmpty else { throw .invalidArgument("a shared memory region needs a name") }

@@ -10,12 +10,6 @@ public protocol VirtualModel: Sendable {
     var presented: (model: String, version: Int64?) { get }
     /// Answers `request` (not validated: the model it is sent to validates it), calling
     /// `completion` once, from any thread.
+    /// When the model it goes to runs inline, `completion` runs before `handle` returns.
     func handle(_ request: InferenceRequest, engine: InferenceServer, completion: @escaping @Sendable (Result<InferenceResponse, TernError>) -> Void)
-    /// The answer now, on the caller's thread, when the model it goes to can give it without
-    /// waiting (see `InferenceServer.inferImmediately`); nil otherwise, and then `handle` follows.
-    func handleImmediately(_ request: InferenceRequest, engine: InferenceServer) throws(TernError) -> InferenceResponse?
-}
-
-extension VirtualModel {
-    public func handleImmediately(_ request: InferenceRequest, engine: InferenceServer) throws(TernError) -> InferenceResponse? { nil }
 }

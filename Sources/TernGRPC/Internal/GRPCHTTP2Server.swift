@@ -499,7 +499,11 @@ private final class GRPCStreamHandler: ChannelInboundHandler {
         case .later(let work): outcome = context.eventLoop.makeFutureWithTask { await work() }
         case .callback(let start):
             let promise = context.eventLoop.makePromise(of: Result<[UInt8], GRPCStatus>.self)
-            start { promise.succeed($0) }
+            if let early = GRPCAnswer.run(start, later: { promise.succeed($0) }) {
+                // The engine ran the call inline, before `start` returned: replied now.
+                promise.succeed(early)
+                return reply(early, context: context)
+            }
             outcome = promise.futureResult
         }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

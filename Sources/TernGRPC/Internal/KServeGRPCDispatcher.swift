@@ -46,12 +46,7 @@ struct GRPCStatus: Error, Sendable {
 }
 
 /// A unary call's outcome: ready now, or work that must wait (it runs off the event loop).
-enum GRPCAnswer: Sendable {
-    case now(Result<[UInt8], GRPCStatus>)
-    case later(@Sendable () async -> Result<[UInt8], GRPCStatus>)
-    /// Work that calls back with the outcome from any thread (no task on the way).
-    case callback(@Sendable (@escaping @Sendable (Result<[UInt8], GRPCStatus>) -> Void) -> Void)
-}
+typealias GRPCAnswer = Answer<Result<[UInt8], GRPCStatus>>
 
 /// The `inference.GRPCInferenceService` methods over the engine, on serialized messages. Unary
 /// methods answer synchronously where they can (everything but loading, and inference of slow or
@@ -206,7 +201,6 @@ struct KServeGRPCDispatcher: Sendable {
             for (name, value) in forwarded { decoded.parameters[name] = .string(value) }
             let request = decoded
             let placements = try SharedMemoryReference.placements(of: request.outputs)
-            if inline, let response = try server.inferImmediately(request) { return now(try encodeResponse(response, placements)) }
             return .callback { [server] reply in
                 server.submit(request, allowInline: inline) { result in
                     do throws(TernError) {

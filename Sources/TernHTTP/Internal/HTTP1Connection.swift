@@ -406,33 +406,31 @@ final class HTTP1Connection: ChannelDuplexHandler {
         timer = nil
         let request = HTTPRequestData(method: head.method, path: head.target, headers: head.headers, body: body, peer: peer(context))
         body = ByteBuffer()
-        let answer = responder.answer(request)
-        switch answer {
-        case .now(let reply):
-            write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
-        case .later, .callback:
-            state = .answering
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let reply: EventLoopFuture<HTTPReply>
-            switch answer {
-            case .later(let work):
-                reply = context.eventLoop.makeFutureWithTask { await work() }
-            case .callback(let start):
-                let promise = context.eventLoop.makePromise(of: HTTPReply.self)
-                start { promise.succeed($0) }
-                reply = promise.futureResult
-            case .now:
-                return
+        let reply: EventLoopFuture<HTTPReply>
+        switch responder.answer(request) {
+        case .now(let now):
+            return write(now, keepAlive: head.keepAlive, version: head.version, context: context)
+        case .later(let work):
+            reply = context.eventLoop.makeFutureWithTask { await work() }
+        case .callback(let start):
+            let promise = context.eventLoop.makePromise(of: HTTPReply.self)
+            if let early = HTTPAnswer.run(start, later: { promise.succeed($0) }) {
+                // The engine ran the request inline, before `start` returned: written now.
+                promise.succeed(early)
+                return write(early, keepAlive: head.keepAlive, version: head.version, context: context)
             }
-            reply.whenSuccess { reply in
-                let (handler, context) = loopBound.value
-                guard handler.isAnswering else { return }  // closed meanwhile
-                handler.state = .awaitingHead
-                handler.write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
-                handler.process(context: context)
-                handler.resumeReading(context: context)
-                handler.updateTimer(context: context)
-            }
+            reply = promise.futureResult
+        }
+        state = .answering
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        reply.whenSuccess { reply in
+            let (handler, context) = loopBound.value
+            guard handler.isAnswering else { return }  // closed meanwhile
+            handler.state = .awaitingHead
+            handler.write(reply, keepAlive: head.keepAlive, version: head.version, context: context)
+            handler.process(context: context)
+            handler.resumeReading(context: context)
+            handler.updateTimer(context: context)
         }
     }
 

@@ -31,12 +31,7 @@ struct HTTPReply: Sendable {
 
 /// What a responder makes of a request: the reply, computed on the calling thread, or the work
 /// that must wait for something (it runs off the event loop).
-enum HTTPAnswer: Sendable {
-    case now(HTTPReply)
-    case later(@Sendable () async -> HTTPReply)
-    /// Work that calls back with the reply from any thread (no task on the way).
-    case callback(@Sendable (@escaping @Sendable (HTTPReply) -> Void) -> Void)
-}
+typealias HTTPAnswer = Answer<HTTPReply>
 
 /// Answers requests: synchronously where it can (then the event loop answers with no thread hop),
 /// otherwise asynchronously.

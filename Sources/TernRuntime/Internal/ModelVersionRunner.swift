@@ -134,29 +134,6 @@ final class ModelVersionRunner: Sendable {
         }
     }
 
-    /// Runs the request on the caller's thread, now, when the model is fast and the request would
-    /// be executed alone at once (see `BatchScheduler`); nil when it would have to wait or hand
-    /// off, so the caller can take the async path instead. Lets an event-loop frontend answer
-    /// without any thread hop.
-    func inferImmediately(_ request: InferenceRequest) throws(TernError) -> InferenceResponse? {
-        guard sequencer == nil, handler == nil else { return nil }
-        let start = ContinuousClock.now
-        link?.requestBegan()
-        defer { link?.requestEnded() }
-        do throws(TernError) {
-            let prepared = try validator.prepare(request)
-            let preparedAt = ContinuousClock.now
-            _ = try queueParameters(request)  // malformed parameters are refused on every path
-            guard let result = scheduler.runInlineIfIdle(
-                BatchScheduler.Job(inputs: prepared.inputs, rows: prepared.batchSize, outputs: prepared.outputs) { _ in })
-            else { return nil }
-            return try finish(request, batchSize: prepared.batchSize, outcome: result.get(), start: start, prepared: preparedAt)
-        } catch {
-            recordFailure(error, since: start)
-            throw error
-        }
-    }
-
     /// The request's sequence: `sequence_id` (a non-zero integer or a non-empty string),
     /// `sequence_start` and `sequence_end`. A batching sequence model takes one row per request.
     private func sequenceKeys(_ request: InferenceRequest, batchSize: Int) throws(TernError) -> (SequenceQueue.SequenceID?, Bool, Bool) {

@@ -14,8 +14,12 @@ public struct GRPCExtensionService: Sendable {
     public let group: String
     /// Further groups a method needs (an experiment's promote swaps a model: `lifecycle`).
     public let alsoRequire: @Sendable (_ method: String) -> [String]
+    /// Answers one unary call: takes the method name and the serialized request and returns the serialized response,
+    /// throwing a `TernError` that becomes the call's status.
     public let handle: @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data
 
+    /// Makes a service from its fully qualified name, its API group, the further groups each method needs (none by
+    /// default) and its call handler.
     public init(
         name: String, group: String, alsoRequire: @escaping @Sendable (_ method: String) -> [String] = { _ in [] },
         handle: @escaping @Sendable (_ method: String, _ message: Data) async throws(TernError) -> Data
@@ -31,6 +35,7 @@ public struct GRPCExtensionService: Sendable {
 /// gives: a request that does not decode is INVALID_ARGUMENT, an answer that does not encode
 /// INTERNAL.
 public enum GRPCMessage {
+    /// Returns the message `decode` makes, throwing INVALID_ARGUMENT naming the message type when it fails.
     public static func decode<M: SwiftProtobuf.Message>(_: M.Type, _ decode: () throws -> M) throws(TernError) -> M {
         do {
             return try decode()
@@ -39,10 +44,12 @@ public enum GRPCMessage {
         }
     }
 
+    /// Decodes an `M` from its serialized bytes `data`, throwing INVALID_ARGUMENT when they do not decode.
     public static func decode<M: SwiftProtobuf.Message>(_: M.Type, from data: Data) throws(TernError) -> M {
         try decode(M.self) { try M(serializedBytes: data) }
     }
 
+    /// Serializes `message` into `Bytes`, throwing INTERNAL when it does not encode.
     public static func encode<M: SwiftProtobuf.Message, Bytes: SwiftProtobufContiguousBytes>(_ message: M) throws(TernError) -> Bytes {
         do {
             return try message.serializedBytes()
