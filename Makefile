@@ -13,7 +13,7 @@ FIXTURES := .cache/fixtures
 FUZZ_TARGETS := FuzzHTTPRequest FuzzInferJSON FuzzGRPCInfer FuzzModelConfig FuzzNumpy FuzzTegrastats
 FUZZ_SECONDS ?= 60
 
-.PHONY: fuzz fuzz-build fuzz-smoke serve test setup system-deps test-system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
+.PHONY: install fuzz fuzz-build fuzz-smoke serve test setup system-deps test-system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
 
 serve: setup
 	$(SWIFT) build -c $(CONFIG) --product tern
@@ -21,6 +21,13 @@ serve: setup
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 test: setup test-system-deps fixtures build-tests swift-test fuzz-smoke integration-test
+
+# Builds the release binary and copies it to $(PREFIX)/bin/tern.
+PREFIX ?= /usr/local
+install: system-deps
+	$(SWIFT) build -c release --product tern
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/tern $(DESTDIR)$(PREFIX)/bin/tern
 
 setup: system-deps python-deps models
 

@@ -214,7 +214,7 @@ let package = Package(
         .testTarget(
             name: "TernHTTPTests",
             dependencies: [
-                "TernHTTP", "TernClient", "TernTesting", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                "TernHTTP", "TernClient", "TernTesting", "TernTLS", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict),
@@ -227,7 +227,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "TernClientTests", dependencies: ["TernClient"], swiftSettings: strict),
         .testTarget(name: "TernMetricsTests", dependencies: ["TernMetrics"], swiftSettings: strict),
-        .testTarget(name: "TernHybridTests", dependencies: ["TernHybrid", "TernRuntime"], swiftSettings: strict),
+        .testTarget(name: "TernHybridTests", dependencies: ["TernHybrid", "TernRuntime", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "TernStoreTests", dependencies: ["TernStore"], swiftSettings: strict),
         .testTarget(
             name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime", "TernTesting", .product(name: "GRDB", package: "GRDB.swift")],

@@ -16,7 +16,7 @@ struct ABCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Start an experiment defined in a YAML or JSON file.")
         @OptionGroup var server: Server
-        @Argument(help: "The experiment file (see README: A/B experiments).") var file: String
+        @Argument(help: "The experiment file (see docs/reference.md: A/B experiments, shadows and canaries).") var file: String
         func run() async throws {
             let text = try String(contentsOfFile: file, encoding: .utf8)
             let data = try await server.call(.POST, "/v2/experiments", body: text)

@@ -46,6 +46,7 @@ public enum GRPCFrontend {
 public struct GRPCServerService: Service, DrainableFrontend {
     let server: GRPCHTTP2Server
 
+    /// What this listener serves, for the shutdown's log: always "gRPC".
     public var role: String { "gRPC" }
 
     /// Every connection gets a GOAWAY, finishes the calls it has started and closes.
@@ -61,6 +62,8 @@ public struct GRPCServerService: Service, DrainableFrontend {
     @discardableResult
     public func bind() async throws(TernError) -> Int { try await server.bind() }
 
+    /// Opens the listening socket unless `bind` has, and serves until graceful shutdown closes the
+    /// listener.
     public func run() async throws {
         try await server.run()
     }

@@ -53,6 +53,8 @@ public enum HTTPFrontend {
 public struct HTTPServerService: Service, DrainableFrontend {
     let server: HTTPServer
 
+    /// What this listener serves, for the shutdown's log: "HTTP" for the inference API, "metrics"
+    /// for the metrics endpoint.
     public var role: String { server.role }
 
     /// Every connection answers the requests it has read (the last answer says `Connection:
@@ -64,6 +66,8 @@ public struct HTTPServerService: Service, DrainableFrontend {
     @discardableResult
     public func bind() async throws(TernError) -> Int { try await server.bind() }
 
+    /// Opens the listening socket unless `bind` has, reports the bound port to `onRunning`, and
+    /// serves until graceful shutdown closes the listener.
     public func run() async throws { try await server.run() }
 }
 

@@ -155,3 +155,47 @@ def test_repeated_sigterms_under_load_on_the_conv_model_leave_no_model_run_racin
         before = [r for r in records if r[0] < signalled - 0.005]
         assert before and all(outcome == "ok" for _, outcome in before), [r for r in before if r[1] != "ok"][:5]
         assert "drained: every accepted request was answered" in logs
+
+
+def test_an_open_grpc_stream_is_answered_and_ended_by_the_drain(tmp_path):
+    """A bidirectional ModelStreamInfer stream the client keeps open does not hold the shutdown
+    for the whole exit timeout: the messages it sent before the signal are answered, then the
+    server ends the stream (UNAVAILABLE: later messages were not read) and exits at once."""
+    server = TernServer(str(slow_repository(tmp_path)), "--exit-timeout-secs", "20")
+    results, errors = [], []
+    answered = threading.Event()
+
+    def callback(result, error):
+        if error is not None:
+            errors.append(str(error))
+        else:
+            results.append(result.as_numpy("OUTPUT0"))
+            if len(results) >= 3:
+                answered.set()
+
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    try:
+        client.start_stream(callback=callback)
+        for i in range(6):  # ~50 ms each on one instance: some still queued at the signal
+            inp = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+            inp.set_data_from_numpy(np.full((1, 4), i, dtype=np.float32))
+            client.async_stream_infer("slow", [inp], request_id=str(i))
+        assert answered.wait(timeout=20), errors
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=40)
+        exited = time.monotonic()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+        try:
+            client.stop_stream()
+        except Exception:  # noqa: BLE001 - the server has gone
+            pass
+    logs = server.logs()
+    assert code == 0, logs[-3000:]
+    # Every message the stream had sent was answered before the stream ended ...
+    assert len(results) == 6, (len(results), errors)
+    # ... and the open stream did not hold the exit until the 20 s timeout ran out.
+    assert exited - signalled < 10, exited - signalled
+    assert "drained: every accepted request was answered" in logs, logs[-2000:]

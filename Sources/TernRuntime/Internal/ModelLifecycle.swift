@@ -1,24 +1,6 @@
 import Foundation
 import TernCore
 
-/// What the lifecycle state machine holds for one set of loaded versions: the engine's
-/// `LoadedModel`, or a plain value in tests.
-protocol LifecycleModel: Sendable {
-    /// The versions that loaded, ascending.
-    var versions: [Int64] { get }
-}
-
-/// Which versions a load serves.
-enum VersionChoice: Sendable, Hashable {
-    /// Keep a pin set by promote/rollback; otherwise the version policy.
-    case keepPin
-    /// Back to the version policy (a plain load request clears pins).
-    case policy
-    case pin([Int64])
-    /// These versions, leaving pins as they are (restoring what served before).
-    case exactly([Int64])
-}
-
 /// One model's life as a value: what it serves, what is loading, who waits for a turn, and the
 /// decisions that outlive a restart. Every event is a mutating method that returns what the owner
 /// must do (`LifecycleAction`) after leaving the lock: release models, wake callers, record
@@ -31,60 +13,6 @@ enum VersionChoice: Sendable, Hashable {
 /// thing while they wait are served by one load (a reload storm costs at most one load beyond
 /// the running one).
 struct ModelLifecycle<Model: LifecycleModel>: Sendable {
-    /// A set of versions that took traffic, and the generation it took it in.
-    struct Served: Sendable {
-        var model: Model
-        var generation: UInt64
-    }
-
-    /// What is served.
-    enum State: Sendable {
-        /// Known by name only: never loaded (or forgotten).
-        case absent
-        case unavailable(reason: String)
-        /// `warm` is the set replaced by the last swap, kept loaded during the grace period so a
-        /// rollback is instant.
-        case serving(Served, warm: Served?)
-    }
-
-    /// What a caller waits for its turn to do.
-    enum Request: Sendable, Hashable {
-        case load(VersionChoice, gated: Bool, action: String)
-        case rollback
-    }
-
-    /// A load in progress. `id` is the ticket of the caller performing it.
-    struct Attempt: Sendable, Equatable {
-        var id: UInt64
-        /// nil: the version policy chooses.
-        var versions: [Int64]?
-        var choice: VersionChoice
-        var gated: Bool
-        var action: String
-        var fingerprint: String
-        var fromVersions: [Int64]
-        /// Set when an unload overtook the load: its result is released, not served.
-        var abandoned: String?
-    }
-
-    enum Turn: Sendable {
-        /// Given to a caller that has not begun yet; `abandoned` says why an unload overtook it.
-        case reserved(UInt64, abandoned: String? = nil)
-        case loading(Attempt)
-    }
-
-    /// Callers waiting for the same request; the leader performs it, the followers get its result.
-    struct Group: Sendable {
-        var request: Request
-        var coalescible: Bool
-        var leader: UInt64
-        var followers: [UInt64] = []
-    }
-
-    enum Phase: String, Sendable {
-        case absent, loading, serving, swapping, grace, unavailable
-    }
-
     let name: String
     private(set) var state: State = .absent
     private(set) var turn: Turn?
@@ -432,47 +360,4 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
     /// A short digest of a repository fingerprint, for the persisted decisions: the fingerprint
     /// itself lists every file.
     static func digest(_ text: String) -> String { StableDigest.hex(text) }
-}
-
-/// What the owner of a `ModelLifecycle` does after a transition, outside its lock.
-enum LifecycleAction<Model: LifecycleModel>: Sendable {
-    /// Drop this set (its sessions go once the requests running on it let go).
-    case release(Model)
-    /// It is this caller's turn: resume it to begin.
-    case wake(UInt64)
-    /// Answer these waiting callers with a result they share.
-    case resume([UInt64], Result<SwapReport, TernError>)
-    case record(LifecycleEvent)
-    /// Write the decisions that outlive a restart. The owner writes the decisions current when it
-    /// writes (not these, which a later transition may have replaced), one write at a time.
-    case persist(ModelDecisions)
-    /// The decisions are gone (the model left the repository).
-    case forget
-    /// Call `warmExpired(generation:)` after this many seconds.
-    case expireWarm(generation: UInt64, afterSeconds: Double)
-    /// A rejected first load left nothing serving: load these versions (ungated), as before,
-    /// unless the served set has changed since `generation` (pass it to `beginLoad`).
-    case restore([Int64], generation: UInt64)
-}
-
-/// The decisions about a model that outlive a restart: pins from promote and rollback, what a
-/// rollback would go back to, the versions last served, and the versions the gates rejected
-/// (with a digest of the files they were rejected from).
-public struct ModelDecisions: Sendable, Codable, Equatable {
-    public var pinnedVersions: [Int64]?
-    public var rollbackVersions: [Int64]
-    public var servedVersions: [Int64]
-    public var rejectedVersions: [Int64]
-    public var rejectedFingerprint: String
-
-    public init(
-        pinnedVersions: [Int64]? = nil, rollbackVersions: [Int64] = [], servedVersions: [Int64] = [], rejectedVersions: [Int64] = [],
-        rejectedFingerprint: String = ""
-    ) {
-        self.pinnedVersions = pinnedVersions
-        self.rollbackVersions = rollbackVersions
-        self.servedVersions = servedVersions
-        self.rejectedVersions = rejectedVersions
-        self.rejectedFingerprint = rejectedFingerprint
-    }
 }
