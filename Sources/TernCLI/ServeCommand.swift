@@ -322,7 +322,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
 
         // The patterns' services run from the start (a remote model's connection is needed to
-        // load it); the frontends start serving once the models have loaded.
+        // load it); the bound ports answer meanwhile, with health not ready until the start-up
+        // loads are done.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: RepositoryPoller(engine: engine), successTerminationBehavior: .ignore)]
         services += patterns.flatMap(\.services).map { .init(service: $0, successTerminationBehavior: .ignore) }
         let reloadable = [httpTLS, grpcTLS].compactMap { $0 }

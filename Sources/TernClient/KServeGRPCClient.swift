@@ -172,8 +172,9 @@ public final class KServeGRPCClient: Service, Sendable {
     // MARK: Errors
 
     /// gRPC status → Tern error: the server's own verdict on the request keeps its meaning
-    /// (invalid argument, not found, permission denied); anything the server could not answer,
-    /// a connection that cannot be made included, is "unavailable".
+    /// (invalid argument, not found, permission denied, internal); what it could not answer —
+    /// a connection that cannot be made, UNAVAILABLE, a deadline — is "unavailable", the one
+    /// kind worth another try.
     public static func ternError(_ error: any Error) -> TernError {
         if let error = error as? TernError { return error }
         guard let rpc = error as? RPCError else { return .unavailable("\(error)") }
@@ -194,8 +195,10 @@ public final class KServeGRPCClient: Service, Sendable {
         case .permissionDenied: return .permissionDenied(text)
         case .unimplemented: return TernError(.unimplemented, text)
         case .deadlineExceeded: return .unavailable(text + " (timed out)")
-        case .unauthenticated: return .unavailable(text + " (unauthenticated, check the credentials)")
-        default: return .unavailable(text + " (gRPC \(rpc.code))")
+        case .unavailable, .cancelled, .aborted: return .unavailable(text + " (gRPC \(rpc.code))")
+        case .unauthenticated: return .permissionDenied(text + " (unauthenticated, check the credentials)")
+        // The server's own failure: another try would most likely fail the same way.
+        default: return .internalError(text + " (gRPC \(rpc.code))")
         }
     }
 

@@ -71,6 +71,9 @@ final class ShadowRunner: Sendable {
     /// How many copies had to wake the thread (tests).
     var wakeUpCount: Int { wakeUps.load(ordering: .relaxed) }
 
+    /// Whether the thread sleeps until the next copy wakes it (tests).
+    var isAsleep: Bool { queue.withLock { $0.asleep } }
+
     func stop() {
         stopping.store(true, ordering: .relaxed)
         ready.signal()

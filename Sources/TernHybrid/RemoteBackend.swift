@@ -59,10 +59,14 @@ public struct RemoteBackend: AsynchronousBackend {
     /// when the config leaves inputs or outputs out.
     public func loadInstance(modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger) async throws -> any ModelInstance {
         if config.schedulingChoice.map({ if case .sequenceBatching = $0 { true } else { false } }) == true {
-            throw TernError.invalidArgument("model '\(config.name)': a remote model cannot use sequence_batching (its runs are asynchronous)")
+            throw TernError.invalidArgument("a remote model cannot use sequence_batching (its runs are asynchronous)")
         }
         if !config.modelWarmup.isEmpty {
-            throw TernError.invalidArgument("model '\(config.name)': a remote model cannot have model_warmup samples (the remote server warms its own model)")
+            throw TernError.invalidArgument("a remote model cannot have model_warmup samples (the remote server warms its own model)")
+        }
+        if config.instanceGroup.contains(where: { !$0.rateLimiter.resources.isEmpty }) {
+            throw TernError.invalidArgument(
+                "a remote model cannot claim rate_limiter resources (its runs are awaited, not run on this machine's instances)")
         }
         let modelDirectory = modelPath.standardizedFileURL.deletingLastPathComponent()
         let settings = try RemoteSettings(config: config, modelDirectory: modelDirectory)
@@ -328,8 +332,9 @@ final class RemoteKServeClient: Sendable {
         return try await remote { () async throws(TernError) in try await http!.infer(request) }
     }
 
-    /// Runs `call`, retrying what the remote could not answer (UNAVAILABLE: unreachable, timed
-    /// out, overloaded) up to the model's retries, waiting its back-off, doubled each time.
+    /// Runs `call`, retrying what the remote could not answer (UNAVAILABLE: unreachable,
+    /// overloaded; DEADLINE_EXCEEDED) up to the model's retries, waiting its back-off, doubled
+    /// each time. Its verdicts (INVALID_ARGUMENT, INTERNAL, bad credentials, ...) are not retried.
     private func retrying<T>(_ call: () async throws(TernError) -> T) async throws(TernError) -> T {
         var retries = 0
         var delay = settings.backoff

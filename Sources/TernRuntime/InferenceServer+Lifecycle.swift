@@ -64,9 +64,14 @@ extension InferenceServer {
         case .perform(let granted): ticket = granted
         }
         let fingerprint = repository.fingerprint(of: name)
-        switch registry.withLock({ $0.lifecycles[name]!.beginRollback(ticket: ticket, fingerprint: fingerprint) }) {
+        let start = registry.withLock { models in
+            let start = models.lifecycles[name]!.beginRollback(ticket: ticket, fingerprint: fingerprint)
+            // The books change with the state, under its lock (registry → books).
+            if case .done(.success, _) = start { ledger.rolledBackToWarm(name) }
+            return start
+        }
+        switch start {
         case .done(let result, let actions):
-            if case .success = result { ledger.rolledBackToWarm(name) }
             perform(actions, model: name)
             if case .success(let report) = result {
                 logger.notice("model rolled back", metadata: ["model": .string(name), "to_versions": .string("\(report.toVersions)")])
@@ -145,8 +150,11 @@ extension InferenceServer {
             case .expireWarm(let generation, let seconds):
                 DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + seconds) { [weak self] in
                     guard let self else { return }
-                    let expired = registry.withLock { $0.lifecycles[name]?.warmExpired(generation: generation) ?? [] }
-                    if !expired.isEmpty { ledger.releaseWarm(name) }
+                    let expired = registry.withLock { models in
+                        let expired = models.lifecycles[name]?.warmExpired(generation: generation) ?? []
+                        if !expired.isEmpty { ledger.releaseWarm(name) }
+                        return expired
+                    }
                     perform(expired, model: name)
                 }
             case .restore(let versions, let generation):
@@ -221,8 +229,6 @@ extension InferenceServer {
             let gates = attempt.gated ? try await runGates(candidate, current: serving, grown: grown, loader: loader) : []
             let failed = gates.filter { !$0.passed }
             if failed.isEmpty {
-                let scale = shaping.withLock { $0.batchScale }
-                if scale < 1 { for runner in candidate.runners.values { runner.scaleBatches(scale) } }
                 let detail = candidate.failures.isEmpty ? "" : "versions that failed to load: "
                     + candidate.failures.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
                 holding = max(estimate, grown)
@@ -240,14 +246,21 @@ extension InferenceServer {
             outcome = .failed(error)
         }
         let durationMs = Self.milliseconds(since: started)
-        let (result, actions, keepsWarm) = registry.withLock { models in
+        let (result, actions) = registry.withLock { models in
             let (result, actions) = models.lifecycles[name]!.finish(attempt, outcome: outcome, durationMs: durationMs, graceSeconds: grace)
-            let keepsWarm = models.lifecycles[name]!.warm != nil
+            // The books change with the state, under its lock (registry → books).
+            let accepted = (try? result.get()) != nil
+            ledger.settle(name, reserved: reserved, holding: accepted ? holding : nil, keepsWarm: accepted && models.lifecycles[name]!.warm != nil)
             Self.dropIfIdle(name, in: &models)
-            return (result, actions, keepsWarm)
+            return (result, actions)
         }
-        let accepted = (try? result.get()) != nil
-        ledger.settle(name, reserved: reserved, holding: accepted ? holding : nil, keepsWarm: keepsWarm)
+        if case .success = result, case .loaded(let model, _, _) = outcome {
+            // The device policy's batch scale, under its lock so a change racing this swap is
+            // applied after it (setBatchScale holds the same lock while it scales every set).
+            shaping.withLock { shaping in
+                for runner in model.runners.values { runner.scaleBatches(shaping.batchScale) }
+            }
+        }
         perform(actions, model: name)
         switch result {
         case .success(let report):

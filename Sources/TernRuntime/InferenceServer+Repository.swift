@@ -107,10 +107,10 @@ extension InferenceServer {
             guard var lifecycle = models.lifecycles[name], lifecycle.phase != .absent else { return nil }
             let actions = lifecycle.unload(reason: reason, action: action, forget: forget)
             models.lifecycles[name] = lifecycle.isIdle ? nil : lifecycle
+            ledger.release(name)  // with the state, under its lock (registry → books)
             return actions
         }
         guard let actions else { return false }
-        ledger.release(name)
         perform(actions, model: name)
         logger.info("model unloaded", metadata: ["model": .string(name), "reason": .string(reason)])
         return true  // the memory goes back once running requests let go of the model (LoadedModel.release)
@@ -147,8 +147,14 @@ extension InferenceServer {
     /// used other models first when the policy says so; throws when it cannot fit.
     func admit(_ bytes: UInt64, for name: String) throws(TernError) {
         var evicted: [String] = []
+        var warmReleased = false
         while true {
             guard let shortfall = ledger.reserve(bytes, for: name) else { break }
+            if !warmReleased {
+                // The sets kept warm for an instant rollback go before any model that serves.
+                warmReleased = true
+                if releaseWarmSets() { continue }
+            }
             guard ledger.policy.eviction == .lru, let victim = leastRecentlyUsed(excluding: name) else {
                 let note = evicted.isEmpty ? "" : " (after evicting \(evicted.joined(separator: ", ")))"
                 throw .unavailable("not enough memory to load '\(name)': it \(shortfall)\(note)")
@@ -157,6 +163,28 @@ extension InferenceServer {
             _ = remove(victim, reason: "evicted to make room for '\(name)' (--model-eviction lru)", action: "evict")
             evicted.append(victim)
         }
+    }
+
+    /// Ends every grace period now (their warm sets are released, a rollback then reloads);
+    /// true when one was held.
+    func releaseWarmSets() -> Bool {
+        let released = registry.withLock { models -> [(String, [LifecycleAction<LoadedModel>])] in
+            var released: [(String, [LifecycleAction<LoadedModel>])] = []
+            for name in models.lifecycles.keys {
+                guard let generation = models.lifecycles[name]?.servedGeneration, models.lifecycles[name]?.warm != nil else { continue }
+                let actions = models.lifecycles[name]!.warmExpired(generation: generation)
+                if !actions.isEmpty {
+                    ledger.releaseWarm(name)
+                    released.append((name, actions))
+                }
+            }
+            return released
+        }
+        for (name, actions) in released {
+            logger.info("warm previous versions released to make room", metadata: ["model": .string(name)])
+            perform(actions, model: name)
+        }
+        return !released.isEmpty
     }
 
     /// The ready model, other than `name`, whose last inference is oldest (never used first).

@@ -15,12 +15,16 @@ extension InferenceServer {
     /// heat: smaller batches, shorter bursts of work.
     public func setBatchScale(_ scale: Double) {
         let clamped = min(max(scale, 0.0001), 1)
-        shaping.withLock { $0.batchScale = clamped }
-        // The warm set too: a rollback puts it back in service.
-        let runners = registry.withLock { models in
-            models.lifecycles.values.flatMap { lifecycle in [lifecycle.served, lifecycle.warm].compactMap { $0 }.flatMap { $0.runners.values } }
+        // Under the shaping lock throughout (shaping → registry), so a swap finishing meanwhile
+        // applies the new scale to its set after this (see `run` in the lifecycle).
+        shaping.withLock { shaping in
+            shaping.batchScale = clamped
+            // The warm set too: a rollback puts it back in service.
+            let runners = registry.withLock { models in
+                models.lifecycles.values.flatMap { lifecycle in [lifecycle.served, lifecycle.warm].compactMap { $0 }.flatMap { $0.runners.values } }
+            }
+            for runner in runners { runner.scaleBatches(clamped) }
         }
-        for runner in runners { runner.scaleBatches(clamped) }
     }
 
     /// The scale last set by `setBatchScale` (1: the configured batch sizes).

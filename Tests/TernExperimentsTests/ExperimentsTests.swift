@@ -474,7 +474,11 @@ extension StoreTests {
         // may cost another wake-up; one per copy would be 200).
         let woken = runner.wakeUpCount
         #expect(woken <= 3)
-        try await Task.sleep(for: .milliseconds(400))  // idle again
+        // Idle again: the thread falls asleep once it has run for idleAfter with nothing to do
+        // (it runs at idle priority, so on a busy machine that can take longer than 100 ms).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !runner.isAsleep, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(runner.isAsleep)
         try await send(1, spacing: .zero)
         try await waitFor(201)
         #expect(runner.wakeUpCount == woken + 1)

@@ -11,8 +11,10 @@ import TernRuntime
 /// in the ServiceGroup, it is shut down first: the services it leaves running (experiment
 /// recording, device monitor) still see the drained requests.
 ///
-/// It first runs `startup` (the start-up model loads): the listeners are bound already, but no
-/// connection is served before the models have loaded, while the other services already run.
+/// It first runs `startup` (the start-up model loads) while the other services already run; the
+/// listeners are bound and answer meanwhile (health says not ready, models not loaded yet are
+/// unavailable). A shutdown that comes during the start-up does not wait for it: the frontends
+/// close and drain at once, and the loads are left to the process's exit.
 struct DrainedFrontends: Service {
     let frontends: [any DrainableFrontend & Service]
     let engine: InferenceServer
@@ -21,7 +23,21 @@ struct DrainedFrontends: Service {
     let logger: Logger
 
     func run() async throws {
-        await startup()
+        // Whichever ends first: the start-up loads, or the wait for a graceful shutdown (both
+        // tasks inherit the service's shutdown context).
+        let (ended, report) = AsyncStream.makeStream(of: Void.self)
+        let startup = self.startup
+        let loading = Task {
+            await startup()
+            report.yield()
+        }
+        let watching = Task {
+            if (try? await gracefulShutdown()) != nil { report.yield() }
+        }
+        var first = ended.makeAsyncIterator()
+        _ = await first.next()
+        watching.cancel()
+        _ = loading  // still running when a shutdown came first
         try await withThrowingTaskGroup(of: Void.self) { group in
             for frontend in frontends {
                 group.addTask { try await frontend.run() }

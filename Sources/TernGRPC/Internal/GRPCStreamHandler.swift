@@ -303,7 +303,13 @@ final class GRPCStreamHandler: ChannelInboundHandler {
         var trailers: HPACKHeaders = sentHeaders ? [:] : [":status": "200", "content-type": "application/grpc"]
         trailers.add(name: "grpc-status", value: String(status.code.rawValue))
         if !status.message.isEmpty { trailers.add(name: "grpc-message", value: Self.percentEncoded(status.message)) }
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+        let sent = context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))))
+        if quiesced {
+            // The client may never end its side of a stream the drain ended: reset it once the
+            // trailers are out, so the connection can close.
+            let channel = context.channel
+            sent.whenComplete { _ in channel.close(promise: nil) }
+        }
     }
 
     private func fail(_ status: GRPCStatus, context: ChannelHandlerContext) {

@@ -51,6 +51,12 @@ struct ModelLifecycle<Model: LifecycleModel>: Sendable {
         return nil
     }
 
+    /// The generation of the set taking traffic (what `warmExpired` compares).
+    var servedGeneration: UInt64? {
+        if case .serving(let current, _) = state { return current.generation }
+        return nil
+    }
+
     var warm: Model? {
         if case .serving(_, let warm?) = state { return warm.model }
         return nil

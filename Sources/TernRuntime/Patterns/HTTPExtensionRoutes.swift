@@ -1,6 +1,5 @@
 import Foundation
 import TernCore
-import TernRuntime
 
 /// Routes that a pattern (or a program embedding Tern) adds to the KServe HTTP API under a path
 /// prefix of its own (the experiments API under `/v2/experiments`). They are plain values the
