@@ -91,9 +91,22 @@ public protocol ModelInstance: AnyObject, Sendable {
     /// Whether the engine may run this instance on a caller's thread (a frontend's event loop)
     /// when it is fast and free. Instances that wait on I/O (remote models) say no.
     var mayRunOnCallerThread: Bool { get }
+
+    /// The execution providers its session runs on, in the order they take nodes (e.g.
+    /// `TensorrtExecutionProvider`, `CUDAExecutionProvider`, `CPUExecutionProvider`); empty for
+    /// instances that are not ONNX Runtime sessions.
+    var executionProviders: [String] { get }
+
+    /// Providers the config asked for that the library lacks, left out because the config allows
+    /// falling back to the CPU (`tern.accelerator.fallback`).
+    var providerFallbacks: [String] { get }
 }
 
 extension ModelInstance {
     /// By default an instance may run on a caller's thread.
     public var mayRunOnCallerThread: Bool { true }
+    /// None by default.
+    public var executionProviders: [String] { [] }
+    /// None by default.
+    public var providerFallbacks: [String] { [] }
 }

@@ -43,37 +43,42 @@ public struct ExecutionProviderPlan: Sendable, Equatable {
         config: ModelConfig, instance: InstancePlacement, available: [String], libraryPath: String
     ) throws(TernError) -> ExecutionProviderPlan {
         let model = config.name
-        var wanted: [Provider] = []
         let accelerators = config.optimization.executionAccelerators
-        var cudaOptions: [String: String]?
+        // Every accelerator is checked, whatever the instance's kind: a config error is one on
+        // every instance. As in Triton, GPU accelerators apply to KIND_GPU instances and CPU
+        // accelerators to KIND_CPU ones.
+        var gpuProviders: [Provider] = []
+        var listsCUDA = false
         for accelerator in accelerators.gpuExecutionAccelerator {
             switch accelerator.name.lowercased() {
             case "tensorrt":
-                wanted.append(Provider(name: tensorRT, options: try tensorRTOptions(accelerator.parameters, instance: instance, model: model)))
+                gpuProviders.append(Provider(name: tensorRT, options: try tensorRTOptions(accelerator.parameters, instance: instance, model: model)))
             case "cuda":
-                cudaOptions = try self.cudaOptions(accelerator.parameters, instance: instance, model: model)
-                wanted.append(Provider(name: cuda, options: cudaOptions!))
+                listsCUDA = true
+                gpuProviders.append(Provider(name: cuda, options: try cudaOptions(accelerator.parameters, instance: instance, model: model)))
             default:
                 throw .invalidArgument(
                     "model '\(model)': unknown gpu_execution_accelerator '\(accelerator.name)' (Tern knows tensorrt and cuda)")
             }
         }
-        if case .gpu = instance.kind, cudaOptions == nil {
+        if !listsCUDA {
             // KIND_GPU: CUDA takes what TensorRT (if listed) leaves, as in Triton.
-            wanted.append(Provider(name: cuda, options: try self.cudaOptions([:], instance: instance, model: model)))
+            gpuProviders.append(Provider(name: cuda, options: try cudaOptions([:], instance: instance, model: model)))
         }
+        var cpuProviders: [Provider] = []
         for accelerator in accelerators.cpuExecutionAccelerator {
             switch accelerator.name.lowercased() {
             case "openvino":
-                wanted.append(Provider(name: openVINO, options: try openVINOOptions(accelerator.parameters, model: model)))
+                cpuProviders.append(Provider(name: openVINO, options: try openVINOOptions(accelerator.parameters, model: model)))
             default:
                 throw .invalidArgument(
                     "model '\(model)': unknown cpu_execution_accelerator '\(accelerator.name)' (Tern knows openvino; the CPU provider needs none)")
             }
         }
-        if !wanted.isEmpty, case .cpu = instance.kind, accelerators.gpuExecutionAccelerator.isEmpty == false {
-            // Triton applies GPU accelerators only to KIND_GPU instances.
-            wanted.removeAll { $0.name == tensorRT || $0.name == cuda }
+        let wanted: [Provider]
+        switch instance.kind {
+        case .gpu: wanted = gpuProviders
+        case .cpu: wanted = cpuProviders
         }
         let fallback = config.parameters["tern.accelerator.fallback"]?.stringValue.lowercased()
         guard fallback == nil || fallback == "cpu" || fallback == "none" else {

@@ -45,15 +45,16 @@ public final class ONNXRuntimeBackend: Backend, Sendable {
         modelPath: URL, config: ModelConfig, instance: InstancePlacement, logger: Logger
     ) throws -> any ModelInstance {
         let options = try ORTSessionOptions(library: environment.library)
-        try configure(options, config: config, instance: instance, logger: logger)
+        let plan = try configure(options, config: config, instance: instance, logger: logger)
         let session = try ORTSession(environment: environment, modelPath: modelPath.path, options: options)
-        return ONNXRuntimeInstance(session: session)
+        return ONNXRuntimeInstance(session: session, plan: plan)
     }
 
     /// Session options from the config, with Triton's onnxruntime backend's parameter names.
+    @discardableResult
     func configure(
         _ options: ORTSessionOptions, config: ModelConfig, instance: InstancePlacement, logger: Logger
-    ) throws(TernError) {
+    ) throws(TernError) -> ExecutionProviderPlan {
         func intParameter(_ key: String) -> Int? { config.parameters[key].flatMap { Int($0.stringValue) } }
         let intra = intParameter("intra_op_thread_count") ?? instance.intraOpThreads
         let inter = intParameter("inter_op_thread_count") ?? 1
@@ -62,41 +63,23 @@ public final class ONNXRuntimeBackend: Backend, Sendable {
         try options.addConfigEntry("session.intra_op.allow_spinning", config.parameters["tern.allow_spinning"]?.stringValue ?? "0")
         try options.setGraphOptimization(Self.optimizationLevel(config))
 
-        var wantsCUDA = false
-        if case .gpu(let device) = instance.kind { wantsCUDA = true; _ = device }
-        let accelerators = config.optimization.executionAccelerators
-        for accelerator in accelerators.gpuExecutionAccelerator {
-            switch accelerator.name.lowercased() {
-            case "tensorrt":
-                guard availableProviders.contains("TensorrtExecutionProvider") else {
-                    logger.warning("TensorRT requested in config but the loaded ONNX Runtime has no TensorRT provider; using CPU",
-                                   metadata: ["model": .string(config.name)])
-                    continue
-                }
-                try options.appendTensorRT(options: Self.tensorRTOptions(accelerator.parameters, instance: instance))
-            case "cuda":
-                wantsCUDA = true
+        let plan = try ExecutionProviderPlan.make(
+            config: config, instance: instance, available: availableProviders, libraryPath: environment.library.path)
+        for provider in plan.providers {
+            switch provider.name {
+            case ExecutionProviderPlan.tensorRT: try options.appendTensorRT(options: provider.options)
+            case ExecutionProviderPlan.cuda: try options.appendCUDA(options: provider.options)
             default:
-                logger.warning("unknown gpu_execution_accelerator '\(accelerator.name)' ignored", metadata: ["model": .string(config.name)])
+                throw TernError(.unimplemented,
+                    "model '\(config.name)': the library offers \(provider.name), but Tern cannot append it yet (CUDA and TensorRT only)")
             }
         }
-        for accelerator in accelerators.cpuExecutionAccelerator {
-            logger.warning("cpu_execution_accelerator '\(accelerator.name)' is not supported; using the default CPU provider",
-                           metadata: ["model": .string(config.name)])
+        if !plan.fallbacks.isEmpty, instance.index == 0 {
+            logger.warning("execution providers missing from the ONNX Runtime library; running on the CPU as the config allows",
+                           metadata: ["model": .string(config.name), "missing": .string(plan.fallbacks.joined(separator: ",")),
+                                      "library": .string(environment.library.path)])
         }
-        if wantsCUDA {
-            if availableProviders.contains("CUDAExecutionProvider") {
-                var cudaOptions: [String: String] = [:]
-                if case .gpu(let device) = instance.kind { cudaOptions["device_id"] = String(device) }
-                for accelerator in accelerators.gpuExecutionAccelerator where accelerator.name.lowercased() == "cuda" {
-                    cudaOptions.merge(accelerator.parameters) { _, new in new }
-                }
-                try options.appendCUDA(options: cudaOptions)
-            } else {
-                logger.warning("CUDA requested (KIND_GPU or a cuda accelerator) but the loaded ONNX Runtime has no CUDA provider; using CPU",
-                               metadata: ["model": .string(config.name)])
-            }
-        }
+        return plan
     }
 
     /// Triton's mapping of `optimization { graph { level } }`: -1 basic, 0 (default) all,
@@ -116,31 +99,20 @@ public final class ONNXRuntimeBackend: Backend, Sendable {
         default: return .all
         }
     }
-
-    /// Triton's TensorRT accelerator parameters translated to ORT's TensorRT provider options.
-    static func tensorRTOptions(_ parameters: [String: String], instance: InstancePlacement) -> [String: String] {
-        var options: [String: String] = [:]
-        if case .gpu(let device) = instance.kind { options["device_id"] = String(device) }
-        for (key, value) in parameters {
-            switch key {
-            case "precision_mode":
-                if value.uppercased() == "FP16" { options["trt_fp16_enable"] = "1" }
-                if value.uppercased() == "INT8" { options["trt_int8_enable"] = "1" }
-            case "max_workspace_size_bytes": options["trt_max_workspace_size"] = value
-            case "max_cached_engines": break
-            default: options[key] = value
-            }
-        }
-        return options
-    }
 }
 
 /// One ORT session serving one instance of a model.
 final class ONNXRuntimeInstance: ModelInstance {
     let session: ORTSession
+    let plan: ExecutionProviderPlan
     var signature: ModelSignature { session.signature }
+    var executionProviders: [String] { plan.providers.map(\.name) + ["CPUExecutionProvider"] }
+    var providerFallbacks: [String] { plan.fallbacks }
 
-    init(session: ORTSession) { self.session = session }
+    init(session: ORTSession, plan: ExecutionProviderPlan) {
+        self.session = session
+        self.plan = plan
+    }
 
     func execute(inputs: [Tensor], outputNames: [String]) throws -> [Tensor] {
         try session.run(inputs: inputs, outputs: outputNames)

@@ -71,23 +71,38 @@ import TernTesting
         #expect(ONNXRuntimeBackend.optimizationLevel(config) == .disableAll)
     }
 
-    @Test func tensorRTParametersAreTranslated() {
-        let options = ONNXRuntimeBackend.tensorRTOptions(
-            ["precision_mode": "FP16", "max_workspace_size_bytes": "1073741824", "trt_engine_cache_enable": "1"],
-            instance: InstancePlacement(kind: .gpu(deviceID: 1), index: 0, intraOpThreads: 1))
-        #expect(options == ["trt_fp16_enable": "1", "trt_max_workspace_size": "1073741824", "trt_engine_cache_enable": "1", "device_id": "1"])
-    }
-
-    @Test func gpuRequestsFallBackToCPUWhenTheLibraryHasNoCUDA() throws {
-        let backend = try TestEnvironment.backend.get()
-        try #require(!backend.availableProviders.contains("CUDAExecutionProvider"))
+    static func gpuConfig(fallback: String?) -> ModelConfig {
         var config = ModelConfig()
+        config.name = "add_sub"
         var accelerator = Inference_ModelOptimizationPolicy.ExecutionAccelerators.Accelerator()
         accelerator.name = "tensorrt"
         config.optimization.executionAccelerators.gpuExecutionAccelerator = [accelerator]
-        let model = try backend.makeInstance(
-            modelPath: TestEnvironment.fixtures.appendingPathComponent("add_sub/1/model.onnx"), config: config,
-            instance: InstancePlacement(kind: .gpu(deviceID: 0), index: 0, intraOpThreads: 1), logger: TestEnvironment.logger)
+        if let fallback {
+            var parameter = Inference_ModelParameter()
+            parameter.stringValue = fallback
+            config.parameters["tern.accelerator.fallback"] = parameter
+        }
+        return config
+    }
+
+    /// The real CPU library: a GPU instance asking for TensorRT fails to load with a message a
+    /// user can act on, unless the config allows the CPU; then it runs there and says what it left out.
+    @Test func aProviderTheLibraryLacksFailsTheLoadUnlessTheConfigAllowsTheCPU() throws {
+        let backend = try TestEnvironment.backend.get()
+        try #require(!backend.availableProviders.contains("CUDAExecutionProvider"), "this test needs a CPU-only ONNX Runtime")
+        let file = TestEnvironment.fixtures.appendingPathComponent("add_sub/1/model.onnx")
+        let gpu = InstancePlacement(kind: .gpu(deviceID: 0), index: 0, intraOpThreads: 1)
+        do {
+            _ = try backend.makeInstance(modelPath: file, config: Self.gpuConfig(fallback: nil), instance: gpu, logger: TestEnvironment.logger)
+            Issue.record("a model asking for TensorRT loaded on a library without it")
+        } catch let error as TernError {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("TensorrtExecutionProvider") && error.message.contains(backend.libraryPath))
+            #expect(error.message.contains("CPUExecutionProvider") && error.message.contains("tern.accelerator.fallback"))
+        }
+        let model = try backend.makeInstance(modelPath: file, config: Self.gpuConfig(fallback: "cpu"), instance: gpu, logger: TestEnvironment.logger)
+        #expect(model.executionProviders == ["CPUExecutionProvider"])
+        #expect(model.providerFallbacks == ["TensorrtExecutionProvider", "CUDAExecutionProvider"])
         let ones = Tensor(name: "INPUT0", shape: [1, 16], values: [Float](repeating: 1, count: 16))
         var two = ones
         two.name = "INPUT1"

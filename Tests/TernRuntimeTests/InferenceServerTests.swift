@@ -247,5 +247,8 @@ import TernTesting
         let placements = ModelLoader.placements(for: many, cpuCores: 2)
         #expect(placements.count == 4 && placements.allSatisfy { $0.intraOpThreads == 1 })
         #expect(placements.last?.kind == .gpu(deviceID: 0))
+        // As Triton: `count` instances on each GPU the group lists.
+        let spread = try ModelConfig.parse(text: "name: \"m\" instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] } ]")
+        #expect(ModelLoader.placements(for: spread, cpuCores: 2).map(\.kind) == [.gpu(deviceID: 0), .gpu(deviceID: 0), .gpu(deviceID: 1), .gpu(deviceID: 1)])
     }
 }

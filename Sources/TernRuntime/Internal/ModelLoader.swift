@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import TernCore
 
 /// The outcome of loading one model: its final config, the versions that loaded and, per version
@@ -214,6 +215,7 @@ struct ModelLoader: Sendable {
                 if autoComplete { completed.autoComplete(from: instance.signature) }
                 try completed.validate(file: configPath)
                 try completed.check(against: instance.signature, file: configPath)
+                Self.recordProviders(of: instance, in: &completed, version: version)
             }
             instances.append(instance)
         }
@@ -243,6 +245,28 @@ struct ModelLoader: Sendable {
             "model": .string(name), "version": .stringConvertible(version), "instances": .stringConvertible(instances.count),
         ])
         return (runner, completed)
+    }
+
+    /// What the first instance runs on, shown in the model's config (`tern.execution_providers`,
+    /// and `tern.accelerator.fell_back_from` with a metric when the config let a missing provider
+    /// fall back to the CPU).
+    static func recordProviders(of instance: any ModelInstance, in config: inout ModelConfig, version: Int64) {
+        func parameter(_ text: String) -> Inference_ModelParameter {
+            var parameter = Inference_ModelParameter()
+            parameter.stringValue = text
+            return parameter
+        }
+        if !instance.executionProviders.isEmpty {
+            config.parameters["tern.execution_providers"] = parameter(instance.executionProviders.joined(separator: ","))
+        }
+        if !instance.providerFallbacks.isEmpty {
+            config.parameters["tern.accelerator.fell_back_from"] = parameter(instance.providerFallbacks.joined(separator: ","))
+            for provider in instance.providerFallbacks {
+                Gauge(label: "tern_execution_provider_fallback", dimensions: [
+                    ("model", config.name), ("version", String(version)), ("provider", provider),
+                ]).record(1)
+            }
+        }
     }
 
     /// Runs `body` on a Dispatch thread (it blocks: session creation, warm-up) and awaits it.
