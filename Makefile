@@ -64,7 +64,7 @@ swift-test:
 
 integration-test:
 	TERN_BIN=$$($(SWIFT) build --show-bin-path)/tern TERN_FIXTURES=$(CURDIR)/$(FIXTURES) \
-		$(PYTHON) -m pytest -q tests/integration
+		$(PYTHON) -m pytest -q -rs tests/integration
 
 # libFuzzer targets (Fuzz/) for the parsers of untrusted input, built apart with the fuzzer and
 # AddressSanitizer. `make fuzz` runs each for FUZZ_SECONDS from the committed seeds

@@ -29,12 +29,17 @@ def free_port():
 
 
 def serve(binary, repository, state):
+    return serve_with(binary, repository, state, [])
+
+
+def serve_with(binary, repository, state, extra):
+    """`tern serve` on free ports with `extra` options; returns once it is ready."""
     ports = [free_port() for _ in range(3)]
     log = open(os.path.join(state, f"serve-{ports[0]}.log"), "w")
     process = subprocess.Popen(
         [binary, "serve", "--model-repository", repository, "--host", "127.0.0.1", "--http-port", str(ports[0]),
          "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--history-db", "none", "--experiments-db", "none",
-         "--device-interval", "0"],
+         "--device-interval", "0", *extra],
         stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -47,10 +52,10 @@ def serve(binary, repository, state):
     raise RuntimeError("the server did not start:\n" + open(log.name).read())
 
 
-def perf(client, ports, protocol, concurrency, seconds, out):
+def perf(client, ports, protocol, concurrency, seconds, out, model="add_sub"):
     path = os.path.join(out, f"perf-{protocol}-{concurrency}-{time.time_ns()}.csv")
     subprocess.run(
-        [client, "perf", "-m", "add_sub", "--protocol", protocol, "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+        [client, "perf", "-m", model, "--protocol", protocol, "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
          "--concurrency-range", f"{concurrency}:{concurrency}:1", "--warmup-seconds", "1", "--measurement-seconds", str(seconds),
          "--csv", path],
         check=True, stdout=subprocess.DEVNULL)

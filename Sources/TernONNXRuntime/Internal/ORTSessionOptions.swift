@@ -62,6 +62,24 @@ final class ORTSessionOptions {
             options: options, name: "TensorRT")
     }
 
+    /// Appends the OpenVINO provider through the append-by-name entry ("OpenVINO" and its
+    /// string options: `device_type`, `precision`, ...).
+    func appendOpenVINO(options: [String: String]) throws(TernError) {
+        guard library.apiVersion >= ORTFunction.sessionOptionsAppendExecutionProvider.addedInVersion else {
+            throw .invalidArgument("ONNX Runtime \(library.version) is too old to append the OpenVINO provider by name (API 12, 1.12, needed)")
+        }
+        let keys = options.keys.sorted()
+        let cKeys = keys.map { strdup($0) }
+        let cValues = keys.map { strdup(options[$0]!) }
+        defer { (cKeys + cValues).forEach { free($0) } }
+        let keyPointers = cKeys.map { $0.map { UnsafePointer<CChar>($0) } }
+        let valuePointers = cValues.map { $0.map { UnsafePointer<CChar>($0) } }
+        try library.check(
+            library.function(.sessionOptionsAppendExecutionProvider, as: ORTSignature.AppendProviderByName.self)(
+                handle, "OpenVINO", keyPointers, valuePointers, keys.count),
+            "enabling the OpenVINO execution provider with \(options)")
+    }
+
     private func appendProvider(
         create: ORTFunction, update: ORTFunction, append: ORTFunction, release: ORTFunction,
         options: [String: String], name: String
