@@ -199,3 +199,54 @@ def test_each_ensemble_step_runs_on_the_provider_its_own_model_asks_for(tmp_path
         assert np.allclose(result.as_numpy("TWICE_A"), 2 * a) and np.allclose(result.as_numpy("TWICE_B"), 2 * b)
     finally:
         server.stop()
+
+
+# ---- GPU metrics through NVML, with a stand-in library ------------------------------------------
+
+def metric(text, name, **labels):
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_nvml_readings_become_tritons_gpu_metric_families(tmp_path):
+    import subprocess
+    import time
+    library = tmp_path / "libfake_nvml.so"
+    build = subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(library), os.path.join(ROOT, "tests", "integration", "fixtures", "fake_nvml.c")],
+                           capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"cannot build the NVML stand-in with gcc: {build.stderr[-300:]}")
+    repo = tmp_path / "models"
+    os.makedirs(repo)
+    server = TernServer(str(repo), "--nvml-library", str(library), "--device-interval", "0.2")
+    try:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        deadline = time.time() + 20
+        first = requests.get(url, timeout=10).text
+        while metric(first, "nv_energy_consumption", gpu_uuid="GPU-fake-0") is None and time.time() < deadline:
+            time.sleep(0.1)
+            first = requests.get(url, timeout=10).text
+        assert metric(first, "nv_gpu_utilization", gpu_uuid="GPU-fake-0") == 0.37
+        assert metric(first, "nv_gpu_utilization", gpu_uuid="GPU-fake-1") is None  # not supported: left out, not zero
+        assert metric(first, "nv_gpu_memory_total_bytes", gpu_uuid="GPU-fake-1") == 17179869184
+        assert metric(first, "nv_gpu_memory_used_bytes", gpu_uuid="GPU-fake-1") == 2147483648
+        assert metric(first, "nv_gpu_power_usage", gpu_uuid="GPU-fake-0") == 75.5
+        assert metric(first, "nv_gpu_power_limit", gpu_uuid="GPU-fake-1") == 300
+        # The energy counter grows with what NVML's total grew by (2.5 J per reading here).
+        before = metric(first, "nv_energy_consumption", gpu_uuid="GPU-fake-0")
+        time.sleep(1.2)
+        after = metric(requests.get(url, timeout=10).text, "nv_energy_consumption", gpu_uuid="GPU-fake-0")
+        assert after is not None and after > before, (before, after)
+        assert "GPU metrics from NVML" in server.logs()
+    finally:
+        server.stop()
+    # Without NVML the server says so and exports no GPU families.
+    plain = TernServer(str(repo), "--nvml-library", str(tmp_path / "absent.so"))
+    try:
+        text = requests.get(f"http://127.0.0.1:{plain.metrics_port}/metrics", timeout=10).text
+        assert "nv_gpu_memory_total_bytes" not in text
+        assert "no GPU metrics: NVML is not available" in plain.logs()
+    finally:
+        plain.stop()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TernCore
 import TernDevice
 import TernRuntime
@@ -20,6 +21,9 @@ struct DeviceServeOptions: ServePlugin {
 
     @Option(name: .customLong("device-root"), help: ArgumentHelp("Filesystem root of sysfs/procfs (for recorded trees).", visibility: .hidden))
     var deviceRoot: String = "/"
+
+    @Option(name: .customLong("nvml-library"), help: "NVIDIA's management library, for Triton's nv_gpu_* metrics of discrete GPUs (default: libnvidia-ml.so.1 if the system has it; 'none' turns them off).")
+    var nvmlLibrary: String?
 
     func validate() throws {
         guard deviceInterval >= 0, devicePolicy == nil || deviceInterval > 0 else {
@@ -53,13 +57,31 @@ struct DeviceServeOptions: ServePlugin {
         let telemetry = telemetry()
         let interval = Duration.milliseconds(Int64(deviceInterval * 1000))
         let (configuration, stateDirectory) = (nvpmodelConfiguration, deviceStateDirectory)
+        let gpu = gpuMetrics(interval: interval, context: context)
         return PreparedPattern { engine in
             let monitor = DeviceMonitor(
                 interval: interval, read: { telemetry.read() }, engine: engine, policy: policy,
                 powerModes: policy?.powerModes.isEmpty == false
                     ? PowerModeManager(configurationPath: configuration, stateDirectory: stateDirectory) : nil,
                 metricsFactory: context.metricsFactory, logger: context.logger)
-            return DevicePattern(monitor: monitor)
+            return DevicePattern(monitor: monitor, gpu: gpu)
+        }
+    }
+
+    /// NVML's GPU metrics, unless there is no NVML (said in the log: an error when the library
+    /// was named, a note otherwise, as most edge boxes have none).
+    func gpuMetrics(interval: Duration, context: ServeContext) -> GPUMetrics? {
+        guard nvmlLibrary != "none" else { return nil }
+        do {
+            let nvml = try NVML(path: nvmlLibrary ?? "libnvidia-ml.so.1")
+            return GPUMetrics(nvml: nvml, interval: interval, factory: context.metricsFactory, logger: context.logger)
+        } catch {
+            if nvmlLibrary != nil {
+                context.logger.error("no GPU metrics: \(error.description)")
+            } else {
+                context.logger.info("no GPU metrics (nv_gpu_*): \(error.description)")
+            }
+            return nil
         }
     }
 }

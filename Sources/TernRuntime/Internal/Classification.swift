@@ -37,7 +37,7 @@ enum Classification {
         case .uint8: return try tensor.values(as: UInt8.self).map(Double.init)
         case .uint16: return try tensor.values(as: UInt16.self).map(Double.init)
         case .uint32: return try tensor.values(as: UInt32.self).map(Double.init)
-        case .uint64: return try tensor.values(as: UInt64.self).map(Double.init)
+        case .uint64: return try tensor.values(as: UInt64.self).map { Double($0) }  // not Double.init: that picks init(bitPattern:)
         case .bool, .bytes, .bf16:
             throw .invalidArgument("classification is not supported for output '\(tensor.name)' of type \(tensor.dataType.protocolName)")
         }
