@@ -45,26 +45,23 @@ public struct ExecutionProviderPlan: Sendable, Equatable {
         let model = config.name
         let accelerators = config.optimization.executionAccelerators
         // Every accelerator is checked, whatever the instance's kind: a config error is one on
-        // every instance. As in Triton, GPU accelerators apply to KIND_GPU instances and CPU
-        // accelerators to KIND_CPU ones.
+        // every instance. As in Triton, GPU accelerators apply to KIND_GPU instances only.
+        // A `cuda` entry only adds options: CUDA itself always comes once, after TensorRT (which
+        // takes the nodes it can; CUDA takes the rest), as in Triton's onnxruntime backend.
         var gpuProviders: [Provider] = []
-        var listsCUDA = false
+        var cudaParameters = modelLevelCUDAParameters(config)
         for accelerator in accelerators.gpuExecutionAccelerator {
             switch accelerator.name.lowercased() {
             case "tensorrt":
                 gpuProviders.append(Provider(name: tensorRT, options: try tensorRTOptions(accelerator.parameters, instance: instance, model: model)))
             case "cuda":
-                listsCUDA = true
-                gpuProviders.append(Provider(name: cuda, options: try cudaOptions(accelerator.parameters, instance: instance, model: model)))
+                cudaParameters.merge(accelerator.parameters) { _, accelerator in accelerator }
             default:
                 throw .invalidArgument(
                     "model '\(model)': unknown gpu_execution_accelerator '\(accelerator.name)' (Tern knows tensorrt and cuda)")
             }
         }
-        if !listsCUDA {
-            // KIND_GPU: CUDA takes what TensorRT (if listed) leaves, as in Triton.
-            gpuProviders.append(Provider(name: cuda, options: try cudaOptions([:], instance: instance, model: model)))
-        }
+        gpuProviders.append(Provider(name: cuda, options: try cudaOptions(cudaParameters, instance: instance, model: model)))
         var cpuProviders: [Provider] = []
         for accelerator in accelerators.cpuExecutionAccelerator {
             switch accelerator.name.lowercased() {
@@ -75,9 +72,10 @@ public struct ExecutionProviderPlan: Sendable, Equatable {
                     "model '\(model)': unknown cpu_execution_accelerator '\(accelerator.name)' (Tern knows openvino; the CPU provider needs none)")
             }
         }
+        // CPU accelerators apply to every instance (after the GPU ones on a GPU instance).
         let wanted: [Provider]
         switch instance.kind {
-        case .gpu: wanted = gpuProviders
+        case .gpu: wanted = gpuProviders + cpuProviders
         case .cpu: wanted = cpuProviders
         }
         let fallback = config.parameters["tern.accelerator.fallback"]?.stringValue.lowercased()
@@ -117,9 +115,7 @@ public struct ExecutionProviderPlan: Sendable, Equatable {
                 switch value.uppercased() {
                 case "FP32": break
                 case "FP16": options["trt_fp16_enable"] = "1"
-                case "INT8":
-                    options["trt_fp16_enable"] = "1"  // as Triton: INT8 layers where calibrated, FP16 elsewhere
-                    options["trt_int8_enable"] = "1"
+                case "INT8": options["trt_int8_enable"] = "1"
                 default: throw .invalidArgument("model '\(model)': tensorrt precision_mode must be FP32, FP16 or INT8, not '\(value)'")
                 }
             case "max_workspace_size_bytes": options["trt_max_workspace_size"] = try integer(value, key, model)
@@ -163,10 +159,27 @@ public struct ExecutionProviderPlan: Sendable, Equatable {
             case "do_copy_in_default_stream", "cudnn_conv_use_max_workspace", "enable_cuda_graph", "use_tf32":
                 options[key] = try flag(value, key, model)
             case "device_id": break  // the instance group decides
-            default: throw .invalidArgument("model '\(model)': unknown cuda parameter '\(key)'")
+            default: options[key] = value  // another of ORT's CUDA options: ORT checks it when appending
             }
         }
         return options
+    }
+
+    /// The CUDA settings Triton's onnxruntime backend still reads from the model's own
+    /// `parameters` (numbers as it takes them): `cudnn_conv_algo_search` 0/1/2, `gpu_mem_limit`,
+    /// `arena_extend_strategy` 0/1, `do_copy_in_default_stream`.
+    static func modelLevelCUDAParameters(_ config: ModelConfig) -> [String: String] {
+        var parameters: [String: String] = [:]
+        for key in ["cudnn_conv_algo_search", "gpu_mem_limit", "arena_extend_strategy", "do_copy_in_default_stream"] {
+            guard let value = config.parameters[key]?.stringValue, !value.isEmpty else { continue }
+            switch (key, value) {
+            case ("cudnn_conv_algo_search", "0"): parameters[key] = "EXHAUSTIVE"
+            case ("cudnn_conv_algo_search", "1"): parameters[key] = "HEURISTIC"
+            case ("cudnn_conv_algo_search", "2"): parameters[key] = "DEFAULT"
+            default: parameters[key] = value
+            }
+        }
+        return parameters
     }
 
     /// The OpenVINO accelerator's parameters as the OpenVINO provider's options.
@@ -176,8 +189,9 @@ public struct ExecutionProviderPlan: Sendable, Equatable {
             switch key {
             case "device_type":
                 let device = value.uppercased()
-                guard ["CPU", "GPU", "NPU"].contains(where: { device == $0 || device.hasPrefix($0 + ".") || device.hasPrefix("HETERO:") || device.hasPrefix("AUTO:") })
-                else { throw .invalidArgument("model '\(model)': openvino device_type must be CPU, GPU or NPU (or HETERO:/AUTO: lists), not '\(value)'") }
+                guard ["CPU", "GPU", "NPU"].contains(where: { device == $0 || device.hasPrefix($0 + ".") })
+                    || ["HETERO:", "AUTO:", "MULTI:"].contains(where: { device.hasPrefix($0) })
+                else { throw .invalidArgument("model '\(model)': openvino device_type must be CPU, GPU or NPU (or HETERO:/AUTO:/MULTI: lists), not '\(value)'") }
                 options[key] = device
             case "precision":
                 guard ["FP32", "FP16", "ACCURACY"].contains(value.uppercased()) else {

@@ -55,7 +55,7 @@ import TernCore
             "trt_int8_calibration_table_name": "calibration.flatbuffers",
         ])
         let int8 = try Self.plan(Self.config(gpu: [Self.accelerator("tensorrt", ["precision_mode": "int8"])]), Self.gpu1)
-        #expect(int8.providers[0].options["trt_int8_enable"] == "1" && int8.providers[0].options["trt_fp16_enable"] == "1")
+        #expect(int8.providers[0].options["trt_int8_enable"] == "1" && int8.providers[0].options["trt_fp16_enable"] == nil)
         #expect(throws: TernError.self) { try Self.plan(Self.config(gpu: [Self.accelerator("tensorrt", ["precision_mode": "FP64"])]), Self.gpu1) }
         #expect(throws: TernError.self) { try Self.plan(Self.config(gpu: [Self.accelerator("tensorrt", ["turbo": "1"])]), Self.gpu1) }
     }
@@ -64,13 +64,27 @@ import TernCore
         let cuda = Self.accelerator("cuda", [
             "cudnn_conv_algo_search": "heuristic", "arena_extend_strategy": "1", "gpu_mem_limit": "2147483648", "do_copy_in_default_stream": "true",
         ])
+        // A `cuda` entry only sets CUDA's options: CUDA still comes after TensorRT, once.
         let plan = try Self.plan(Self.config(gpu: [cuda, Self.accelerator("tensorrt")]), Self.gpu1)
-        #expect(plan.providers.map(\.name) == ["CUDAExecutionProvider", "TensorrtExecutionProvider"])
-        #expect(plan.providers[0].options == [
+        #expect(plan.providers.map(\.name) == ["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+        #expect(plan.providers[1].options == [
             "device_id": "1", "cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested",
             "gpu_mem_limit": "2147483648", "do_copy_in_default_stream": "1",
         ])
         #expect(throws: TernError.self) { try Self.plan(Self.config(gpu: [Self.accelerator("cuda", ["gpu_mem_limit": "lots"])]), Self.gpu1) }
+        // ORT's other CUDA options pass through (ORT checks them), as Triton does.
+        let unified = try Self.plan(Self.config(gpu: [Self.accelerator("cuda", ["use_ep_level_unified_stream": "1"])]), Self.gpu1)
+        #expect(unified.providers[0].options["use_ep_level_unified_stream"] == "1")
+        // Triton's older model-level parameters still set CUDA's options; the accelerator's win.
+        var legacy = Self.config(gpu: [Self.accelerator("cuda", ["gpu_mem_limit": "1024"])])
+        for (key, value) in ["cudnn_conv_algo_search": "1", "gpu_mem_limit": "4096", "arena_extend_strategy": "1"] {
+            var parameter = Inference_ModelParameter()
+            parameter.stringValue = value
+            legacy.parameters[key] = parameter
+        }
+        #expect(try Self.plan(legacy, Self.gpu1).providers[0].options == [
+            "device_id": "1", "cudnn_conv_algo_search": "HEURISTIC", "gpu_mem_limit": "1024", "arena_extend_strategy": "kSameAsRequested",
+        ])
         #expect(throws: TernError.self) { try Self.plan(Self.config(gpu: [Self.accelerator("vulkan")]), Self.cpu) }
     }
 
@@ -80,6 +94,8 @@ import TernCore
         #expect(plan.providers == [.init(name: "OpenVINOExecutionProvider", options: ["device_type": "GPU", "precision": "FP16", "num_of_threads": "4"])])
         #expect(try Self.plan(Self.config(cpu: [Self.accelerator("openvino")]), Self.cpu).providers[0].options == ["device_type": "CPU"])
         #expect(throws: TernError.self) { try Self.plan(Self.config(cpu: [Self.accelerator("openvino", ["device_type": "TPU"])]), Self.cpu) }
+        // CPU accelerators apply to GPU instances too, after the GPU providers.
+        #expect(try Self.plan(Self.config(cpu: [ov]), Self.gpu1).providers.map(\.name) == ["CUDAExecutionProvider", "OpenVINOExecutionProvider"])
     }
 
     @Test func aMissingProviderFailsOrFallsBackAsTheConfigSays() throws {

@@ -63,17 +63,18 @@ enum ORTFunction: Int, CaseIterable {
     case createCUDAProviderOptions = 205
     case updateCUDAProviderOptions = 206
     case releaseCUDAProviderOptions = 208
-    /// `SessionOptionsAppendExecutionProvider` (by name, with string options; API 12): OpenVINO.
+    /// `SessionOptionsAppendExecutionProvider` (by name, with string options; the entry is from API
+    /// 12, but "OpenVINO" by name is accepted from 1.16): OpenVINO.
     case sessionOptionsAppendExecutionProvider = 216
 
     /// The oldest API version whose table has every entry above (1.11 added the CUDA V2 entries;
-    /// the append by name, 1.12, is checked against the library's version before use).
+    /// the append by name is checked against the library's version before use).
     static let minimumAPIVersion: UInt32 = 11
 
     /// The API version that added each entry past the minimum.
     var addedInVersion: UInt32 {
         switch self {
-        case .sessionOptionsAppendExecutionProvider: 12
+        case .sessionOptionsAppendExecutionProvider: 16
         default: Self.minimumAPIVersion
         }
     }

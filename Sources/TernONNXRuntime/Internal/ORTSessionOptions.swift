@@ -66,7 +66,7 @@ final class ORTSessionOptions {
     /// string options: `device_type`, `precision`, ...).
     func appendOpenVINO(options: [String: String]) throws(TernError) {
         guard library.apiVersion >= ORTFunction.sessionOptionsAppendExecutionProvider.addedInVersion else {
-            throw .invalidArgument("ONNX Runtime \(library.version) is too old to append the OpenVINO provider by name (API 12, 1.12, needed)")
+            throw .invalidArgument("ONNX Runtime \(library.version) is too old to append the OpenVINO provider by name (1.16 or later needed)")
         }
         let keys = options.keys.sorted()
         let cKeys = keys.map { strdup($0) }
