@@ -199,3 +199,45 @@ def test_an_open_grpc_stream_is_answered_and_ended_by_the_drain(tmp_path):
     # ... and the open stream did not hold the exit until the 20 s timeout ran out.
     assert exited - signalled < 10, exited - signalled
     assert "drained: every accepted request was answered" in logs, logs[-2000:]
+
+
+def test_a_sigterm_during_the_startup_loads_exits_at_once(tmp_path):
+    """A model still loading when SIGTERM comes does not hold the exit: here a remote model whose
+    server accepts the connection and never answers (its metadata read would wait 30 s)."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    repo = tmp_path / "models"
+    os.makedirs(repo / "stuck" / "1")
+    (repo / "stuck" / "config.pbtxt").write_text(f"""name: "stuck"
+backend: "remote"
+max_batch_size: 8
+parameters {{ key: "tern.remote.url" value: {{ string_value: "http://127.0.0.1:{silent.getsockname()[1]}" }} }}
+parameters {{ key: "tern.remote.timeout_ms" value: {{ string_value: "30000" }} }}
+parameters {{ key: "tern.remote.retries" value: {{ string_value: "0" }} }}
+""")
+    import subprocess
+    binary = os.environ.get("TERN_BIN", os.path.join(os.path.dirname(__file__), "..", "..", ".build", "debug", "tern"))
+    log = open(tmp_path / "tern.log", "w")
+    process = subprocess.Popen([binary, "serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--http-port", "0",
+                                "--grpc-port", "0", "--metrics-port", "0", "--history-db", "none", "--experiments-db", "none"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 20
+        while "gRPC KServe v2 endpoint listening" not in open(tmp_path / "tern.log").read() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the load is waiting on the silent server now
+        assert "server ready" not in open(tmp_path / "tern.log").read()
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=40)
+        took = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+        silent.close()
+    logs = open(tmp_path / "tern.log").read()
+    assert code == 0, logs[-2000:]
+    assert took < 10, (took, logs[-2000:])
+    print(f"exited {took:.2f} s after SIGTERM with a load still waiting")
