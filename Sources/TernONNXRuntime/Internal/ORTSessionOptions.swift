@@ -68,16 +68,25 @@ final class ORTSessionOptions {
         guard library.apiVersion >= ORTFunction.sessionOptionsAppendExecutionProvider.addedInVersion else {
             throw .invalidArgument("ONNX Runtime \(library.version) is too old to append the OpenVINO provider by name (1.16 or later needed)")
         }
+        let status = Self.withCStrings(options) { keys, values, count in
+            library.function(.sessionOptionsAppendExecutionProvider, as: ORTSignature.AppendProviderByName.self)(
+                handle, "OpenVINO", keys, values, count)
+        }
+        try library.check(status, "enabling the OpenVINO execution provider with \(options)")
+    }
+
+    /// Calls `body` with `options` as parallel C arrays of keys and values (sorted by key), valid
+    /// for the call only, as ORT's string-option entries take them.
+    private static func withCStrings(
+        _ options: [String: String], _ body: (UnsafePointer<ORTSignature.CString?>, UnsafePointer<ORTSignature.CString?>, Int) -> ORTStatusPointer
+    ) -> ORTStatusPointer {
         let keys = options.keys.sorted()
         let cKeys = keys.map { strdup($0) }
         let cValues = keys.map { strdup(options[$0]!) }
         defer { (cKeys + cValues).forEach { free($0) } }
         let keyPointers = cKeys.map { $0.map { UnsafePointer<CChar>($0) } }
         let valuePointers = cValues.map { $0.map { UnsafePointer<CChar>($0) } }
-        try library.check(
-            library.function(.sessionOptionsAppendExecutionProvider, as: ORTSignature.AppendProviderByName.self)(
-                handle, "OpenVINO", keyPointers, valuePointers, keys.count),
-            "enabling the OpenVINO execution provider with \(options)")
+        return body(keyPointers, valuePointers, keys.count)
     }
 
     private func appendProvider(
@@ -89,16 +98,10 @@ final class ORTSessionOptions {
         guard let providerOptions else { throw .internalError("ONNX Runtime returned no \(name) options") }
         self.providerOptions.append((providerOptions, release))
         if !options.isEmpty {
-            let keys = options.keys.sorted()
-            let cKeys = keys.map { strdup($0) }
-            let cValues = keys.map { strdup(options[$0]!) }
-            defer { (cKeys + cValues).forEach { free($0) } }
-            let keyPointers = cKeys.map { $0.map { UnsafePointer<CChar>($0) } }
-            let valuePointers = cValues.map { $0.map { UnsafePointer<CChar>($0) } }
-            try library.check(
-                library.function(update, as: ORTSignature.UpdateProviderOptions.self)(
-                    providerOptions, keyPointers, valuePointers, keys.count),
-                "setting \(name) options \(options)")
+            let status = Self.withCStrings(options) { keys, values, count in
+                library.function(update, as: ORTSignature.UpdateProviderOptions.self)(providerOptions, keys, values, count)
+            }
+            try library.check(status, "setting \(name) options \(options)")
         }
         try library.check(
             library.function(append, as: ORTSignature.AppendProvider.self)(handle, providerOptions),
