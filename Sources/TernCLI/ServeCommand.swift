@@ -257,7 +257,7 @@ struct ServeCommand: AsyncParsableCommand {
         let metricsTLS = metricsUseSSL ? httpTLS : nil
         if let maxInstancesPerModel, maxInstancesPerModel < 1 { throw ValidationError("--max-instances-per-model must be at least 1") }
         let resources = try resourceSizes()
-        let memory = try memoryPolicy(telemetry: device.telemetry())
+        var memory = try memoryPolicy(telemetry: device.telemetry())
         let level: Logger.Level = logVerbose >= 2 ? .trace : logVerbose == 1 ? .debug : .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -265,6 +265,8 @@ struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "tern")
+        let nvml = device.openNVML(logger: logger)
+        if let nvml { memory.gpuAvailableBytes = { nvml.freeMemoryBytes(ofGPU: $0) } }
         let exporter = PrometheusExporter()
         MetricsSystem.bootstrap(exporter.factory)
 
@@ -279,7 +281,7 @@ struct ServeCommand: AsyncParsableCommand {
 
         // The patterns: their backends first (the engine needs them), then the patterns themselves.
         let context = ServeContext(
-            logger: logger, metricsFactory: exporter.factory, stateDirectory: stateDirectory(), repositoryPath: URL(fileURLWithPath: modelRepository))
+            logger: logger, metricsFactory: exporter.factory, stateDirectory: stateDirectory(), repositoryPath: URL(fileURLWithPath: modelRepository), nvml: nvml)
         let prepared: [PreparedPattern]
         do {
             prepared = try plugins.map { try $0.prepare(context) }

@@ -88,6 +88,17 @@ public final class NVML: @unchecked Sendable {
         dlclose(handle)
     }
 
+    /// Free memory on GPU `index` now, in bytes; nil when NVML has no such GPU or cannot say.
+    /// NVML numbers GPUs in PCI bus order, as CUDA does with `CUDA_DEVICE_ORDER=PCI_BUS_ID` (set
+    /// it when a box mixes GPU models, or the `gpus` of an instance group may name another board).
+    public func freeMemoryBytes(ofGPU index: Int) -> UInt64? {
+        guard index >= 0, index <= Int(UInt32.max) else { return nil }
+        var device: OpaquePointer?
+        guard deviceByIndex(UInt32(index), &device) == 0 else { return nil }
+        var bytes = [UInt64](repeating: 0, count: 3)
+        return memory(device, &bytes) == 0 ? bytes[1] : nil
+    }
+
     /// A reading of every GPU NVML sees, in index order.
     public func read() -> [Reading] {
         var devices: UInt32 = 0

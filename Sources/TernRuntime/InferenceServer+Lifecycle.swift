@@ -210,7 +210,7 @@ extension InferenceServer {
         let started = ContinuousClock.now
         let serving = registry.withLock { $0.lifecycles[name]?.served }
         let estimate = loader.estimateBytes(name, configOverride: configOverride, versions: attempt.versions) ?? 0
-        var reserved: UInt64 = 0
+        var reserved: MemoryEstimate = 0
         var holding: UInt64 = 0
         var grace = 0.0
         let outcome: Lifecycle.Outcome
@@ -231,7 +231,7 @@ extension InferenceServer {
             if failed.isEmpty {
                 let detail = candidate.failures.isEmpty ? "" : "versions that failed to load: "
                     + candidate.failures.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
-                holding = max(estimate, grown)
+                holding = max(estimate.totalBytes, grown)
                 grace = Self.graceSeconds(candidate.config)
                 outcome = .loaded(candidate, gates: gates, detail: detail)
             } else {

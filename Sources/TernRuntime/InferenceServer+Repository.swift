@@ -145,7 +145,7 @@ extension InferenceServer {
 
     /// Reserves `bytes` for loading `name` under the memory policy, evicting the least recently
     /// used other models first when the policy says so; throws when it cannot fit.
-    func admit(_ bytes: UInt64, for name: String) throws(TernError) {
+    func admit(_ bytes: MemoryEstimate, for name: String) throws(TernError) {
         var evicted: [String] = []
         var warmReleased = false
         while true {

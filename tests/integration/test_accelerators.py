@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from conftest import EXAMPLES, ROOT, TernServer
 
@@ -210,14 +211,20 @@ def metric(text, name, **labels):
     return None
 
 
-def test_nvml_readings_become_tritons_gpu_metric_families(tmp_path):
+def fake_nvml(tmp_path):
+    """The NVML stand-in built with gcc (skips, saying why, when it cannot be)."""
     import subprocess
-    import time
     library = tmp_path / "libfake_nvml.so"
     build = subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(library), os.path.join(ROOT, "tests", "integration", "fixtures", "fake_nvml.c")],
                            capture_output=True, text=True)
     if build.returncode != 0:
         pytest.skip(f"cannot build the NVML stand-in with gcc: {build.stderr[-300:]}")
+    return library
+
+
+def test_nvml_readings_become_tritons_gpu_metric_families(tmp_path):
+    import time
+    library = fake_nvml(tmp_path)
     repo = tmp_path / "models"
     os.makedirs(repo)
     server = TernServer(str(repo), "--nvml-library", str(library), "--device-interval", "0.2")
@@ -248,6 +255,62 @@ def test_nvml_readings_become_tritons_gpu_metric_families(tmp_path):
     try:
         text = requests.get(f"http://127.0.0.1:{plain.metrics_port}/metrics", timeout=10).text
         assert "nv_gpu_memory_total_bytes" not in text
-        assert "no GPU metrics: NVML is not available" in plain.logs()
+        assert "no GPU metrics or GPU memory admission: NVML is not available" in plain.logs()
     finally:
         plain.stop()
+
+
+# ---- memory admission of GPU instances ----------------------------------------------------------
+
+FALLBACK = 'parameters { key: "tern.accelerator.fallback" value: { string_value: "cpu" } }\n'
+
+
+def gpu_model(repo, name, groups, extra=""):
+    model(repo, name, "KIND_GPU", FALLBACK + extra)
+    config = repo / name / "config.pbtxt"
+    config.write_text(config.read_text().replace("instance_group [ { count: 1 kind: KIND_GPU } ]", groups))
+
+
+def test_gpu_instances_are_admitted_against_the_free_memory_of_their_own_gpu(tmp_path):
+    """The NVML stand-in has GPU 0 with 15 GiB free and GPU 1 with 14 GiB: a model whose GPU
+    instances need more than their GPU has free is refused (naming the GPU), one that fits loads,
+    and the host's free-RAM reserve does not count bytes that go to a GPU."""
+    library = fake_nvml(tmp_path)
+    repo = tmp_path / "models"
+    gpu_model(repo, "too_big_for_gpu1", "instance_group [ { count: 1 kind: KIND_GPU gpus: [ 1 ] } ]",
+              'parameters { key: "tern.gpu_memory_estimate_mb" value: { string_value: "15000" } }\n')
+    gpu_model(repo, "fits_gpu0", "instance_group [ { count: 1 kind: KIND_GPU gpus: [ 0 ] } ]",
+              'parameters { key: "tern.gpu_memory_estimate_mb" value: { string_value: "15000" } }\n')
+    server = TernServer(str(repo), "--nvml-library", str(library), "--model-control-mode", "explicit")
+    try:
+        client = httpclient.InferenceServerClient(server.http_address)
+        with pytest.raises(InferenceServerException) as refused:
+            client.load_model("too_big_for_gpu1")
+        assert refused.value.status() == "503", refused.value
+        assert "needs about 15000 MB on GPU 1 but it has 14336 MB free" in str(refused.value), refused.value
+        client.load_model("fits_gpu0")  # 15000 MB of GPU 0's 15360 MB free
+        assert client.is_model_ready("fits_gpu0") and not client.is_model_ready("too_big_for_gpu1")
+    finally:
+        server.stop()
+
+
+def test_the_memory_budget_counts_what_gpu_instances_hold_on_their_gpus(tmp_path):
+    """Two instances on each of GPUs 0 and 1: each holds its weights plus 8 MB of arena on its
+    GPU and 8 MB of host RAM, 64 MB in all for this tiny model; a 50 MB budget refuses it (with
+    no NVML, as on a Jetson board whose GPU allocates from RAM), a 70 MB one admits it."""
+    repo = tmp_path / "models"
+    gpu_model(repo, "spread", "instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] } ]")
+    for budget, loads in (("50MB", False), ("70MB", True)):
+        server = TernServer(str(repo), "--nvml-library", "none", "--model-control-mode", "explicit", "--memory-budget", budget)
+        try:
+            client = httpclient.InferenceServerClient(server.http_address)
+            if loads:
+                client.load_model("spread")
+                assert client.is_model_ready("spread")
+                assert client.get_model_config("spread")["parameters"]["tern.execution_providers"]["string_value"] == "CPUExecutionProvider"
+            else:
+                with pytest.raises(InferenceServerException) as refused:
+                    client.load_model("spread")
+                assert "needs about 64 MB but only 50 MB of the 50 MB model memory budget is free" in str(refused.value), refused.value
+        finally:
+            server.stop()

@@ -57,7 +57,7 @@ struct DeviceServeOptions: ServePlugin {
         let telemetry = telemetry()
         let interval = Duration.milliseconds(Int64(deviceInterval * 1000))
         let (configuration, stateDirectory) = (nvpmodelConfiguration, deviceStateDirectory)
-        let gpu = gpuMetrics(interval: interval, context: context)
+        let gpu = context.nvml.map { GPUMetrics(nvml: $0, interval: interval, factory: context.metricsFactory, logger: context.logger) }
         return PreparedPattern { engine in
             let monitor = DeviceMonitor(
                 interval: interval, read: { telemetry.read() }, engine: engine, policy: policy,
@@ -68,18 +68,17 @@ struct DeviceServeOptions: ServePlugin {
         }
     }
 
-    /// NVML's GPU metrics, unless there is no NVML (said in the log: an error when the library
-    /// was named, a note otherwise, as most edge boxes have none).
-    func gpuMetrics(interval: Duration, context: ServeContext) -> GPUMetrics? {
+    /// NVIDIA's management library, unless there is none (said in the log: an error when the
+    /// library was named, a note otherwise, as most edge boxes have none).
+    func openNVML(logger: Logger) -> NVML? {
         guard nvmlLibrary != "none" else { return nil }
         do {
-            let nvml = try NVML(path: nvmlLibrary ?? "libnvidia-ml.so.1")
-            return GPUMetrics(nvml: nvml, interval: interval, factory: context.metricsFactory, logger: context.logger)
+            return try NVML(path: nvmlLibrary ?? "libnvidia-ml.so.1")
         } catch {
             if nvmlLibrary != nil {
-                context.logger.error("no GPU metrics: \(error.description)")
+                logger.error("no GPU metrics or GPU memory admission: \(error.description)")
             } else {
-                context.logger.info("no GPU metrics (nv_gpu_*): \(error.description)")
+                logger.info("no GPU metrics (nv_gpu_*) or GPU memory admission: \(error.description)")
             }
             return nil
         }

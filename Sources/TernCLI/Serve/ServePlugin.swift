@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import TernCore
+import TernDevice
 import TernRuntime
 
 /// What every plug-in of `tern serve` is given.
@@ -13,6 +14,9 @@ struct ServeContext {
     /// The repository's state folder (default databases go there).
     let stateDirectory: String
     let repositoryPath: URL
+    /// NVIDIA's management library when the box has one (`--nvml-library`): the GPU metrics and
+    /// the memory admission of GPU instances read it.
+    let nvml: NVML?
 }
 
 /// A pattern's side of `tern serve`: its options (an `@OptionGroup` of `ServeCommand`, checked by

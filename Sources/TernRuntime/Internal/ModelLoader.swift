@@ -98,26 +98,40 @@ struct ModelLoader: Sendable {
     }
 
     /// Memory a load of `name` will take, estimated before loading (see `MemoryPolicy`): per
-    /// version to load, its model file (or folder) times its instances, plus 8 MB per instance
-    /// for ONNX Runtime's arenas; or `tern.memory_estimate_mb` from the config. nil when the
-    /// model cannot be resolved (the load itself then reports why).
-    func estimateBytes(_ name: String, configOverride: ModelConfig? = nil, versions pinned: [Int64]? = nil) -> UInt64? {
+    /// version to load, its model file (or folder) plus 8 MB for ONNX Runtime's arenas, once per
+    /// instance; a `KIND_GPU` instance's share goes on its GPU (8 MB of host RAM stays for its
+    /// session). `tern.memory_estimate_mb` in the config replaces the host figure and
+    /// `tern.gpu_memory_estimate_mb` the figure per GPU instance. nil when the model cannot be
+    /// resolved (the load itself then reports why).
+    func estimateBytes(_ name: String, configOverride: ModelConfig? = nil, versions pinned: [Int64]? = nil) -> MemoryEstimate? {
         guard let (config, backend, _) = try? resolve(name, configOverride: configOverride) else { return nil }
-        if let text = config.parameters["tern.memory_estimate_mb"]?.stringValue, let megabytes = Double(text), megabytes >= 0 {
-            return UInt64(megabytes * 1_048_576)
+        func megabytes(_ key: String) -> UInt64? {
+            guard let text = config.parameters[key]?.stringValue, let value = Double(text), value >= 0, value < 1e12 else { return nil }
+            return UInt64(value * 1_048_576)
         }
-        if backend.defaultModelFilename.isEmpty { return 0 }  // ensembles, remote and routing models hold no weights
+        if backend.defaultModelFilename.isEmpty {  // ensembles, remote and routing models hold no weights
+            return MemoryEstimate(hostBytes: megabytes("tern.memory_estimate_mb") ?? 0)
+        }
         let filename = config.defaultModelFilename.isEmpty ? backend.defaultModelFilename : config.defaultModelFilename
-        let instances = UInt64(Self.placements(for: config, cpuCores: cpuCores).count)
-        var total: UInt64 = 0
+        let placements = Self.placements(for: config, cpuCores: cpuCores)
         let versions = (try? Self.choose(repository.versions(of: name), pinned: pinned, policy: config.versionPolicy, model: name)) ?? []
+        let arena: UInt64 = 8 << 20
+        var estimate = MemoryEstimate()
         for version in versions {
             let versionFolder = repository.modelDirectory(name).appendingPathComponent("\(version)")
             // External-data models keep weights beside model.onnx: count the whole version folder.
             let bytes = Self.diskSize(versionFolder) ?? Self.diskSize(versionFolder.appendingPathComponent(filename)) ?? 0
-            total += (bytes + (8 << 20)) * instances
+            for placement in placements {
+                if case .gpu(let device) = placement.kind {
+                    estimate.hostBytes += arena
+                    estimate.gpuBytes[device, default: 0] += megabytes("tern.gpu_memory_estimate_mb") ?? bytes + arena
+                } else {
+                    estimate.hostBytes += bytes + arena
+                }
+            }
         }
-        return total
+        if let host = megabytes("tern.memory_estimate_mb") { estimate.hostBytes = host }
+        return MemoryEstimate(hostBytes: estimate.hostBytes, gpuBytes: estimate.gpuBytes)
     }
 
     /// The versions to load: the pinned ones (promote/rollback), which must exist, or the
