@@ -58,10 +58,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The C side of the CUDA runtime calls that pass a struct by value (see its header).
+        .target(name: "CTernCUDA"),
         .target(
             name: "TernRuntime",
             dependencies: [
                 "TernCore",
+                "CTernCUDA",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

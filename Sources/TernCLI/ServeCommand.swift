@@ -80,8 +80,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("grpc-header-forward-pattern"), help: "The same for gRPC metadata keys.")
     var grpcHeaderForwardPattern: String?
 
-    @Flag(name: .customLong("allow-client-shm"), help: "Let clients register system shared memory (off by default: a region gives a client read and write access to memory the server maps).")
+    @Flag(name: .customLong("allow-client-shm"), help: "Let clients register system and CUDA shared memory (off by default: a region gives a client read and write access to memory the server maps).")
     var allowClientSharedMemory = false
+
+    @Option(name: .customLong("cuda-runtime-library"), help: "NVIDIA's CUDA runtime for CUDA shared memory, loaded with --allow-client-shm (default: libcudart.so.13, .so.12 or .so if the system has one; 'none' turns CUDA shared memory off).")
+    var cudaRuntimeLibrary: String?
 
     @Option(name: .customLong("http-restricted-api"), help: "GROUP[,GROUP...]:KEY=VALUE: those API groups need the HTTP header KEY: VALUE (VALUE may be file:PATH or env:NAME). Groups: \(APIAccessPolicy.allGroups.joined(separator: ", ")). Repeatable.")
     var httpRestrictedAPIs: [String] = []
@@ -294,7 +297,7 @@ struct ServeCommand: AsyncParsableCommand {
                 repositoryPath: URL(fileURLWithPath: modelRepository), controlMode: mode, startupModels: loadModels,
                 autoCompleteConfig: !disableAutoComplete, pollInterval: .seconds(pollSeconds),
                 rateLimit: rateLimit == "execution_count", rateLimitResources: resources, memory: memory,
-                allowClientSharedMemory: allowClientSharedMemory, maxInstancesPerModel: maxInstancesPerModel),
+                allowClientSharedMemory: allowClientSharedMemory, cudaRuntimeLibrary: cudaRuntimeLibrary, maxInstancesPerModel: maxInstancesPerModel),
             backends: [backend] + prepared.flatMap(\.backends), history: history, logger: logger)
         let patterns = try prepared.compactMap { try $0.make(engine) }
 

@@ -142,11 +142,32 @@ extension KServeHTTPAPI {
             registry.unregister(name: region)
             return .empty(.ok)
         case (.status, true):
-            if let region { throw .notFound("Unable to find cuda shared memory region: '\(region)'") }
-            return try HTTPReply.json([Any]())
+            return try HTTPReply.json(try registry.cudaStatus(name: region).map { status -> [String: Any] in
+                ["name": status.name, "device_id": NSNumber(value: status.deviceID), "byte_size": NSNumber(value: status.byteSize)]
+            })
         case (.register, true):
-            throw TernError(.unimplemented, SharedMemoryRegistry.cudaRefusal)
+            let body = try jsonBody(request)
+            func field(_ name: String) throws(TernError) -> JSONValue {
+                guard let value = body[name] else { throw .invalidArgument("CUDA shared memory register request has no '\(name)' field") }
+                return value
+            }
+            // {"raw_handle": {"b64": "<base64 of the 64-byte cudaIpcMemHandle_t>"}, "device_id": 0, "byte_size": N}
+            guard let text = try field("raw_handle")["b64"]?.stringValue else {
+                throw .invalidArgument("CUDA shared memory register request: 'raw_handle' must be {\"b64\": \"<base64>\"}")
+            }
+            guard let handle = Data(base64Encoded: text) else {
+                throw .invalidArgument("CUDA shared memory register request: 'raw_handle' is not valid base64")
+            }
+            guard let device = try field("device_id").numberValue?.uint, device <= UInt64(Int64.max) else {
+                throw .invalidArgument("CUDA shared memory register request: 'device_id' must be a non-negative integer")
+            }
+            guard let size = try field("byte_size").numberValue?.uint else {
+                throw .invalidArgument("CUDA shared memory register request: 'byte_size' must be a non-negative integer")
+            }
+            try registry.registerCUDA(name: region ?? "", handle: handle, deviceID: Int64(device), byteSize: size)
+            return .empty(.ok)
         case (.unregister, true):
+            registry.unregisterCUDA(name: region)
             return .empty(.ok)
         }
     }

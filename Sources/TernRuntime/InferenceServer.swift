@@ -54,7 +54,7 @@ public final class InferenceServer: Sendable {
         self.logger = logger
         self.repository = ModelRepository(root: configuration.repositoryPath)
         self.ledger = MemoryLedger(policy: configuration.memory)
-        self.sharedMemory = SharedMemoryRegistry(allowsRegistration: configuration.allowClientSharedMemory)
+        self.sharedMemory = Self.sharedMemoryRegistry(configuration, logger: logger)
         let link = EngineLink()
         self.link = link
         self.loader = ModelLoader(
@@ -65,6 +65,24 @@ public final class InferenceServer: Sendable {
         link.server = self
         let restored = history.savedDecisions()
         registry.withLock { $0.restored = restored }
+    }
+
+    /// The shared-memory registry, with the CUDA runtime when client regions are allowed and one loads.
+    private static func sharedMemoryRegistry(_ configuration: ServerConfiguration, logger: Logger) -> SharedMemoryRegistry {
+        let allowed = configuration.allowClientSharedMemory
+        let library = configuration.cudaRuntimeLibrary
+        guard allowed, library != "none" else {
+            let why = allowed ? "it was turned off (--cuda-runtime-library none)" : "client shared memory is disabled (--allow-client-shm)"
+            return SharedMemoryRegistry(allowsRegistration: allowed, cudaUnavailableReason: why)
+        }
+        do {
+            let cuda = try CUDARuntime.open(library)
+            logger.info("CUDA shared memory through \(cuda.path)", metadata: ["devices": "\(cuda.deviceCount)"])
+            return SharedMemoryRegistry(allowsRegistration: true, cuda: cuda)
+        } catch {
+            if library != nil { logger.error("no CUDA shared memory: \(error.message)") } else { logger.info("no CUDA shared memory: \(error.message)") }
+            return SharedMemoryRegistry(allowsRegistration: true, cudaUnavailableReason: error.message)
+        }
     }
 
     // MARK: Lifecycle
@@ -131,7 +149,7 @@ public final class InferenceServer: Sendable {
     public var serverMetadata: ServerMetadata {
         ServerMetadata(
             name: configuration.serverName, version: configuration.serverVersion,
-            extensions: ServerMetadata.supportedExtensions)
+            extensions: ServerMetadata.supportedExtensions + (sharedMemory.cuda == nil ? [] : ["cuda_shared_memory"]))
     }
 
     /// Whether the model (and version, if given) is loaded and ready. Unknown models are not ready.

@@ -34,6 +34,10 @@ public struct ServerConfiguration: Sendable {
     public var memory: MemoryPolicy
     /// Whether clients may register system shared memory (`--allow-client-shm`; off by default).
     public var allowClientSharedMemory: Bool
+    /// The CUDA runtime the CUDA shared-memory extension opens client regions with
+    /// (`--cuda-runtime-library`): nil tries `CUDARuntime.defaultLibraries`, "none" turns the
+    /// extension off. Loaded only when `allowClientSharedMemory` is on.
+    public var cudaRuntimeLibrary: String?
     /// Most instances one model may ask for over its instance groups (`--max-instances-per-model`).
     public var maxInstancesPerModel: Int
     /// Reported by server metadata.
@@ -48,7 +52,7 @@ public struct ServerConfiguration: Sendable {
         autoCompleteConfig: Bool = true, pollInterval: Duration = .seconds(15),
         cpuCores: Int = ProcessInfo.processInfo.activeProcessorCount,
         rateLimit: Bool = false, rateLimitResources: [String: Int] = [:], memory: MemoryPolicy = .unlimited,
-        allowClientSharedMemory: Bool = false, maxInstancesPerModel: Int? = nil, serverName: String = "tern", serverVersion: String = TernVersion.current
+        allowClientSharedMemory: Bool = false, cudaRuntimeLibrary: String? = nil, maxInstancesPerModel: Int? = nil, serverName: String = "tern", serverVersion: String = TernVersion.current
     ) {
         self.repositoryPath = repositoryPath
         self.controlMode = controlMode
@@ -60,6 +64,7 @@ public struct ServerConfiguration: Sendable {
         self.rateLimitResources = rateLimitResources
         self.memory = memory
         self.allowClientSharedMemory = allowClientSharedMemory
+        self.cudaRuntimeLibrary = cudaRuntimeLibrary
         self.maxInstancesPerModel = max(maxInstancesPerModel ?? Self.defaultMaxInstances(cpuCores: max(cpuCores, 1)), 1)
         self.serverName = serverName
         self.serverVersion = serverVersion

@@ -230,13 +230,22 @@ struct KServeGRPCDispatcher: Sendable {
             return now(try encode(Inference_SystemSharedMemoryUnregisterResponse()))
         case "CudaSharedMemoryStatus":
             let request = try decode(Inference_CudaSharedMemoryStatusRequest.self, message)
-            if !request.name.isEmpty { throw .notFound("Unable to find cuda shared memory region: '\(request.name)'") }
-            return now(try encode(Inference_CudaSharedMemoryStatusResponse()))
+            var response = Inference_CudaSharedMemoryStatusResponse()
+            for status in try server.sharedMemory.cudaStatus(name: request.name.isEmpty ? nil : request.name) {
+                var region = Inference_CudaSharedMemoryStatusResponse.RegionStatus()
+                region.name = status.name
+                region.deviceID = UInt64(status.deviceID)
+                region.byteSize = status.byteSize
+                response.regions[status.name] = region
+            }
+            return now(try encode(response))
         case "CudaSharedMemoryRegister":
-            _ = try decode(Inference_CudaSharedMemoryRegisterRequest.self, message)
-            throw TernError(.unimplemented, SharedMemoryRegistry.cudaRefusal)
+            let request = try decode(Inference_CudaSharedMemoryRegisterRequest.self, message)
+            try server.sharedMemory.registerCUDA(name: request.name, handle: request.rawHandle, deviceID: request.deviceID, byteSize: request.byteSize)
+            return now(try encode(Inference_CudaSharedMemoryRegisterResponse()))
         case "CudaSharedMemoryUnregister":
-            _ = try decode(Inference_CudaSharedMemoryUnregisterRequest.self, message)
+            let request = try decode(Inference_CudaSharedMemoryUnregisterRequest.self, message)
+            server.sharedMemory.unregisterCUDA(name: request.name.isEmpty ? nil : request.name)
             return now(try encode(Inference_CudaSharedMemoryUnregisterResponse()))
         case "RepositoryModelLoad":
             let request = try decode(Inference_RepositoryModelLoadRequest.self, message)
