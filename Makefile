@@ -13,14 +13,16 @@ FIXTURES := .cache/fixtures
 FUZZ_TARGETS := FuzzHTTPRequest FuzzInferJSON FuzzGRPCInfer FuzzModelConfig FuzzNumpy FuzzTegrastats
 FUZZ_SECONDS ?= 60
 
-.PHONY: install fuzz fuzz-build fuzz-smoke serve test setup system-deps test-system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
+FLWR_VENV := .cache/flwr-venv
+
+.PHONY: flwr-venv install fuzz fuzz-build fuzz-smoke serve test setup system-deps test-system-deps python-deps models fixtures build build-tests swift-test integration-test generate-protos clean
 
 serve: setup
 	$(SWIFT) build -c $(CONFIG) --product tern
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/tern serve --model-repository examples/models \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-test: setup test-system-deps fixtures build-tests swift-test fuzz-smoke integration-test
+test: setup test-system-deps flwr-venv fixtures build-tests swift-test fuzz-smoke integration-test
 
 # Builds the release binary and copies it to $(PREFIX)/bin/tern.
 PREFIX ?= /usr/local
@@ -45,6 +47,12 @@ python-deps:
 	@$(PYTHON) -c "import onnxruntime, tritonclient.http, tritonclient.grpc, sklearn, skl2onnx, onnx, pytest, scipy, mmh3" 2>/dev/null \
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 
+# Flower 1.42 in its own virtual environment: the federated-learning tests run real Flower
+# clients and servers with it (flwr pins grpcio, protobuf and cryptography versions of its own).
+flwr-venv:
+	@$(FLWR_VENV)/bin/python -c "import flwr, sklearn; assert flwr.__version__ == '1.42.0'" 2>/dev/null \
+		|| { $(PYTHON) -m venv $(FLWR_VENV) && $(FLWR_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/integration/fl/requirements.txt; }
+
 models:
 	$(PYTHON) scripts/make_models.py examples examples/models
 
@@ -63,7 +71,7 @@ swift-test:
 	TERN_FIXTURES=$(CURDIR)/$(FIXTURES) TERN_EXAMPLES=$(CURDIR)/examples/models $(SWIFT) test --skip-build
 
 integration-test:
-	TERN_BIN=$$($(SWIFT) build --show-bin-path)/tern TERN_FIXTURES=$(CURDIR)/$(FIXTURES) \
+	TERN_BIN=$$($(SWIFT) build --show-bin-path)/tern TERN_FIXTURES=$(CURDIR)/$(FIXTURES) TERN_FLWR_PYTHON=$(CURDIR)/$(FLWR_VENV)/bin/python \
 		$(PYTHON) -m pytest -q -rs tests/integration
 
 # libFuzzer targets (Fuzz/) for the parsers of untrusted input, built apart with the fuzzer and

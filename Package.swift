@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "TernStore", targets: ["TernStore"]),
         .library(name: "TernHybrid", targets: ["TernHybrid"]),
         .library(name: "TernExperiments", targets: ["TernExperiments"]),
+        .library(name: "TernFederated", targets: ["TernFederated"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
         .library(name: "TernTLS", targets: ["TernTLS"]),
         .library(name: "TernClient", targets: ["TernClient"]),
@@ -142,6 +143,19 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernFederated",
+            dependencies: [
+                "TernRuntime",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernStore",
             dependencies: [
                 "TernRuntime",
@@ -191,7 +205,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernTLS", "TernClient", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernTLS", "TernClient", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments", "TernFederated",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -235,6 +249,7 @@ let package = Package(
         .testTarget(
             name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime", "TernTesting", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
+        .testTarget(name: "TernFederatedTests", dependencies: ["TernFederated", "TernCore"], swiftSettings: strict),
         .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

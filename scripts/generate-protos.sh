@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the Swift code for Protos/*.proto and writes it under Sources/*/Generated/: the model
+# Regenerates the Swift code for Protos/*.proto (and Protos/flwr/proto/transport.proto) and writes it under Sources/*/Generated/: the model
 # config messages (TernCore), the KServe messages and gRPC client stubs (TernClient; the messages are
 # `package`, so the gRPC frontend, Tern's own server on SwiftNIO HTTP/2, uses the same ones).
 # The generated files are committed, so a normal build never runs this: run it after editing a
@@ -48,4 +48,22 @@ protoc -I Protos \
   --swift_out="$experiments_out" --swift_opt=Visibility=Internal \
   experiments.proto
 
-echo "generated:"; ls -1 "$core_out" "$grpc_out" "$experiments_out"
+# Flower's transport.proto (rebuilt from the flwr wheel by scripts/flower_proto.py): its messages
+# and the FlowerService server stub TernFederated's coordinator implements, plus the client stub
+# the Swift edge client uses.
+federated_out=Sources/TernFederated/Generated
+mkdir -p "$federated_out"
+protoc -I Protos \
+  --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
+  --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" \
+  --swift_out="$federated_out" --swift_opt=Visibility=Internal \
+  --grpc-swift-2_out="$federated_out" --grpc-swift-2_opt=Visibility=Internal,Server=true,Client=true \
+  flwr/proto/transport.proto
+
+# The initializers of an ONNX model (the initial weights of a run).
+protoc -I Protos \
+  --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
+  --swift_out="$federated_out" --swift_opt=Visibility=Internal \
+  onnx_weights.proto
+
+echo "generated:"; ls -1 "$core_out" "$grpc_out" "$experiments_out" "$federated_out"

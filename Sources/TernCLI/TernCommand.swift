@@ -4,12 +4,12 @@ import TernRuntime
 
 /// `tern`: the command-line entry point; each subcommand lives in its own file.
 public struct TernCommand: AsyncParsableCommand {
-    /// The root command's name, description, version and subcommands (serve, infer, perf, model, device, ab).
+    /// The root command's name, description, version and subcommands (serve, infer, perf, model, device, ab, fl).
     public static let configuration = CommandConfiguration(
         commandName: "tern",
         abstract: "An edge inference server speaking Triton's KServe v2 protocol over HTTP and gRPC, on ONNX Runtime.",
         version: TernVersion.current,
-        subcommands: [ServeCommand.self, InferCommand.self, PerfCommand.self, ModelCommand.self, DeviceCommand.self, ABCommand.self])
+        subcommands: [ServeCommand.self, InferCommand.self, PerfCommand.self, ModelCommand.self, DeviceCommand.self, ABCommand.self, FLCommand.self])
 
     /// Makes the root command, which has no options of its own (ArgumentParser calls this when parsing).
     public init() {}

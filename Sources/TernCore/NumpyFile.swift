@@ -1,7 +1,7 @@
 import Foundation
 
-/// Reads `.npy` files (format 1.0-3.0, little-endian, C order) into tensors: `tern infer` inputs
-/// and the validation sets of hot-swap gates.
+/// Reads `.npy` files (format 1.0-3.0, little-endian, C order) into tensors (`tern infer` inputs,
+/// the validation sets of hot-swap gates, Flower's parameters) and writes them as `np.save` does.
 public enum NumpyFile {
     /// Reads the `.npy` file at `path` into a tensor called `name`, throwing an invalid-argument error when the file
     /// cannot be read or decoded.
@@ -44,11 +44,7 @@ public enum NumpyFile {
             throw TernError.invalidArgument("\(source): cannot read the .npy header")
         }
         if header.contains("'fortran_order': True") { throw TernError.invalidArgument("\(source): Fortran-order arrays are not supported") }
-        let types: [String: DataType] = [
-            "|b1": .bool, "|u1": .uint8, "<u2": .uint16, "<u4": .uint32, "<u8": .uint64, "|i1": .int8, "<i2": .int16,
-            "<i4": .int32, "<i8": .int64, "<f2": .fp16, "<f4": .fp32, "<f8": .fp64,
-        ]
-        guard let type = types[descr] else { throw TernError.invalidArgument("\(source): unsupported dtype \(descr)") }
+        guard let type = descriptors[descr] else { throw TernError.invalidArgument("\(source): unsupported dtype \(descr)") }
         var shape: [Int64] = []
         for part in shapeText.split(whereSeparator: { !$0.isNumber }) {
             guard let dim = Int64(part) else { throw TernError.invalidArgument("\(source): shape \(shapeText) has a dimension out of range") }
@@ -62,6 +58,33 @@ public enum NumpyFile {
         }
         return tensor
     }
+
+    /// The `.npy` bytes `np.save(path, array, allow_pickle=False)` writes for `tensor`: format 1.0,
+    /// the header's dictionary with its keys sorted, room to grow the first dimension, padded with
+    /// spaces to a multiple of 64 bytes and ended by a newline, then the data. Throws for strings.
+    public static func encode(_ tensor: Tensor) throws(TernError) -> Data {
+        guard let descr = descriptors.first(where: { $0.value == tensor.dataType })?.key else {
+            throw .invalidArgument("\(tensor.dataType.rawValue) tensors have no .npy form without pickling")
+        }
+        let dims = tensor.shape.map(String.init)
+        let shape = dims.count == 1 ? "(\(dims[0]),)" : "(" + dims.joined(separator: ", ") + ")"
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
+        if let first = dims.first { header += String(repeating: " ", count: max(0, 21 - first.count)) }
+        let unpadded = 10 + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
+        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
+        let length = header.utf8.count
+        guard length <= Int(UInt16.max) else { throw .invalidArgument("a shape of \(dims.count) dimensions is too long for a .npy 1.0 header") }
+        data.append(contentsOf: [UInt8(length & 0xff), UInt8(length >> 8)])
+        data.append(contentsOf: Array(header.utf8))
+        data.append(tensor.data)
+        return data
+    }
+
+    private static let descriptors: [String: DataType] = [
+        "|b1": .bool, "|u1": .uint8, "<u2": .uint16, "<u4": .uint32, "<u8": .uint64, "|i1": .int8, "<i2": .int16,
+        "<i4": .int32, "<i8": .int64, "<f2": .fp16, "<f4": .fp32, "<f8": .fp64,
+    ]
 
     private static func field(_ key: String, in header: String) -> String? {
         guard let range = header.range(of: "'\(key)':") else { return nil }

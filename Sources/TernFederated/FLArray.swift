@@ -1,0 +1,100 @@
+import Foundation
+import TernCore
+
+/// One array of a model's parameters as Flower moves it: a whole `.npy` file on the wire, here its
+/// element type, shape and values. Arithmetic runs in `Double`; `npy()` writes the values back in
+/// the array's own element type, so a float32 model stays float32 for the clients.
+public struct FLArray: Sendable, Equatable {
+    /// The element type the array travels in (float32 for most models; NumPy's default is float64).
+    public var dataType: DataType
+    /// The array's dimensions, C order.
+    public var shape: [Int]
+    /// The elements in C order.
+    public var values: [Double]
+
+    /// An array of `values` with this shape and element type; the count must match the shape.
+    public init(dataType: DataType = .fp32, shape: [Int], values: [Double]) {
+        precondition(shape.reduce(1, *) == values.count, "FLArray: \(values.count) values do not fill shape \(shape)")
+        self.dataType = dataType
+        self.shape = shape
+        self.values = values
+    }
+
+    /// The number of elements.
+    public var count: Int { values.count }
+
+    /// Decodes one of `Parameters.tensors` (a `.npy` file); `index` names it in errors.
+    public init(npy data: Data, index: Int) throws(TernError) {
+        let tensor = try NumpyFile.decode(data, source: "parameter array \(index)", name: "array\(index)")
+        try self.init(tensor: tensor)
+    }
+
+    /// The values of a numeric tensor (an ONNX initializer, a decoded `.npy`).
+    public init(tensor: Tensor) throws(TernError) {
+        let values: [Double]
+        switch tensor.dataType {
+        case .fp32: values = try tensor.values(as: Float.self).map { Double($0) }
+        case .fp64: values = try tensor.values(as: Double.self)
+        case .fp16: values = try tensor.values(as: Float16.self).map { Double($0) }
+        case .int64: values = try tensor.values(as: Int64.self).map { Double($0) }
+        case .int32: values = try tensor.values(as: Int32.self).map { Double($0) }
+        case .int16: values = try tensor.values(as: Int16.self).map { Double($0) }
+        case .int8: values = try tensor.values(as: Int8.self).map { Double($0) }
+        case .uint8: values = try tensor.values(as: UInt8.self).map { Double($0) }
+        case .uint16: values = try tensor.values(as: UInt16.self).map { Double($0) }
+        case .uint32: values = try tensor.values(as: UInt32.self).map { Double($0) }
+        case .uint64: values = try tensor.values(as: UInt64.self).map { Double($0) }
+        case .bool: values = try tensor.values(as: Bool.self).map { $0 ? 1 : 0 }
+        default: throw .invalidArgument("\(tensor.name): \(tensor.dataType.rawValue) arrays cannot be model parameters")
+        }
+        self.init(dataType: tensor.dataType, shape: tensor.shape.map { Int($0) }, values: values)
+    }
+
+    /// The array as a tensor of its own element type (integers rounded to nearest).
+    public func tensor(name: String) -> Tensor {
+        let shape = self.shape.map { Int64($0) }
+        switch dataType {
+        case .fp64: return Tensor(name: name, shape: shape, values: values)
+        case .fp16: return Tensor(name: name, shape: shape, values: values.map { Float16($0) })
+        case .int64: return Tensor(name: name, shape: shape, values: values.map { Int64($0.rounded()) })
+        case .int32: return Tensor(name: name, shape: shape, values: values.map { Int32($0.rounded()) })
+        case .int16: return Tensor(name: name, shape: shape, values: values.map { Int16($0.rounded()) })
+        case .int8: return Tensor(name: name, shape: shape, values: values.map { Int8($0.rounded()) })
+        case .uint8: return Tensor(name: name, shape: shape, values: values.map { UInt8($0.rounded()) })
+        case .uint16: return Tensor(name: name, shape: shape, values: values.map { UInt16($0.rounded()) })
+        case .uint32: return Tensor(name: name, shape: shape, values: values.map { UInt32($0.rounded()) })
+        case .uint64: return Tensor(name: name, shape: shape, values: values.map { UInt64($0.rounded()) })
+        case .bool: return Tensor(name: name, shape: shape, values: values.map { $0 != 0 })
+        default: return Tensor(name: name, shape: shape, values: values.map { Float($0) })
+        }
+    }
+
+    /// The array as the `.npy` file `np.save(..., allow_pickle=False)` writes.
+    public func npy() throws(TernError) -> Data {
+        try NumpyFile.encode(tensor(name: "array"))
+    }
+
+    /// The same shape and type with other values.
+    public func with(values: [Double]) -> FLArray {
+        FLArray(dataType: dataType, shape: shape, values: values)
+    }
+}
+
+/// A model's parameters: its arrays in order (for an ONNX model, the order of its initializers).
+public typealias FLWeights = [FLArray]
+
+extension Array where Element == FLArray {
+    /// Whether `other` has the same number of arrays with the same shapes.
+    public func sameLayout(as other: [FLArray]) -> Bool {
+        count == other.count && zip(self, other).allSatisfy { $0.shape == $1.shape }
+    }
+
+    /// Describes the first difference in layout from `expected`, or nil when they match.
+    public func layoutMismatch(expected: [FLArray]) -> String? {
+        if count != expected.count { return "\(count) arrays where \(expected.count) were expected" }
+        for (index, (got, want)) in zip(self, expected).enumerated() where got.shape != want.shape {
+            return "array \(index) has shape \(got.shape) where \(want.shape) was expected"
+        }
+        return nil
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import Logging
+import TernCore
+
+/// One completed round with what only the coordinator can measure: time and traffic.
+public struct FLRoundSummary: Sendable, Codable, Equatable {
+    /// The engine's record of the round.
+    public var record: FLRoundRecord
+    /// Seconds from the first fit instruction to the last evaluation answer.
+    public var seconds: Double
+    /// Bytes of weights sent to clients (`.npy` files in `FitIns` and `EvaluateIns`).
+    public var bytesSent: Int
+    /// Bytes of weights received from clients (`FitRes`).
+    public var bytesReceived: Int
+}
+
+/// The outcome of a run: each round, failures by reason, the final weights' shapes.
+public struct FLRunSummary: Sendable, Codable, Equatable {
+    /// The rounds in order.
+    public var rounds: [FLRoundSummary]
+    /// Failures over the run, by reason.
+    public var failures: [String: Int]
+    /// The shapes of the final global arrays.
+    public var shapes: [[Int]]
+    /// Seconds from the first connection to the end.
+    public var seconds: Double
+}
+
+/// Drives a `RoundEngine` for the clients connected over Flower's protocol: turns the engine's
+/// actions into instructions on each client's stream, answers and disconnects into events, and
+/// deadlines into timers. Clients' answers are decoded in their own connection tasks.
+public actor FLCoordinator {
+    private var engine: RoundEngine
+    private var links: [String: AsyncStream<FLInstruction>.Continuation] = [:]
+    private var encoded: (round: Int, stage: RoundEngine.Stage, parameters: Flwr_Proto_Parameters)?
+    private var deadlines: [Task<Void, Never>] = []
+    private var summaries: [FLRoundSummary] = []
+    private var roundStarted: ContinuousClock.Instant?
+    private var bytesSent = 0
+    private var bytesReceived = 0
+    private var started: ContinuousClock.Instant?
+    private var finalWeights: FLWeights?
+    private var waiters: [CheckedContinuation<FLRunSummary, Never>] = []
+    private let logger: Logger
+    private let onRound: @Sendable (FLRoundSummary) -> Void
+
+    /// A coordinator running `engine`; `onRound` hears of each completed round (for logs and stores).
+    public init(engine: RoundEngine, logger: Logger = Logger(label: "tern.fl"), onRound: @escaping @Sendable (FLRoundSummary) -> Void = { _ in }) {
+        self.engine = engine
+        self.logger = logger
+        self.onRound = onRound
+    }
+
+    /// The final global weights once the run has finished.
+    public var weights: FLWeights? { finalWeights }
+
+    /// Waits for the last round and returns the run's summary.
+    public func waitUntilFinished() async -> FLRunSummary {
+        if finalWeights != nil { return summary() }
+        return await withCheckedContinuation { waiters.append($0) }
+    }
+
+    // MARK: Connections (called by the Flower service)
+
+    func connect(_ client: String) -> AsyncStream<FLInstruction> {
+        let (stream, continuation) = AsyncStream<FLInstruction>.makeStream()
+        links[client] = continuation
+        if started == nil { started = .now }
+        logger.info("fl: client \(client) joined (\(links.count) connected)")
+        apply(engine.clientJoined(client))
+        return stream
+    }
+
+    func disconnected(_ client: String) {
+        guard let link = links.removeValue(forKey: client) else { return }
+        link.finish()
+        logger.info("fl: client \(client) left (\(links.count) connected)")
+        apply(engine.clientLeft(client))
+    }
+
+    func answered(_ client: String, kind: FLInstructionKind, reply: FLReply, bytes: Int) {
+        bytesReceived += bytes
+        switch (kind, reply) {
+        case (.getParameters, .parameters(let outcome)):
+            apply(engine.parametersReturned(from: client, outcome))
+        case (.fit(let round), .fit(let outcome)):
+            if case .failure(let reason) = outcome { logger.warning("fl: round \(round): fit from \(client) failed: \(reason.rawValue)") }
+            apply(engine.fitReturned(from: client, round: round, outcome))
+        case (.evaluate(let round), .evaluate(let outcome)):
+            apply(engine.evaluateReturned(from: client, round: round, outcome))
+        default:
+            break
+        }
+    }
+
+    private func deadline(round: Int, stage: RoundEngine.Stage) {
+        apply(engine.deadlinePassed(round: round, stage: stage))
+    }
+
+    // MARK: Actions
+
+    private func apply(_ actions: [RoundEngine.Action]) {
+        for action in actions {
+            switch action {
+            case .getParameters(let client):
+                send(client, FLInstruction(kind: .getParameters, message: FLWire.getParameters, payloadBytes: 0))
+            case .fit(let client, let round, let weights, let config):
+                guard let parameters = parameters(round: round, stage: .fit, weights: weights) else { continue }
+                send(client, FLInstruction(kind: .fit(round: round), message: FLWire.fit(parameters, config: config), payloadBytes: FLWire.bytes(parameters)))
+            case .evaluate(let client, let round, let weights, let config):
+                guard let parameters = parameters(round: round, stage: .evaluate, weights: weights) else { continue }
+                send(client, FLInstruction(kind: .evaluate(round: round), message: FLWire.evaluate(parameters, config: config), payloadBytes: FLWire.bytes(parameters)))
+            case .startDeadline(let round, let stage, let seconds):
+                deadlines.append(Task { [weak self] in
+                    try? await Task.sleep(for: .seconds(seconds))
+                    guard !Task.isCancelled else { return }
+                    await self?.deadline(round: round, stage: stage)
+                })
+            case .stageStarted(let round, let stage, let clients):
+                if stage == .fit { roundStarted = .now }
+                logger.info("fl: round \(round): \(stage.rawValue) on \(clients.count) client(s)")
+            case .roundCompleted(let record, _):
+                completed(record)
+            case .finished(let weights):
+                finish(weights)
+            case .disconnect(let client):
+                send(client, FLInstruction(kind: .reconnect, message: FLWire.reconnect, payloadBytes: 0))
+            }
+        }
+    }
+
+    private func parameters(round: Int, stage: RoundEngine.Stage, weights: FLWeights) -> Flwr_Proto_Parameters? {
+        if let encoded, encoded.round == round, encoded.stage == stage { return encoded.parameters }
+        do {
+            let parameters = try FLWire.parameters(weights)
+            encoded = (round, stage, parameters)
+            return parameters
+        } catch {
+            logger.error("fl: cannot encode the global weights: \(error.message)")
+            return nil
+        }
+    }
+
+    private func send(_ client: String, _ instruction: FLInstruction) {
+        guard let link = links[client] else { return }
+        bytesSent += instruction.payloadBytes
+        link.yield(instruction)
+    }
+
+    private func completed(_ record: FLRoundRecord) {
+        deadlines.forEach { $0.cancel() }
+        deadlines.removeAll()
+        let seconds = roundStarted.map { (ContinuousClock.now - $0).seconds } ?? 0
+        let summary = FLRoundSummary(record: record, seconds: seconds, bytesSent: bytesSent, bytesReceived: bytesReceived)
+        bytesSent = 0
+        bytesReceived = 0
+        summaries.append(summary)
+        let loss = record.loss.map { String(format: "%.4f", $0) } ?? "-"
+        let metrics = record.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.4f", $0.value))" }.joined(separator: " ")
+        logger.info("fl: round \(record.round) done in \(String(format: "%.2f", seconds)) s: \(record.fitResults)/\(record.fitClients.count) fit, \(record.fitFailures.count) failed, loss \(loss) \(metrics)")
+        onRound(summary)
+    }
+
+    private func finish(_ weights: FLWeights) {
+        finalWeights = weights
+        let result = summary()
+        for waiter in waiters { waiter.resume(returning: result) }
+        waiters.removeAll()
+    }
+
+    private func summary() -> FLRunSummary {
+        var failures: [String: Int] = [:]
+        for round in summaries {
+            for reason in round.record.fitFailures.values { failures[reason.rawValue, default: 0] += 1 }
+            for reason in round.record.evaluateFailures.values { failures[reason.rawValue, default: 0] += 1 }
+        }
+        return FLRunSummary(
+            rounds: summaries, failures: failures, shapes: (finalWeights ?? engine.weights).map(\.shape),
+            seconds: started.map { (ContinuousClock.now - $0).seconds } ?? 0)
+    }
+}

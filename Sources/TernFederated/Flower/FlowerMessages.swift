@@ -1,0 +1,111 @@
+import Foundation
+import TernCore
+
+/// What the coordinator asked a client, so its answer can be read as the right kind.
+enum FLInstructionKind: Sendable, Equatable {
+    case getParameters
+    case fit(round: Int)
+    case evaluate(round: Int)
+    case reconnect
+}
+
+/// One message for a client's stream with what it asks.
+struct FLInstruction: Sendable {
+    var kind: FLInstructionKind
+    var message: Flwr_Proto_ServerMessage
+    /// Bytes of tensors the message carries.
+    var payloadBytes: Int
+}
+
+/// A client's answer, decoded off the coordinator's actor (a 100 MB model decodes in the
+/// connection's own task).
+enum FLReply: Sendable {
+    case parameters(Result<FLWeights, FLFailureReason>)
+    case fit(Result<FitResult, FLFailureReason>)
+    case evaluate(Result<EvaluateResult, FLFailureReason>)
+    case other
+
+    /// Reads `message` as the answer to `kind` from `client`.
+    static func decode(_ message: Flwr_Proto_ClientMessage, for kind: FLInstructionKind, client: String) -> FLReply {
+        switch (kind, message.msg) {
+        case (.getParameters, .getParametersRes(let res)?):
+            guard res.status.code == .ok else { return .parameters(.failure(.clientError)) }
+            return .parameters(FLWire.weights(res.parameters))
+        case (.getParameters, _):
+            return .parameters(.failure(.protocolError))
+        case (.fit, .fitRes(let res)?):
+            guard res.status.code == .ok else { return .fit(.failure(.clientError)) }
+            return .fit(FLWire.weights(res.parameters).map {
+                FitResult(clientID: client, weights: $0, numExamples: Int(res.numExamples), metrics: FLScalar.map(res.metrics))
+            })
+        case (.fit, _):
+            return .fit(.failure(.protocolError))
+        case (.evaluate, .evaluateRes(let res)?):
+            guard res.status.code == .ok else { return .evaluate(.failure(.clientError)) }
+            return .evaluate(.success(EvaluateResult(
+                clientID: client, loss: Double(res.loss), numExamples: Int(res.numExamples), metrics: FLScalar.map(res.metrics))))
+        case (.evaluate, _):
+            return .evaluate(.failure(.protocolError))
+        case (.reconnect, _):
+            return .other
+        }
+    }
+}
+
+/// Flower's wire forms of weights and instructions.
+enum FLWire {
+    /// The arrays of `Parameters` (each a `.npy` file); any that does not decode fails them all.
+    static func weights(_ parameters: Flwr_Proto_Parameters) -> Result<FLWeights, FLFailureReason> {
+        var out: FLWeights = []
+        out.reserveCapacity(parameters.tensors.count)
+        for (index, data) in parameters.tensors.enumerated() {
+            guard let array = try? FLArray(npy: data, index: index) else { return .failure(.badParameters) }
+            out.append(array)
+        }
+        return .success(out)
+    }
+
+    /// `Parameters` holding `weights` as `.npy` files, `tensor_type` `numpy.ndarray`.
+    static func parameters(_ weights: FLWeights) throws(TernError) -> Flwr_Proto_Parameters {
+        var parameters = Flwr_Proto_Parameters()
+        parameters.tensorType = "numpy.ndarray"
+        parameters.tensors = try weights.map { array throws(TernError) in try array.npy() }
+        return parameters
+    }
+
+    static func bytes(_ parameters: Flwr_Proto_Parameters) -> Int {
+        parameters.tensors.reduce(0) { $0 + $1.count }
+    }
+
+    static func fit(_ parameters: Flwr_Proto_Parameters, config: [String: FLScalar]) -> Flwr_Proto_ServerMessage {
+        var ins = Flwr_Proto_ServerMessage.FitIns()
+        ins.parameters = parameters
+        ins.config = FLScalar.proto(config)
+        var message = Flwr_Proto_ServerMessage()
+        message.fitIns = ins
+        return message
+    }
+
+    static func evaluate(_ parameters: Flwr_Proto_Parameters, config: [String: FLScalar]) -> Flwr_Proto_ServerMessage {
+        var ins = Flwr_Proto_ServerMessage.EvaluateIns()
+        ins.parameters = parameters
+        ins.config = FLScalar.proto(config)
+        var message = Flwr_Proto_ServerMessage()
+        message.evaluateIns = ins
+        return message
+    }
+
+    static var getParameters: Flwr_Proto_ServerMessage {
+        var message = Flwr_Proto_ServerMessage()
+        message.getParametersIns = Flwr_Proto_ServerMessage.GetParametersIns()
+        return message
+    }
+
+    static var reconnect: Flwr_Proto_ServerMessage {
+        var ins = Flwr_Proto_ServerMessage.ReconnectIns()
+        ins.seconds = 0
+        var message = Flwr_Proto_ServerMessage()
+        message.reconnectIns = ins
+        return message
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import SwiftProtobuf
+import TernCore
+
+/// A model's weights read from an ONNX file: its floating-point initializers in the order the
+/// graph lists them (integer initializers are shapes and indices, not weights). Only the fields
+/// that hold weights are decoded; models with external data are refused with the reason.
+public enum ONNXInitializers {
+    /// The float initializers of the model at `path`, named, in graph order.
+    public static func read(path: String) throws(TernError) -> [(name: String, array: FLArray)] {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw .invalidArgument("cannot read \(path): \(error.localizedDescription)")
+        }
+        let model: Onnx_ModelProto
+        do {
+            model = try Onnx_ModelProto(serializedBytes: data)
+        } catch {
+            throw .invalidArgument("\(path) is not an ONNX model: \(error)")
+        }
+        var out: [(name: String, array: FLArray)] = []
+        for tensor in model.graph.initializer {
+            guard let type = floatType(tensor.dataType) else { continue }
+            if tensor.dataLocation == 1 {
+                throw .invalidArgument("\(path): initializer \(tensor.name) keeps its data in an external file, which is not supported")
+            }
+            out.append((tensor.name, try array(tensor, type: type, source: path)))
+        }
+        return out
+    }
+
+    /// The arrays of `read(path:)` alone.
+    public static func weights(path: String) throws(TernError) -> FLWeights {
+        let named = try read(path: path)
+        guard !named.isEmpty else { throw .invalidArgument("\(path) has no floating-point initializers to train") }
+        return named.map(\.array)
+    }
+
+    /// ONNX's element types 1 (float), 10 (float16), 11 (double).
+    private static func floatType(_ code: Int32) -> DataType? {
+        switch code {
+        case 1: return .fp32
+        case 10: return .fp16
+        case 11: return .fp64
+        default: return nil
+        }
+    }
+
+    private static func array(_ tensor: Onnx_TensorProto, type: DataType, source: String) throws(TernError) -> FLArray {
+        let shape = tensor.dims.map { Int($0) }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw .invalidArgument("\(source): initializer \(tensor.name) has a negative dimension") }
+        let count = shape.reduce(1, *)
+        let values: [Double]
+        if tensor.hasRawData {
+            let decoded = Tensor(name: tensor.name, dataType: type, shape: tensor.dims, data: tensor.rawData)
+            do {
+                try decoded.validateByteSize()
+            } catch {
+                throw .invalidArgument("\(source): initializer \(tensor.name): \(error.message)")
+            }
+            values = try FLArray(tensor: decoded).values
+        } else {
+            switch type {
+            case .fp64: values = tensor.doubleData
+            case .fp16: values = tensor.int32Data.map { Double(Float16(bitPattern: UInt16(truncatingIfNeeded: $0))) }
+            default: values = tensor.floatData.map { Double($0) }
+            }
+        }
+        guard values.count == count else {
+            throw .invalidArgument("\(source): initializer \(tensor.name) has \(values.count) values for shape \(shape)")
+        }
+        return FLArray(dataType: type, shape: shape, values: values)
+    }
+}
+
+/// Global weights on disk: one `.npy` per array, `0.npy`, `1.npy`, ... in order.
+public enum FLWeightsFiles {
+    /// Writes `weights` into `directory` (created if needed); each file is written whole or not at all.
+    public static func write(_ weights: FLWeights, to directory: String) throws(TernError) {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            for (index, array) in weights.enumerated() {
+                try array.npy().write(to: URL(fileURLWithPath: directory).appendingPathComponent("\(index).npy"), options: .atomic)
+            }
+        } catch let error as TernError {
+            throw error
+        } catch {
+            throw .internalError("cannot write the weights to \(directory): \(error.localizedDescription)")
+        }
+    }
+}

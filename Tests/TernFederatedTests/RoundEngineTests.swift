@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+import TernCore
+@testable import TernFederated
+
+/// The round engine driven by hand: no sockets, no clocks.
+@Suite struct RoundEngineTests {
+    static let start: FLWeights = [FLArray(shape: [2], values: [0, 0])]
+
+    static func settings(rounds: Int = 2, timeout: Double? = nil) -> FLSettings {
+        var settings = FLSettings()
+        settings.rounds = rounds
+        settings.minFitClients = 3
+        settings.minEvaluateClients = 3
+        settings.minAvailableClients = 3
+        settings.roundTimeout = timeout
+        return settings
+    }
+
+    static func fits(_ actions: [RoundEngine.Action]) -> [String] {
+        actions.compactMap { if case .fit(let client, _, _, _) = $0 { return client } else { return nil } }
+    }
+
+    static func evaluations(_ actions: [RoundEngine.Action]) -> [String] {
+        actions.compactMap { if case .evaluate(let client, _, _, _) = $0 { return client } else { return nil } }
+    }
+
+    static func fit(_ id: String, _ value: Double, examples: Int = 10) -> Result<FitResult, FLFailureReason> {
+        .success(FitResult(clientID: id, weights: [FLArray(shape: [2], values: [value, value])], numExamples: examples))
+    }
+
+    static func evaluation(_ id: String, loss: Double, accuracy: Double) -> Result<EvaluateResult, FLFailureReason> {
+        .success(EvaluateResult(clientID: id, loss: loss, numExamples: 10, metrics: ["accuracy": .double(accuracy)]))
+    }
+
+    @Test func waitsForClientsThenRunsFitAggregateEvaluatePerRound() throws {
+        var engine = try RoundEngine(settings: Self.settings(), initialWeights: Self.start)
+        #expect(engine.clientJoined("a").isEmpty)
+        #expect(engine.clientJoined("b").isEmpty)
+        let first = engine.clientJoined("c")
+        #expect(Set(Self.fits(first)) == ["a", "b", "c"])
+        #expect(engine.fitReturned(from: "a", round: 1, Self.fit("a", 1)).isEmpty)
+        #expect(engine.fitReturned(from: "a", round: 1, Self.fit("a", 9)).isEmpty)  // a second answer is ignored
+        _ = engine.fitReturned(from: "b", round: 1, Self.fit("b", 2))
+        let evaluate = engine.fitReturned(from: "c", round: 1, Self.fit("c", 3))
+        #expect(engine.weights[0].values == [2, 2])
+        #expect(Set(Self.evaluations(evaluate)) == ["a", "b", "c"])
+        _ = engine.evaluateReturned(from: "a", round: 1, Self.evaluation("a", loss: 1, accuracy: 0.5))
+        _ = engine.evaluateReturned(from: "b", round: 1, Self.evaluation("b", loss: 2, accuracy: 0.6))
+        let next = engine.evaluateReturned(from: "c", round: 1, Self.evaluation("c", loss: 3, accuracy: 0.7))
+        let record = try #require(engine.history.first)
+        #expect(record.aggregated && record.fitResults == 3 && record.loss == 2)
+        #expect(abs((record.metrics["accuracy"] ?? 0) - 0.6) < 1e-12)
+        #expect(Self.fits(next).count == 3)
+        #expect(engine.currentRound == 2)
+    }
+
+    @Test func failuresAreDroppedAndCountedNeverStallingTheRound() throws {
+        var engine = try RoundEngine(settings: Self.settings(rounds: 1, timeout: 5), initialWeights: Self.start)
+        _ = engine.clientJoined("a")
+        _ = engine.clientJoined("b")
+        let actions = engine.clientJoined("c") + engine.clientJoined("d")
+        #expect(actions.contains { if case .startDeadline(1, .fit, 5) = $0 { return true } else { return false } })
+        let asked = Self.fits(actions)
+        #expect(asked.count == 3)  // max(int(3 * 1.0), 3) when the round started
+        let wrongShape = Result<FitResult, FLFailureReason>.success(
+            FitResult(clientID: asked[0], weights: [FLArray(shape: [3], values: [1, 2, 3])], numExamples: 5))
+        _ = engine.fitReturned(from: asked[0], round: 1, wrongShape)
+        _ = engine.clientLeft(asked[1])
+        _ = engine.fitReturned(from: asked[2], round: 1, Self.fit(asked[2], 4))
+        let record = engine.history.isEmpty ? nil : engine.history[0]
+        #expect(record == nil)  // evaluation still to come
+        #expect(engine.weights[0].values == [4, 4])  // only the good answer counted
+        // Evaluation: the deadline passes with one answer in.
+        _ = engine.evaluateReturned(from: "d", round: 1, Self.evaluation("d", loss: 1, accuracy: 1))
+        let end = engine.deadlinePassed(round: 1, stage: .evaluate)
+        let done = try #require(engine.history.first)
+        #expect(done.fitFailures[asked[0]] == .badParameters && done.fitFailures[asked[1]] == .disconnected)
+        #expect(done.evaluateFailures.values.allSatisfy { $0 == .timeout } && done.evaluateFailures.count == 2)
+        #expect(engine.isFinished)
+        #expect(end.contains { if case .finished = $0 { return true } else { return false } })
+        #expect(engine.deadlinePassed(round: 1, stage: .fit).isEmpty)  // a stale timer does nothing
+    }
+
+    @Test func askingAClientForInitialWeightsAndLateAnswers() throws {
+        var settings = Self.settings(rounds: 2, timeout: 1)
+        settings.acceptFailures = false
+        settings.fractionEvaluate = 0
+        var engine = try RoundEngine(settings: settings)
+        let ask = engine.clientJoined("a")
+        guard case .getParameters("a")? = ask.first else { Issue.record("expected get_parameters, got \(ask)"); return }
+        _ = engine.clientJoined("b")
+        #expect(engine.parametersReturned(from: "a", .failure(.clientError)).count == 1)  // asks b next
+        _ = engine.parametersReturned(from: "b", .success(Self.start))
+        let round1 = engine.clientJoined("c")
+        #expect(Self.fits(round1).count == 3)
+        _ = engine.fitReturned(from: "a", round: 1, Self.fit("a", 1))
+        _ = engine.fitReturned(from: "b", round: 1, Self.fit("b", 1))
+        let round2 = engine.deadlinePassed(round: 1, stage: .fit)
+        // accept_failures off: the round with a timeout keeps the old weights; no evaluation stage.
+        #expect(engine.weights == Self.start && engine.history[0].aggregationNote != nil)
+        #expect(Self.fits(round2).count == 3)
+        #expect(engine.fitReturned(from: "c", round: 1, Self.fit("c", 7)).isEmpty)  // late answer of round 1
+        #expect(engine.history[0].fitFailures["c"] == .timeout)
+    }
+
+    @Test func samplingIsSeededAndFractionsFollowFlower() throws {
+        var settings = Self.settings(rounds: 1)
+        settings.minFitClients = 2
+        settings.minAvailableClients = 5
+        settings.fractionFit = 0.5
+        settings.seed = 7
+        func firstRound() throws -> [String] {
+            var engine = try RoundEngine(settings: settings, initialWeights: Self.start)
+            var actions: [RoundEngine.Action] = []
+            for id in ["a", "b", "c", "d", "e"] { actions += engine.clientJoined(id) }
+            return Self.fits(actions)
+        }
+        let one = try firstRound()
+        #expect(one.count == 2 && Set(one).count == 2)  // max(int(5 * 0.5), 2)
+        #expect(try firstRound() == one)
+    }
+}
