@@ -50,7 +50,7 @@ python-deps:
 # Flower 1.42 in its own virtual environment: the federated-learning tests run real Flower
 # clients and servers with it (flwr pins grpcio, protobuf and cryptography versions of its own).
 flwr-venv:
-	@$(FLWR_VENV)/bin/python -c "import flwr, sklearn; assert flwr.__version__ == '1.42.0'" 2>/dev/null \
+	@$(FLWR_VENV)/bin/python -c "import flwr, sklearn, dp_accounting; assert flwr.__version__ == '1.42.0'" 2>/dev/null \
 		|| { $(PYTHON) -m venv $(FLWR_VENV) && $(FLWR_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/integration/fl/requirements.txt; }
 
 models:

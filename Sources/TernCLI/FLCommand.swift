@@ -8,7 +8,7 @@ import TernFederated
 struct FLCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fl", abstract: "Federated learning that Flower clients and servers interoperate with.",
-        subcommands: [FLServerCommand.self, FLAggregateCommand.self])
+        subcommands: [FLServerCommand.self, FLAggregateCommand.self, FLPrivacyCommand.self])
 }
 
 /// `tern fl server`: a Flower-compatible coordinator that unmodified Flower 1.42 `NumPyClient`s join.
@@ -101,7 +101,8 @@ struct FLAggregateCommand: ParsableCommand {
         commandName: "aggregate",
         abstract: "Aggregate recorded client results with a strategy, without clients.",
         discussion: """
-            The plan is JSON: {"strategy": {"name": "fedadam", "eta": 0.1, ...}, "current": ["w0.npy", ...],
+            The plan is JSON: {"strategy": {"name": "fedadam", "eta": 0.1, ...}, "differential_privacy":
+            {"noise_multiplier": 1.0, "clipping_norm": 0.5} (optional), "current": ["w0.npy", ...],
             "rounds": [[{"weights": ["c0_0.npy", ...], "num_examples": 10}, ...], ...]}. Strategy keys are
             those of fl.yaml's strategy mapping. Round r's output arrays are written to OUT/r/0.npy, 1.npy, ...
             and each round starts from the previous round's output, as in a run.
@@ -125,7 +126,9 @@ struct FLAggregateCommand: ParsableCommand {
         guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any], let strategyMap = object["strategy"] else {
             throw ValidationError("the plan needs a strategy")
         }
-        let yaml = String(decoding: try JSONSerialization.data(withJSONObject: ["strategy": strategyMap]), as: UTF8.self)
+        var settingsMap: [String: Any] = ["strategy": strategyMap]
+        if let privacy = object["differential_privacy"] { settingsMap["differential_privacy"] = privacy }
+        let yaml = String(decoding: try JSONSerialization.data(withJSONObject: settingsMap), as: UTF8.self)
         let settings = try FLSettings.parse(yaml: yaml, source: plan)
         var strategy = try FLStrategy(settings.strategy, options: settings.strategyOptions)
         var current = try parsed.current.enumerated().map { index, path in try FLArray(tensor: NumpyFile.read(path, name: "current\(index)")) }
@@ -139,5 +142,31 @@ struct FLAggregateCommand: ParsableCommand {
             current = try strategy.aggregate(round: index + 1, current: current, results: results)
             try FLWeightsFiles.write(current, to: "\(out)/\(index + 1)")
         }
+    }
+}
+
+/// `tern fl privacy`: the ε that rounds of server-side differential privacy spend.
+struct FLPrivacyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "privacy",
+        abstract: "Print the privacy spent (ε at δ) by rounds of the sampled Gaussian mechanism.",
+        discussion: """
+            Each round samples clients at --sampling-rate (clients per round / population) and adds
+            Gaussian noise with --noise-multiplier; the RDP accountant the coordinator uses adds the
+            rounds up and converts to ε at --delta. Plan a run's noise before starting it.
+            """)
+
+    @Option(name: .customLong("noise-multiplier")) var noiseMultiplier: Double
+    @Option(name: .customLong("sampling-rate")) var samplingRate: Double = 1
+    @Option var rounds: Int
+    @Option var delta: Double = 1e-5
+
+    func run() throws {
+        guard noiseMultiplier >= 0, (0...1).contains(samplingRate), rounds >= 0, delta > 0, delta < 1 else {
+            throw ValidationError("need --noise-multiplier >= 0, --sampling-rate in [0, 1], --rounds >= 0 and --delta in (0, 1)")
+        }
+        var accountant = RDPAccountant()
+        accountant.compose(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, count: rounds)
+        print(String(format: "%.10g", accountant.epsilon(delta: delta)))
     }
 }

@@ -146,6 +146,17 @@ public struct FLSettings: Sendable {
         } else if let name = try reader.string("strategy") {
             strategy = try FLSettings.strategyKind(name)
         }
+        if let map = try reader.map("differential_privacy") {
+            var dp = YAMLMapReader(map: map, source: "\(source): differential_privacy")
+            guard let sigma = try dp.double("noise_multiplier"), let norm = try dp.double("clipping_norm") else {
+                throw .invalidArgument("\(source): differential_privacy needs noise_multiplier and clipping_norm")
+            }
+            var privacy = DifferentialPrivacySettings(noiseMultiplier: sigma, clippingNorm: norm)
+            privacy.delta = try dp.double("delta") ?? privacy.delta
+            privacy.population = try dp.int("population")
+            try dp.finish()
+            strategyOptions.differentialPrivacy = privacy
+        }
         for (key, target) in [("fit_config", \FLSettings.fitConfig), ("evaluate_config", \FLSettings.evaluateConfig)] {
             guard let map = try reader.map(key) else { continue }
             var values: [String: FLConfigValue] = [:]

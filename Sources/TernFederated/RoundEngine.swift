@@ -28,6 +28,8 @@ public struct FLRoundRecord: Sendable, Codable, Equatable {
     public var loss: Double?
     /// Numeric evaluation metrics averaged by example count (e.g. `accuracy`).
     public var metrics: [String: Double] = [:]
+    /// With differential privacy: the ε spent by the run so far, at the configured δ.
+    public var epsilon: Double?
 
     /// An empty record of round `round`.
     public init(round: Int) { self.round = round }
@@ -100,6 +102,9 @@ public struct RoundEngine: Sendable {
     private var phase: Phase
     private var record: FLRoundRecord
     private var askedForParameters: Set<String> = []
+    /// The privacy spent so far (counted only with differential privacy on).
+    public private(set) var accountant = RDPAccountant()
+    private var population = 0
 
     /// An engine for `settings`, starting from `initialWeights` (empty: ask a client) at round
     /// `firstRound` (a resumed run starts after its last checkpoint). The per-round configs are
@@ -227,6 +232,7 @@ public struct RoundEngine: Sendable {
             let clients = sample(count, round: round, stage: .fit)
             record = FLRoundRecord(round: round)
             record.fitClients = clients
+            population = settings.strategyOptions.differentialPrivacy?.population ?? available.count
             let (weights, config) = (self.weights, fitConfigs[round - 1])
             return start(StageState(round: round, stage: .fit, pending: Set(clients)), clients: clients) { client in
                 .fit(client: client, round: round, weights: weights, config: config)
@@ -268,10 +274,19 @@ public struct RoundEngine: Sendable {
                 record.aggregationNote = "no client returned usable weights"
             } else if !settings.acceptFailures, !state.failures.isEmpty {
                 record.aggregationNote = "accept_failures is off and \(state.failures.count) client(s) failed"
+            } else if let privacy = settings.strategyOptions.differentialPrivacy, !state.failures.isEmpty {
+                // As Flower's DP wrapper: the noise is sized for every sampled client answering.
+                record.aggregationNote = "differential privacy needs every sampled client's answer; \(state.failures.count) failed"
+                record.epsilon = accountant.releases > 0 ? accountant.epsilon(delta: privacy.delta) : 0
             } else {
                 do {
-                    weights = try strategy.aggregate(round: state.round, current: weights, results: state.fits)
+                    let sampled = record.fitClients.count
+                    weights = try strategy.aggregate(round: state.round, current: weights, results: state.fits, sampled: sampled)
                     record.aggregated = true
+                    if let privacy = settings.strategyOptions.differentialPrivacy {
+                        accountant.compose(samplingRate: Double(sampled) / Double(max(population, sampled)), noiseMultiplier: privacy.noiseMultiplier)
+                        record.epsilon = accountant.epsilon(delta: privacy.delta)
+                    }
                 } catch {
                     record.aggregationNote = error.message
                 }

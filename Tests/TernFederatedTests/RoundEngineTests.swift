@@ -121,3 +121,40 @@ import TernCore
         #expect(try firstRound() == one)
     }
 }
+
+/// Differential privacy in the engine: ε grows per aggregated round; a round with a failure is not released.
+@Suite struct PrivacyEngineTests {
+    @Test func epsilonIsReportedPerRoundAndFailuresSkipTheRelease() throws {
+        var settings = try FLSettings.parse(yaml: """
+            num_rounds: 3
+            min_fit_clients: 3
+            min_available_clients: 3
+            fraction_evaluate: 0
+            round_timeout: 1
+            differential_privacy: {noise_multiplier: 1.0, clipping_norm: 1.0, delta: 1e-5, population: 30}
+            """)
+        settings.seed = 1
+        #expect(settings.strategyOptions.differentialPrivacy?.population == 30)
+        var engine = try RoundEngine(settings: settings, initialWeights: RoundEngineTests.start)
+        for id in ["a", "b", "c"] { _ = engine.clientJoined(id) }
+        for id in ["a", "b", "c"] { _ = engine.fitReturned(from: id, round: 1, RoundEngineTests.fit(id, 100)) }
+        let first = try #require(engine.history.first)
+        #expect(first.aggregated)
+        let epsilon1 = try #require(first.epsilon)
+        // Clipped to norm 1 around 0, averaged, plus noise of sd 1/3: nowhere near 100.
+        #expect(engine.weights[0].values.allSatisfy { abs($0) < 5 })
+        var expected = RDPAccountant()
+        expected.compose(samplingRate: 0.1, noiseMultiplier: 1.0)
+        #expect(abs(epsilon1 - expected.epsilon(delta: 1e-5)) < 1e-12)
+        _ = engine.fitReturned(from: "a", round: 2, RoundEngineTests.fit("a", 1))
+        _ = engine.deadlinePassed(round: 2, stage: .fit)
+        #expect(!engine.history[1].aggregated && engine.history[1].epsilon == epsilon1)
+        for id in ["a", "b", "c"] { _ = engine.fitReturned(from: id, round: 3, RoundEngineTests.fit(id, 1)) }
+        #expect(try #require(engine.history[2].epsilon) > epsilon1)
+        #expect(engine.accountant.releases == 2)
+        #expect(throws: TernError.self) { try FLSettings.parse(yaml: "differential_privacy: {noise_multiplier: 1}\n") }
+        #expect(throws: TernError.self) {
+            try FLSettings.parse(yaml: "differential_privacy: {noise_multiplier: -1, clipping_norm: 1}\n").validate()
+        }
+    }
+}

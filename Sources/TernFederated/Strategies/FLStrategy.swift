@@ -47,6 +47,8 @@ public struct StrategyOptions: Sendable, Equatable, Codable {
     public var numMaliciousClients: Int = 0
     /// Multi-Krum's number of clients averaged (Krum: 0).
     public var numClientsToKeep: Int = 0
+    /// Server-side differential privacy around the rule (clip, aggregate, add noise); nil: none.
+    public var differentialPrivacy: DifferentialPrivacySettings?
 
     /// Flower's defaults.
     public init() {}
@@ -74,6 +76,7 @@ public struct FLStrategy: Sendable {
             throw .invalidArgument("multikrum needs num_clients_to_keep > 0")
         default: break
         }
+        try options.differentialPrivacy?.validate()
         self.kind = kind
         self.options = options
     }
@@ -85,13 +88,22 @@ public struct FLStrategy: Sendable {
 
     /// The next global weights from this round's results; `current` is the global model the clients
     /// started from. Results must share `current`'s layout (the engine drops those that do not).
-    public mutating func aggregate(round: Int, current: FLWeights, results: [FitResult]) throws(TernError) -> FLWeights {
+    /// With differential privacy the updates are clipped first and noise for `sampled` clients
+    /// (default: as many as there are results) is added to the outcome.
+    public mutating func aggregate(round: Int, current: FLWeights, results: [FitResult], sampled: Int? = nil) throws(TernError) -> FLWeights {
         guard !results.isEmpty else { throw .invalidArgument("no results to aggregate") }
         for result in results {
             if let mismatch = result.weights.layoutMismatch(expected: current) {
                 throw .invalidArgument("client \(result.clientID): \(mismatch)")
             }
         }
+        guard let privacy = options.differentialPrivacy else { return rule(round: round, current: current, results: results) }
+        let aggregated = rule(round: round, current: current, results: privacy.clip(results, current: current))
+        var generator = SystemRandomNumberGenerator()
+        return privacy.addNoise(to: aggregated, sampled: sampled ?? results.count, using: &generator)
+    }
+
+    private mutating func rule(round: Int, current: FLWeights, results: [FitResult]) -> FLWeights {
         switch kind {
         case .fedavg, .fedprox:
             return Aggregation.weightedMean(results)

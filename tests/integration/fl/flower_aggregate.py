@@ -41,7 +41,14 @@ def main():
     out = sys.argv[2]
     current = [np.load(p) for p in plan["current"]]
     strategy = make(plan["strategy"], current)
+    privacy = plan.get("differential_privacy")
+    if privacy:
+        strategy = st.DifferentialPrivacyServerSideFixedClipping(
+            strategy, noise_multiplier=privacy["noise_multiplier"], clipping_norm=privacy["clipping_norm"],
+            num_sampled_clients=len(plan["rounds"][0]))
     for index, round_results in enumerate(plan["rounds"], start=1):
+        if privacy:
+            strategy.current_round_params = current
         results = [
             (None, FitRes(status=Status(Code.OK, ""), parameters=ndarrays_to_parameters([np.load(p) for p in r["weights"]]),
                           num_examples=r["num_examples"], metrics={}))
@@ -49,6 +56,7 @@ def main():
         ]
         parameters, _ = strategy.aggregate_fit(index, results, [])
         arrays = parameters_to_ndarrays(parameters)
+        current = arrays
         os.makedirs(f"{out}/{index}", exist_ok=True)
         for i, a in enumerate(arrays):
             np.save(f"{out}/{index}/{i}.npy", a, allow_pickle=False)
