@@ -83,6 +83,8 @@ public actor FLCoordinator {
         switch (kind, reply) {
         case (.getParameters, .parameters(let outcome)):
             apply(engine.parametersReturned(from: client, outcome))
+        case (.getProperties, .properties(let properties)):
+            apply(engine.propertiesReturned(from: client, properties))
         case (.fit(let round), .fit(let outcome)):
             if case .failure(let reason) = outcome { logger.warning("fl: round \(round): fit from \(client) failed: \(reason.rawValue)") }
             apply(engine.fitReturned(from: client, round: round, outcome))
@@ -91,6 +93,10 @@ public actor FLCoordinator {
         default:
             break
         }
+    }
+
+    private func retry(round: Int) {
+        apply(engine.retryDue(round: round))
     }
 
     private func deadline(round: Int, stage: RoundEngine.Stage) {
@@ -104,6 +110,15 @@ public actor FLCoordinator {
             switch action {
             case .getParameters(let client):
                 send(client, FLInstruction(kind: .getParameters, message: FLWire.getParameters, payloadBytes: 0))
+            case .getProperties(let client):
+                send(client, FLInstruction(kind: .getProperties, message: FLWire.getProperties, payloadBytes: 0))
+            case .retryLater(let round, let seconds):
+                logger.info("fl: round \(round): too few devices qualify; asking again in \(seconds) s")
+                deadlines.append(Task { [weak self] in
+                    try? await Task.sleep(for: .seconds(seconds))
+                    guard !Task.isCancelled else { return }
+                    await self?.retry(round: round)
+                })
             case .fit(let client, let round, let weights, let config):
                 guard let parameters = parameters(round: round, stage: .fit, weights: weights) else { continue }
                 send(client, FLInstruction(kind: .fit(round: round), message: FLWire.fit(parameters, config: config), payloadBytes: FLWire.bytes(parameters)))

@@ -78,6 +78,8 @@ public struct FLSettings: Sendable {
     public var historyPath: String?
     /// Where the final global weights are written (one `.npy` per array in this directory).
     public var weightsDirectory: String?
+    /// Edge-aware selection from the devices' properties; nil samples as Flower does.
+    public var selection: EdgeSelectionPolicy?
     /// The largest message accepted from a client: Flower's 2 GiB - 1.
     public var maxMessageBytes = Int(Int32.max)
 
@@ -156,6 +158,17 @@ public struct FLSettings: Sendable {
             privacy.population = try dp.int("population")
             try dp.finish()
             strategyOptions.differentialPrivacy = privacy
+        }
+        if let map = try reader.map("selection") {
+            var sel = YAMLMapReader(map: map, source: "\(source): selection")
+            var policy = EdgeSelectionPolicy()
+            if let value = try sel.double("max_temperature_c") { policy.maxTemperatureC = value }
+            if let value = try sel.double("min_battery_percent") { policy.minBatteryPercent = value }
+            policy.energyBudgetJ = try sel.double("energy_budget_j")
+            policy.skipThrottled = try sel.bool("skip_throttled") ?? policy.skipThrottled
+            policy.retrySeconds = try sel.double("retry_seconds") ?? policy.retrySeconds
+            try sel.finish()
+            selection = policy
         }
         for (key, target) in [("fit_config", \FLSettings.fitConfig), ("evaluate_config", \FLSettings.evaluateConfig)] {
             guard let map = try reader.map(key) else { continue }

@@ -30,6 +30,8 @@ public struct FLRoundRecord: Sendable, Codable, Equatable {
     public var metrics: [String: Double] = [:]
     /// With differential privacy: the ε spent by the run so far, at the configured δ.
     public var epsilon: Double?
+    /// With edge-aware selection: the devices that sat the round out, and why.
+    public var skipped: [String: EdgeSelection.Skip] = [:]
 
     /// An empty record of round `round`.
     public init(round: Int) { self.round = round }
@@ -40,8 +42,10 @@ public struct FLRoundRecord: Sendable, Codable, Equatable {
 /// deadline, a round completed, the run finished). The owner applies the actions; the tests drive
 /// it directly. Sample → fit → aggregate → evaluate → next, with Flower's knobs.
 public struct RoundEngine: Sendable {
-    /// The two stages of a round.
+    /// The stages of a round.
     public enum Stage: String, Sendable, Codable {
+        /// Devices report their condition (only with edge-aware selection).
+        case properties
         /// Clients train on the global weights.
         case fit
         /// Clients evaluate the new global weights.
@@ -52,6 +56,10 @@ public struct RoundEngine: Sendable {
     public enum Action: Sendable {
         /// Ask `client` for its weights (the initial model, as Flower does without one).
         case getParameters(client: String)
+        /// Ask `client` for its device properties (edge-aware selection).
+        case getProperties(client: String)
+        /// Call `retryDue(round:)` after `seconds`: too few devices qualified for round `round`.
+        case retryLater(round: Int, seconds: Double)
         /// Ask `client` to train on `weights` with `config`.
         case fit(client: String, round: Int, weights: FLWeights, config: [String: FLScalar])
         /// Ask `client` to evaluate `weights` with `config`.
@@ -69,7 +77,13 @@ public struct RoundEngine: Sendable {
     }
 
     private enum Next: Sendable, Equatable {
-        case initial, fit(Int), evaluate(Int)
+        case initial, fit(Int), evaluate(Int), retry(Int)
+    }
+
+    private struct Probe: Sendable {
+        var round: Int
+        var pending: Set<String>
+        var reports: [String: DeviceCondition] = [:]
     }
 
     private struct StageState: Sendable {
@@ -84,6 +98,7 @@ public struct RoundEngine: Sendable {
     private enum Phase: Sendable {
         case waiting(Next)
         case initializing(client: String)
+        case probing(Probe)
         case running(StageState)
         case finished
     }
@@ -164,9 +179,26 @@ public struct RoundEngine: Sendable {
             state.pending.remove(client)
             state.failures[client] = .disconnected
             return settle(state)
+        case .probing(var probe) where probe.pending.contains(client):
+            probe.pending.remove(client)
+            return settleProbe(probe)
         default:
             return []
         }
+    }
+
+    /// A device's `get_properties` answer (nil: it did not answer usefully, which counts as neutral).
+    public mutating func propertiesReturned(from client: String, _ properties: [String: FLScalar]?) -> [Action] {
+        guard case .probing(var probe) = phase, probe.pending.remove(client) != nil else { return [] }
+        probe.reports[client] = DeviceCondition(properties: properties ?? [:])
+        return settleProbe(probe)
+    }
+
+    /// The wait after too few devices qualified is over: ask them again.
+    public mutating func retryDue(round: Int) -> [Action] {
+        guard case .waiting(.retry(let waiting)) = phase, waiting == round else { return [] }
+        phase = .waiting(.fit(round))
+        return advance()
     }
 
     /// The answer to `getParameters`: the weights, or why there are none.
@@ -211,6 +243,11 @@ public struct RoundEngine: Sendable {
 
     /// The deadline of a stage passed: clients that have not answered count as `timeout`.
     public mutating func deadlinePassed(round: Int, stage: Stage) -> [Action] {
+        if stage == .properties, case .probing(var probe) = phase, probe.round == round, !probe.pending.isEmpty {
+            for client in probe.pending { probe.reports[client] = DeviceCondition(properties: [:]) }
+            probe.pending.removeAll()
+            return settleProbe(probe)
+        }
         guard case .running(var state) = phase, state.round == round, state.stage == stage, !state.pending.isEmpty else { return [] }
         for client in state.pending { state.failures[client] = .timeout }
         state.pending.removeAll()
@@ -226,17 +263,18 @@ public struct RoundEngine: Sendable {
             guard let client = available.first(where: { !askedForParameters.contains($0) }) else { return [] }
             phase = .initializing(client: client)
             return [.getParameters(client: client)]
+        case .retry:
+            return []
         case .fit(let round):
             guard available.count >= settings.minAvailableClients, available.count >= settings.minFitClients else { return [] }
-            let count = max(Int(Double(available.count) * settings.fractionFit), settings.minFitClients)
-            let clients = sample(count, round: round, stage: .fit)
             record = FLRoundRecord(round: round)
-            record.fitClients = clients
-            population = settings.strategyOptions.differentialPrivacy?.population ?? available.count
-            let (weights, config) = (self.weights, fitConfigs[round - 1])
-            return start(StageState(round: round, stage: .fit, pending: Set(clients)), clients: clients) { client in
-                .fit(client: client, round: round, weights: weights, config: config)
+            if settings.selection != nil {
+                phase = .probing(Probe(round: round, pending: Set(available)))
+                return available.map { .getProperties(client: $0) }
+                    + [.startDeadline(round: round, stage: .properties, seconds: min(settings.roundTimeout ?? 5, 5))]
             }
+            let count = max(Int(Double(available.count) * settings.fractionFit), settings.minFitClients)
+            return startFit(round: round, clients: sample(count, round: round, stage: .fit))
         case .evaluate(let round):
             if settings.fractionEvaluate == 0 { return completeRound() }
             let needed = max(settings.minAvailableClients, settings.minEvaluateClients, 1)
@@ -249,6 +287,37 @@ public struct RoundEngine: Sendable {
                 .evaluate(client: client, round: round, weights: weights, config: config)
             }
         }
+    }
+
+    private mutating func startFit(round: Int, clients: [String]) -> [Action] {
+        record.fitClients = clients
+        population = settings.strategyOptions.differentialPrivacy?.population ?? available.count
+        let (weights, config) = (self.weights, fitConfigs[round - 1])
+        return start(StageState(round: round, stage: .fit, pending: Set(clients)), clients: clients) { client in
+            .fit(client: client, round: round, weights: weights, config: config)
+        }
+    }
+
+    /// Ends the properties stage once every device answered: skips those the policy rules out and
+    /// draws the fit clients from the rest, weighted by headroom; too few eligible waits and asks again.
+    private mutating func settleProbe(_ probe: Probe) -> [Action] {
+        phase = .probing(probe)
+        guard probe.pending.isEmpty, let policy = settings.selection else { return [] }
+        var candidates: [(client: String, headroom: Double)] = []
+        record.skipped = [:]
+        for client in available {
+            switch EdgeSelection.assess(probe.reports[client] ?? DeviceCondition(properties: [:]), policy: policy) {
+            case .success(let headroom): candidates.append((client, headroom))
+            case .failure(let reason): record.skipped[client] = reason
+            }
+        }
+        guard candidates.count >= settings.minFitClients else {
+            phase = .waiting(.retry(probe.round))
+            return [.retryLater(round: probe.round, seconds: policy.retrySeconds)]
+        }
+        let count = max(Int(Double(candidates.count) * settings.fractionFit), settings.minFitClients)
+        var generator = SplitMix64(seed: settings.seed &+ UInt64(probe.round) &* 0x9E37_79B9 &+ 2)
+        return startFit(round: probe.round, clients: EdgeSelection.choose(count, from: candidates, using: &generator))
     }
 
     private mutating func start(_ state: StageState, clients: [String], instruction: (String) -> Action) -> [Action] {
@@ -301,6 +370,8 @@ public struct RoundEngine: Sendable {
                 record.metrics = FLAverages.weightedMetrics(state.evaluations.map { ($0.numExamples, $0.metrics) })
             }
             return completeRound()
+        case .properties:
+            return []  // the properties stage settles in settleProbe
         }
     }
 

@@ -140,3 +140,22 @@ def test_a_byzantine_client_is_caught_by_median_and_krum(tmp_path, strategy, flo
         assert accuracy < 0.3, (strategy, accuracies(summary))
     else:
         assert accuracy > floor, (strategy, accuracies(summary))
+
+
+def test_edge_aware_selection_skips_hot_and_over_budget_devices(tmp_path):
+    python = flwr_python()
+    config = ("min_fit_clients: 2\nmin_available_clients: 4\nmin_evaluate_clients: 2\n"
+              "selection: {max_temperature_c: 80, energy_budget_j: 100}\n" + SCHEDULE_YAML)
+    coordinator = Coordinator(tmp_path, "--rounds", "2", config=config)
+    reports = [("--temperature", "95"), ("--energy", "500"), ("--battery", "90"), ()]  # the last says nothing
+    procs = [start_client(python, coordinator.address, i, clients=4, extra=extra) for i, extra in enumerate(reports)]
+    summary = coordinator.finish()
+    assert all(code == 0 for code, _ in wait_clients(procs))
+    peers = {}
+    for r in summary["rounds"]:
+        record = r["record"]
+        assert sorted(record["skipped"].values()) == ["hot", "over_energy_budget"], record
+        assert len(record["fitClients"]) == 2 and not set(record["fitClients"]) & set(record["skipped"]), record
+        assert record["aggregated"]
+        peers.update(record["skipped"])
+    assert len(peers) == 2

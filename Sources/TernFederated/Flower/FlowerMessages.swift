@@ -4,6 +4,7 @@ import TernCore
 /// What the coordinator asked a client, so its answer can be read as the right kind.
 enum FLInstructionKind: Sendable, Equatable {
     case getParameters
+    case getProperties
     case fit(round: Int)
     case evaluate(round: Int)
     case reconnect
@@ -21,6 +22,7 @@ struct FLInstruction: Sendable {
 /// connection's own task).
 enum FLReply: Sendable {
     case parameters(Result<FLWeights, FLFailureReason>)
+    case properties([String: FLScalar]?)
     case fit(Result<FitResult, FLFailureReason>)
     case evaluate(Result<EvaluateResult, FLFailureReason>)
     case other
@@ -33,6 +35,10 @@ enum FLReply: Sendable {
             return .parameters(FLWire.weights(res.parameters))
         case (.getParameters, _):
             return .parameters(.failure(.protocolError))
+        case (.getProperties, .getPropertiesRes(let res)?):
+            return .properties(res.status.code == .ok ? FLScalar.map(res.properties) : nil)
+        case (.getProperties, _):
+            return .properties(nil)
         case (.fit, .fitRes(let res)?):
             guard res.status.code == .ok else { return .fit(.failure(.clientError)) }
             return .fit(FLWire.weights(res.parameters).map {
@@ -98,6 +104,12 @@ enum FLWire {
     static var getParameters: Flwr_Proto_ServerMessage {
         var message = Flwr_Proto_ServerMessage()
         message.getParametersIns = Flwr_Proto_ServerMessage.GetParametersIns()
+        return message
+    }
+
+    static var getProperties: Flwr_Proto_ServerMessage {
+        var message = Flwr_Proto_ServerMessage()
+        message.getPropertiesIns = Flwr_Proto_ServerMessage.GetPropertiesIns()
         return message
     }
 

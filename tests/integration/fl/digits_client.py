@@ -69,9 +69,12 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fault", default="")
     parser.add_argument("--root-cert")
-    parser.add_argument("--battery", type=float)
+    parser.add_argument("--battery", type=float, help="report battery_percent")
+    parser.add_argument("--temperature", type=float, help="report temperature_c")
+    parser.add_argument("--energy", type=float, help="report energy_j (joules spent last round)")
     args = parser.parse_args()
-    properties = {} if args.battery is None else {"battery": args.battery}
+    properties = {key: value for key, value in (("battery_percent", args.battery), ("temperature_c", args.temperature),
+                                                ("energy_j", args.energy)) if value is not None}
     client = DigitsClient(args.index, args.clients, args.seed, args.fault, properties)
     root = open(args.root_cert, "rb").read() if args.root_cert else None
     fl.client.start_client(server_address=args.server, client=client.to_client(),
