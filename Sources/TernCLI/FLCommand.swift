@@ -1,14 +1,18 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
 import TernCore
 import TernFederated
+import TernHTTP
+import TernMetrics
+import UnixSignals
 
 /// `tern fl`: federated learning with Flower's protocol.
 struct FLCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fl", abstract: "Federated learning that Flower clients and servers interoperate with.",
-        subcommands: [FLServerCommand.self, FLAggregateCommand.self, FLPrivacyCommand.self])
+        subcommands: [FLServerCommand.self, FLStatusCommand.self, FLReportCommand.self, FLAggregateCommand.self, FLPrivacyCommand.self])
 }
 
 /// `tern fl server`: a Flower-compatible coordinator that unmodified Flower 1.42 `NumPyClient`s join.
@@ -25,7 +29,20 @@ struct FLServerCommand: AsyncParsableCommand {
             client's get_parameters, as in Flower. The run's history (per round: clients, failures
             by reason, loss and metrics, seconds and bytes) is printed as JSON at the end and
             written to --history.
+
+            With --state-db every completed round is committed to SQLite with the global weights
+            and the strategy's state; started again with the same --state-db and --run, the
+            coordinator resumes after its last completed round. SIGTERM or SIGINT stops a run
+            between answers: clients are told to reconnect in --reconnect-seconds (Flower clients
+            do), so a restarted coordinator picks them up.
             """)
+
+    @Option(name: .customLong("state-db"), help: "SQLite file for rounds, participants and checkpoints (resumes a run).")
+    var stateDB: String?
+    @Option(name: .customLong("run"), help: "The run's name in --state-db.") var runName = "default"
+    @Option(name: .customLong("reconnect-seconds"), help: "On SIGTERM/SIGINT, tell clients to reconnect after this many seconds.")
+    var reconnectSeconds = 5
+    @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics (tern_fl_*) on this port.") var metricsPort: Int?
 
     @Option(help: "YAML file with the run's settings.") var config: String?
     @Option(help: "HOST:PORT to listen on (default 0.0.0.0:8080).") var address: String?
@@ -47,6 +64,11 @@ struct FLServerCommand: AsyncParsableCommand {
     var weightsDir: String?
     @Option(name: .customLong("tls-certificate"), help: "PEM certificate chain: serve TLS.") var tlsCertificate: String?
     @Option(name: .customLong("tls-private-key"), help: "PEM private key of --tls-certificate.") var tlsPrivateKey: String?
+
+    /// The command line, as the run's settings in the database.
+    func settingsText() -> String {
+        CommandLine.arguments.dropFirst().joined(separator: " ")
+    }
 
     func settings() throws -> FLSettings {
         var settings = try config.map { try FLSettings.load(path: $0) } ?? FLSettings()
@@ -77,13 +99,57 @@ struct FLServerCommand: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
-        let initial = try settings.initialModel.map { try ONNXInitializers.weights(path: $0) } ?? []
-        let engine = try RoundEngine(settings: settings, initialWeights: initial)
-        let coordinator = FLCoordinator(engine: engine)
-        let summary = try await FLServer(settings: settings, coordinator: coordinator).run { address in
+        let logger = Logger(label: "tern.fl")
+        // Metrics first: the coordinator's handles are made by whatever factory is in place.
+        var metricsTask: Task<Void, Never>?
+        if let metricsPort {
+            let exporter = PrometheusExporter()
+            MetricsSystem.bootstrap(exporter.factory)
+            let service = HTTPFrontend.metricsServer(exporter: exporter, host: "0.0.0.0", port: metricsPort, logger: logger)
+            metricsTask = Task {
+                do { try await service.run() } catch { logger.error("fl: metrics port \(metricsPort): \(error)") }
+            }
+        }
+        defer { metricsTask?.cancel() }
+        let store = try stateDB.map { try FLStore(path: $0) }
+        let run = runName
+        let checkpoint = try store?.latestCheckpoint(run: run)
+        let engine: RoundEngine
+        var earlier: [FLRoundSummary] = []
+        if let checkpoint {
+            guard checkpoint.round < settings.rounds else {
+                throw ValidationError("run '\(run)' in \(stateDB ?? "") finished all \(checkpoint.round) rounds; start another with --run NAME")
+            }
+            engine = try RoundEngine(settings: settings, resuming: checkpoint)
+            earlier = try store?.summaries(run: run) ?? []
+            logger.info("fl: resuming run '\(run)' after round \(checkpoint.round) of \(settings.rounds)")
+        } else {
+            let initial = try settings.initialModel.map { try ONNXInitializers.weights(path: $0) } ?? []
+            engine = try RoundEngine(settings: settings, initialWeights: initial)
+        }
+        try store?.begin(run: run, settings: settingsText(), rounds: settings.rounds, restarting: checkpoint != nil)
+        let coordinator = FLCoordinator(engine: engine, earlier: earlier, logger: logger) { summary, checkpoint in
+            do {
+                try store?.save(run: run, summary: summary, checkpoint: checkpoint)
+            } catch let error as TernError {
+                logger.error("fl: cannot save round \(summary.record.round): \(error.message)")
+            } catch {
+                logger.error("fl: cannot save round \(summary.record.round): \(error)")
+            }
+        }
+        let reconnect = reconnectSeconds
+        let signals = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                await coordinator.stop(reconnectSeconds: reconnect)
+                return
+            }
+        }
+        defer { signals.cancel() }
+        let summary = try await FLServer(settings: settings, coordinator: coordinator, logger: logger).run { address in
             FileHandle.standardError.write(Data("fl: listening on \(address)\n".utf8))
         }
-        if let directory = settings.weightsDirectory, let weights = await coordinator.weights {
+        try store?.end(run: run, status: summary.interrupted ? "interrupted" : "finished")
+        if let directory = settings.weightsDirectory, let weights = await coordinator.weights, !summary.interrupted {
             try FLWeightsFiles.write(weights, to: directory)
         }
         let encoder = JSONEncoder()
@@ -168,5 +234,51 @@ struct FLPrivacyCommand: ParsableCommand {
         var accountant = RDPAccountant()
         accountant.compose(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, count: rounds)
         print(String(format: "%.10g", accountant.epsilon(delta: delta)))
+    }
+}
+
+/// `tern fl status`: a run's progress from its state database, a bar per round.
+struct FLStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show a federated run's rounds from its --state-db (while it runs, too).")
+
+    @Option(name: .customLong("state-db")) var stateDB: String
+    @Option(name: .customLong("run"), help: "The run (default: the most recent).") var runName: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: stateDB) else { throw ValidationError("no state database at \(stateDB)") }
+        let store = try FLStore(path: stateDB)
+        guard let name = try runName ?? store.runs().first?.run else { throw ValidationError("\(stateDB) holds no runs") }
+        let info = try store.run(name)
+        let rounds = try store.summaries(run: name)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            struct Status: Encodable {
+                var run: FLRunInfo?
+                var rounds: [FLRoundSummary]
+            }
+            print(String(decoding: try encoder.encode(Status(run: info, rounds: rounds)), as: UTF8.self))
+        } else {
+            print(FLReport.text(info: info, rounds: rounds))
+        }
+    }
+}
+
+/// `tern fl report`: a run as an HTML page (loss and metrics per round, participation per client).
+struct FLReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Write a federated run's HTML report.")
+
+    @Option(name: .customLong("state-db")) var stateDB: String
+    @Option(name: .customLong("run"), help: "The run (default: the most recent).") var runName: String?
+    @Option(help: "The HTML file to write.") var out: String
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: stateDB) else { throw ValidationError("no state database at \(stateDB)") }
+        let store = try FLStore(path: stateDB)
+        guard let name = try runName ?? store.runs().first?.run else { throw ValidationError("\(stateDB) holds no runs") }
+        let page = FLReport.html(info: try store.run(name), rounds: try store.summaries(run: name))
+        try Data(page.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
     }
 }

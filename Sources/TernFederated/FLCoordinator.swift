@@ -1,4 +1,5 @@
 import Foundation
+import CoreMetrics
 import Logging
 import TernCore
 
@@ -24,6 +25,8 @@ public struct FLRunSummary: Sendable, Codable, Equatable {
     public var shapes: [[Int]]
     /// Seconds from the first connection to the end.
     public var seconds: Double
+    /// Whether the run was stopped before its last round (clients were told to come back).
+    public var interrupted = false
 }
 
 /// Drives a `RoundEngine` for the clients connected over Flower's protocol: turns the engine's
@@ -41,14 +44,38 @@ public actor FLCoordinator {
     private var started: ContinuousClock.Instant?
     private var finalWeights: FLWeights?
     private var waiters: [CheckedContinuation<FLRunSummary, Never>] = []
+    private var interrupted = false
     private let logger: Logger
-    private let onRound: @Sendable (FLRoundSummary) -> Void
+    private let metrics = FLMetrics()
+    private let onRound: @Sendable (FLRoundSummary, FLCheckpoint) -> Void
 
-    /// A coordinator running `engine`; `onRound` hears of each completed round (for logs and stores).
-    public init(engine: RoundEngine, logger: Logger = Logger(label: "tern.fl"), onRound: @escaping @Sendable (FLRoundSummary) -> Void = { _ in }) {
+    /// A coordinator running `engine`; `earlier` are the rounds a resumed run already completed;
+    /// `onRound` hears of each completed round with the checkpoint after it (the store saves both).
+    public init(
+        engine: RoundEngine, earlier: [FLRoundSummary] = [], logger: Logger = Logger(label: "tern.fl"),
+        onRound: @escaping @Sendable (FLRoundSummary, FLCheckpoint) -> Void = { _, _ in }
+    ) {
         self.engine = engine
+        self.summaries = earlier
         self.logger = logger
         self.onRound = onRound
+    }
+
+    /// Stops the run before its end: every client is told to come back in `reconnectSeconds`
+    /// (Flower clients wait that long and reconnect, to a restarted coordinator), and
+    /// `waitUntilFinished` returns with `interrupted` set.
+    public func stop(reconnectSeconds: Int) {
+        guard finalWeights == nil else { return }
+        interrupted = true
+        for (_, link) in links {
+            var ins = Flwr_Proto_ServerMessage.ReconnectIns()
+            ins.seconds = Int64(reconnectSeconds)
+            var message = Flwr_Proto_ServerMessage()
+            message.reconnectIns = ins
+            link.yield(FLInstruction(kind: .reconnect, message: message, payloadBytes: 0))
+        }
+        logger.info("fl: stopping; \(links.count) client(s) told to reconnect in \(reconnectSeconds) s")
+        finish(engine.weights)
     }
 
     /// The final global weights once the run has finished.
@@ -65,6 +92,7 @@ public actor FLCoordinator {
     func connect(_ client: String) -> AsyncStream<FLInstruction> {
         let (stream, continuation) = AsyncStream<FLInstruction>.makeStream()
         links[client] = continuation
+        metrics.connected.record(links.count)
         if started == nil { started = .now }
         logger.info("fl: client \(client) joined (\(links.count) connected)")
         apply(engine.clientJoined(client))
@@ -74,12 +102,14 @@ public actor FLCoordinator {
     func disconnected(_ client: String) {
         guard let link = links.removeValue(forKey: client) else { return }
         link.finish()
+        metrics.connected.record(links.count)
         logger.info("fl: client \(client) left (\(links.count) connected)")
         apply(engine.clientLeft(client))
     }
 
     func answered(_ client: String, kind: FLInstructionKind, reply: FLReply, bytes: Int) {
         bytesReceived += bytes
+        metrics.bytesReceived.increment(by: bytes)
         switch (kind, reply) {
         case (.getParameters, .parameters(let outcome)):
             apply(engine.parametersReturned(from: client, outcome))
@@ -132,7 +162,11 @@ public actor FLCoordinator {
                     await self?.deadline(round: round, stage: stage)
                 })
             case .stageStarted(let round, let stage, let clients):
-                if stage == .fit { roundStarted = .now }
+                if stage == .fit {
+                    roundStarted = .now
+                    metrics.round.record(round)
+                }
+                metrics.clients(stage: stage.rawValue, clients.count)
                 logger.info("fl: round \(round): \(stage.rawValue) on \(clients.count) client(s)")
             case .roundCompleted(let record, _):
                 completed(record)
@@ -157,8 +191,9 @@ public actor FLCoordinator {
     }
 
     private func send(_ client: String, _ instruction: FLInstruction) {
-        guard let link = links[client] else { return }
+        guard let link = links[client], finalWeights == nil || instruction.kind == .reconnect else { return }
         bytesSent += instruction.payloadBytes
+        metrics.bytesSent.increment(by: instruction.payloadBytes)
         link.yield(instruction)
     }
 
@@ -170,14 +205,23 @@ public actor FLCoordinator {
         bytesSent = 0
         bytesReceived = 0
         summaries.append(summary)
+        metrics.roundsCompleted.increment()
+        metrics.duration.record(seconds)
+        if let epsilon = record.epsilon { metrics.epsilon.record(epsilon) }
+        for reason in record.fitFailures.values { metrics.failure(reason, stage: "fit") }
+        for reason in record.evaluateFailures.values { metrics.failure(reason, stage: "evaluate") }
+        for reason in record.skipped.values { metrics.skipped(reason) }
         let loss = record.loss.map { String(format: "%.4f", $0) } ?? "-"
         let metrics = record.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.4f", $0.value))" }.joined(separator: " ")
         logger.info("fl: round \(record.round) done in \(String(format: "%.2f", seconds)) s: \(record.fitResults)/\(record.fitClients.count) fit, \(record.fitFailures.count) failed, loss \(loss) \(metrics)")
-        onRound(summary)
+        onRound(summary, engine.checkpoint)
     }
 
     private func finish(_ weights: FLWeights) {
+        guard finalWeights == nil else { return }
         finalWeights = weights
+        deadlines.forEach { $0.cancel() }
+        deadlines.removeAll()
         let result = summary()
         for waiter in waiters { waiter.resume(returning: result) }
         waiters.removeAll()
@@ -191,6 +235,6 @@ public actor FLCoordinator {
         }
         return FLRunSummary(
             rounds: summaries, failures: failures, shapes: (finalWeights ?? engine.weights).map(\.shape),
-            seconds: started.map { (ContinuousClock.now - $0).seconds } ?? 0)
+            seconds: started.map { (ContinuousClock.now - $0).seconds } ?? 0, interrupted: interrupted)
     }
 }

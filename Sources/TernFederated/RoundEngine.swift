@@ -37,6 +37,29 @@ public struct FLRoundRecord: Sendable, Codable, Equatable {
     public init(round: Int) { self.round = round }
 }
 
+/// Everything a restarted coordinator needs to go on after its last completed round.
+public struct FLCheckpoint: Sendable, Equatable {
+    /// The last completed round.
+    public var round: Int
+    /// The global weights after it.
+    public var weights: FLWeights
+    /// The strategy's state after it.
+    public var strategyState: FLStrategyState
+    /// The privacy spent so far.
+    public var accountant: RDPAccountant
+    /// The records of rounds 1...round.
+    public var history: [FLRoundRecord]
+
+    /// A checkpoint with these parts.
+    public init(round: Int, weights: FLWeights, strategyState: FLStrategyState, accountant: RDPAccountant, history: [FLRoundRecord]) {
+        self.round = round
+        self.weights = weights
+        self.strategyState = strategyState
+        self.accountant = accountant
+        self.history = history
+    }
+}
+
 /// The coordinator's rounds as a state machine without I/O or clocks: events in (a client joined
 /// or left, an answer came, a deadline passed), actions out (send this instruction, start that
 /// deadline, a round completed, the run finished). The owner applies the actions; the tests drive
@@ -144,6 +167,20 @@ public struct RoundEngine: Sendable {
         let start = max(1, firstRound)
         self.phase = start > settings.rounds ? .finished : .waiting(initialWeights.isEmpty ? .initial : .fit(start))
         self.record = FLRoundRecord(round: start)
+    }
+
+    /// An engine that goes on after `checkpoint` (a restarted coordinator): the next round is the
+    /// one after the checkpoint's, with its weights, strategy state, privacy spent and history.
+    public init(settings: FLSettings, resuming checkpoint: FLCheckpoint) throws(TernError) {
+        try self.init(settings: settings, initialWeights: checkpoint.weights, firstRound: checkpoint.round + 1)
+        strategy.state = checkpoint.strategyState
+        accountant = checkpoint.accountant
+        history = checkpoint.history
+    }
+
+    /// The state after the last completed round, for `init(settings:resuming:)`.
+    public var checkpoint: FLCheckpoint {
+        FLCheckpoint(round: history.last?.round ?? 0, weights: weights, strategyState: strategy.state, accountant: accountant, history: history)
     }
 
     /// Whether the last round has ended.

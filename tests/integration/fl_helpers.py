@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, free_port
 
 FL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fl")
+sys.path.insert(0, FL)  # schedule.py and digits_data.py import without flwr
 TERN = os.environ.get("TERN_BIN", os.path.join(ROOT, ".build/debug/tern"))
 
 
@@ -28,10 +29,10 @@ def flwr_python():
 class Coordinator:
     """`tern fl server` on a free port; `finish()` waits for it and returns its JSON summary."""
 
-    def __init__(self, tmp_path, *args, config=None):
-        self.port = free_port()
+    def __init__(self, tmp_path, *args, config=None, port=None):
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"fl-server-{self.port}.log"
+        self.log_path = tmp_path / f"fl-server-{self.port}-{time.time_ns()}.log"
         extra = []
         if config:
             path = tmp_path / f"fl-{self.port}.yaml"

@@ -54,6 +54,24 @@ public struct StrategyOptions: Sendable, Equatable, Codable {
     public init() {}
 }
 
+/// What a strategy carries from round to round: FedOpt's first and second moments and FedAvgM's
+/// momentum, one vector per array (empty for the stateless rules).
+public struct FLStrategyState: Sendable, Equatable {
+    /// FedOpt's m.
+    public var firstMoment: [[Double]]
+    /// FedOpt's v.
+    public var secondMoment: [[Double]]
+    /// FedAvgM's momentum.
+    public var momentum: [[Double]]
+
+    /// A state with these vectors.
+    public init(firstMoment: [[Double]] = [], secondMoment: [[Double]] = [], momentum: [[Double]] = []) {
+        self.firstMoment = firstMoment
+        self.secondMoment = secondMoment
+        self.momentum = momentum
+    }
+}
+
 /// An aggregation rule with its server-side state (momentum, optimiser moments): a value the round
 /// engine owns. Each rule follows `flwr.server.strategy` in 1.42, checked against it in the tests.
 public struct FLStrategy: Sendable {
@@ -64,6 +82,16 @@ public struct FLStrategy: Sendable {
     private var firstMoment: [[Double]] = []
     private var secondMoment: [[Double]] = []
     private var momentum: [[Double]] = []
+
+    /// The server-side state a restarted coordinator needs (optimiser moments, momentum), per array.
+    public var state: FLStrategyState {
+        get { FLStrategyState(firstMoment: firstMoment, secondMoment: secondMoment, momentum: momentum) }
+        set {
+            firstMoment = newValue.firstMoment
+            secondMoment = newValue.secondMoment
+            momentum = newValue.momentum
+        }
+    }
 
     /// A fresh strategy of this kind.
     public init(_ kind: StrategyKind, options: StrategyOptions = StrategyOptions()) throws(TernError) {

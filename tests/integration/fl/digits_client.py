@@ -36,6 +36,7 @@ class DigitsClient(fl.client.NumPyClient):
 
     def fit(self, parameters, config):
         self.fits += 1
+        time.sleep(float(os.environ.get("FIT_DELAY", "0")))
         if self.fits == 2 and self.fault == "die":
             time.sleep(0.2)
             os._exit(3)
