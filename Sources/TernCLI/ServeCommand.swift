@@ -140,9 +140,10 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup(title: "Edge-cloud hybrid") var hybrid: HybridServeOptions
     @OptionGroup(title: "A/B experiments") var experiments: ExperimentsServeOptions
     @OptionGroup(title: "Device telemetry and thermal policy") var device: DeviceServeOptions
+    @OptionGroup(title: "Federated learning") var federated: FederatedServeOptions
 
     /// The patterns `tern serve` composes, in the order their services start.
-    var plugins: [any ServePlugin] { [hybrid, experiments, device] }
+    var plugins: [any ServePlugin] { [hybrid, experiments, device, federated] }
 
     /// A port's TLS from its options (nil: plain). SIGHUP re-reads the files.
     static func tls(

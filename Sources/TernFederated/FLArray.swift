@@ -74,6 +74,11 @@ public struct FLArray: Sendable, Equatable {
         try NumpyFile.encode(tensor(name: "array"))
     }
 
+    /// The same values in another element type.
+    public func converted(to type: DataType) -> FLArray {
+        FLArray(dataType: type, shape: shape, values: values)
+    }
+
     /// The same shape and type with other values.
     public func with(values: [Double]) -> FLArray {
         FLArray(dataType: dataType, shape: shape, values: values)

@@ -38,6 +38,63 @@ public enum ONNXInitializers {
         return named.map(\.array)
     }
 
+    /// Writes the ONNX model at `template` to `destination` with its floating-point initializers
+    /// replaced, in order, by `weights` (same count and shapes; each keeps its element type, stored
+    /// as raw little-endian data). Everything else in the file is kept as it was. The file is
+    /// written to a temporary name first and renamed, so a reader never sees half of it.
+    public static func write(_ weights: FLWeights, template: String, to destination: String) throws(TernError) {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: template))
+        } catch {
+            throw .invalidArgument("cannot read \(template): \(error.localizedDescription)")
+        }
+        var model: Onnx_ModelProto
+        do {
+            model = try Onnx_ModelProto(serializedBytes: data)
+        } catch {
+            throw .invalidArgument("\(template) is not an ONNX model: \(error)")
+        }
+        var next = 0
+        for index in model.graph.initializer.indices {
+            let tensor = model.graph.initializer[index]
+            guard let type = floatType(tensor.dataType) else { continue }
+            guard next < weights.count else { throw .invalidArgument("\(template) has more float initializers than the \(weights.count) arrays given") }
+            let array = weights[next]
+            guard array.shape == tensor.dims.map({ Int($0) }) else {
+                throw .invalidArgument("initializer \(tensor.name) has shape \(tensor.dims) but array \(next) has \(array.shape)")
+            }
+            var replaced = tensor
+            replaced.floatData = []
+            replaced.doubleData = []
+            replaced.int32Data = []
+            replaced.rawData = array.with(values: array.values).converted(to: type).tensor(name: tensor.name).data
+            model.graph.initializer[index] = replaced
+            next += 1
+        }
+        guard next == weights.count else { throw .invalidArgument("\(template) has \(next) float initializers but \(weights.count) arrays were given") }
+        let bytes: Data
+        do {
+            bytes = try model.serializedBytes()
+        } catch {
+            throw .internalError("cannot encode the ONNX model: \(error)")
+        }
+        let target = URL(fileURLWithPath: destination)
+        let temporary = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).\(UUID().uuidString).tmp")
+        do {
+            try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try bytes.write(to: temporary)
+            if FileManager.default.fileExists(atPath: destination) {
+                _ = try FileManager.default.replaceItemAt(target, withItemAt: temporary)
+            } else {
+                try FileManager.default.moveItem(at: temporary, to: target)
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            throw .internalError("cannot write \(destination): \(error.localizedDescription)")
+        }
+    }
+
     /// ONNX's element types 1 (float), 10 (float16), 11 (double).
     private static func floatType(_ code: Int32) -> DataType? {
         switch code {
