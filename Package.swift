@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "TernHybrid", targets: ["TernHybrid"]),
         .library(name: "TernExperiments", targets: ["TernExperiments"]),
         .library(name: "TernFederated", targets: ["TernFederated"]),
+        .library(name: "TernTraining", targets: ["TernTraining"]),
         .library(name: "TernTesting", targets: ["TernTesting"]),
         .library(name: "TernTLS", targets: ["TernTLS"]),
         .library(name: "TernClient", targets: ["TernClient"]),
@@ -143,9 +144,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernTraining",
+            dependencies: ["TernCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernFederated",
             dependencies: [
-                "TernRuntime",
+                "TernRuntime", "TernTraining",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -208,7 +214,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernTLS", "TernClient", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments", "TernFederated",
+                "TernRuntime", "TernONNXRuntime", "TernHTTP", "TernGRPC", "TernTLS", "TernClient", "TernMetrics", "TernDevice", "TernStore", "TernHybrid", "TernExperiments", "TernFederated", "TernTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -252,8 +258,9 @@ let package = Package(
         .testTarget(
             name: "TernExperimentsTests", dependencies: ["TernExperiments", "TernRuntime", "TernTesting", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
+        .testTarget(name: "TernTrainingTests", dependencies: ["TernTraining", "TernCore"], swiftSettings: strict),
         .testTarget(
-            name: "TernFederatedTests", dependencies: ["TernFederated", "TernCore", .product(name: "GRDB", package: "GRDB.swift")],
+            name: "TernFederatedTests", dependencies: ["TernFederated", "TernTraining", "TernCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .testTarget(name: "TernDeviceTests", dependencies: ["TernDevice", "TernMetrics", "TernTesting"], swiftSettings: strict),
     ],

@@ -60,10 +60,12 @@ protoc -I Protos \
   --grpc-swift-2_out="$federated_out" --grpc-swift-2_opt=Visibility=Internal,Server=true,Client=true \
   flwr/proto/transport.proto
 
-# The initializers of an ONNX model (the initial weights of a run).
+# The parts of an ONNX model that on-device training reads and rewrites (TernTraining).
+training_out=Sources/TernTraining/Generated
+mkdir -p "$training_out"
 protoc -I Protos \
   --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
-  --swift_out="$federated_out" --swift_opt=Visibility=Internal \
+  --swift_out="$training_out" --swift_opt=Visibility=Internal \
   onnx_weights.proto
 
-echo "generated:"; ls -1 "$core_out" "$grpc_out" "$experiments_out" "$federated_out"
+echo "generated:"; ls -1 "$core_out" "$grpc_out" "$experiments_out" "$federated_out" "$training_out"

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import TernCore
+import TernTraining
 import TernFederated
 import TernHTTP
 import TernMetrics

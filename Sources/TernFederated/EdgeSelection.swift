@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernTraining
 
 /// Which devices may train in a round, from what they report through `get_properties`: a device
 /// that is hot, throttled, low on battery or over its energy budget is skipped; among the rest,

@@ -2,6 +2,7 @@ import Foundation
 import CoreMetrics
 import Logging
 import TernCore
+import TernTraining
 
 /// One completed round with what only the coordinator can measure: time and traffic.
 public struct FLRoundSummary: Sendable, Codable, Equatable {

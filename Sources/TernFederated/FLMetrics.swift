@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 import Metrics
 
 /// The coordinator's Prometheus metrics (swift-metrics; exported by the serve command's metrics

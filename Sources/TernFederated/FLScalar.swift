@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 
 /// A value of Flower's `Scalar` (config, properties and metrics maps): one of double, sint64,
 /// uint64, bool, string and bytes. Python ints arrive as `sint64`.

@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import TernCore
+import TernTraining
 
 /// Flower's coordinator on a gRPC port: `flwr.proto.FlowerService` over HTTP/2, plaintext or TLS,
 /// accepting messages up to Flower's 2 GiB - 1. `run` serves until the last round has ended and

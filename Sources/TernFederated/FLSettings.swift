@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernTraining
 import Yams
 
 /// A value of a round's `FitIns.config` or `EvaluateIns.config`: a constant, or an expression of

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import TernCore
+import TernTraining
 import TernRuntime
 
 /// Federated learning as a pattern of `tern serve` (`--fl-port`): the device that aggregates also

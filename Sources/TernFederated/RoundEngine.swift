@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernTraining
 
 /// One round as the coordinator records it: who was asked, who answered, why the others did not
 /// count, and the aggregated metrics.

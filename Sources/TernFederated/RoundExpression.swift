@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernTraining
 
 /// A per-round value written in the coordinator's YAML, e.g. `5 if round < 10 else 3` or
 /// `0.001 * 0.95 ^ round`: numbers, the variable `round`, `+ - * /`, `^` or `**` (power), `%`,

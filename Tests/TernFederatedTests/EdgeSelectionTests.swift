@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 import Testing
 @testable import TernFederated
 

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Testing
 import TernCore
+import TernTraining
 @testable import TernFederated
 
 /// The coordinator's SQLite store: rounds and checkpoints round-trip, old checkpoints go.

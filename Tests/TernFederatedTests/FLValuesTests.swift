@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TernCore
+import TernTraining
 @testable import TernFederated
 
 /// `.npy` files as np.save writes them, per-round expressions and the YAML settings.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TernCore
+import TernTraining
 @testable import TernFederated
 
 /// Flower's messages read as the answers the engine expects.

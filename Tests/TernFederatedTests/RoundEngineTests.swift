@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TernCore
+import TernTraining
 @testable import TernFederated
 
 /// The round engine driven by hand: no sockets, no clocks.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TernCore
+import TernTraining
 @testable import TernFederated
 
 /// The aggregation rules on small inputs worked out by hand (the parity test against flwr itself

@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernTraining
 
 /// What the coordinator asked a client, so its answer can be read as the right kind.
 enum FLInstructionKind: Sendable, Equatable {

@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 import GRPCCore
 import TernCore
 

@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernTraining
 
 /// Server-side differential privacy with fixed clipping (Flower's
 /// `DifferentialPrivacyServerSideFixedClipping`): each client's update (its weights minus the

@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 
 /// Privacy spent by rounds of the sampled Gaussian mechanism, counted in Rényi differential privacy
 /// (RDP) and converted to (ε, δ). Each round is a Poisson-sampled Gaussian release (sampling rate

@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 
 /// A run as text and as a self-contained HTML page (no scripts, inline SVG): what `tern fl status`
 /// and `tern fl report` print.

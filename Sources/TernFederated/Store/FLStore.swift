@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import TernCore
+import TernTraining
 
 /// A coordinator's runs in SQLite (GRDB, WAL): each run's settings and state, each round's record
 /// with its time and traffic, every client's part in every stage, and the global weights with the

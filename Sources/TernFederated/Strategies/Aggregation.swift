@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 
 /// The element-wise rules behind the strategies, over `Double`s (Flower's `aggregate.py`).
 public enum Aggregation {

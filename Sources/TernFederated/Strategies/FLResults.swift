@@ -1,4 +1,5 @@
 import Foundation
+import TernTraining
 
 /// What one client sent back from a fit: its locally trained weights, how many examples it trained
 /// on (the weight FedAvg gives it) and its metrics.

@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernTraining
 
 /// The aggregation rules Tern's coordinator offers, with Flower's names and defaults.
 public enum StrategyKind: String, Sendable, CaseIterable, Codable {

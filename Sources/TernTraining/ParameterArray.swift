@@ -1,10 +1,10 @@
 import Foundation
 import TernCore
 
-/// One array of a model's parameters as Flower moves it: a whole `.npy` file on the wire, here its
-/// element type, shape and values. Arithmetic runs in `Double`; `npy()` writes the values back in
-/// the array's own element type, so a float32 model stays float32 for the clients.
-public struct FLArray: Sendable, Equatable {
+/// One array of a model's parameters (a weight matrix, a bias): its element type, shape and values.
+/// Arithmetic runs in `Double`; `npy()` and `tensor(name:)` give the values back in the array's own
+/// element type, so a float32 model stays float32. Flower moves each as a whole `.npy` file.
+public struct ParameterArray: Sendable, Equatable {
     /// The element type the array travels in (float32 for most models; NumPy's default is float64).
     public var dataType: DataType
     /// The array's dimensions, C order.
@@ -14,7 +14,7 @@ public struct FLArray: Sendable, Equatable {
 
     /// An array of `values` with this shape and element type; the count must match the shape.
     public init(dataType: DataType = .fp32, shape: [Int], values: [Double]) {
-        precondition(shape.reduce(1, *) == values.count, "FLArray: \(values.count) values do not fill shape \(shape)")
+        precondition(shape.reduce(1, *) == values.count, "ParameterArray: \(values.count) values do not fill shape \(shape)")
         self.dataType = dataType
         self.shape = shape
         self.values = values
@@ -75,27 +75,24 @@ public struct FLArray: Sendable, Equatable {
     }
 
     /// The same values in another element type.
-    public func converted(to type: DataType) -> FLArray {
-        FLArray(dataType: type, shape: shape, values: values)
+    public func converted(to type: DataType) -> ParameterArray {
+        ParameterArray(dataType: type, shape: shape, values: values)
     }
 
     /// The same shape and type with other values.
-    public func with(values: [Double]) -> FLArray {
-        FLArray(dataType: dataType, shape: shape, values: values)
+    public func with(values: [Double]) -> ParameterArray {
+        ParameterArray(dataType: dataType, shape: shape, values: values)
     }
 }
 
-/// A model's parameters: its arrays in order (for an ONNX model, the order of its initializers).
-public typealias FLWeights = [FLArray]
-
-extension Array where Element == FLArray {
+extension Array where Element == ParameterArray {
     /// Whether `other` has the same number of arrays with the same shapes.
-    public func sameLayout(as other: [FLArray]) -> Bool {
+    public func sameLayout(as other: [ParameterArray]) -> Bool {
         count == other.count && zip(self, other).allSatisfy { $0.shape == $1.shape }
     }
 
     /// Describes the first difference in layout from `expected`, or nil when they match.
-    public func layoutMismatch(expected: [FLArray]) -> String? {
+    public func layoutMismatch(expected: [ParameterArray]) -> String? {
         if count != expected.count { return "\(count) arrays where \(expected.count) were expected" }
         for (index, (got, want)) in zip(self, expected).enumerated() where got.shape != want.shape {
             return "array \(index) has shape \(got.shape) where \(want.shape) was expected"

@@ -7,7 +7,7 @@ import TernCore
 /// that hold weights are decoded; models with external data are refused with the reason.
 public enum ONNXInitializers {
     /// The float initializers of the model at `path`, named, in graph order.
-    public static func read(path: String) throws(TernError) -> [(name: String, array: FLArray)] {
+    public static func read(path: String) throws(TernError) -> [(name: String, array: ParameterArray)] {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -20,7 +20,7 @@ public enum ONNXInitializers {
         } catch {
             throw .invalidArgument("\(path) is not an ONNX model: \(error)")
         }
-        var out: [(name: String, array: FLArray)] = []
+        var out: [(name: String, array: ParameterArray)] = []
         for tensor in model.graph.initializer {
             guard let type = floatType(tensor.dataType) else { continue }
             if tensor.dataLocation == 1 {
@@ -32,7 +32,7 @@ public enum ONNXInitializers {
     }
 
     /// The arrays of `read(path:)` alone.
-    public static func weights(path: String) throws(TernError) -> FLWeights {
+    public static func weights(path: String) throws(TernError) -> [ParameterArray] {
         let named = try read(path: path)
         guard !named.isEmpty else { throw .invalidArgument("\(path) has no floating-point initializers to train") }
         return named.map(\.array)
@@ -42,7 +42,7 @@ public enum ONNXInitializers {
     /// replaced, in order, by `weights` (same count and shapes; each keeps its element type, stored
     /// as raw little-endian data). Everything else in the file is kept as it was. The file is
     /// written to a temporary name first and renamed, so a reader never sees half of it.
-    public static func write(_ weights: FLWeights, template: String, to destination: String) throws(TernError) {
+    public static func write(_ weights: [ParameterArray], template: String, to destination: String) throws(TernError) {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: template))
@@ -105,7 +105,7 @@ public enum ONNXInitializers {
         }
     }
 
-    private static func array(_ tensor: Onnx_TensorProto, type: DataType, source: String) throws(TernError) -> FLArray {
+    private static func array(_ tensor: Onnx_TensorProto, type: DataType, source: String) throws(TernError) -> ParameterArray {
         let shape = tensor.dims.map { Int($0) }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw .invalidArgument("\(source): initializer \(tensor.name) has a negative dimension") }
         let count = shape.reduce(1, *)
@@ -117,7 +117,7 @@ public enum ONNXInitializers {
             } catch {
                 throw .invalidArgument("\(source): initializer \(tensor.name): \(error.message)")
             }
-            values = try FLArray(tensor: decoded).values
+            values = try ParameterArray(tensor: decoded).values
         } else {
             switch type {
             case .fp64: values = tensor.doubleData
@@ -128,14 +128,14 @@ public enum ONNXInitializers {
         guard values.count == count else {
             throw .invalidArgument("\(source): initializer \(tensor.name) has \(values.count) values for shape \(shape)")
         }
-        return FLArray(dataType: type, shape: shape, values: values)
+        return ParameterArray(dataType: type, shape: shape, values: values)
     }
 }
 
-/// Global weights on disk: one `.npy` per array, `0.npy`, `1.npy`, ... in order.
-public enum FLWeightsFiles {
+/// Weights on disk: one `.npy` per array, `0.npy`, `1.npy`, ... in order.
+public enum WeightsFiles {
     /// Writes `weights` into `directory` (created if needed); each file is written whole or not at all.
-    public static func write(_ weights: FLWeights, to directory: String) throws(TernError) {
+    public static func write(_ weights: [ParameterArray], to directory: String) throws(TernError) {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             for (index, array) in weights.enumerated() {
