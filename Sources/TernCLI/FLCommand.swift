@@ -6,14 +6,16 @@ import TernCore
 import TernTraining
 import TernFederated
 import TernHTTP
+import TernDevice
 import TernMetrics
+import TernTraining
 import UnixSignals
 
 /// `tern fl`: federated learning with Flower's protocol.
 struct FLCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fl", abstract: "Federated learning that Flower clients and servers interoperate with.",
-        subcommands: [FLServerCommand.self, FLStatusCommand.self, FLReportCommand.self, FLAggregateCommand.self, FLPrivacyCommand.self])
+        subcommands: [FLServerCommand.self, FLClientCommand.self, FLTrainCommand.self, FLStatusCommand.self, FLReportCommand.self, FLAggregateCommand.self, FLPrivacyCommand.self])
 }
 
 /// `tern fl server`: a Flower-compatible coordinator that unmodified Flower 1.42 `NumPyClient`s join.
@@ -281,5 +283,100 @@ struct FLReportCommand: ParsableCommand {
         guard let name = try runName ?? store.runs().first?.run else { throw ValidationError("\(stateDB) holds no runs") }
         let page = FLReport.html(info: try store.run(name), rounds: try store.summaries(run: name))
         try Data(page.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
+    }
+}
+
+/// `tern fl client`: this device as a Flower client of any Flower server.
+struct FLClientCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "client",
+        abstract: "Join a Flower server and train the model's dense layers on local data.",
+        discussion: """
+            Speaks Flower's FlowerService/Join stream, so it joins `flwr.server.start_server` (or
+            Tern's coordinator) beside Python clients. The model's trainable part is a chain of
+            Gemm / MatMul + Add layers with Relu between them; its float initializers, in graph
+            order, are the weights exchanged. --data is an .npz (np.savez: x float32 [N, D], y int64
+            [N]) or a CSV (label last). The round's config keys local_epochs, learning_rate,
+            batch_size, optimizer (sgd, adam), momentum and proximal_mu are honoured. get_properties
+            reports the device's temperature (and energy per round where power rails can be read).
+            The link is retried with backoff; at the end the JSON summary is printed and, with
+            --out, the last global weights are written into a copy of the model.
+            """)
+
+    @Option(help: "HOST:PORT of the Flower server.") var server: String
+    @Option(help: "The ONNX model whose dense layers are trained.") var model: String
+    @Option(help: "Local training data (.npz or .csv).") var data: String
+    @Option(name: .customLong("eval-data"), help: "Local evaluation data (default: the training data).") var evalData: String?
+    @Option(name: .customLong("root-cert"), help: "PEM of the CA of the server's certificate: connect with TLS.") var rootCert: String?
+    @Option(name: .customLong("max-retries"), help: "Failed connection attempts in a row before giving up (default: keep trying).")
+    var maxRetries: Int?
+    @Option(help: "Write the final weights into a copy of the model here.") var out: String?
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
+        guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]) else {
+            throw ValidationError("--server must be HOST:PORT")
+        }
+        let host = String(server[..<colon])
+        let (network, weights) = try DenseNetwork.load(path: model)
+        let training = try TrainingSet.load(path: data)
+        let evaluation = try evalData.map { try TrainingSet.load(path: $0) }
+        let telemetry = SystemTelemetry()
+        let client = FLEdgeClient(
+            options: FLEdgeClient.Options(host: host == "localhost" ? "127.0.0.1" : host, port: port, rootCertificate: rootCert, maxRetries: maxRetries),
+            network: network, weights: weights, data: training, evaluation: evaluation,
+            properties: {
+                let stats = telemetry.read()
+                var properties: [String: FLScalar] = ["device": .string("tern")]
+                if let hottest = stats.hottestCelsius { properties["temperature_c"] = .double(hottest) }
+                return properties
+            },
+            power: { telemetry.read().totalMilliwatts.map { $0 / 1000 } })
+        let summary = try await client.run()
+        if let out { try ONNXInitializers.write(client.weights, template: model, to: out) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        FileHandle.standardOutput.write(try encoder.encode(summary) + Data("\n".utf8))
+    }
+}
+
+/// `tern fl train`: local training of a model's dense layers, without a server.
+struct FLTrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Train a model's dense layers on local data and write the result as a new ONNX file.")
+
+    @Option(help: "The ONNX model.") var model: String
+    @Option(help: "Training data (.npz or .csv).") var data: String
+    @Option(help: "Where the trained model is written.") var out: String
+    @Option var epochs = 1
+    @Option(name: .customLong("learning-rate")) var learningRate = 0.01
+    @Option(name: .customLong("batch-size")) var batchSize = 32
+    @Option(help: "sgd or adam.") var optimizer = "sgd"
+    @Option var momentum = 0.0
+    @Option(name: .customLong("proximal-mu")) var proximalMu = 0.0
+    @Option var seed: UInt64 = 0
+
+    func run() throws {
+        guard let kind = TrainingOptions.Optimizer(rawValue: optimizer) else { throw ValidationError("--optimizer must be sgd or adam") }
+        let (network, weights) = try DenseNetwork.load(path: model)
+        let set = try TrainingSet.load(path: data)
+        var options = TrainingOptions()
+        options.epochs = epochs
+        options.learningRate = learningRate
+        options.batchSize = batchSize
+        options.optimizer = kind
+        options.momentum = momentum
+        options.proximalMu = proximalMu
+        options.seed = seed
+        let trainer = Trainer(network: network)
+        let before = trainer.evaluate(weights: weights, data: set)
+        let (trained, _) = try trainer.train(weights: weights, data: set, options: options)
+        let after = trainer.evaluate(weights: trained, data: set)
+        try ONNXInitializers.write(trained, template: model, to: out)
+        print(String(format: "loss %.6f -> %.6f, accuracy %.4f -> %.4f", before.loss, after.loss, before.accuracy, after.accuracy))
     }
 }

@@ -8,18 +8,7 @@ import TernCore
 public enum ONNXInitializers {
     /// The float initializers of the model at `path`, named, in graph order.
     public static func read(path: String) throws(TernError) -> [(name: String, array: ParameterArray)] {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw .invalidArgument("cannot read \(path): \(error.localizedDescription)")
-        }
-        let model: Onnx_ModelProto
-        do {
-            model = try Onnx_ModelProto(serializedBytes: data)
-        } catch {
-            throw .invalidArgument("\(path) is not an ONNX model: \(error)")
-        }
+        let model = try model(path: path)
         var out: [(name: String, array: ParameterArray)] = []
         for tensor in model.graph.initializer {
             guard let type = floatType(tensor.dataType) else { continue }
@@ -29,6 +18,21 @@ public enum ONNXInitializers {
             out.append((tensor.name, try array(tensor, type: type, source: path)))
         }
         return out
+    }
+
+    /// The decoded model file (the parts `onnx_weights.proto` names; the rest kept as unknown fields).
+    static func model(path: String) throws(TernError) -> Onnx_ModelProto {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw .invalidArgument("cannot read \(path): \(error.localizedDescription)")
+        }
+        do {
+            return try Onnx_ModelProto(serializedBytes: data)
+        } catch {
+            throw .invalidArgument("\(path) is not an ONNX model: \(error)")
+        }
     }
 
     /// The arrays of `read(path:)` alone.

@@ -15,7 +15,8 @@ from schedule import schedule
 
 def weighted(metrics):
     total = sum(n for n, _ in metrics)
-    keys = metrics[0][1].keys() if metrics else []
+    # Only the keys every client reported (a Tern client reports other fit metrics than Python's).
+    keys = set.intersection(*(set(m) for _, m in metrics)) if metrics else set()
     return {k: sum(n * m[k] for n, m in metrics) / total for k in keys}
 
 
