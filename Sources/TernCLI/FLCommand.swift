@@ -60,6 +60,7 @@ struct FLServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("round-timeout"), help: "Seconds each stage waits for answers.") var roundTimeout: Double?
     @Option(name: .customLong("accept-failures"), help: "Aggregate a round that had failures (true/false).") var acceptFailures: Bool?
     @Option(help: "Seed of the client sampling.") var seed: UInt64?
+    @Option(help: "Compress updates with Tern clients that support it: none, fp16 or int8.") var compression: String?
     @Option(name: .customLong("initial-model"), help: "ONNX model whose float initializers are the initial weights.")
     var initialModel: String?
     @Option(help: "Write the run's history as JSON here.") var history: String?
@@ -86,6 +87,10 @@ struct FLServerCommand: AsyncParsableCommand {
         if let roundTimeout { settings.roundTimeout = roundTimeout }
         if let acceptFailures { settings.acceptFailures = acceptFailures }
         if let seed { settings.seed = seed }
+        if let compression {
+            guard compression == "none" || UpdateCompression(rawValue: compression) != nil else { throw ValidationError("--compression must be none, fp16 or int8") }
+            settings.compression = UpdateCompression(rawValue: compression)
+        }
         if let initialModel { settings.initialModel = initialModel }
         if let history { settings.historyPath = history }
         if let weightsDir { settings.weightsDirectory = weightsDir }

@@ -36,7 +36,12 @@ public struct FLRunSummary: Sendable, Codable, Equatable {
 public actor FLCoordinator {
     private var engine: RoundEngine
     private var links: [String: AsyncStream<FLInstruction>.Continuation] = [:]
-    private var encoded: (round: Int, stage: RoundEngine.Stage, parameters: Flwr_Proto_Parameters)?
+    private var encoded: (round: Int, stage: RoundEngine.Stage, compressed: Bool, parameters: Flwr_Proto_Parameters)?
+    private var compressedCache: (round: Int, stage: RoundEngine.Stage, parameters: Flwr_Proto_Parameters)?
+    /// Clients asked for their properties before they join the rounds (to learn what they decode).
+    private var joining: Set<String> = []
+    /// What each Tern client said it decodes.
+    private var decodes: [String: Set<UpdateCompression>] = [:]
     private var deadlines: [Task<Void, Never>] = []
     private var summaries: [FLRoundSummary] = []
     private var roundStarted: ContinuousClock.Instant?
@@ -96,13 +101,21 @@ public actor FLCoordinator {
         metrics.connected.record(links.count)
         if started == nil { started = .now }
         logger.info("fl: client \(client) joined (\(links.count) connected)")
-        apply(engine.clientJoined(client))
+        if engine.settings.compression != nil {
+            // Learn what it decodes first; it joins the rounds with its answer.
+            joining.insert(client)
+            send(client, FLInstruction(kind: .getProperties, message: FLWire.getProperties, payloadBytes: 0))
+        } else {
+            apply(engine.clientJoined(client))
+        }
         return stream
     }
 
     func disconnected(_ client: String) {
         guard let link = links.removeValue(forKey: client) else { return }
         link.finish()
+        decodes[client] = nil
+        if joining.remove(client) != nil { return }  // never joined the rounds
         metrics.connected.record(links.count)
         logger.info("fl: client \(client) left (\(links.count) connected)")
         apply(engine.clientLeft(client))
@@ -115,7 +128,12 @@ public actor FLCoordinator {
         case (.getParameters, .parameters(let outcome)):
             apply(engine.parametersReturned(from: client, outcome))
         case (.getProperties, .properties(let properties)):
-            apply(engine.propertiesReturned(from: client, properties))
+            if joining.remove(client) != nil {
+                decodes[client] = UpdateCompression.supported(properties?[UpdateCompression.propertyKey])
+                apply(engine.clientJoined(client))
+            } else {
+                apply(engine.propertiesReturned(from: client, properties))
+            }
         case (.fit(let round), .fit(let outcome)):
             if case .failure(let reason) = outcome { logger.warning("fl: round \(round): fit from \(client) failed: \(reason.rawValue)") }
             apply(engine.fitReturned(from: client, round: round, outcome))
@@ -151,10 +169,16 @@ public actor FLCoordinator {
                     await self?.retry(round: round)
                 })
             case .fit(let client, let round, let weights, let config):
-                guard let parameters = parameters(round: round, stage: .fit, weights: weights) else { continue }
-                send(client, FLInstruction(kind: .fit(round: round), message: FLWire.fit(parameters, config: config), payloadBytes: FLWire.bytes(parameters)))
+                let compression = compression(for: client)
+                guard let parameters = parameters(round: round, stage: .fit, weights: weights, compressed: compression != nil) else { continue }
+                var config = config
+                if let compression { config[UpdateCompression.propertyKey] = .string(compression.rawValue) }
+                send(client, FLInstruction(
+                    kind: .fit(round: round), message: FLWire.fit(parameters, config: config), payloadBytes: FLWire.bytes(parameters),
+                    base: compression == nil ? nil : weights))
             case .evaluate(let client, let round, let weights, let config):
-                guard let parameters = parameters(round: round, stage: .evaluate, weights: weights) else { continue }
+                let compressed = compression(for: client) != nil
+                guard let parameters = parameters(round: round, stage: .evaluate, weights: weights, compressed: compressed) else { continue }
                 send(client, FLInstruction(kind: .evaluate(round: round), message: FLWire.evaluate(parameters, config: config), payloadBytes: FLWire.bytes(parameters)))
             case .startDeadline(let round, let stage, let seconds):
                 deadlines.append(Task { [weak self] in
@@ -179,11 +203,19 @@ public actor FLCoordinator {
         }
     }
 
-    private func parameters(round: Int, stage: RoundEngine.Stage, weights: FLWeights) -> Flwr_Proto_Parameters? {
-        if let encoded, encoded.round == round, encoded.stage == stage { return encoded.parameters }
+    /// The encoding agreed with `client`: the settings' compression when the client decodes it.
+    private func compression(for client: String) -> UpdateCompression? {
+        guard let wanted = engine.settings.compression, decodes[client]?.contains(wanted) == true else { return nil }
+        return wanted
+    }
+
+    /// The stage's global weights on the wire, encoded once per stage and form.
+    private func parameters(round: Int, stage: RoundEngine.Stage, weights: FLWeights, compressed: Bool) -> Flwr_Proto_Parameters? {
+        if compressed, let cached = compressedCache, cached.round == round, cached.stage == stage { return cached.parameters }
+        if !compressed, let encoded, encoded.round == round, encoded.stage == stage { return encoded.parameters }
         do {
-            let parameters = try FLWire.parameters(weights)
-            encoded = (round, stage, parameters)
+            let parameters = compressed ? try UpdateCompression.global(weights) : try FLWire.parameters(weights)
+            if compressed { compressedCache = (round, stage, parameters) } else { encoded = (round, stage, false, parameters) }
             return parameters
         } catch {
             logger.error("fl: cannot encode the global weights: \(error.message)")

@@ -79,6 +79,8 @@ public struct FLSettings: Sendable {
     public var historyPath: String?
     /// Where the final global weights are written (one `.npy` per array in this directory).
     public var weightsDirectory: String?
+    /// Update compression with Tern clients that support it (Flower clients are unaffected); nil: none.
+    public var compression: UpdateCompression?
     /// Edge-aware selection from the devices' properties; nil samples as Flower does.
     public var selection: EdgeSelectionPolicy?
     /// The largest message accepted from a client: Flower's 2 GiB - 1.
@@ -159,6 +161,12 @@ public struct FLSettings: Sendable {
             privacy.population = try dp.int("population")
             try dp.finish()
             strategyOptions.differentialPrivacy = privacy
+        }
+        if let name = try reader.string("compression"), name != "none" {
+            guard let compression = UpdateCompression(rawValue: name) else {
+                throw .invalidArgument("\(source): compression must be none, fp16 or int8, not '\(name)'")
+            }
+            self.compression = compression
         }
         if let map = try reader.map("selection") {
             var sel = YAMLMapReader(map: map, source: "\(source): selection")

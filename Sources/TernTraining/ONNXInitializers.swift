@@ -88,10 +88,9 @@ public enum ONNXInitializers {
         do {
             try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
             try bytes.write(to: temporary)
-            if FileManager.default.fileExists(atPath: destination) {
-                _ = try FileManager.default.replaceItemAt(target, withItemAt: temporary)
-            } else {
-                try FileManager.default.moveItem(at: temporary, to: target)
+            // rename(2) replaces the destination in one step, whether or not it exists.
+            guard Foundation.rename(temporary.path, target.path) == 0 else {
+                throw TernError.internalError(String(cString: strerror(errno)))
             }
         } catch {
             try? FileManager.default.removeItem(at: temporary)

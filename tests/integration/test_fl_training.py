@@ -122,7 +122,7 @@ def tern_client(tmp_path, address, index, clients=3, extra=()):
     np.savez(tmp_path / "test.npz", x=test_x, y=test_y)
     digits_model(tmp_path / "digits.onnx")
     return subprocess.Popen([TERN, "fl", "client", "--server", address, "--model", str(tmp_path / "digits.onnx"),
-                             "--data", str(data), "--eval-data", str(tmp_path / "test.npz"), "--out", str(tmp_path / "final.onnx"),
+                             "--data", str(data), "--eval-data", str(tmp_path / "test.npz"), "--out", str(tmp_path / f"final{index}.onnx"),
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -148,7 +148,7 @@ def test_the_swift_client_joins_a_real_flower_server_beside_python_clients(tmp_p
     assert len(history["accuracy"]) == 4 and history["accuracy"][-1] > 0.4, history
     # The Tern client's last evaluation is of the final global model, as the Python clients' are.
     assert abs(summary["accuracy"] - history["accuracy"][-1]) < 0.2
-    final = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "final.onnx")).graph.initializer}
+    final = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "final2.onnx")).graph.initializer}
     assert final["W"].shape == (64, 10) and final["W"].dtype == np.float32
 
 
@@ -168,3 +168,38 @@ def test_a_tern_client_that_cannot_train_is_a_client_error_at_the_coordinator(tm
     assert all(code == 0 for code, _ in wait_clients(good))
     assert summary["failures"].get("client_error") == 2, summary["failures"]
     assert all(r["record"]["aggregated"] for r in summary["rounds"])
+
+
+def run_tern_clients(tmp_path, compression, python_clients=0, tern_clients=3):  # noqa: D103
+    folder = tmp_path / f"{compression}-{python_clients}"
+    folder.mkdir()
+    total = tern_clients + python_clients
+    config = f"compression: {compression}\nmin_fit_clients: {total}\nmin_available_clients: {total}\nmin_evaluate_clients: {total}\n"
+    config += "fit_config: {local_epochs: 2, learning_rate: 0.3, batch_size: 32}\n"
+    coordinator = Coordinator(folder, "--rounds", "3", config=config)
+    terns = [tern_client(folder, coordinator.address, i, clients=total) for i in range(tern_clients)]
+    pythons = [start_client(python, coordinator.address, tern_clients + i, clients=total)
+               for i, python in enumerate([flwr_python()] * python_clients)]
+    summary = coordinator.finish()
+    for process in terns:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err[-2000:]
+    assert all(code == 0 for code, _ in wait_clients(pythons))
+    return summary
+
+
+def test_update_compression_between_tern_peers(tmp_path):
+    flwr_python()
+    results = {c: run_tern_clients(tmp_path, c) for c in ("none", "fp16", "int8")}
+    received = {c: sum(r["bytesReceived"] for r in s["rounds"][1:]) for c, s in results.items()}  # round 1 has get_parameters
+    sent = {c: sum(r["bytesSent"] for r in s["rounds"]) for c, s in results.items()}
+    accuracy = {c: s["rounds"][-1]["record"]["metrics"]["accuracy"] for c, s in results.items()}
+    print("bytes received", received, "sent", sent, "accuracy", accuracy)
+    # A 2.6 KB model: the .npy headers (128 bytes an array) weigh; a 4 MB one gets close to 1/2 and 1/4.
+    assert received["fp16"] < 0.56 * received["none"] and received["int8"] < 0.36 * received["none"]
+    assert sent["fp16"] < 0.55 * sent["none"] and sent["int8"] < 0.55 * sent["none"]
+    assert abs(accuracy["fp16"] - accuracy["none"]) < 0.02 and abs(accuracy["int8"] - accuracy["none"]) < 0.05
+    # A Flower client in the same run is not affected: it gets float32 and answers as usual.
+    mixed = run_tern_clients(tmp_path, "int8", python_clients=1, tern_clients=2)
+    assert all(r["record"]["aggregated"] and r["record"]["fitResults"] == 3 for r in mixed["rounds"]), mixed["rounds"]
+    assert not mixed["failures"]

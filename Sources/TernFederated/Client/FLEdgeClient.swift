@@ -196,6 +196,7 @@ public final class FLEdgeClient: Sendable {
         case .getPropertiesIns?:
             var res = Flwr_Proto_ClientMessage.GetPropertiesRes()
             var properties = self.properties()
+            properties[UpdateCompression.propertyKey] = .string(UpdateCompression.allCases.map(\.rawValue).joined(separator: ","))
             if let energy = state.withLock({ $0.lastEnergy }) { properties["energy_j"] = .double(energy) }
             res.properties = FLScalar.proto(properties)
             res.status.code = .ok
@@ -229,7 +230,11 @@ public final class FLEdgeClient: Sendable {
                 $0.summary.trainLoss = loss
                 $0.lastEnergy = energy
             }
-            res.parameters = try FLWire.parameters(trained)
+            if case .string(let name)? = config[UpdateCompression.propertyKey], let compression = UpdateCompression(rawValue: name) {
+                res.parameters = try compression.update(trained: trained, base: global)
+            } else {
+                res.parameters = try FLWire.parameters(trained)
+            }
             res.numExamples = Int64(data.count)
             var metrics: [String: FLScalar] = ["train_loss": .double(loss), "train_seconds": .double(seconds)]
             if let energy { metrics["energy_j"] = .double(energy) }
@@ -272,8 +277,10 @@ public final class FLEdgeClient: Sendable {
         case .success(let arrays): global = arrays
         case .failure: throw .invalidArgument("the server's parameters do not decode as .npy arrays")
         }
-        if let mismatch = global.layoutMismatch(expected: weights) { throw .invalidArgument("the server's parameters do not fit the model: \(mismatch)") }
-        return global
+        let model = weights
+        if let mismatch = global.layoutMismatch(expected: model) { throw .invalidArgument("the server's parameters do not fit the model: \(mismatch)") }
+        // A compressed global model arrives in float16: train in the model's own types.
+        return zip(global, model).map { $0.converted(to: $1.dataType) }
     }
 
     /// Flower's usual config keys as training options.

@@ -17,6 +17,8 @@ struct FLInstruction: Sendable {
     var message: Flwr_Proto_ServerMessage
     /// Bytes of tensors the message carries.
     var payloadBytes: Int
+    /// The global weights a compressed update answering this fit is relative to.
+    var base: FLWeights? = nil
 }
 
 /// A client's answer, decoded off the coordinator's actor (a 100 MB model decodes in the
@@ -29,7 +31,7 @@ enum FLReply: Sendable {
     case other
 
     /// Reads `message` as the answer to `kind` from `client`.
-    static func decode(_ message: Flwr_Proto_ClientMessage, for kind: FLInstructionKind, client: String) -> FLReply {
+    static func decode(_ message: Flwr_Proto_ClientMessage, for kind: FLInstructionKind, client: String, base: FLWeights? = nil) -> FLReply {
         switch (kind, message.msg) {
         case (.getParameters, .getParametersRes(let res)?):
             guard res.status.code == .ok else { return .parameters(.failure(.clientError)) }
@@ -42,7 +44,8 @@ enum FLReply: Sendable {
             return .properties(nil)
         case (.fit, .fitRes(let res)?):
             guard res.status.code == .ok else { return .fit(.failure(.clientError)) }
-            return .fit(FLWire.weights(res.parameters).map {
+            let weights = base.flatMap { UpdateCompression.apply(res.parameters, base: $0) } ?? FLWire.weights(res.parameters)
+            return .fit(weights.map {
                 FitResult(clientID: client, weights: $0, numExamples: Int(res.numExamples), metrics: FLScalar.map(res.metrics))
             })
         case (.fit, _):

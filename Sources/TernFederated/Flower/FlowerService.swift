@@ -34,7 +34,7 @@ struct FlowerService: Flwr_Proto_FlowerService.SimpleServiceProtocol {
                     // seldom arrives, and the end of the stream is the acknowledgement.
                     if instruction.kind == .reconnect { break }
                     guard let message = await answers.next() else { break }
-                    let reply = FLReply.decode(message, for: instruction.kind, client: client)
+                    let reply = FLReply.decode(message, for: instruction.kind, client: client, base: instruction.base)
                     await coordinator.answered(client, kind: instruction.kind, reply: reply, bytes: FLService.payloadBytes(message))
                 }
             } catch {}
