@@ -8,6 +8,7 @@ import TernFederated
 import TernHTTP
 import TernDevice
 import TernMetrics
+import TernRuntime
 import TernTraining
 import UnixSignals
 
@@ -316,6 +317,10 @@ struct FLClientCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-retries"), help: "Failed connection attempts in a row before giving up (default: keep trying).")
     var maxRetries: Int?
     @Option(help: "Write the final weights into a copy of the model here.") var out: String?
+    @Option(name: .customLong("backbone-repository"), help: "A model repository holding a frozen backbone: the data goes through it first (ONNX Runtime) and --model trains on its embeddings.")
+    var backboneRepository: String?
+    @Option(name: .customLong("backbone-model"), help: "The backbone's name in --backbone-repository.") var backboneModel: String?
+    @Option(name: .customLong("backbone-output"), help: "The backbone output to train on (default: its first).") var backboneOutput: String?
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -323,13 +328,27 @@ struct FLClientCommand: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
+        guard (backboneRepository == nil) == (backboneModel == nil) else {
+            throw ValidationError("--backbone-repository and --backbone-model go together")
+        }
         guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]) else {
             throw ValidationError("--server must be HOST:PORT")
         }
         let host = String(server[..<colon])
         let (network, weights) = try DenseNetwork.load(path: model)
-        let training = try TrainingSet.load(path: data)
-        let evaluation = try evalData.map { try TrainingSet.load(path: $0) }
+        var training = try TrainingSet.load(path: data)
+        var evaluation = try evalData.map { try TrainingSet.load(path: $0) }
+        if let backboneRepository, let backboneModel {
+            let logger = Logger(label: "tern.fl.client")
+            guard let local = try await LocalModel.load(model: backboneModel, repository: backboneRepository, needed: true, library: nil, logger: logger) else {
+                throw ValidationError("cannot load the backbone \(backboneModel)")
+            }
+            let backbone = Backbone(server: local.server, model: backboneModel, output: backboneOutput)
+            training = try await backbone.embed(training)
+            if let set = evaluation { evaluation = try await backbone.embed(set) }
+            logger.info("fl client: \(training.count) rows embedded by \(backboneModel) into \(training.width) features")
+            try? local.server.unload(model: backboneModel)
+        }
         let telemetry = SystemTelemetry()
         let client = FLEdgeClient(
             options: FLEdgeClient.Options(host: host == "localhost" ? "127.0.0.1" : host, port: port, rootCertificate: rootCert, maxRetries: maxRetries),
@@ -383,5 +402,34 @@ struct FLTrainCommand: ParsableCommand {
         let after = trainer.evaluate(weights: trained, data: set)
         try ONNXInitializers.write(trained, template: model, to: out)
         print(String(format: "loss %.6f -> %.6f, accuracy %.4f -> %.4f", before.loss, after.loss, before.accuracy, after.accuracy))
+    }
+}
+
+/// A frozen feature extractor served in this process: it turns each row into its embedding once,
+/// before training, so the trainer sees only the head's inputs.
+struct Backbone {
+    let server: InferenceServer
+    let model: String
+    let output: String?
+
+    func embed(_ set: TrainingSet) async throws -> TrainingSet {
+        let config = try server.modelConfig(model)
+        guard let input = config.input.first else { throw ValidationError("the backbone \(model) has no inputs") }
+        let outputName = output ?? config.output.first?.name ?? ""
+        var features: [Double] = []
+        var width = 0
+        var start = 0
+        while start < set.count {
+            let end = min(start + 256, set.count)
+            let (x, _) = set.batch(Array(start..<end))
+            let tensor = Tensor(name: input.name, shape: [Int64(end - start), Int64(set.width)], values: x.map { Float($0) })
+            let response = try await server.infer(InferenceRequest(modelName: model, inputs: [tensor], outputs: [RequestedOutput(name: outputName)]))
+            guard let out = response.outputs.first else { throw ValidationError("the backbone gave no output \(outputName)") }
+            let values = try out.values(as: Float.self).map { Double($0) }
+            width = values.count / (end - start)
+            features += values
+            start = end
+        }
+        return TrainingSet(features: features, labels: set.labels, width: width)
     }
 }

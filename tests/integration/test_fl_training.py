@@ -203,3 +203,55 @@ def test_update_compression_between_tern_peers(tmp_path):
     mixed = run_tern_clients(tmp_path, "int8", python_clients=1, tern_clients=2)
     assert all(r["record"]["aggregated"] and r["record"]["fitResults"] == 3 for r in mixed["rounds"]), mixed["rounds"]
     assert not mixed["failures"]
+
+
+def test_a_head_trains_on_embeddings_of_a_frozen_backbone(tmp_path):
+    """The typical on-device fine-tuning: ONNX Runtime computes a frozen backbone's embeddings of
+    the local data once, and the federated run trains only the head on them."""
+    rng = np.random.default_rng(4)
+    projection = (rng.standard_normal((64, 32)) * 0.3).astype(np.float32)
+    backbone = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "P"], ["z"]), helper.make_node("Relu", ["z"], ["embedding"])],
+        "backbone", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [None, 32])], [numpy_helper.from_array(projection, "P")])
+    model = helper.make_model(backbone, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    repo = tmp_path / "repo" / "backbone"
+    (repo / "1").mkdir(parents=True)
+    onnx.save(model, str(repo / "1" / "model.onnx"))
+    (repo / "config.pbtxt").write_text('name: "backbone"\nbackend: "onnxruntime"\nmax_batch_size: 256\n'
+                                       'input [ { name: "x" data_type: TYPE_FP32 dims: [ 64 ] } ]\n'
+                                       'output [ { name: "embedding" data_type: TYPE_FP32 dims: [ 32 ] } ]\n')
+    w = (rng.standard_normal((32, 10)) * 0.01).astype(np.float32)
+    head = helper.make_graph(
+        [helper.make_node("Gemm", ["e", "W", "B"], ["logits"]), helper.make_node("Softmax", ["logits"], ["p"], axis=1)],
+        "head", [helper.make_tensor_value_info("e", TensorProto.FLOAT, [None, 32])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 10])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.zeros(10, np.float32), "B")])
+    head_model = helper.make_model(head, opset_imports=[helper.make_opsetid("", 13)])
+    head_model.ir_version = 8
+    onnx.save(head_model, str(tmp_path / "head.onnx"))
+    _, _, test_x, test_y = _data()
+    np.savez(tmp_path / "test.npz", x=test_x, y=test_y)
+    coordinator = Coordinator(tmp_path, "--rounds", "3", "--min-fit-clients", "2", "--min-available-clients", "2",
+                              "--min-evaluate-clients", "2", config="fit_config: {local_epochs: 3, learning_rate: 0.2}\n")
+    clients = []
+    for i in range(2):
+        x, y = client_share(i, 2, main_share=0.5)
+        np.savez(tmp_path / f"c{i}.npz", x=x, y=y)
+        clients.append(subprocess.Popen(
+            [TERN, "fl", "client", "--server", coordinator.address, "--model", str(tmp_path / "head.onnx"), "--data", str(tmp_path / f"c{i}.npz"),
+             "--eval-data", str(tmp_path / "test.npz"), "--backbone-repository", str(tmp_path / "repo"), "--backbone-model", "backbone",
+             "--out", str(tmp_path / f"head{i}.onnx")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    summary = coordinator.finish()
+    for client in clients:
+        _, err = client.communicate(timeout=60)
+        assert client.returncode == 0, err[-2000:]
+        assert "embedded by backbone into 32 features" in err
+    reported = summary["rounds"][-1]["record"]["metrics"]["accuracy"]
+    # The clients' reported accuracy is the NumPy accuracy of backbone + final head on the test set.
+    trained = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "head0.onnx")).graph.initializer}
+    embedding = np.maximum(test_x @ projection, 0)
+    mine = ((embedding @ trained["W"] + trained["B"]).argmax(axis=1) == test_y).mean()
+    assert abs(mine - reported) < 0.01, (mine, reported)
+    assert reported > 0.5

@@ -83,7 +83,7 @@ public final class FLEdgeClient: Sendable {
         self.state = Mutex((weights, Summary(), nil))
     }
 
-    /// The last global (or locally trained) weights.
+    /// The last global weights received (after the run: the final model, when the server evaluates it).
     public var weights: [ParameterArray] { state.withLock { $0.weights } }
 
     /// Joins, serves the server's instructions, and comes back after breaks until the run ends
@@ -225,7 +225,7 @@ public final class FLEdgeClient: Sendable {
             var energy: Double?
             if let before = watts, let after = power() { energy = (before + after) / 2 * seconds }
             state.withLock {
-                $0.weights = trained
+                $0.weights = global
                 $0.summary.fits += 1
                 $0.summary.trainLoss = loss
                 $0.lastEnergy = energy
@@ -255,6 +255,7 @@ public final class FLEdgeClient: Sendable {
             let global = try received(ins.parameters)
             let (loss, accuracy) = trainer.evaluate(weights: global, data: evaluation)
             state.withLock {
+                $0.weights = global
                 $0.summary.evaluations += 1
                 $0.summary.loss = loss
                 $0.summary.accuracy = accuracy

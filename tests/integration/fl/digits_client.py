@@ -14,14 +14,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from digits_data import client_share, softmax_eval, softmax_init, softmax_train, test_set  # noqa: E402
+from digits_data import client_share, dirichlet_share, softmax_eval, softmax_init, softmax_train, test_set  # noqa: E402
 
 import flwr as fl  # noqa: E402
 
 
 class DigitsClient(fl.client.NumPyClient):
-    def __init__(self, index, clients, seed, fault, properties):
-        self.x, self.y = client_share(index, clients, seed)
+    def __init__(self, index, clients, seed, fault, properties, dirichlet=None):
+        self.x, self.y = dirichlet_share(index, clients, dirichlet, seed) if dirichlet else client_share(index, clients, seed)
         self.test_x, self.test_y = test_set()
         self.seed = seed + index
         self.fault = fault
@@ -70,13 +70,14 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fault", default="")
     parser.add_argument("--root-cert")
+    parser.add_argument("--dirichlet", type=float, help="split the classes over the clients with Dirichlet(alpha)")
     parser.add_argument("--battery", type=float, help="report battery_percent")
     parser.add_argument("--temperature", type=float, help="report temperature_c")
     parser.add_argument("--energy", type=float, help="report energy_j (joules spent last round)")
     args = parser.parse_args()
     properties = {key: value for key, value in (("battery_percent", args.battery), ("temperature_c", args.temperature),
                                                 ("energy_j", args.energy)) if value is not None}
-    client = DigitsClient(args.index, args.clients, args.seed, args.fault, properties)
+    client = DigitsClient(args.index, args.clients, args.seed, args.fault, properties, args.dirichlet)
     root = open(args.root_cert, "rb").read() if args.root_cert else None
     fl.client.start_client(server_address=args.server, client=client.to_client(),
                            insecure=root is None, root_certificates=root)

@@ -73,3 +73,21 @@ def softmax_eval(parameters, x, y):
     p = _probabilities(w.astype(np.float64), b.astype(np.float64), x.astype(np.float64))
     loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean()
     return float(loss), float((p.argmax(axis=1) == y).mean())
+
+
+def dirichlet_share(index, clients, alpha=0.5, seed=0):
+    """Client `index` of `clients` under a Dirichlet(alpha) label skew: each class's training
+    examples are split over the clients in proportions drawn from Dirichlet(alpha)."""
+    x, y, _, _ = _data()
+    rng = np.random.default_rng(seed)
+    mine = []
+    for label in range(10):
+        members = np.flatnonzero(y == label)
+        rng.shuffle(members)
+        cuts = (np.cumsum(rng.dirichlet([alpha] * clients)) * len(members)).astype(int)[:-1]
+        mine.append(np.split(members, cuts)[index])
+    chosen = np.concatenate(mine)
+    if len(chosen) == 0:  # a client with no data would fail every fit; give it one example
+        chosen = np.array([index])
+    rng.shuffle(chosen)
+    return x[chosen], y[chosen]

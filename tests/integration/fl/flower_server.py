@@ -25,14 +25,16 @@ def main():
     parser.add_argument("--address", required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--fraction-evaluate", type=float, default=1.0)
     args = parser.parse_args()
     strategy = FedAvg(
-        fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=args.clients,
-        min_evaluate_clients=args.clients, min_available_clients=args.clients,
+        fraction_fit=1.0, fraction_evaluate=args.fraction_evaluate, min_fit_clients=args.clients,
+        min_evaluate_clients=args.clients if args.fraction_evaluate > 0 else 0, min_available_clients=args.clients,
         on_fit_config_fn=schedule,
         evaluate_metrics_aggregation_fn=weighted, fit_metrics_aggregation_fn=weighted)
     history = fl.server.start_server(
-        server_address=args.address, config=fl.server.ServerConfig(num_rounds=args.rounds), strategy=strategy)
+        server_address=args.address, config=fl.server.ServerConfig(num_rounds=args.rounds), strategy=strategy,
+        grpc_max_message_length=2**31 - 1)
     out = {
         "loss": [loss for _, loss in history.losses_distributed],
         "accuracy": [acc for _, acc in history.metrics_distributed.get("accuracy", [])],
