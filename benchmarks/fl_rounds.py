@@ -106,24 +106,28 @@ def run_server(kind, tern, port, rounds, clients, extra_yaml="", fraction_evalua
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def round_time(kind, tern, floats, rounds, folder):
+def round_time(kind, tern, floats, rounds, folder, relay=False):
+    """The median period between client 0's fits, and the bytes per round on the wire. Timed runs
+    connect directly; the bytes are counted in a run through the relay (which would slow big models)."""
     port = free_port()
     server = run_server(kind, tern, port, rounds, 3)
-    relay = Relay(port)
+    relay = Relay(port) if relay else None
     time.sleep(1.5 if kind == "flower" else 0.3)
     logs = [os.path.join(folder, f"{kind}-{floats}-{i}.log") for i in range(3)]
     for log in logs:
         if os.path.exists(log):
             os.remove(log)
-    clients = [subprocess.Popen([PYTHON, os.path.join(HERE, "fl_echo_client.py"), "--server", f"127.0.0.1:{relay.port}",
+    clients = [subprocess.Popen([PYTHON, os.path.join(HERE, "fl_echo_client.py"), "--server", f"127.0.0.1:{relay.port if relay else port}",
                                  "--floats", str(floats), "--log", log], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for log in logs]
     server.communicate(timeout=1800)
     for client in clients:
         client.wait(timeout=120)
-    relay.close()
     times = [float(line) for line in open(logs[0])]
     periods = [b - a for a, b in zip(times, times[1:])]
+    if relay is None:
+        return statistics.median(periods), None
+    relay.close()
     return statistics.median(periods), (relay.up + relay.down) / rounds
 
 
@@ -166,8 +170,10 @@ def main():
              "|---|---|---|---|---|---|---|"]
     for floats in (int(s) for s in args.sizes.split(",")):
         rounds = args.rounds if floats < 10_000_000 else max(3, args.rounds // 2)
-        t_time, t_bytes = round_time("tern", tern, floats, rounds, folder)
-        f_time, f_bytes = round_time("flower", tern, floats, rounds, folder)
+        t_time, _ = round_time("tern", tern, floats, rounds, folder)
+        f_time, _ = round_time("flower", tern, floats, rounds, folder)
+        _, t_bytes = round_time("tern", tern, floats, 2, folder, relay=True)
+        _, f_bytes = round_time("flower", tern, floats, 2, folder, relay=True)
         size = floats * 4
         label = f"{size / 1024:.0f} KB" if size < 1 << 20 else f"{size / (1 << 20):.0f} MB"
         lines.append(f"| {label} | {t_time * 1000:.1f} ms | {f_time * 1000:.1f} ms | {t_time / f_time:.2f}x | "

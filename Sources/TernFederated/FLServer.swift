@@ -33,6 +33,10 @@ public struct FLServer: Sendable {
         }
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.rpc.maxRequestPayloadSize = settings.maxMessageBytes
+        // Model updates are megabytes: a 64 KiB flow-control window would make every upload wait
+        // for window updates (round trips), so the window and frames are sized for bulk transfer.
+        config.http2.targetWindowSize = 64 << 20
+        config.http2.maxFrameSize = 1 << 20
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: host, port: port), transportSecurity: security, config: config)
         let server = GRPCServer(transport: transport, services: [FlowerService(coordinator: coordinator)])
         return try await withThrowingTaskGroup(of: FLRunSummary?.self) { group in

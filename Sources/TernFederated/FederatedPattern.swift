@@ -25,10 +25,10 @@ public struct FederatedPattern: ServerPattern {
     public var services: [any Service] { [service] }
     /// Lets the coordinator start: it trains a served model, which must have loaded first.
     public func modelsLoaded() async { service.modelsLoaded() }
-    /// `/fl/status`: the run's rounds so far as JSON (API group `federated`).
+    /// `/fl/status`: the run's rounds so far as JSON (API group `fl`).
     public var metricsPages: [MetricsPage] {
         let service = self.service
-        return [MetricsPage(path: "/fl/status", group: "federated") { service.statusJSON() }]
+        return [MetricsPage(path: "/fl/status", group: "fl") { service.statusJSON() }]
     }
 }
 

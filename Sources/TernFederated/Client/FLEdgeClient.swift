@@ -137,6 +137,8 @@ public final class FLEdgeClient: Sendable {
         }
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.connection.maxIdleTime = nil
+        config.http2.targetWindowSize = 64 << 20  // bulk transfers of model weights
+        config.http2.maxFrameSize = 1 << 20
         let isAddress = options.host.split(separator: ".").count == 4 && options.host.split(separator: ".").allSatisfy { UInt8($0) != nil }
         let target: any ResolvableTarget = isAddress ? .ipv4(address: options.host, port: options.port) : .dns(host: options.host, port: options.port)
         return try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: config)
