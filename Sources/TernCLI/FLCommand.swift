@@ -161,9 +161,7 @@ struct FLServerCommand: AsyncParsableCommand {
         if let directory = settings.weightsDirectory, let weights = await coordinator.weights, !summary.interrupted {
             try FLWeightsFiles.write(weights, to: directory)
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let json = try encoder.encode(summary)
+        let json = try FLJSON.encoder(pretty: true).encode(summary)
         if let path = settings.historyPath { try json.write(to: URL(fileURLWithPath: path), options: .atomic) }
         FileHandle.standardOutput.write(json + Data("\n".utf8))
     }
@@ -262,8 +260,7 @@ struct FLStatusCommand: ParsableCommand {
         let info = try store.run(name)
         let rounds = try store.summaries(run: name)
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let encoder = FLJSON.encoder(pretty: true)
             struct Status: Encodable {
                 var run: FLRunInfo?
                 var rounds: [FLRoundSummary]
@@ -397,9 +394,9 @@ struct FLTrainCommand: ParsableCommand {
         options.proximalMu = proximalMu
         options.seed = seed
         let trainer = Trainer(network: network)
-        let before = trainer.evaluate(weights: weights, data: set)
+        let before = try trainer.evaluate(weights: weights, data: set)
         let (trained, _) = try trainer.train(weights: weights, data: set, options: options)
-        let after = trainer.evaluate(weights: trained, data: set)
+        let after = try trainer.evaluate(weights: trained, data: set)
         try ONNXInitializers.write(trained, template: model, to: out)
         print(String(format: "loss %.6f -> %.6f, accuracy %.4f -> %.4f", before.loss, after.loss, before.accuracy, after.accuracy))
     }
@@ -426,6 +423,9 @@ struct Backbone {
             let response = try await server.infer(InferenceRequest(modelName: model, inputs: [tensor], outputs: [RequestedOutput(name: outputName)]))
             guard let out = response.outputs.first else { throw ValidationError("the backbone gave no output \(outputName)") }
             let values = try out.values(as: Float.self).map { Double($0) }
+            guard !values.isEmpty, values.count % (end - start) == 0 else {
+                throw ValidationError("the backbone's output \(outputName) has \(values.count) values for \(end - start) rows")
+            }
             width = values.count / (end - start)
             features += values
             start = end

@@ -40,12 +40,13 @@ public struct DeviceCondition: Sendable, Equatable {
 
     /// Reads the known keys of a `get_properties` answer; others are ignored.
     public init(properties: [String: FLScalar]) {
-        batteryPercent = properties["battery_percent"]?.number
+        func finite(_ key: String) -> Double? { properties[key]?.number.flatMap { $0.isFinite ? $0 : nil } }
+        batteryPercent = finite("battery_percent")
         if case .bool(let value)? = properties["charging"] { charging = value } else { charging = properties["charging"]?.number.map { $0 != 0 } }
-        temperatureC = properties["temperature_c"]?.number
+        temperatureC = finite("temperature_c")
         if case .bool(let value)? = properties["throttled"] { throttled = value } else { throttled = properties["throttled"]?.number.map { $0 != 0 } }
         if case .string(let mode)? = properties["power_mode"] { powerMode = mode }
-        energyJ = properties["energy_j"]?.number
+        energyJ = finite("energy_j")
     }
 
     /// Whether the device said anything this policy can use.

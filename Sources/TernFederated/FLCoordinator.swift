@@ -95,6 +95,21 @@ public actor FLCoordinator {
 
     // MARK: Connections (called by the Flower service)
 
+    private var connections = 0
+
+    /// A new stream from `peer`: its client id (unique even for several streams on one HTTP/2
+    /// connection) and the instructions for it.
+    func connect(peer: String) -> (String, AsyncStream<FLInstruction>) {
+        connections += 1
+        let client = "\(peer)#\(connections)"
+        return (client, connect(client))
+    }
+
+    /// Ends a stream whose client broke the protocol.
+    func misbehaved(_ client: String, reason: String) {
+        logger.warning("fl: client \(client) \(reason); closing its stream")
+    }
+
     func connect(_ client: String) -> AsyncStream<FLInstruction> {
         let (stream, continuation) = AsyncStream<FLInstruction>.makeStream()
         links[client] = continuation

@@ -48,7 +48,13 @@ public struct FLServer: Sendable {
             let boundText = bound.ipv4.map { "\($0.host):\($0.port)" } ?? "\(bound)"
             logger.info("fl: Flower coordinator listening on \(boundText) (\(settings.tlsCertificate == nil ? "plaintext" : "TLS"))")
             onListening(boundText)
-            let summary = await coordinator.waitUntilFinished()
+            let coordinator = self.coordinator
+            group.addTask { await coordinator.waitUntilFinished() }
+            // Whichever ends first: the run (then stop serving) or the server (then the run cannot go on).
+            guard let first = try await group.next(), let summary = first else {
+                group.cancelAll()
+                throw TernError.unavailable("the Flower server on \(boundText) stopped before the run ended")
+            }
             // Give clients a moment to read their ReconnectIns and close, then stop.
             try? await Task.sleep(for: .milliseconds(300))
             server.beginGracefulShutdown()

@@ -206,7 +206,10 @@ public struct FLSettings: Sendable {
         guard minFitClients >= 1, minEvaluateClients >= 0, minAvailableClients >= 1 else {
             throw .invalidArgument("min_fit_clients and min_available_clients must be at least 1")
         }
-        if let timeout = roundTimeout, !(timeout > 0) { throw .invalidArgument("round_timeout must be positive") }
+        if let timeout = roundTimeout, !(timeout > 0 && timeout <= 86_400) { throw .invalidArgument("round_timeout must be between 0 and 86400 seconds") }
+        if let retry = selection?.retrySeconds, !(retry > 0 && retry <= 86_400) {
+            throw .invalidArgument("selection.retry_seconds must be between 0 and 86400 seconds")
+        }
         if (tlsCertificate == nil) != (tlsPrivateKey == nil) { throw .invalidArgument("TLS needs both a certificate and a private key") }
         _ = try FLStrategy(strategy, options: strategyOptions)
     }

@@ -105,7 +105,11 @@ public final class FederatedService: Service, Sendable {
             var publications: [FLPublication]
         }
         let snapshot = state.withLock { Status(finished: $0.finished, rounds: $0.summaries, publications: $0.publications) }
-        return String(decoding: (try? JSONEncoder.sorted.encode(snapshot)) ?? Data("{}".utf8), as: UTF8.self)
+        do {
+            return String(decoding: try FLJSON.encoder().encode(snapshot), as: UTF8.self)
+        } catch {
+            return #"{"error": "cannot encode the status"}"#
+        }
     }
 
     /// Runs the coordinator once the models have loaded, until its last round (or the server's
@@ -192,6 +196,10 @@ public final class FederatedService: Service, Sendable {
         let directory = engine.configuration.repositoryPath.appendingPathComponent(model)
         let fileName = URL(fileURLWithPath: template).lastPathComponent
         let existing = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).compactMap { Int64($0) }
+        guard (existing.max() ?? 0) < Int64.max else {
+            logger.error("fl: \(model) has a version \(Int64.max): no next version number to publish round \(round) as")
+            return
+        }
         let version = (existing.max() ?? 0) + 1
         let staging = directory.appendingPathComponent(".fl-\(UUID().uuidString)")
         let target = directory.appendingPathComponent(String(version))

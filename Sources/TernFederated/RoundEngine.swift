@@ -70,6 +70,8 @@ public struct RoundEngine: Sendable {
     public enum Stage: String, Sendable, Codable {
         /// Devices report their condition (only with edge-aware selection).
         case properties
+        /// One client is asked for the initial weights.
+        case parameters
         /// Clients train on the global weights.
         case fit
         /// Clients evaluate the new global weights.
@@ -257,10 +259,12 @@ public struct RoundEngine: Sendable {
     public mutating func fitReturned(from client: String, round: Int, _ outcome: Result<FitResult, FLFailureReason>) -> [Action] {
         guard case .running(var state) = phase, state.stage == .fit, state.round == round, state.pending.remove(client) != nil else { return [] }
         switch outcome {
-        case .success(let result):
+        case .success(var result):
             if result.weights.layoutMismatch(expected: weights) != nil || result.numExamples < 0 {
                 state.failures[client] = .badParameters
             } else {
+                // The global model keeps its element types, whatever a client sent them as.
+                result.weights = zip(result.weights, weights).map { $0.converted(to: $1.dataType) }
                 state.fits.append(result)
             }
         case .failure(let reason):
@@ -281,6 +285,11 @@ public struct RoundEngine: Sendable {
 
     /// The deadline of a stage passed: clients that have not answered count as `timeout`.
     public mutating func deadlinePassed(round: Int, stage: Stage) -> [Action] {
+        if stage == .parameters, case .initializing(let client) = phase, round == askedForParameters.count {
+            askedForParameters.insert(client)  // it did not answer in time: ask another
+            phase = .waiting(.initial)
+            return advance()
+        }
         if stage == .properties, case .probing(var probe) = phase, probe.round == round, !probe.pending.isEmpty {
             for client in probe.pending { probe.reports[client] = DeviceCondition(properties: [:]) }
             probe.pending.removeAll()
@@ -300,7 +309,9 @@ public struct RoundEngine: Sendable {
         case .initial:
             guard let client = available.first(where: { !askedForParameters.contains($0) }) else { return [] }
             phase = .initializing(client: client)
-            return [.getParameters(client: client)]
+            // The deadline's "round" is the number of clients asked before, so an old timer cannot cut this ask short.
+            let attempt = askedForParameters.count
+            return [.getParameters(client: client)] + (settings.roundTimeout.map { [.startDeadline(round: attempt, stage: .parameters, seconds: $0)] } ?? [])
         case .retry:
             return []
         case .fit(let round):
@@ -344,7 +355,8 @@ public struct RoundEngine: Sendable {
         var candidates: [(client: String, headroom: Double)] = []
         record.skipped = [:]
         for client in available {
-            switch EdgeSelection.assess(probe.reports[client] ?? DeviceCondition(properties: [:]), policy: policy) {
+            guard let report = probe.reports[client] else { continue }  // joined after the question: next round
+            switch EdgeSelection.assess(report, policy: policy) {
             case .success(let headroom): candidates.append((client, headroom))
             case .failure(let reason): record.skipped[client] = reason
             }
@@ -408,8 +420,8 @@ public struct RoundEngine: Sendable {
                 record.metrics = FLAverages.weightedMetrics(state.evaluations.map { ($0.numExamples, $0.metrics) })
             }
             return completeRound()
-        case .properties:
-            return []  // the properties stage settles in settleProbe
+        case .properties, .parameters:
+            return []  // these stages settle in settleProbe and parametersReturned
         }
     }
 

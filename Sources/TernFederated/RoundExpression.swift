@@ -80,7 +80,7 @@ private indirect enum Node: Equatable, Sendable {
         case .unary(let op, let a):
             let value = try a.evaluate(round: round)
             if op == "not" { return .bool(!value.truth) }
-            if case .int(let v) = value { return .int(-v) }
+            if case .int(let v) = value { return .int(0 &- v) }
             return .double(-value.double)
         case .conditional(let a, let condition, let b):
             return try condition.evaluate(round: round).truth ? a.evaluate(round: round) : b.evaluate(round: round)
@@ -109,7 +109,10 @@ private indirect enum Node: Equatable, Sendable {
             case "*": return .int(a &* b)
             case "%":
                 guard b != 0 else { throw .invalidArgument("modulo by zero") }
-                return .int(((a % b) + b) % b)
+                let (remainder, overflow) = a.remainderReportingOverflow(dividingBy: b)
+                if overflow { return .int(0) }  // Int64.min % -1
+                // Python's sign: the result takes the divisor's sign.
+                return .int(remainder != 0 && (remainder < 0) != (b < 0) ? remainder &+ b : remainder)
             case "^" where b >= 0 && b < 63:
                 var result: Int64 = 1
                 for _ in 0..<b { result = result &* a }

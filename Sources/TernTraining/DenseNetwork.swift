@@ -21,6 +21,8 @@ public struct DenseNetwork: Sendable, Equatable {
     public var layers: [Layer]
     /// The initializers' names, in the order of `ParameterArray`s.
     public var names: [String]
+    /// The initializers' shapes, in the same order.
+    public var shapes: [[Int]]
     /// The width of the input.
     public var inputWidth: Int
     /// The number of classes.
@@ -36,9 +38,17 @@ public struct DenseNetwork: Sendable, Equatable {
         var current = model.graph.input.first { !index.keys.contains($0.name) }?.name ?? ""
         var width: Int?
         var lastOut: Int?
-        func outputs(_ weight: Int, transposed: Bool) -> (Int, Int) {
+        func outputs(_ weight: Int, transposed: Bool) throws(TernError) -> (Int, Int) {
             let shape = named[weight].array.shape
+            guard shape.count == 2 else { throw .invalidArgument("\(path): weight \(named[weight].name) has shape \(shape), not a matrix") }
             return transposed ? (shape[1], shape[0]) : (shape[0], shape[1])
+        }
+        func checkBias(_ bias: Int?, width: Int) throws(TernError) {
+            guard let bias else { return }
+            let shape = named[bias].array.shape
+            guard shape == [width] || (shape.count == 2 && shape[0] == 1 && shape[1] == width) else {
+                throw .invalidArgument("\(path): bias \(named[bias].name) has shape \(shape) for a layer of \(width) outputs")
+            }
         }
         var pendingMatMul: (weight: Int, output: String)?
         for node in model.graph.node {
@@ -54,7 +64,8 @@ public struct DenseNetwork: Sendable, Equatable {
                 }
                 let transposed = (attributes["transB"]?.i ?? 0) != 0
                 let bias = node.input.count >= 3 ? index[node.input[2]] : nil
-                let (inputs, outs) = outputs(weight, transposed: transposed)
+                let (inputs, outs) = try outputs(weight, transposed: transposed)
+                try checkBias(bias, width: outs)
                 if width == nil { width = inputs }
                 if let lastOut, lastOut != inputs { throw .invalidArgument("\(path): Gemm \(node.name) takes \(inputs) inputs after a layer of \(lastOut)") }
                 lastOut = outs
@@ -64,7 +75,7 @@ public struct DenseNetwork: Sendable, Equatable {
                 guard node.input.count == 2, let weight = index[node.input[1]], node.input[0] == current else {
                     throw .invalidArgument("\(path): MatMul \(node.name) needs the activations first and an initializer second")
                 }
-                let (inputs, outs) = outputs(weight, transposed: false)
+                let (inputs, outs) = try outputs(weight, transposed: false)
                 if width == nil { width = inputs }
                 if let lastOut, lastOut != inputs { throw .invalidArgument("\(path): MatMul \(node.name) takes \(inputs) inputs after a layer of \(lastOut)") }
                 lastOut = outs
@@ -76,6 +87,7 @@ public struct DenseNetwork: Sendable, Equatable {
                       let bias = node.input.first(where: { $0 != pending.output }).flatMap({ index[$0] }) else {
                     throw .invalidArgument("\(path): Add \(node.name) is not a bias after a MatMul")
                 }
+                try checkBias(bias, width: named[pending.weight].array.shape[1])
                 layers[layers.count - 1] = .dense(weight: pending.weight, bias: bias, transposed: false)
                 pendingMatMul = nil
                 current = node.output[0]
@@ -92,7 +104,7 @@ public struct DenseNetwork: Sendable, Equatable {
         guard let width, let classes = lastOut, layers.contains(where: { if case .dense = $0 { return true } else { return false } }) else {
             throw .invalidArgument("\(path) has no dense layers to train")
         }
-        let network = DenseNetwork(layers: layers, names: named.map(\.name), inputWidth: width, classes: classes)
+        let network = DenseNetwork(layers: layers, names: named.map(\.name), shapes: named.map(\.array.shape), inputWidth: width, classes: classes)
         return (network, named.map(\.array))
     }
 }

@@ -109,9 +109,10 @@ public enum ONNXInitializers {
     }
 
     private static func array(_ tensor: Onnx_TensorProto, type: DataType, source: String) throws(TernError) -> ParameterArray {
+        guard tensor.dims.allSatisfy({ $0 >= 0 }), let count = Tensor.checkedElementCount(of: tensor.dims), count <= 1 << 34 else {
+            throw .invalidArgument("\(source): initializer \(tensor.name) has dimensions \(tensor.dims), which are negative or too large")
+        }
         let shape = tensor.dims.map { Int($0) }
-        guard shape.allSatisfy({ $0 >= 0 }) else { throw .invalidArgument("\(source): initializer \(tensor.name) has a negative dimension") }
-        let count = shape.reduce(1, *)
         let values: [Double]
         if tensor.hasRawData {
             let decoded = Tensor(name: tensor.name, dataType: type, shape: tensor.dims, data: tensor.rawData)

@@ -50,20 +50,30 @@ public struct ParameterArray: Sendable, Equatable {
         self.init(dataType: tensor.dataType, shape: tensor.shape.map { Int($0) }, values: values)
     }
 
-    /// The array as a tensor of its own element type (integers rounded to nearest).
+    /// The array as a tensor of its own element type (integers rounded to nearest and clamped to
+    /// the type's range; NaN becomes 0), so no value can trap the conversion.
     public func tensor(name: String) -> Tensor {
         let shape = self.shape.map { Int64($0) }
+        func integers<T: FixedWidthInteger & TensorScalar>(_: T.Type) -> [T] {
+            values.map { value in
+                guard !value.isNaN else { return 0 }
+                let rounded = value.rounded()
+                if rounded <= Double(T.min) { return T.min }
+                if rounded >= Double(T.max) { return T.max }
+                return T(rounded)
+            }
+        }
         switch dataType {
         case .fp64: return Tensor(name: name, shape: shape, values: values)
         case .fp16: return Tensor(name: name, shape: shape, values: values.map { Float16($0) })
-        case .int64: return Tensor(name: name, shape: shape, values: values.map { Int64($0.rounded()) })
-        case .int32: return Tensor(name: name, shape: shape, values: values.map { Int32($0.rounded()) })
-        case .int16: return Tensor(name: name, shape: shape, values: values.map { Int16($0.rounded()) })
-        case .int8: return Tensor(name: name, shape: shape, values: values.map { Int8($0.rounded()) })
-        case .uint8: return Tensor(name: name, shape: shape, values: values.map { UInt8($0.rounded()) })
-        case .uint16: return Tensor(name: name, shape: shape, values: values.map { UInt16($0.rounded()) })
-        case .uint32: return Tensor(name: name, shape: shape, values: values.map { UInt32($0.rounded()) })
-        case .uint64: return Tensor(name: name, shape: shape, values: values.map { UInt64($0.rounded()) })
+        case .int64: return Tensor(name: name, shape: shape, values: integers(Int64.self))
+        case .int32: return Tensor(name: name, shape: shape, values: integers(Int32.self))
+        case .int16: return Tensor(name: name, shape: shape, values: integers(Int16.self))
+        case .int8: return Tensor(name: name, shape: shape, values: integers(Int8.self))
+        case .uint8: return Tensor(name: name, shape: shape, values: integers(UInt8.self))
+        case .uint16: return Tensor(name: name, shape: shape, values: integers(UInt16.self))
+        case .uint32: return Tensor(name: name, shape: shape, values: integers(UInt32.self))
+        case .uint64: return Tensor(name: name, shape: shape, values: integers(UInt64.self))
         case .bool: return Tensor(name: name, shape: shape, values: values.map { $0 != 0 })
         default: return Tensor(name: name, shape: shape, values: values.map { Float($0) })
         }

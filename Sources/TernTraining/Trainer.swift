@@ -135,8 +135,30 @@ public struct Trainer: Sendable {
         return activation.values
     }
 
+    /// Checks that `data` fits the network: its width and its labels' range.
+    public func check(_ data: TrainingSet) throws(TernError) {
+        guard data.width == network.inputWidth else {
+            throw .invalidArgument("the data has \(data.width) features but the model takes \(network.inputWidth)")
+        }
+        if let label = data.labels.first(where: { $0 < 0 || $0 >= network.classes }) {
+            throw .invalidArgument("label \(label) is outside the model's \(network.classes) classes")
+        }
+    }
+
+    /// Checks that `weights` have the network's layout (the arrays its layers index, their shapes).
+    public func check(weights: [ParameterArray]) throws(TernError) {
+        guard weights.count == network.names.count else {
+            throw .invalidArgument("\(weights.count) arrays where the model has \(network.names.count)")
+        }
+        for (index, (array, shape)) in zip(weights, network.shapes).enumerated() where array.shape != shape {
+            throw .invalidArgument("array \(index) (\(network.names[index])) has shape \(array.shape) where the model has \(shape)")
+        }
+    }
+
     /// Mean cross-entropy and accuracy of `weights` on `data`.
-    public func evaluate(weights: [ParameterArray], data: TrainingSet) -> (loss: Double, accuracy: Double) {
+    public func evaluate(weights: [ParameterArray], data: TrainingSet) throws(TernError) -> (loss: Double, accuracy: Double) {
+        try check(data)
+        try check(weights: weights)
         guard data.count > 0 else { return (0, 0) }
         var loss = 0.0
         var correct = 0
@@ -160,12 +182,8 @@ public struct Trainer: Sendable {
 
     /// Trains `weights` on `data` with `options`; returns the new weights and the mean loss of the last epoch.
     public func train(weights initial: [ParameterArray], data: TrainingSet, options: TrainingOptions) throws(TernError) -> (weights: [ParameterArray], loss: Double) {
-        guard data.width == network.inputWidth else {
-            throw .invalidArgument("the data has \(data.width) features but the model takes \(network.inputWidth)")
-        }
-        if let label = data.labels.first(where: { $0 < 0 || $0 >= network.classes }) {
-            throw .invalidArgument("label \(label) is outside the model's \(network.classes) classes")
-        }
+        try check(data)
+        try check(weights: initial)
         guard options.epochs >= 0, options.batchSize >= 1, options.learningRate.isFinite else {
             throw .invalidArgument("local_epochs must be >= 0, batch_size >= 1 and learning_rate finite")
         }

@@ -51,7 +51,11 @@ public struct TrainingSet: Sendable, Equatable {
             throw .invalidArgument("\(path): x must be float32 (or float64) and y integers; they are \(x.dataType.rawValue) and \(y.dataType.rawValue)")
         }
         let features = try ParameterArray(tensor: x).values
-        let labels = try ParameterArray(tensor: y).values.map { Int($0) }
+        let raw = try ParameterArray(tensor: y).values
+        guard raw.allSatisfy({ $0 >= 0 && $0 < 1e9 }), features.allSatisfy(\.isFinite) else {
+            throw .invalidArgument("\(path): labels must be class numbers from 0 and features finite")
+        }
+        let labels = raw.map { Int($0) }
         return TrainingSet(features: features, labels: labels, width: Int(x.shape[1]))
     }
 
@@ -74,7 +78,7 @@ public struct TrainingSet: Sendable, Equatable {
                 throw .invalidArgument("\(source):\(number + 1): \(numbers.count - 1) features where earlier rows have \(width)")
             }
             width = numbers.count - 1
-            guard let label = numbers.last, label == label.rounded(), label >= 0 else {
+            guard let label = numbers.last, label == label.rounded(), label >= 0, label < 1e9, numbers.allSatisfy(\.isFinite) else {
                 throw .invalidArgument("\(source):\(number + 1): the label must be a non-negative integer")
             }
             features.append(contentsOf: numbers.dropLast())
@@ -90,17 +94,24 @@ public struct TrainingSet: Sendable, Equatable {
 enum NPZArchive {
     static func arrays(_ data: Data, source: String) throws(TernError) -> [String: Tensor] {
         let bytes = [UInt8](data)
-        func u16(_ at: Int) -> Int { at + 2 <= bytes.count ? Int(bytes[at]) | Int(bytes[at + 1]) << 8 : 0 }
-        func u32(_ at: Int) -> Int { at + 4 <= bytes.count ? (0..<4).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) } : 0 }
-        func u64(_ at: Int) -> Int { at + 8 <= bytes.count ? (0..<8).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) } : 0 }
+        // Every offset and size read from the file is checked against the file's length before use;
+        // 64-bit fields above the file's size are read as an impossible value (-1), never a trap.
+        func fits(_ at: Int, _ length: Int) -> Bool { at >= 0 && at <= bytes.count - length }
+        func u16(_ at: Int) -> Int { fits(at, 2) ? Int(bytes[at]) | Int(bytes[at + 1]) << 8 : -1 }
+        func u32(_ at: Int) -> Int { fits(at, 4) ? (0..<4).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) } : -1 }
+        func u64(_ at: Int) -> Int {
+            guard fits(at, 8) else { return -1 }
+            let value = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) }
+            return value <= UInt64(bytes.count) ? Int(value) : -1
+        }
         // The end-of-central-directory record: the last 0x06054b50 within 64 KiB of the end.
         var end = -1
-        var at = bytes.count - 22
+        var at = max(bytes.count - 22, -1)
         while at >= max(0, bytes.count - 65_557) {
             if u32(at) == 0x0605_4B50 { end = at; break }
             at -= 1
         }
-        guard end >= 0 else { throw .invalidArgument("\(source) is not an .npz (ZIP) file") }
+        guard end >= 0, bytes.count >= 22 else { throw .invalidArgument("\(source) is not an .npz (ZIP) file") }
         var entries = u16(end + 10)
         var directory = u32(end + 16)
         if (entries == 0xFFFF || directory == 0xFFFF_FFFF), end >= 20, u32(end - 20) == 0x0706_4B50 {
@@ -109,6 +120,7 @@ enum NPZArchive {
             entries = u64(record + 32)
             directory = u64(record + 48)
         }
+        guard entries >= 0, entries <= bytes.count / 46, directory >= 0 else { throw .invalidArgument("\(source): broken ZIP directory") }
         var out: [String: Tensor] = [:]
         var position = directory
         for _ in 0..<entries {
@@ -118,7 +130,9 @@ enum NPZArchive {
             var size = u32(position + 24)
             let nameLength = u16(position + 28), extraLength = u16(position + 30), commentLength = u16(position + 32)
             var offset = u32(position + 42)
-            guard position + 46 + nameLength <= bytes.count else { throw .invalidArgument("\(source): broken ZIP directory") }
+            guard nameLength >= 0, extraLength >= 0, commentLength >= 0, fits(position + 46, nameLength) else {
+                throw .invalidArgument("\(source): broken ZIP directory")
+            }
             let name = String(decoding: bytes[(position + 46)..<(position + 46 + nameLength)], as: UTF8.self)
             // ZIP64 sizes and offset, in that order, for each field that says 0xFFFFFFFF.
             var extra = position + 46 + nameLength
@@ -136,9 +150,11 @@ enum NPZArchive {
             guard method == 0 else {
                 throw .invalidArgument("\(source): \(name) is compressed; write the file with np.savez (not np.savez_compressed)")
             }
-            guard u32(offset) == 0x0403_4B50 else { throw .invalidArgument("\(source): broken ZIP entry \(name)") }
+            guard offset >= 0, u32(offset) == 0x0403_4B50, u16(offset + 26) >= 0, u16(offset + 28) >= 0 else {
+                throw .invalidArgument("\(source): broken ZIP entry \(name)")
+            }
             let start = offset + 30 + u16(offset + 26) + u16(offset + 28)
-            guard start + size <= bytes.count, size == compressed else { throw .invalidArgument("\(source): entry \(name) runs past the end") }
+            guard size >= 0, size == compressed, fits(start, size) else { throw .invalidArgument("\(source): entry \(name) runs past the end") }
             let key = name.hasSuffix(".npy") ? String(name.dropLast(4)) : name
             out[key] = try NumpyFile.decode(Data(bytes[start..<(start + size)]), source: "\(source):\(name)", name: key)
             position += 46 + nameLength + extraLength + commentLength

@@ -91,7 +91,8 @@ import TernTraining
         let ask = engine.clientJoined("a")
         guard case .getParameters("a")? = ask.first else { Issue.record("expected get_parameters, got \(ask)"); return }
         _ = engine.clientJoined("b")
-        #expect(engine.parametersReturned(from: "a", .failure(.clientError)).count == 1)  // asks b next
+        let askB = engine.parametersReturned(from: "a", .failure(.clientError))  // asks b next, with a deadline
+        guard case .getParameters("b")? = askB.first, askB.count == 2 else { Issue.record("expected b to be asked, got \(askB)"); return }
         _ = engine.parametersReturned(from: "b", .success(Self.start))
         let round1 = engine.clientJoined("c")
         #expect(Self.fits(round1).count == 3)
@@ -157,5 +158,59 @@ import TernTraining
         #expect(throws: TernError.self) {
             try FLSettings.parse(yaml: "differential_privacy: {noise_multiplier: -1, clipping_norm: 1}\n").validate()
         }
+    }
+}
+
+/// Inputs that once could trap or stall: found in review, kept as tests.
+@Suite struct EngineHardeningTests {
+    @Test func expressionsNeverTrap() throws {
+        #expect(try RoundExpression("round % 9223372036854775807").value(round: 3) == .int(3))
+        #expect(try RoundExpression("(0 - 9223372036854775807 - 1) % -1").value(round: 1) == .int(0))
+        #expect(try RoundExpression("-(0 - 9223372036854775807 - 1)").value(round: 1) == .int(Int64.min))
+        #expect(try RoundExpression("-7 % 3").value(round: 1) == .int(2))  // Python's sign
+        #expect(try RoundExpression("7 % -3").value(round: 1) == .int(-2))
+        var settings = FLSettings()
+        settings.roundTimeout = .infinity
+        #expect(throws: TernError.self) { try settings.validate() }
+        settings.roundTimeout = 5
+        settings.selection = EdgeSelectionPolicy()
+        settings.selection?.retrySeconds = -1
+        #expect(throws: TernError.self) { try settings.validate() }
+    }
+
+    @Test func theGlobalModelKeepsItsElementTypesAndASilentClientIsSkipped() throws {
+        var settings = RoundEngineTests.settings(rounds: 1, timeout: 2)
+        settings.fractionEvaluate = 0
+        var engine = try RoundEngine(settings: settings)
+        _ = engine.clientJoined("mute")
+        _ = engine.clientJoined("b")
+        _ = engine.clientJoined("c")
+        // "mute" was asked for the initial weights and never answers: its deadline moves on to b.
+        #expect(engine.deadlinePassed(round: 1, stage: .parameters).isEmpty)  // another ask's timer
+        let next = engine.deadlinePassed(round: 0, stage: .parameters)
+        guard case .getParameters("b")? = next.first else { Issue.record("expected b to be asked, got \(next)"); return }
+        _ = engine.parametersReturned(from: "b", .success(RoundEngineTests.start))
+        let asFloat64 = Result<FitResult, FLFailureReason>.success(
+            FitResult(clientID: "b", weights: [FLArray(dataType: .uint8, shape: [2], values: [3, 3])], numExamples: 1))
+        _ = engine.fitReturned(from: "b", round: 1, asFloat64)
+        _ = engine.fitReturned(from: "c", round: 1, RoundEngineTests.fit("c", 1))
+        _ = engine.fitReturned(from: "mute", round: 1, RoundEngineTests.fit("mute", 1))
+        #expect(engine.weights[0].dataType == .fp32)
+        #expect(engine.history.first?.aggregated == true)
+    }
+
+    @Test func nonFiniteValuesSurviveTheStore() throws {
+        let store = try FLStore(path: nil)
+        try store.begin(run: "r", settings: "", rounds: 2, restarting: false)
+        var record = FLRoundRecord(round: 1)
+        record.loss = .nan
+        record.epsilon = .infinity
+        record.metrics = ["accuracy": -.infinity]
+        try store.save(run: "r", summary: FLRoundSummary(record: record, seconds: 1, bytesSent: 0, bytesReceived: 0),
+                       checkpoint: FLCheckpoint(round: 1, weights: RoundEngineTests.start, strategyState: FLStrategyState(), accountant: RDPAccountant(), history: [record]))
+        let back = try store.summaries(run: "r")
+        #expect(back.count == 1 && back[0].record.loss?.isNaN == true && back[0].record.epsilon == .infinity)
+        #expect(try store.latestCheckpoint(run: "r")?.history.first?.metrics["accuracy"] == -.infinity)
+        #expect(DeviceCondition(properties: ["temperature_c": .double(.nan), "battery_percent": .double(.infinity)]).isEmpty)
     }
 }

@@ -13,7 +13,7 @@ import TernCore
         }
         let network = DenseNetwork(
             layers: [.dense(weight: 0, bias: 1, transposed: false), .relu, .dense(weight: 2, bias: 3, transposed: true)],
-            names: ["W1", "b1", "W2", "b2"], inputWidth: 4, classes: 3)
+            names: ["W1", "b1", "W2", "b2"], shapes: [[4, 5], [5], [3, 5], [3]], inputWidth: 4, classes: 3)
         return (network, [random([4, 5]), random([5]), random([3, 5]), random([3])])
     }
 
@@ -52,7 +52,7 @@ import TernCore
             labels.append(label)
         }
         let data = TrainingSet(features: features, labels: labels, width: 4)
-        let before = trainer.evaluate(weights: weights, data: data)
+        let before = try trainer.evaluate(weights: weights, data: data)
         for optimizer in [TrainingOptions.Optimizer.sgd, .adam] {
             var options = TrainingOptions()
             options.epochs = 20
@@ -61,7 +61,7 @@ import TernCore
             options.optimizer = optimizer
             options.batchSize = 16
             let (trained, _) = try trainer.train(weights: weights, data: data, options: options)
-            let after = trainer.evaluate(weights: trained, data: data)
+            let after = try trainer.evaluate(weights: trained, data: data)
             #expect(after.loss < before.loss * 0.5 && after.accuracy > 0.9, "\(optimizer): \(before) -> \(after)")
         }
         var bad = TrainingOptions()
@@ -78,5 +78,32 @@ import TernCore
         #expect(throws: TernError.self) { try TrainingSet.csv("1,2,0\n3,1\n", source: "t.csv") }
         #expect(throws: TernError.self) { try TrainingSet.csv("1,2,0.5\n", source: "t.csv") }
         #expect(throws: TernError.self) { try NPZArchive.arrays(Data("not a zip".utf8), source: "t.npz") }
+    }
+}
+
+/// Malformed training files are errors, never traps.
+@Suite struct TrainingInputTests {
+    @Test func brokenArchivesAndShapesAreRefused() throws {
+        // An end-of-directory record claiming entries far past the file, and one with a huge offset.
+        var eocd = Data([0x50, 0x4B, 0x05, 0x06]) + Data(repeating: 0, count: 18)
+        eocd[10] = 0xFF
+        eocd[11] = 0x7F
+        #expect(throws: TernError.self) { try NPZArchive.arrays(eocd, source: "e.npz") }
+        var far = Data([0x50, 0x4B, 0x05, 0x06]) + Data(repeating: 0, count: 18)
+        far[10] = 1
+        far[16] = 0xFF
+        far[17] = 0xFF
+        far[18] = 0xFF
+        far[19] = 0x7F
+        #expect(throws: TernError.self) { try NPZArchive.arrays(far, source: "f.npz") }
+        #expect(throws: TernError.self) { try NPZArchive.arrays(Data(), source: "empty.npz") }
+        #expect(throws: TernError.self) { try TrainingSet.csv("1,2,1e300\n", source: "t.csv") }
+        #expect(throws: TernError.self) { try TrainingSet.csv("1,inf,1\n", source: "t.csv") }
+        let (network, weights) = TrainerTests.network()
+        let trainer = Trainer(network: network)
+        #expect(throws: TernError.self) { try trainer.evaluate(weights: weights, data: TrainingSet(features: [1, 2], labels: [0], width: 2)) }
+        #expect(throws: TernError.self) { try trainer.evaluate(weights: Array(weights.prefix(2)), data: TrainingSet(features: [1, 2, 3, 4], labels: [0], width: 4)) }
+        let wide = ParameterArray(dataType: .int8, shape: [3], values: [1e10, -1e10, .nan]).tensor(name: "t")
+        #expect(try wide.values(as: Int8.self) == [127, -128, 0])
     }
 }

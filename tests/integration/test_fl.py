@@ -159,3 +159,41 @@ def test_edge_aware_selection_skips_hot_and_over_budget_devices(tmp_path):
         assert record["aggregated"]
         peers.update(record["skipped"])
     assert len(peers) == 2
+
+
+def test_malformed_answers_are_counted_and_the_coordinator_keeps_going(tmp_path):
+    """Clients that speak the stream but answer with garbage: undecodable or absurd .npy files, an
+    absurd example count, the wrong message kind, an empty message. Each is a counted failure;
+    the good clients' rounds aggregate and the run ends normally."""
+    python = flwr_python()
+    modes = ["garbage-npy", "huge-examples", "wrong-kind", "empty", "huge-shape"]
+    total = 2 + len(modes)
+    config = f"min_fit_clients: {total}\nmin_available_clients: {total}\nmin_evaluate_clients: 2\nround_timeout: 10\n" + SCHEDULE_YAML
+    coordinator = Coordinator(tmp_path, "--rounds", "2", "--initial-model", str(make_softmax_onnx(tmp_path)), config=config)
+    good = [start_client(python, coordinator.address, i) for i in range(2)]
+    rogues = [subprocess.Popen([python, os.path.join(FL, "rogue_client.py"), "--server", coordinator.address, "--mode", mode],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for mode in modes]
+    summary = coordinator.finish()
+    assert all(code == 0 for code, _ in wait_clients(good))
+    wait_clients(rogues)
+    assert len(summary["rounds"]) == 2 and all(r["record"]["aggregated"] for r in summary["rounds"])
+    failures = summary["failures"]
+    assert failures.get("bad_parameters", 0) >= 2 * 3 and failures.get("protocol_error", 0) >= 2 * 2, failures
+    for r in summary["rounds"]:
+        assert r["record"]["fitResults"] == 2, r["record"]
+
+
+def make_softmax_onnx(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    sys.path.insert(0, FL)
+    from digits_data import softmax_init
+    w, b = softmax_init(seed=1234)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["logits"])], "softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    path = tmp_path / "init.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path

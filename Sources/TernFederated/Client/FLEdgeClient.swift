@@ -169,7 +169,7 @@ public final class FLEdgeClient: Sendable {
                         disconnect.disconnectRes = res
                         repliesIn.yield(disconnect)
                         repliesIn.finish()
-                        return ins.seconds > 0 ? SessionEnd.reconnect(ins.seconds) : .finished
+                        return ins.seconds > 0 ? SessionEnd.reconnect(min(ins.seconds, 3600)) : .finished
                     }
                     repliesIn.yield(self.answer(message))
                 }
@@ -255,7 +255,7 @@ public final class FLEdgeClient: Sendable {
         var res = Flwr_Proto_ClientMessage.EvaluateRes()
         do {
             let global = try received(ins.parameters)
-            let (loss, accuracy) = trainer.evaluate(weights: global, data: evaluation)
+            let (loss, accuracy) = try trainer.evaluate(weights: global, data: evaluation)
             state.withLock {
                 $0.weights = global
                 $0.summary.evaluations += 1
@@ -286,18 +286,27 @@ public final class FLEdgeClient: Sendable {
         return zip(global, model).map { $0.converted(to: $1.dataType) }
     }
 
-    /// Flower's usual config keys as training options.
+    /// Flower's usual config keys as training options. Numbers out of range (a negative, infinite
+    /// or absurd epoch count) are clamped instead of trusted; `train` refuses what is left wrong.
     func trainingOptions(_ config: [String: FLScalar]) -> TrainingOptions {
+        func count(_ value: Double?, limit: Double) -> Int? {
+            guard let value, value.isFinite else { return nil }
+            return Int(min(max(value, 0), limit))
+        }
         var options = TrainingOptions()
-        if let epochs = config["local_epochs"]?.number ?? config["epochs"]?.number { options.epochs = Int(epochs) }
+        if let epochs = count(config["local_epochs"]?.number ?? config["epochs"]?.number, limit: 10_000) { options.epochs = epochs }
         if let rate = config["learning_rate"]?.number ?? config["lr"]?.number { options.learningRate = rate }
-        if let batch = config["batch_size"]?.number { options.batchSize = Int(batch) }
-        if let mu = config["proximal_mu"]?.number { options.proximalMu = mu }
-        if let momentum = config["momentum"]?.number { options.momentum = momentum }
+        if let batch = count(config["batch_size"]?.number, limit: 16_777_216) { options.batchSize = batch }
+        if let mu = config["proximal_mu"]?.number, mu.isFinite, mu >= 0 { options.proximalMu = mu }
+        if let momentum = config["momentum"]?.number, momentum.isFinite { options.momentum = momentum }
         if case .string(let name)? = config["optimizer"], let optimizer = TrainingOptions.Optimizer(rawValue: name.lowercased()) {
             options.optimizer = optimizer
         }
-        if let seed = config["seed"]?.number { options.seed = UInt64(max(seed, 0)) } else { options.seed = UInt64(state.withLock { $0.summary.fits } + 1) }
+        if let seed = count(config["seed"]?.number, limit: 9e15) {
+            options.seed = UInt64(seed)
+        } else {
+            options.seed = UInt64(state.withLock { $0.summary.fits } + 1)
+        }
         return options
     }
 }

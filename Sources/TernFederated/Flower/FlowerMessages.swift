@@ -44,6 +44,7 @@ enum FLReply: Sendable {
             return .properties(nil)
         case (.fit, .fitRes(let res)?):
             guard res.status.code == .ok else { return .fit(.failure(.clientError)) }
+            guard (0...(1 << 40)).contains(res.numExamples) else { return .fit(.failure(.badParameters)) }
             let weights = base.flatMap { UpdateCompression.apply(res.parameters, base: $0) } ?? FLWire.weights(res.parameters)
             return .fit(weights.map {
                 FitResult(clientID: client, weights: $0, numExamples: Int(res.numExamples), metrics: FLScalar.map(res.metrics))
@@ -52,6 +53,7 @@ enum FLReply: Sendable {
             return .fit(.failure(.protocolError))
         case (.evaluate, .evaluateRes(let res)?):
             guard res.status.code == .ok else { return .evaluate(.failure(.clientError)) }
+            guard (0...(1 << 40)).contains(res.numExamples) else { return .evaluate(.failure(.badParameters)) }
             return .evaluate(.success(EvaluateResult(
                 clientID: client, loss: Double(res.loss), numExamples: Int(res.numExamples), metrics: FLScalar.map(res.metrics))))
         case (.evaluate, _):
@@ -69,7 +71,7 @@ enum FLWire {
         var out: FLWeights = []
         out.reserveCapacity(parameters.tensors.count)
         for (index, data) in parameters.tensors.enumerated() {
-            guard let array = try? FLArray(npy: data, index: index) else { return .failure(.badParameters) }
+            guard let array = try? FLArray(npy: data, index: index), array.values.allSatisfy(\.isFinite) else { return .failure(.badParameters) }
             out.append(array)
         }
         return .success(out)

@@ -68,13 +68,14 @@ public enum UpdateCompression: String, Sendable, Codable, CaseIterable {
             } catch {
                 return .failure(.badParameters)
             }
-            guard delta.shape == reference.shape else { return .failure(.badParameters) }
+            guard delta.shape == reference.shape, delta.values.allSatisfy(\.isFinite) else { return .failure(.badParameters) }
             out.append(reference.with(values: zip(reference.values, delta.values).map { $0 + $1 }))
         }
         return .success(out)
     }
 
     static func quantize(_ array: ParameterArray) throws(TernError) -> Data {
+        guard array.values.allSatisfy(\.isFinite) else { throw .invalidArgument("the update has values that are not finite") }
         let low = array.values.min() ?? 0
         let high = array.values.max() ?? 0
         let step = high > low ? (high - low) / 255 : 1

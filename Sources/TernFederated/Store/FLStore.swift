@@ -111,7 +111,14 @@ public final class FLStore: Sendable {
     /// `keepCheckpoints` rounds are dropped.
     public func save(run: String, summary: FLRoundSummary, checkpoint: FLCheckpoint) throws(TernError) {
         let record = summary.record
-        let json = String(decoding: (try? JSONEncoder.sorted.encode(record)) ?? Data(), as: UTF8.self)
+        let json: String
+        let accountant: String
+        do {
+            json = String(decoding: try FLJSON.encoder().encode(record), as: UTF8.self)
+            accountant = String(decoding: try FLJSON.encoder().encode(checkpoint.accountant), as: UTF8.self)
+        } catch {
+            throw .internalError("cannot encode round \(record.round): \(error)")
+        }
         var arrays: [(kind: String, position: Int, npy: Data)] = []
         for (index, array) in checkpoint.weights.enumerated() { arrays.append(("weights", index, try array.npy())) }
         let state = checkpoint.strategyState
@@ -120,7 +127,6 @@ public final class FLStore: Sendable {
                 arrays.append((kind, index, try FLArray(dataType: .fp64, shape: [vector.count], values: vector).npy()))
             }
         }
-        let accountant = String(decoding: (try? JSONEncoder.sorted.encode(checkpoint.accountant)) ?? Data(), as: UTF8.self)
         try write { db in
             try db.execute(
                 sql: """
@@ -174,7 +180,7 @@ public final class FLStore: Sendable {
             func ordered(_ kind: String) -> [[Double]] { (moments[kind] ?? []).sorted { $0.0 < $1.0 }.map(\.1) }
             let state = FLStrategyState(firstMoment: ordered("m"), secondMoment: ordered("v"), momentum: ordered("momentum"))
             let accountantText = try String.fetchOne(db, sql: "SELECT state FROM fl_accountants WHERE run = ? AND round = ?", arguments: [run, round])
-            let accountant = try accountantText.map { try JSONDecoder().decode(RDPAccountant.self, from: Data($0.utf8)) } ?? RDPAccountant()
+            let accountant = try accountantText.map { try FLJSON.decoder.decode(RDPAccountant.self, from: Data($0.utf8)) } ?? RDPAccountant()
             let history = try self.records(db, run: run).filter { $0.round <= round }
             return FLCheckpoint(round: round, weights: weights.sorted { $0.0 < $1.0 }.map(\.1), strategyState: state, accountant: accountant, history: history)
         }
@@ -186,7 +192,7 @@ public final class FLStore: Sendable {
             try Row.fetchAll(db, sql: "SELECT seconds, bytes_sent, bytes_received, record FROM fl_rounds WHERE run = ? ORDER BY round", arguments: [run]).map { row in
                 let text: String = row["record"]
                 return FLRoundSummary(
-                    record: try JSONDecoder().decode(FLRoundRecord.self, from: Data(text.utf8)), seconds: row["seconds"],
+                    record: try FLJSON.decoder.decode(FLRoundRecord.self, from: Data(text.utf8)), seconds: row["seconds"],
                     bytesSent: row["bytes_sent"], bytesReceived: row["bytes_received"])
             }
         }
@@ -212,7 +218,7 @@ public final class FLStore: Sendable {
 
     func records(_ db: Database, run: String) throws -> [FLRoundRecord] {
         try String.fetchAll(db, sql: "SELECT record FROM fl_rounds WHERE run = ? ORDER BY round", arguments: [run]).map {
-            try JSONDecoder().decode(FLRoundRecord.self, from: Data($0.utf8))
+            try FLJSON.decoder.decode(FLRoundRecord.self, from: Data($0.utf8))
         }
     }
 
@@ -237,13 +243,28 @@ public final class FLStore: Sendable {
     }
 }
 
-extension JSONEncoder {
-    /// An encoder with sorted keys (stable text in the database).
-    static var sorted: JSONEncoder {
+/// JSON for the run's records: sorted keys, and infinities and NaN (a diverged client's loss, the
+/// ε of a run without noise) written as the strings "inf", "-inf" and "nan" instead of failing.
+public enum FLJSON {
+    /// An encoder of records (`pretty` for people).
+    public static func encoder(pretty: Bool = false) -> JSONEncoder {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return encoder
     }
+
+    /// The decoder that reads what `encoder` wrote.
+    public static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return decoder
+    }
+}
+
+extension JSONEncoder {
+    /// `FLJSON.encoder()`.
+    static var sorted: JSONEncoder { FLJSON.encoder() }
 }
 
 /// One run as the store knows it.

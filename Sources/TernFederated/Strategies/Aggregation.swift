@@ -3,14 +3,15 @@ import TernTraining
 
 /// The element-wise rules behind the strategies, over `Double`s (Flower's `aggregate.py`).
 public enum Aggregation {
-    /// `sum(w_i * n_i) / sum(n_i)` per element (FedAvg).
+    /// `sum(w_i * n_i) / sum(n_i)` per element (FedAvg); equal weights when every count is 0.
     public static func weightedMean(_ results: [FitResult]) -> FLWeights {
-        let total = Double(results.reduce(0) { $0 + $1.numExamples })
+        let counted = results.reduce(0.0) { $0 + Double($1.numExamples) }
+        let total = counted > 0 ? counted : Double(results.count)
         let template = results[0].weights
         return template.indices.map { layer in
             var sum = [Double](repeating: 0, count: template[layer].count)
             for result in results {
-                let weight = Double(result.numExamples)
+                let weight = counted > 0 ? Double(result.numExamples) : 1
                 let values = result.weights[layer].values
                 for index in sum.indices { sum[index] += values[index] * weight }
             }

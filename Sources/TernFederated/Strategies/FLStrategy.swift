@@ -121,6 +121,9 @@ public struct FLStrategy: Sendable {
     /// (default: as many as there are results) is added to the outcome.
     public mutating func aggregate(round: Int, current: FLWeights, results: [FitResult], sampled: Int? = nil) throws(TernError) -> FLWeights {
         guard !results.isEmpty else { throw .invalidArgument("no results to aggregate") }
+        guard results.contains(where: { $0.numExamples > 0 }) || [.fedmedian, .fedtrimmedavg, .krum].contains(kind) else {
+            throw .invalidArgument("every client reported 0 examples: there is no weighted average")
+        }
         for result in results {
             if let mismatch = result.weights.layoutMismatch(expected: current) {
                 throw .invalidArgument("client \(result.clientID): \(mismatch)")
