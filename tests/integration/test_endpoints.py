@@ -207,8 +207,9 @@ def test_unload_gives_memory_back(explicit_server):
     released = sorted(loaded - unloaded for loaded, unloaded in cycles)
     median_release = released[len(released) // 2]
     # Every unload released the model's memory (the median ~15-20 MB; a single cycle can read a
-    # few MB less when another thread's allocator arena happens to hold pages at that moment).
-    assert released[0] >= 8 and median_release >= 12, cycles
+    # few MB less when another thread's allocator arena happens to hold pages at that moment:
+    # 7.6 MB was seen once in CI, so the worst cycle's floor is 5 MB).
+    assert released[0] >= 5 and median_release >= 12, cycles
     # No leak: the least-squares trend of the resident size after each unload, from the third
     # cycle on, climbs by well under what one model takes (a model kept per cycle would climb by
     # about median_release per cycle; the noise of single readings does not decide it).
