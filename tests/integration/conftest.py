@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +18,19 @@ EXAMPLES = os.path.join(ROOT, "examples", "models")
 
 
 _handed_out = set()
+
+
+@pytest.fixture(autouse=True)
+def _kill_federated_leftovers():
+    """Kills the coordinators and Flower clients a test started and left running (a failed test)."""
+    yield
+    helpers = sys.modules.get("fl_helpers")
+    for process in (helpers.STARTED if helpers else []):
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if helpers:
+        helpers.STARTED.clear()
 
 
 def free_port():

@@ -14,6 +14,15 @@ FL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fl")
 sys.path.insert(0, FL)  # schedule.py and digits_data.py import without flwr
 TERN = os.environ.get("TERN_BIN", os.path.join(ROOT, ".build/debug/tern"))
 
+# Every process a test starts through these helpers; conftest's autouse fixture kills those still
+# running when the test ends, so a failed test leaves no coordinator or client behind.
+STARTED = []
+
+
+def track(process):
+    STARTED.append(process)
+    return process
+
 
 def flwr_python():
     """The Python with flwr==1.42.0 (make's flwr-venv); the tests skip, saying why, without it."""
@@ -38,9 +47,9 @@ class Coordinator:
             path = tmp_path / f"fl-{self.port}.yaml"
             path.write_text(config)
             extra = ["--config", str(path)]
-        self.process = subprocess.Popen(
+        self.process = track(subprocess.Popen(
             [TERN, "fl", "server", "--address", self.address, *extra, *args],
-            stdout=subprocess.PIPE, stderr=open(self.log_path, "w"), text=True)
+            stdout=subprocess.PIPE, stderr=open(self.log_path, "w"), text=True))
         deadline = time.time() + 20
         while "listening on" not in self.log():
             if self.process.poll() is not None or time.time() > deadline:
@@ -61,10 +70,10 @@ class Coordinator:
 
 
 def start_client(python, address, index, clients=3, fault="", env=None, extra=()):
-    return subprocess.Popen(
+    return track(subprocess.Popen(
         [python, os.path.join(FL, "digits_client.py"), "--server", address, "--index", str(index),
          "--clients", str(clients), *(["--fault", fault] if fault else []), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}))
 
 
 def wait_clients(clients, timeout=120):
