@@ -122,21 +122,9 @@ struct FLServerCommand: AsyncParsableCommand {
         defer { metricsTask?.cancel() }
         let store = try stateDB.map { try FLStore(path: $0) }
         let run = runName
-        let checkpoint = try store?.latestCheckpoint(run: run)
-        let engine: RoundEngine
-        var earlier: [FLRoundSummary] = []
-        if let checkpoint {
-            guard checkpoint.round < settings.rounds else {
-                throw ValidationError("run '\(run)' in \(stateDB ?? "") finished all \(checkpoint.round) rounds; start another with --run NAME")
-            }
-            engine = try RoundEngine(settings: settings, resuming: checkpoint)
-            earlier = try store?.summaries(run: run) ?? []
-            logger.info("fl: resuming run '\(run)' after round \(checkpoint.round) of \(settings.rounds)")
-        } else {
-            let initial = try settings.initialModel.map { try ONNXInitializers.weights(path: $0) } ?? []
-            engine = try RoundEngine(settings: settings, initialWeights: initial)
+        let (engine, earlier) = try FLRunStart.begin(run: run, settings: settings, store: store, command: settingsText(), logger: logger) {
+            () throws(TernError) -> FLWeights in try settings.initialModel.map { path throws(TernError) in try ONNXInitializers.weights(path: path) } ?? []
         }
-        try store?.begin(run: run, settings: settingsText(), rounds: settings.rounds, restarting: checkpoint != nil)
         let coordinator = FLCoordinator(engine: engine, earlier: earlier, logger: logger) { summary, checkpoint in
             do {
                 try store?.save(run: run, summary: summary, checkpoint: checkpoint)
@@ -254,9 +242,7 @@ struct FLStatusCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: stateDB) else { throw ValidationError("no state database at \(stateDB)") }
-        let store = try FLStore(path: stateDB)
-        guard let name = try runName ?? store.runs().first?.run else { throw ValidationError("\(stateDB) holds no runs") }
+        let (store, name) = try FLStore.openRun(stateDB, runName)
         let info = try store.run(name)
         let rounds = try store.summaries(run: name)
         if json {
@@ -281,9 +267,7 @@ struct FLReportCommand: ParsableCommand {
     @Option(help: "The HTML file to write.") var out: String
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: stateDB) else { throw ValidationError("no state database at \(stateDB)") }
-        let store = try FLStore(path: stateDB)
-        guard let name = try runName ?? store.runs().first?.run else { throw ValidationError("\(stateDB) holds no runs") }
+        let (store, name) = try FLStore.openRun(stateDB, runName)
         let page = FLReport.html(info: try store.run(name), rounds: try store.summaries(run: name))
         try Data(page.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
     }
@@ -431,5 +415,15 @@ struct Backbone {
             start = end
         }
         return TrainingSet(features: features, labels: set.labels, width: width)
+    }
+}
+
+extension FLStore {
+    /// The existing database at `path` and the run to show: `name`, or the most recent one.
+    static func openRun(_ path: String, _ name: String?) throws -> (FLStore, String) {
+        guard FileManager.default.fileExists(atPath: path) else { throw ValidationError("no state database at \(path)") }
+        let store = try FLStore(path: path)
+        guard let run = try name ?? store.runs().first?.run else { throw ValidationError("\(path) holds no runs") }
+        return (store, run)
     }
 }

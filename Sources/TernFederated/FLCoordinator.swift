@@ -36,8 +36,8 @@ public struct FLRunSummary: Sendable, Codable, Equatable {
 public actor FLCoordinator {
     private var engine: RoundEngine
     private var links: [String: AsyncStream<FLInstruction>.Continuation] = [:]
-    private var encoded: (round: Int, stage: RoundEngine.Stage, compressed: Bool, parameters: Flwr_Proto_Parameters)?
-    private var compressedCache: (round: Int, stage: RoundEngine.Stage, parameters: Flwr_Proto_Parameters)?
+    /// The stage's global weights on the wire, per form (float32 for everyone, float16 for Tern peers).
+    private var encoded: (round: Int, stage: RoundEngine.Stage, plain: Flwr_Proto_Parameters?, compressed: Flwr_Proto_Parameters?)?
     /// Clients asked for their properties before they join the rounds (to learn what they decode).
     private var joining: Set<String> = []
     /// What each Tern client said it decodes.
@@ -226,11 +226,11 @@ public actor FLCoordinator {
 
     /// The stage's global weights on the wire, encoded once per stage and form.
     private func parameters(round: Int, stage: RoundEngine.Stage, weights: FLWeights, compressed: Bool) -> Flwr_Proto_Parameters? {
-        if compressed, let cached = compressedCache, cached.round == round, cached.stage == stage { return cached.parameters }
-        if !compressed, let encoded, encoded.round == round, encoded.stage == stage { return encoded.parameters }
+        if encoded?.round != round || encoded?.stage != stage { encoded = (round, stage, nil, nil) }
+        if let cached = compressed ? encoded?.compressed : encoded?.plain { return cached }
         do {
             let parameters = compressed ? try UpdateCompression.global(weights) : try FLWire.parameters(weights)
-            if compressed { compressedCache = (round, stage, parameters) } else { encoded = (round, stage, false, parameters) }
+            if compressed { encoded?.compressed = parameters } else { encoded?.plain = parameters }
             return parameters
         } catch {
             logger.error("fl: cannot encode the global weights: \(error.message)")

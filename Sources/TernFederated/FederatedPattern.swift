@@ -139,17 +139,9 @@ public final class FederatedService: Service, Sendable {
         let store = try options.stateDB.map { path throws(TernError) in try FLStore(path: path) }
         let template = try options.model.map { model throws(TernError) in try modelFile(model) }
         let settings = options.settings
-        let engine: RoundEngine
-        var earlier: [FLRoundSummary] = []
-        if let checkpoint = try store?.latestCheckpoint(run: options.run), checkpoint.round < settings.rounds {
-            engine = try RoundEngine(settings: settings, resuming: checkpoint)
-            earlier = try store?.summaries(run: options.run) ?? []
-            logger.info("fl: resuming run '\(options.run)' after round \(checkpoint.round)")
-        } else {
-            let initial = try template.map { path throws(TernError) in try ONNXInitializers.weights(path: path) } ?? []
-            engine = try RoundEngine(settings: settings, initialWeights: initial)
+        let (engine, earlier) = try FLRunStart.begin(run: options.run, settings: settings, store: store, command: "tern serve --fl-port", logger: logger) {
+            () throws(TernError) -> FLWeights in try template.map { path throws(TernError) in try ONNXInitializers.weights(path: path) } ?? []
         }
-        try store?.begin(run: options.run, settings: "tern serve --fl-port", rounds: settings.rounds, restarting: !earlier.isEmpty)
         state.withLock { $0.summaries = earlier }
         let (published, publish) = AsyncStream<(round: Int, weights: FLWeights)>.makeStream()
         let (run, every, last) = (options.run, options.publishEvery, settings.rounds)
@@ -161,7 +153,8 @@ public final class FederatedService: Service, Sendable {
                 logger.error("fl: cannot save round \(summary.record.round): \(error)")
             }
             let round = summary.record.round
-            if template != nil, summary.record.aggregated || round == last, round == last || (every.map { round % $0 == 0 } ?? false) {
+            let periodic = summary.record.aggregated && (every.map { round % $0 == 0 } ?? false)
+            if template != nil, round == last || periodic {
                 publish.yield((round, checkpoint.weights))
             }
         }

@@ -72,7 +72,7 @@ public enum ONNXInitializers {
             replaced.floatData = []
             replaced.doubleData = []
             replaced.int32Data = []
-            replaced.rawData = array.with(values: array.values).converted(to: type).tensor(name: tensor.name).data
+            replaced.rawData = array.converted(to: type).tensor(name: tensor.name).data
             model.graph.initializer[index] = replaced
             next += 1
         }

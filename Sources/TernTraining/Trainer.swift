@@ -191,7 +191,7 @@ public struct Trainer: Sendable {
         var velocity = initial.map { [Double](repeating: 0, count: $0.count) }
         var second = velocity
         var step = 0
-        var generator = SplitMix(seed: options.seed)
+        var generator = SplitMix64(seed: options.seed)
         var lastLoss = 0.0
         for _ in 0..<options.epochs {
             var order = Array(0..<data.count)
@@ -234,11 +234,16 @@ public struct Trainer: Sendable {
     }
 }
 
-/// SplitMix64, a small seeded generator for the shuffles.
-struct SplitMix: RandomNumberGenerator {
+/// A small seeded generator (Steele, Lea and Flood's SplitMix64): the trainer's shuffles and the
+/// coordinator's client sampling, repeatable from a seed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+
+    /// A generator that starts from `seed`.
+    public init(seed: UInt64) { state = seed }
+
+    /// The next 64 random bits.
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -6,9 +6,9 @@ import TernTraining
 
 /// Flower's messages read as the answers the engine expects.
 @Suite struct FlowerReplyTests {
-    static func fitRes(code: Flwr_Proto_Code = .ok, tensors: [Data]) -> Flwr_Proto_ClientMessage {
+    static func fitRes(status: Flwr_Proto_Status? = nil, tensors: [Data]) -> Flwr_Proto_ClientMessage {
         var res = Flwr_Proto_ClientMessage.FitRes()
-        res.status.code = code
+        if let status { res.status = status }
         res.parameters.tensors = tensors
         res.numExamples = 12
         res.metrics = ["train_loss": FLScalar.double(0.5).proto]
@@ -26,7 +26,10 @@ import TernTraining
             return
         }
         #expect(result.weights == weights && result.numExamples == 12 && result.metrics["train_loss"] == .double(0.5))
-        guard case .fit(.failure(.clientError)) = FLReply.decode(Self.fitRes(code: .fitNotImplemented, tensors: []), for: .fit(round: 1), client: "c") else {
+        let failed = FLWire.failed(.fit(round: 1), "out of memory")
+        #expect(failed.code.rawValue == 3 && failed.message == "out of memory")  // flwr's FIT code
+        #expect(FLWire.failed(.evaluate(round: 1), "").code.rawValue == 4 && FLWire.failed(.getParameters, "").code.rawValue == 2)
+        guard case .fit(.failure(.clientError)) = FLReply.decode(Self.fitRes(status: failed, tensors: []), for: .fit(round: 1), client: "c") else {
             Issue.record("a status other than OK is a client error")
             return
         }

@@ -7,7 +7,7 @@ import TernCore
 @Suite struct TrainerTests {
     /// x(4) → MatMul W1 [4, 5] + b1 → Relu → Gemm(transB) W2 [3, 5] + b2 → logits(3).
     static func network() -> (DenseNetwork, [ParameterArray]) {
-        var generator = SplitMix(seed: 11)
+        var generator = SplitMix64(seed: 11)
         func random(_ shape: [Int]) -> ParameterArray {
             ParameterArray(dataType: .fp64, shape: shape, values: (0..<shape.reduce(1, *)).map { _ in Double.random(in: -1...1, using: &generator) })
         }
@@ -20,7 +20,7 @@ import TernCore
     @Test func gradientsMatchFiniteDifferences() {
         let (network, weights) = Self.network()
         let trainer = Trainer(network: network)
-        var generator = SplitMix(seed: 5)
+        var generator = SplitMix64(seed: 5)
         let x = (0..<(6 * 4)).map { _ in Double.random(in: -2...2, using: &generator) }
         let y = [0, 1, 2, 1, 0, 2]
         let anchor = weights.map { $0.with(values: $0.values.map { $0 + 0.3 }) }
@@ -43,7 +43,7 @@ import TernCore
     @Test func sgdAndAdamLowerTheLoss() throws {
         let (network, weights) = Self.network()
         let trainer = Trainer(network: network)
-        var generator = SplitMix(seed: 8)
+        var generator = SplitMix64(seed: 8)
         var features: [Double] = []
         var labels: [Int] = []
         for _ in 0..<90 {

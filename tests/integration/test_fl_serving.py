@@ -48,7 +48,7 @@ def make_repository(root):
     return softmax_eval([w, b], test_x, test_y)[1]
 
 
-def run(tmp_path, faults):
+def run(tmp_path, faults, *extra):
     python = flwr_python()
     repo = tmp_path / "repo"
     start_accuracy = make_repository(repo)
@@ -56,7 +56,7 @@ def run(tmp_path, faults):
     config = tmp_path / "fl.yaml"
     config.write_text("num_rounds: 3\nmin_fit_clients: 3\nmin_evaluate_clients: 3\nmin_available_clients: 3\n" + SCHEDULE_YAML)
     server = TernServer(str(repo), "--state-dir", str(tmp_path / "state"), "--model-control-mode", "explicit", "--load-model", "digits_fl",
-                        "--fl-port", str(fl_port), "--fl-model", "digits_fl", "--fl-config", str(config))
+                        "--fl-port", str(fl_port), "--fl-model", "digits_fl", "--fl-config", str(config), *extra)
     try:
         clients = [start_client(python, f"127.0.0.1:{fl_port}", i, fault=faults[i]) for i in range(3)]
         deadline = time.time() + 120
@@ -76,24 +76,25 @@ def run(tmp_path, faults):
 
 
 def test_the_trained_global_model_is_promoted_through_the_gates(tmp_path):
-    server, repo, status, start_accuracy, _ = run(tmp_path, ["", "", ""])
+    server, repo, status, start_accuracy, _ = run(tmp_path, ["", "", ""], "--fl-publish-every", "2")
     try:
+        # Every 2 rounds and after the last: round 2 became version 2, round 3 version 3.
+        assert [(p["round"], p["version"], p["accepted"]) for p in status["publications"]] == [(2, 2, True), (3, 3, True)], status
         publication = status["publications"][-1]
-        assert publication["accepted"] and publication["version"] == 2 and publication["round"] == 3, status
         assert "accuracy: passed" in publication["detail"]
         final = status["rounds"][-1]["record"]["metrics"]["accuracy"]
         assert final > start_accuracy + 0.05, (start_accuracy, final)
-        # Version 2 serves, and it is the coordinator's global model: the served answers give the
+        # Version 3 serves, and it is the coordinator's global model: the served answers give the
         # accuracy the clients measured for the last round.
-        ready = requests.get(f"{server.http_url}/v2/models/digits_fl/versions/2/ready", timeout=5)
+        ready = requests.get(f"{server.http_url}/v2/models/digits_fl/versions/3/ready", timeout=5)
         assert ready.status_code == 200
         _, _, test_x, test_y = _data()
         body = {"inputs": [{"name": "x", "shape": list(test_x.shape), "datatype": "FP32", "data": test_x.flatten().tolist()}]}
         answer = requests.post(f"{server.http_url}/v2/models/digits_fl/infer", json=body, timeout=30).json()
-        assert answer["model_version"] == "2"
+        assert answer["model_version"] == "3"
         probabilities = np.array(answer["outputs"][0]["data"]).reshape(-1, 10)
         assert abs((probabilities.argmax(axis=1) == test_y).mean() - final) < 1e-9
-        trained = onnx.load(str(repo / "digits_fl" / "2" / "model.onnx"))
+        trained = onnx.load(str(repo / "digits_fl" / "3" / "model.onnx"))
         assert [i.name for i in trained.graph.initializer] == ["W", "B"]
         assert [n.op_type for n in trained.graph.node] == ["Gemm", "Softmax"]  # the graph is untouched
         assert not [p for p in os.listdir(repo / "digits_fl") if p.startswith(".fl-")]

@@ -191,8 +191,7 @@ public final class FLEdgeClient: Sendable {
                 res.parameters = try FLWire.parameters(weights)
                 res.status.code = .ok
             } catch {
-                res.status.code = .getParametersNotImplemented
-                res.status.message = error.message
+                res.status = FLWire.failed(.getParameters, error.message)
             }
             reply.getParametersRes = res
         case .getPropertiesIns?:
@@ -223,7 +222,7 @@ public final class FLEdgeClient: Sendable {
             let watts = power()
             let (trained, loss) = try trainer.train(weights: global, data: data, options: options)
             let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.seconds
             var energy: Double?
             if let before = watts, let after = power() { energy = (before + after) / 2 * seconds }
             state.withLock {
@@ -243,9 +242,7 @@ public final class FLEdgeClient: Sendable {
             res.metrics = FLScalar.proto(metrics)
             res.status.code = .ok
         } catch {
-            // Flower's codes have no general error: a non-OK status with the reason is the client's failure.
-            res.status.code = .fitNotImplemented
-            res.status.message = error.message
+            res.status = FLWire.failed(.fit(round: 0), error.message)
             logger.error("fl client: fit failed: \(error.message)")
         }
         return res
@@ -267,8 +264,7 @@ public final class FLEdgeClient: Sendable {
             res.metrics = FLScalar.proto(["accuracy": .double(accuracy)])
             res.status.code = .ok
         } catch {
-            res.status.code = .evaluateNotImplemented
-            res.status.message = error.message
+            res.status = FLWire.failed(.evaluate(round: 0), error.message)
         }
         return res
     }

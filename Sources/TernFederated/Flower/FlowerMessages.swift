@@ -107,6 +107,24 @@ enum FLWire {
         return message
     }
 
+    /// The status of an answer the client could not give, with the reason. Flower's `Code` has no
+    /// general error: besides OK (0) it has one code per instruction, 1 to 4 in the order
+    /// get_properties, get_parameters, fit, evaluate, and any code other than OK is a failure to the
+    /// server (Flower's and Tern's alike). The answer carries its instruction's code.
+    static func failed(_ instruction: FLInstructionKind, _ message: String) -> Flwr_Proto_Status {
+        let code: Int
+        switch instruction {
+        case .getProperties: code = 1
+        case .getParameters: code = 2
+        case .fit: code = 3
+        case .evaluate, .reconnect: code = 4
+        }
+        var status = Flwr_Proto_Status()
+        status.code = Flwr_Proto_Code(rawValue: code) ?? .UNRECOGNIZED(code)
+        status.message = message
+        return status
+    }
+
     static var getParameters: Flwr_Proto_ServerMessage {
         var message = Flwr_Proto_ServerMessage()
         message.getParametersIns = Flwr_Proto_ServerMessage.GetParametersIns()

@@ -262,10 +262,6 @@ public enum FLJSON {
     }
 }
 
-extension JSONEncoder {
-    /// `FLJSON.encoder()`.
-    static var sorted: JSONEncoder { FLJSON.encoder() }
-}
 
 /// One run as the store knows it.
 public struct FLRunInfo: Sendable, Codable, Equatable {
